@@ -1,0 +1,40 @@
+"""agentcom: poll an AgentCom hub's mailbox and hand an agent only what needs it.
+
+Public API: `check`, `send`, `ack`, `status` (plus `agents`, `log`), each returning
+the same plain dict the CLI prints with `--json`, and the `AgentComError` hierarchy.
+The actions are imported lazily: `import agentcom_skill` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    AgentComError,
+    AuthError,
+    BusyError,
+    ConfigError,
+    HubProtocolError,
+    HubUnavailableError,
+    RateLimitedError,
+    StateError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "check", "send", "ack", "status", "agents", "log",
+    "AgentComError", "AuthError", "BusyError", "ConfigError", "HubProtocolError",
+    "HubUnavailableError", "RateLimitedError", "StateError", "UsageError",
+]
+
+_ACTIONS = ("check", "send", "ack", "status", "agents", "log")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ACTIONS:
+        from . import skill
+
+        return getattr(skill, name)
+    raise AttributeError(f"module 'agentcom_skill' has no attribute {name!r}")

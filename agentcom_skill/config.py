@@ -1,0 +1,327 @@
+"""The one configuration loader: command-line options > environment > TOML config file.
+
+Every setting is validated here, once; the rest of the code trusts `Settings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+# Every environment variable the code reads (SKILL.md's requires.env is checked against it).
+ENV_VARS = {
+    "hub_url": "AGENTCOM_HUB_URL",
+    "agent_id": "AGENTCOM_AGENT_ID",
+    "token": "AGENTCOM_TOKEN",
+    "token_file": "AGENTCOM_TOKEN_FILE",
+    "config": "AGENTCOM_CONFIG",
+    "state_dir": "AGENTCOM_STATE_DIR",
+}
+
+# Where a setting can be given on the command line, for error messages.
+CLI_OPTIONS = {
+    "hub_url": "--hub-url",
+    "agent_id": "--agent-id",
+    "token_file": "--token-file",
+    "state_dir": "--state-dir",
+    "config": "--config",
+}
+
+_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
+_TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings of one agent at one hub."""
+
+    hub_url: str
+    agent_id: str
+    token: str = field(repr=False)
+    state_dir: Path
+    config_path: Path
+    capabilities: tuple[str, ...] = ()
+    ignore_from: tuple[str, ...] = ()
+    status: str = "online"
+    lease_seconds: float = 300.0
+    auto_reply_limit: int = 30
+    max_deliveries: int = 5
+    mailbox_cap: int = 100
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_response_bytes: int = 64 * 1024 * 1024
+    lock_timeout: float = 10.0
+    prompt_text_limit: int = 1500
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def agent_state_dir(self) -> Path:
+        """One folder per (hub URL, agent id): two hubs never share a cursor."""
+        parts = urlsplit(self.hub_url)
+        host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.netloc or "hub")
+        digest = hashlib.sha256(f"{self.hub_url}\0{self.agent_id}".encode()).hexdigest()[:10]
+        agent = re.sub(r"[^A-Za-z0-9._-]", "_", self.agent_id)
+        return self.state_dir / f"{agent}@{host}-{digest}"
+
+    def public(self) -> dict[str, Any]:
+        """Settings as plain data with the token masked, for `config show` and `status`."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "token":
+                value = mask_token(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+# Settings a config file may hold, with their types.
+_FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "hub_url": str,
+    "agent_id": str,
+    "token": str,
+    "token_file": str,
+    "capabilities": list,
+    "ignore_from": list,
+    "status": str,
+    "lease_seconds": (int, float),
+    "auto_reply_limit": int,
+    "max_deliveries": int,
+    "mailbox_cap": int,
+    "connect_timeout": (int, float),
+    "read_timeout": (int, float),
+    "max_response_bytes": int,
+    "lock_timeout": (int, float),
+    "prompt_text_limit": int,
+    "state_dir": str,
+}
+
+_POSITIVE = {
+    "lease_seconds", "auto_reply_limit", "max_deliveries", "mailbox_cap", "connect_timeout",
+    "read_timeout", "max_response_bytes", "prompt_text_limit",
+}
+
+
+def mask_token(token: str | None) -> str | None:
+    if not token:
+        return None
+    return "****" + token[-4:] if len(token) >= 16 else "****"
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("agentcom")) / "config.toml"
+
+
+def default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("agentcom"))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML config as a dict; {} when the file does not exist."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        expected = _FILE_KEYS.get(key)
+        if expected is None:
+            raise ConfigError(f"unknown setting {key!r} in config file {path}")
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(f"setting {key!r} in config file {path} has the wrong type")
+    return data
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from overrides (command line or API) > environment > config file."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    env = os.environ if env is None else env
+
+    config_path, config_src = _pick("config", overrides, env, {}, None)
+    config_path = Path(config_path).expanduser() if config_path else default_config_path()
+    file_values = read_config_file(config_path)
+    where_file = f"config file {config_path}"
+    sources: dict[str, str] = {}
+
+    def get(name: str, default: Any = None) -> Any:
+        value, src = _pick(name, overrides, env, file_values, where_file)
+        if value is None:
+            return default
+        sources[name] = src
+        return value
+
+    hub_url = get("hub_url")
+    agent_id = get("agent_id")
+    token = _load_token(overrides, env, file_values, where_file, sources)
+    for name, value in (("hub_url", hub_url), ("agent_id", agent_id)):
+        if not value:
+            raise ConfigError(f"{name} is not set: {_where_to_set(name, config_path)}")
+    if token is None:
+        raise ConfigError(f"token is not set: {_where_to_set('token', config_path)}")
+    hub_url = _check_hub_url(str(hub_url), sources.get("hub_url", ""))
+    agent_id = str(agent_id).strip()
+    if not _AGENT_ID.match(agent_id):
+        raise ConfigError(f"agent_id {agent_id!r} from {sources['agent_id']} is not a valid agent id")
+
+    state_dir = get("state_dir")
+    values: dict[str, Any] = {
+        "hub_url": hub_url,
+        "agent_id": agent_id,
+        "token": token,
+        "state_dir": Path(state_dir).expanduser() if state_dir else default_state_dir(),
+        "config_path": config_path,
+    }
+    for f in fields(Settings):
+        if f.name in values or f.name == "sources":
+            continue
+        value = get(f.name)
+        if value is None:
+            continue
+        values[f.name] = _coerce(f.name, value, sources[f.name])
+    return Settings(**values, sources=sources)
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)
+
+
+def _pick(name: str, overrides: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any], where_file: str | None):
+    if name in overrides:
+        return overrides[name], "the command line"
+    var = ENV_VARS.get(name)
+    if var and env.get(var):
+        return env[var], f"environment variable {var}"
+    if name in file_values:
+        return file_values[name], where_file
+    return None, None
+
+
+def _load_token(overrides, env, file_values, where_file, sources) -> str | None:
+    # Within one level a literal token beats a token file; a higher level beats both.
+    levels = [
+        (overrides.get("token"), overrides.get("token_file"), "the command line"),
+        (env.get("AGENTCOM_TOKEN"), env.get("AGENTCOM_TOKEN_FILE"), "the environment"),
+        (file_values.get("token"), file_values.get("token_file"), where_file),
+    ]
+    for token, token_file, where in levels:
+        if token:
+            source = where
+        elif token_file:
+            path = Path(str(token_file)).expanduser()
+            try:
+                token = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise ConfigError(f"cannot read token file {path} (from {where}): {reason}") from None
+            source = f"token file {path}"
+        else:
+            continue
+        token = str(token).strip()
+        if not _TOKEN.match(token):
+            raise ConfigError(f"the token from {source} is malformed (expected one word of printable characters)")
+        sources["token"] = source
+        return token
+    return None
+
+
+def _check_hub_url(url: str, source: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"hub_url from {source} must be an http:// or https:// URL")
+    return url.strip().rstrip("/")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = _FILE_KEYS.get(name)
+    try:
+        if name in ("capabilities", "ignore_from"):
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return tuple(i.strip() for i in items if i.strip())
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            value = int(value)
+        elif kind == (int, float):
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        else:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name} from {source} has the wrong type") from None
+    if name in _POSITIVE and value <= 0:
+        raise ConfigError(f"setting {name} from {source} must be positive")
+    if name == "lock_timeout" and value < 0:
+        raise ConfigError(f"setting {name} from {source} must not be negative")
+    return value
+
+
+def _where_to_set(name: str, config_path: Path) -> str:
+    if name == "token":
+        env_part, file_keys = "set AGENTCOM_TOKEN or AGENTCOM_TOKEN_FILE", "token or token_file"
+    else:
+        env_part, file_keys = f"set {ENV_VARS[name]}", name
+    cli_part = f"pass {CLI_OPTIONS[name]}, " if name in CLI_OPTIONS else ""
+    return f"{cli_part}{env_part}, or add {file_keys} to {config_path} (`agentcom config init` writes one)"
+
+
+def write_config_file(path: Path, values: Mapping[str, Any], force: bool = False) -> None:
+    """Write a TOML config file with mode 0600 (it may hold the token)."""
+    lines = ["# agentcom configuration (written by `agentcom config init`)"]
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key not in _FILE_KEYS:
+            raise ConfigError(f"unknown setting {key!r}")
+        lines.append(f"{key} = {_toml_value(value)}")
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"config file {path} already exists (use --force to overwrite it)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write config file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
+def _toml_value(value: Any) -> str:
+    # JSON strings, numbers and arrays of strings are valid TOML values.
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))

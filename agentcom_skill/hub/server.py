@@ -1,0 +1,307 @@
+"""HTTP front of the local hub: the AgentCom poll-model contract, quirks included.
+
+Standard library only (`http.server`): the hub is a test and demo server, and it
+must behave like the real one on the wire, not be fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .store import HubStore, is_broadcast
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class RateLimiter:
+    """Token bucket per agent: `rate` requests per second, bursts of `rate`."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """Take one token; returns 0 on success, else seconds until one is free."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.rate, now))
+            tokens = min(self.rate, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+class HubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], store: HubStore, rate_limit: float | None = None, log=None):
+        super().__init__(address, HubRequestHandler)
+        self.store = store
+        self.limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.log = log if log is not None else sys.stderr
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+class HubRequestHandler(BaseHTTPRequestHandler):
+    server: HubServer
+    protocol_version = "HTTP/1.1"
+    server_version = "agentcom-hub"
+    sys_version = ""
+
+    # plumbing -----------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        pass  # one line per request is written by _respond, without the query string
+
+    def _log(self, status: int) -> None:
+        ms = (time.monotonic() - self._started) * 1000
+        path = urlsplit(self.path).path  # never the query: it may carry ?token=
+        try:
+            print(f"{self.command} {path} {status} {ms:.1f}ms", file=self.server.log, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def _respond(self, status: int, body: Any = None, headers: dict[str, str] | None = None, close: bool = False) -> None:
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        if body is not None:
+            self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+        self._log(status)
+
+    def _bearer_agent(self) -> str | None:
+        header = self.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return self.server.store.agent_for_token(token.strip())
+        query = parse_qs(urlsplit(self.path).query)
+        if self.command == "GET" and query.get("token"):
+            return self.server.store.agent_for_token(query["token"][0])
+        return None
+
+    def _json_body(self) -> Any:
+        """The request's JSON body, or _Answered after answering 400/413/415 itself."""
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._respond(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, close=True)
+            return _Answered
+        raw = self.rfile.read(length) if length else b""
+        ctype = self.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            self._respond(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+            return _Answered
+        try:
+            return json.loads(raw)
+        except ValueError:
+            self._respond(HTTPStatus.BAD_REQUEST)
+            return _Answered
+
+    def _route(self) -> Callable[..., None] | None:
+        path = urlsplit(self.path).path
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        routes = {
+            ("GET", "health"): self.health,
+            ("GET", "api/agents"): self.agents,
+            ("POST", "api/message"): self.post_message,
+            ("POST", "api/onboard/register"): self.register,
+            ("POST", "admin/tokens"): self.admin_tokens,
+        }
+        handler = routes.get((self.command, "/".join(parts)))
+        if handler:
+            return handler
+        if len(parts) == 3 and parts[:2] == ["api", "mailbox"] and self.command == "GET":
+            return lambda: self.poll(parts[2])
+        if len(parts) == 4 and parts[:2] == ["api", "mailbox"] and parts[3] == "ack" and self.command == "POST":
+            return lambda: self.ack(parts[2])
+        return None
+
+    def _dispatch(self) -> None:
+        self._started = time.monotonic()
+        handler = self._route()
+        if handler is None:
+            self._respond(HTTPStatus.NOT_FOUND, {"error": "not_found"})
+            return
+        try:
+            handler()
+        except Exception as exc:  # a bug in the hub must not kill the server thread silently
+            print(f"internal error: {type(exc).__name__}: {exc}", file=self.server.log, flush=True)
+            self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
+
+    do_GET = _dispatch
+    do_POST = _dispatch
+
+    # routes -------------------------------------------------------------
+
+    def health(self) -> None:
+        self._respond(200, {"status": "ok", "service": "agent_com", "agents_connected": 0})
+
+    def agents(self) -> None:
+        # This hub has no WebSocket side, so nobody is ever connected.
+        self._respond(200, {"agents": []})
+
+    def post_message(self) -> None:
+        sender = self._bearer_agent()
+        body = self._json_body()
+        if body is _Answered:
+            return
+        if sender is None:
+            self._respond(401, {"error": "unauthorized", "hint": "send Authorization: Bearer <token>"})
+            return
+        errors = _validate_message(body)
+        if errors:
+            self._respond(422, {"error": "validation_failed", "errors": errors})
+            return
+        if self.server.limiter is not None:
+            wait = self.server.limiter.acquire(sender)
+            if wait:
+                self._respond(
+                    429,
+                    {"error": "rate_limited", "retry_after_ms": math.ceil(wait * 1000), "tier": "normal"},
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
+                )
+                return
+        to = body.get("to")
+        msg_id = self.server.store.post(
+            sender, to, body.get("type") or "chat", body["payload"], body.get("reply_to")
+        )
+        self._respond(200, {"status": "sent", "id": msg_id})
+
+    def poll(self, agent_id: str) -> None:
+        if self._bearer_agent() != agent_id:
+            self._respond(401, {"error": "unauthorized"})
+            return
+        raw = parse_qs(urlsplit(self.path).query).get("since", ["0"])[0]
+        try:
+            since = int(raw)
+        except ValueError:
+            # The real hub crashes the request: 500, empty body, connection closed.
+            self._respond(500, close=True)
+            return
+        messages = self.server.store.poll(agent_id, since)
+        last_seq = messages[-1]["seq"] if messages else since
+        self._respond(200, {"agent_id": agent_id, "messages": messages, "last_seq": last_seq, "count": len(messages)})
+
+    def ack(self, agent_id: str) -> None:
+        owner = self._bearer_agent()
+        body = self._json_body()
+        if body is _Answered:
+            return
+        if owner != agent_id:
+            self._respond(401, {"error": "unauthorized"})
+            return
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not _is_int(seq):
+            self._respond(
+                422,
+                {"error": "validation_failed", "errors": [{"field": "seq", "error": "must be an integer", "detail": "seq is required", **({"value": seq} if seq is not None else {})}]},
+            )
+            return
+        self.server.store.ack(agent_id, seq)
+        self._respond(200, {"status": "acked", "up_to": seq})
+
+    def register(self) -> None:
+        body = self._json_body()
+        if body is _Answered:
+            return
+        agent_id = body.get("agent_id") if isinstance(body, dict) else None
+        if not isinstance(agent_id, str) or not agent_id.strip():
+            self._respond(422, {"error": "validation_failed", "errors": [{"field": "agent_id", "error": "required", "detail": "agent_id must be a non-empty string"}]})
+            return
+        token = self.server.store.register(agent_id)
+        if token is None:
+            self._respond(409, {"error": "agent_id already registered"})
+            return
+        base = self.server.base_url
+        self._respond(
+            201,
+            {
+                "agent_id": agent_id,
+                "token": token,
+                "hub_api_url": base,
+                "hub_ws_url": base.replace("http://", "ws://", 1) + "/ws",
+                "default_repo": None,
+            },
+        )
+
+    def admin_tokens(self) -> None:
+        caller = self._bearer_agent()
+        body = self._json_body()
+        if body is _Answered:
+            return
+        if caller is None:
+            self._respond(401, {"error": "unauthorized"})
+            return
+        agent_id = body.get("agent_id") if isinstance(body, dict) else None
+        if not isinstance(agent_id, str) or not agent_id.strip():
+            self._respond(422, {"error": "validation_failed", "errors": [{"field": "agent_id", "error": "required", "detail": "agent_id must be a non-empty string"}]})
+            return
+        self._respond(201, {"agent_id": agent_id, "token": self.server.store.mint_token(agent_id)})
+
+
+class _Answered:
+    """Marker: the request was already answered with an error."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_message(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        return [{"field": "body", "error": "must be an object", "detail": "the request body must be a JSON object"}]
+    errors = []
+    if "payload" not in body:
+        errors.append({"field": "payload", "error": "required", "detail": "payload is required"})
+    elif not isinstance(body["payload"], dict):
+        errors.append({"field": "payload", "error": "must be an object", "detail": "payload must be a JSON object", "value": body["payload"]})
+    for field in ("to", "type", "reply_to"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, str) or not value):
+            errors.append({"field": field, "error": "must be a non-empty string", "detail": f"{field} must be a string", "value": value})
+    return errors
+
+
+def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None) -> None:
+    """Run the hub until SIGINT or SIGTERM."""
+    server = HubServer((host, port), store, rate_limit)
+
+    def stop(signum, frame):  # raise out of serve_forever's select in the main thread
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"agentcom hub listening on {server.base_url} (db {store.path})", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        store.close()
+        print("agentcom hub stopped", file=sys.stderr, flush=True)
+
+
+__all__ = ["HubServer", "serve", "is_broadcast"]

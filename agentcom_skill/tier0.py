@@ -1,0 +1,102 @@
+"""Tier 0: the default rule table of protocol part 3, as pure functions (no I/O, no LLM).
+
+`classify` maps one message and a `Tier0Config` to a `Tier0Decision`; `coalesce`
+picks which auto-replies one run sends. Everything stateful (what was seen, the
+per-minute reply budget) is decided by the caller and passed in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .message import Message, PRIORITY_RANK, fold
+
+ATTENTION = "attention"
+AUTO_REPLY = "auto_reply"
+STORE = "store"
+DROP = "drop"
+DISPOSITIONS = (AUTO_REPLY, STORE, DROP)
+
+PONG = "pong"
+STATUS_REPLY = "status_reply"
+AUTO_REPLY_ACTIONS = frozenset({PONG, STATUS_REPLY})
+_NOTIFICATION_WORDS = ("notify", "progress", "ack", PONG, STATUS_REPLY)
+
+
+@dataclass(frozen=True)
+class Tier0Config:
+    agent_id: str
+    capabilities: frozenset[str] = frozenset()
+    ignore_from: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, agent_id: str, capabilities: Iterable[str] = (), ignore_from: Iterable[str] = ()) -> "Tier0Config":
+        caps = frozenset(c for c in (fold(c) for c in capabilities) if c)
+        return cls(agent_id=agent_id, capabilities=caps, ignore_from=tuple(fold(p) for p in ignore_from if fold(p)))
+
+
+@dataclass(frozen=True)
+class Tier0Decision:
+    disposition: str  # attention | auto_reply | store | drop
+    rule: int  # row of the protocol's table
+    reason: str  # in words, for the log and the `why` field
+    reply: str | None = None  # pong or status_reply, for auto_reply
+
+
+def classify(msg: Message, config: Tier0Config, duplicate: bool = False) -> Tier0Decision:
+    """Apply the table's rows in order; the first that matches wins."""
+    if duplicate:
+        return Tier0Decision(DROP, 1, "duplicate")
+    if msg.sender == config.agent_id:
+        return Tier0Decision(DROP, 2, "own echo")
+    sender = fold(msg.sender)
+    for pattern in config.ignore_from:
+        if fnmatch.fnmatchcase(sender, pattern):
+            return Tier0Decision(DROP, 3, f"ignored sender ({pattern})")
+    type_, action = fold(msg.type), msg.action
+    # Loop guard: never answer a response or anything that is itself an auto-reply.
+    answerable = type_ != "response" and action not in AUTO_REPLY_ACTIONS
+    if answerable and (type_ == "ping" or action == "ping"):
+        return Tier0Decision(AUTO_REPLY, 4, "ping", PONG)
+    if answerable and action == "status":
+        return Tier0Decision(AUTO_REPLY, 5, "status request", STATUS_REPLY)
+    if type_ == "status":
+        return Tier0Decision(STORE, 6, "presence update")
+    for word in _NOTIFICATION_WORDS:
+        if action == word or type_ == word:
+            return Tier0Decision(STORE, 7, word)
+    if fold(msg.payload.get("respond_with")) == "none":
+        return Tier0Decision(STORE, 7, "respond_with none")
+    needed = msg.needed_capabilities
+    if msg.broadcast and needed:
+        shared = needed & config.capabilities
+        if not shared:
+            return Tier0Decision(DROP, 8, "capability mismatch")
+        return Tier0Decision(ATTENTION, 9, "broadcast matching capabilities: " + ", ".join(sorted(shared)))
+    if msg.broadcast:
+        return Tier0Decision(ATTENTION, 9, "broadcast")
+    return Tier0Decision(ATTENTION, 9, f"direct {fold(msg.type) or 'chat'}")
+
+
+def coalesce(candidates: Sequence[tuple[Message, Tier0Decision]]) -> list[tuple[Message, Tier0Decision]]:
+    """One auto-reply per (sender, reply kind): the one answering its newest message.
+
+    `candidates` are in the order the hub stored them; the older ones count as answered.
+    """
+    newest: dict[tuple[str, str | None], tuple[Message, Tier0Decision]] = {}
+    for msg, decision in candidates:
+        newest[(msg.sender, decision.reply)] = (msg, decision)
+    return list(newest.values())
+
+
+def attention_order(priority: str, broadcast: bool, arrival: int) -> tuple[int, int, int]:
+    """Sort key: urgent, then high, then the rest; direct before broadcast; then arrival."""
+    return (PRIORITY_RANK.get(priority, 2), 1 if broadcast else 0, arrival)
+
+
+def auto_reply_payload(kind: str, status: str, capabilities: Sequence[str]) -> dict:
+    if kind == PONG:
+        return {"action": PONG, "status": status}
+    return {"action": STATUS_REPLY, "status": status, "capabilities": list(capabilities)}

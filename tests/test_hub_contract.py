@@ -1,0 +1,265 @@
+"""Contract tests: `agentcom hub serve` in a subprocess, spoken to over HTTP like the real hub."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_health_and_agents(hub):
+    assert requests.get(hub.url + "/health").json() == {"status": "ok", "service": "agent_com", "agents_connected": 0}
+    assert requests.get(hub.url + "/api/agents").json() == {"agents": []}
+
+
+def test_hub_token_cli_prints_only_a_64_hex_token(hub):
+    assert HEX64.match(hub.mint("alice"))
+
+
+def test_register_created_conflict_and_validation(hub):
+    r = requests.post(hub.url + "/api/onboard/register", json={"agent_id": "newbie"})
+    assert r.status_code == 201
+    body = r.json()
+    assert set(body) == {"agent_id", "token", "hub_api_url", "hub_ws_url", "default_repo"}
+    assert body["agent_id"] == "newbie" and HEX64.match(body["token"])
+    # the minted token works at once
+    assert hub.poll("newbie", body["token"])["messages"] == []
+    again = requests.post(hub.url + "/api/onboard/register", json={"agent_id": "newbie"})
+    assert again.status_code == 409 and again.json() == {"error": "agent_id already registered"}
+    for bad in ({}, {"agent_id": ""}, {"agent_id": 5}):
+        assert requests.post(hub.url + "/api/onboard/register", json=bad).status_code == 422
+
+
+def test_admin_tokens_needs_a_valid_token(hub):
+    alice = hub.mint("alice")
+    r = requests.post(hub.url + "/admin/tokens", json={"agent_id": "carol"}, headers=auth(alice))
+    assert r.status_code == 201 and r.json()["agent_id"] == "carol" and HEX64.match(r.json()["token"])
+    assert requests.post(hub.url + "/admin/tokens", json={"agent_id": "carol"}).status_code == 401
+    assert requests.post(hub.url + "/admin/tokens", json={"agent_id": "carol"}, headers=auth("f" * 64)).status_code == 401
+
+
+def test_post_message_and_its_errors(hub):
+    alice = hub.mint("alice")
+    hub.mint("bob")
+    r = hub.post(alice, {"to": "bob", "payload": {"text": "hi"}})
+    assert r.status_code == 200 and r.json()["status"] == "sent" and HEX16.match(r.json()["id"])
+    unauthorized = hub.post("0" * 64, {"to": "bob", "payload": {}})
+    assert unauthorized.status_code == 401
+    assert unauthorized.json()["error"] == "unauthorized" and "hint" in unauthorized.json()
+    for bad, field in (
+        ({"to": "bob"}, "payload"),
+        ({"to": "bob", "payload": "text"}, "payload"),
+        ({"to": "bob", "payload": [1]}, "payload"),
+        ({"to": 5, "payload": {}}, "to"),
+        ({"to": "bob", "type": 3, "payload": {}}, "type"),
+        ({"to": "bob", "reply_to": {}, "payload": {}}, "reply_to"),
+    ):
+        r = hub.post(alice, bad)
+        assert r.status_code == 422, bad
+        assert r.json()["error"] == "validation_failed"
+        assert any(e["field"] == field and {"field", "error", "detail"} <= set(e) for e in r.json()["errors"])
+    not_json = requests.post(hub.url + "/api/message", data=b"{nope", headers={**auth(alice), "content-type": "application/json"})
+    assert not_json.status_code == 400 and not_json.content == b""
+    wrong_type = requests.post(hub.url + "/api/message", data=b"{}", headers={**auth(alice), "content-type": "text/plain"})
+    assert wrong_type.status_code == 415 and wrong_type.content == b""
+
+
+def test_from_comes_from_the_token_not_the_body(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    hub.post(alice, {"to": "bob", "from": "mallory", "payload": {"text": "hi"}})
+    (msg,) = hub.poll("bob", bob)["messages"]
+    assert msg["from"] == "alice"
+    assert set(msg) == {"id", "from", "to", "type", "payload", "reply_to", "timestamp", "seq"}
+    assert msg["type"] == "chat" and msg["reply_to"] is None and isinstance(msg["timestamp"], int)
+
+
+def test_other_agents_token_cannot_read_or_ack_a_mailbox(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    hub.post(bob, {"to": "alice", "payload": {}})
+    r = requests.get(hub.url + "/api/mailbox/alice?since=0", headers=auth(bob))
+    assert r.status_code == 401 and r.json() == {"error": "unauthorized"}
+    assert requests.get(hub.url + "/api/mailbox/alice?since=0").status_code == 401
+    r = requests.post(hub.url + "/api/mailbox/alice/ack", json={"seq": 100}, headers=auth(bob))
+    assert r.status_code == 401
+    assert len(hub.poll("alice", alice)["messages"]) == 1
+
+
+def test_seq_is_global_and_poll_is_since_ascending(hub):
+    alice, bob, carol = hub.mint("alice"), hub.mint("bob"), hub.mint("carol")
+    for i in range(3):
+        hub.post(carol, {"to": "alice", "payload": {"i": i}})
+        hub.post(carol, {"to": "bob", "payload": {"i": i}})
+    a = hub.poll("alice", alice)
+    b = hub.poll("bob", bob)
+    assert [m["seq"] for m in a["messages"]] == [1, 3, 5]
+    assert [m["seq"] for m in b["messages"]] == [2, 4, 6]
+    assert a["last_seq"] == 5 and a["count"] == 3 and a["agent_id"] == "alice"
+    assert [m["seq"] for m in hub.poll("alice", alice, since=1)["messages"]] == [3, 5]
+    empty = hub.poll("alice", alice, since=5)
+    assert empty["messages"] == [] and empty["last_seq"] == 5 and empty["count"] == 0
+    assert len(hub.poll("alice", alice, since=-10)["messages"]) == 3
+    no_since = requests.get(hub.url + "/api/mailbox/alice", headers=auth(alice)).json()
+    assert len(no_since["messages"]) == 3
+
+
+def test_non_integer_since_is_an_error_not_a_hang(hub):
+    alice = hub.mint("alice")
+    r = requests.get(hub.url + "/api/mailbox/alice?since=abc", headers=auth(alice), timeout=5)
+    assert 400 <= r.status_code < 600 and r.status_code != 200
+
+
+def test_broadcast_reaches_every_other_token_holder(hub):
+    tokens = {name: hub.mint(name) for name in ("alice", "bob", "carol", "dave")}
+    ids = set()
+    for to in (None, "broadcast", "omit"):
+        body = {"payload": {"text": "all hands"}}
+        if to != "omit":
+            body["to"] = to
+        ids.add(hub.post(tokens["alice"], body).json()["id"])
+    assert len(ids) == 3
+    assert hub.poll("alice", tokens["alice"])["messages"] == []
+    seqs = []
+    for name in ("bob", "carol", "dave"):
+        msgs = hub.poll(name, tokens[name])["messages"]
+        assert {m["id"] for m in msgs} == ids
+        seqs += [m["seq"] for m in msgs]
+    assert len(set(seqs)) == 9, "each stored copy gets its own seq"
+
+
+def test_ack_is_a_prefix_and_validated(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    for i in range(4):
+        hub.post(bob, {"to": "alice", "payload": {"i": i}})
+    r = requests.post(hub.url + "/api/mailbox/alice/ack", json={"seq": 2}, headers=auth(alice))
+    assert r.status_code == 200 and r.json() == {"status": "acked", "up_to": 2}
+    assert [m["seq"] for m in hub.poll("alice", alice)["messages"]] == [3, 4]
+    for bad in ({}, {"seq": "3"}, {"seq": 2.5}, {"seq": True}):
+        r = requests.post(hub.url + "/api/mailbox/alice/ack", json=bad, headers=auth(alice))
+        assert r.status_code == 422 and r.json()["error"] == "validation_failed"
+    r = requests.post(hub.url + "/api/mailbox/alice/ack", json={"seq": 10**9}, headers=auth(alice))
+    assert r.status_code == 200 and r.json()["up_to"] == 10**9
+    assert hub.poll("alice", alice)["messages"] == []
+
+
+def test_mailbox_cap_drops_the_oldest(hub_factory):
+    hub = hub_factory("--mailbox-cap", "5")
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    for i in range(8):
+        hub.post(bob, {"to": "alice", "payload": {"i": i}})
+    msgs = hub.poll("alice", alice)["messages"]
+    assert [m["payload"]["i"] for m in msgs] == [3, 4, 5, 6, 7]
+
+
+def test_ttl_evicts_old_messages(hub_factory):
+    hub = hub_factory("--ttl-days", "0.00001")  # 0.864 s
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    hub.post(bob, {"to": "alice", "payload": {}})
+    assert len(hub.poll("alice", alice)["messages"]) == 1
+    time.sleep(1.2)
+    assert hub.poll("alice", alice)["messages"] == []
+
+
+def test_message_survives_kill_9_and_restart_on_the_same_port(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    msg_id = hub.post(bob, {"to": "alice", "payload": {"text": "durable"}}).json()["id"]
+    hub.restart(signal.SIGKILL)
+    (msg,) = hub.poll("alice", alice)["messages"]
+    assert msg["id"] == msg_id and msg["payload"] == {"text": "durable"}
+
+
+def test_counter_restarts_at_zero_once_everything_was_acked(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    for _ in range(3):
+        hub.post(bob, {"to": "alice", "payload": {}})
+    requests.post(hub.url + "/api/mailbox/alice/ack", json={"seq": 3}, headers=auth(alice)).raise_for_status()
+    hub.restart()
+    hub.post(bob, {"to": "alice", "payload": {"text": "after restart"}})
+    assert hub.poll("alice", alice, since=3)["messages"] == [], "the quirk: a since-cursor client misses it"
+    (msg,) = hub.poll("alice", alice)["messages"]
+    assert msg["seq"] == 1
+
+
+def test_counter_resumes_from_the_highest_stored_seq(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    for _ in range(3):
+        hub.post(bob, {"to": "alice", "payload": {}})
+    hub.restart()
+    hub.post(bob, {"to": "alice", "payload": {}})
+    assert [m["seq"] for m in hub.poll("alice", alice)["messages"]] == [1, 2, 3, 4]
+
+
+def test_rate_limit_answers_429_with_retry_after(hub_factory):
+    hub = hub_factory("--rate-limit", "3")
+    alice = hub.mint("alice")
+    hub.mint("bob")
+    codes = [hub.post(alice, {"to": "bob", "payload": {}}) for _ in range(6)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert [r.status_code for r in codes[:3]] == [200, 200, 200] and limited
+    r = limited[0]
+    assert int(r.headers["retry-after"]) >= 1
+    body = r.json()
+    assert body["error"] == "rate_limited" and body["retry_after_ms"] > 0 and body["tier"] == "normal"
+    time.sleep(1.1)
+    assert hub.post(alice, {"to": "bob", "payload": {}}).status_code == 200
+
+
+def test_twenty_concurrent_clients_lose_and_duplicate_nothing(hub):
+    senders = [hub.mint(f"s{i}") for i in range(20)]
+    inbox = hub.mint("inbox")
+
+    def burst(token):
+        with requests.Session() as s:
+            return [s.post(hub.url + "/api/message", json={"to": "inbox", "payload": {"n": n}}, headers=auth(token)).json()["id"] for n in range(50)]
+
+    with ThreadPoolExecutor(20) as pool:
+        ids = [i for batch in pool.map(burst, senders) for i in batch]
+    assert len(ids) == 1000 == len(set(ids))
+    hub_restarted_cap = hub.poll("inbox", inbox)["messages"]
+    # the default cap is 100: the newest 100 are kept, each once, seqs strictly increasing
+    seqs = [m["seq"] for m in hub_restarted_cap]
+    assert len(seqs) == 100 and seqs == sorted(set(seqs)) and seqs[-1] == 1000
+
+
+def test_concurrent_posts_all_stored_with_a_raised_cap(hub_factory):
+    hub = hub_factory("--mailbox-cap", "2000")
+    senders = [hub.mint(f"s{i}") for i in range(20)]
+    inbox = hub.mint("inbox")
+
+    def burst(token):
+        with requests.Session() as s:
+            return [s.post(hub.url + "/api/message", json={"to": "inbox", "payload": {"n": n}}, headers=auth(token)).json()["id"] for n in range(50)]
+
+    with ThreadPoolExecutor(20) as pool:
+        ids = {i for batch in pool.map(burst, senders) for i in batch}
+    msgs = hub.poll("inbox", inbox)["messages"]
+    assert {m["id"] for m in msgs} == ids and len(msgs) == 1000
+    assert [m["seq"] for m in msgs] == list(range(1, 1001))
+
+
+def test_log_lines_never_carry_a_token_and_sigterm_stops_cleanly(hub):
+    alice = hub.mint("alice")
+    requests.get(f"{hub.url}/api/mailbox/alice?since=0&token={alice}")
+    hub.post(alice, {"to": "bob", "payload": {}})
+    assert hub.stop(signal.SIGTERM) == 0
+    log = hub.log_path.read_text()
+    assert "POST /api/message 200" in log
+    assert alice not in log
+
+
+def test_unknown_route_is_404_and_port_is_released_after_stop(hub):
+    assert requests.get(hub.url + "/nope").status_code == 404
+    hub.stop()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", hub.port))
