@@ -31,6 +31,7 @@ ENV_VARS = {
 CLI_OPTIONS = {
     "hub_url": "--hub-url",
     "agent_id": "--agent-id",
+    "token": "--token-file",
     "token_file": "--token-file",
     "state_dir": "--state-dir",
     "config": "--config",

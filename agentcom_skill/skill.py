@@ -46,38 +46,41 @@ def check(max: int | None = None, peek: bool = False, *, settings: Settings | No
     s = resolve_settings(settings, overrides)
     if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
         raise UsageError("max must be a positive integer")
-    store = state_store(s)
-    now = time.time()
     with hub_client(s) as hub:
-        if peek:
-            state, warnings = store.load(move_corrupt=False)
-            plan = plan_check(state, hub.poll(s.agent_id, 0), s, now, max)
-            return _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
-        with store.locked():
-            state, warnings = store.load()
-            batch = hub.poll(s.agent_id, 0)
-            plan = plan_check(state, batch, s, now, max)
-            warnings += plan.warnings
-            if now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL:
-                warnings += _connected_hazard(hub, s)
-                state.agents_checked_at = now
-                plan.changed = True
-            if plan.changed:
-                # Write-ahead: leases and answered pings are on disk before anything is
-                # sent or returned, so a crash never answers a ping twice.
-                store.save(state)
-            # From here on the messages are leased to us: failures become warnings, so
-            # the caller still gets what was leased.
-            for reply in plan.replies:
-                try:
-                    hub.send(reply.to, "response", auto_reply_payload(reply.kind, s.status, s.capabilities), reply.reply_to)
-                except AgentComError as exc:
-                    warnings.append(f"could not send the {reply.kind} to {reply.to}: {exc}")
+        return run_check(hub, state_store(s), s, max, peek, time.time())
+
+
+def run_check(hub: HubClient, store: StateStore, s: Settings, limit: int | None, peek: bool, now: float) -> dict[str, Any]:
+    """`check` on a given hub and store (the property tests drive this with in-memory ones)."""
+    if peek:
+        state, warnings = store.load(move_corrupt=False)
+        plan = plan_check(state, hub.poll(s.agent_id, 0), s, now, limit)
+        return _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
+    with store.locked():
+        state, warnings = store.load()
+        batch = hub.poll(s.agent_id, 0)
+        plan = plan_check(state, batch, s, now, limit)
+        warnings += plan.warnings
+        if now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL:
+            warnings += _connected_hazard(hub, s)
+            state.agents_checked_at = now
+            plan.changed = True
+        if plan.changed:
+            # Write-ahead: leases and answered pings are on disk before anything is
+            # sent or returned, so a crash never answers a ping twice.
+            store.save(state)
+        # From here on the messages are leased to us: failures become warnings, so
+        # the caller still gets what was leased.
+        for reply in plan.replies:
             try:
-                if _ack_prefix(hub, s, state, batch):
-                    store.save(state)
+                hub.send(reply.to, "response", auto_reply_payload(reply.kind, s.status, s.capabilities), reply.reply_to)
             except AgentComError as exc:
-                warnings.append(f"could not ack the hub: {exc}")
+                warnings.append(f"could not send the {reply.kind} to {reply.to}: {exc}")
+        try:
+            if _ack_prefix(hub, s, state, batch):
+                store.save(state)
+        except AgentComError as exc:
+            warnings.append(f"could not ack the hub: {exc}")
     return _check_result(s, plan.messages, plan.handled, plan.pending, warnings)
 
 
@@ -117,10 +120,14 @@ def ack(seq: int | None = None, *, settings: Settings | None = None, **overrides
     s = resolve_settings(settings, overrides)
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise UsageError("seq must be an integer")
-    store = state_store(s)
-    with hub_client(s) as hub, store.locked():
+    with hub_client(s) as hub:
+        return run_ack(hub, state_store(s), s, seq, time.time())
+
+
+def run_ack(hub: HubClient, store: StateStore, s: Settings, seq: int | None, now: float) -> dict[str, Any]:
+    with store.locked():
         state, warnings = store.load()
-        acked = mark_acked(state, seq, time.time())
+        acked = mark_acked(state, seq, now)
         if acked:
             store.save(state)
         batch = hub.poll(s.agent_id, 0)

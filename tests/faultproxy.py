@@ -1,0 +1,127 @@
+"""A fault-injecting HTTP proxy in front of the real local hub (test infrastructure only).
+
+Forwards every request to the hub unless a fault is armed; an armed fault answers the
+next `times` requests (or all, with times=None) that match `path_prefix` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+FAULTS = (
+    "500", "502", "503", "429", "timeout", "reset", "non_json", "empty",
+    "missing_messages", "seq_not_int", "payload_not_object", "messages_not_list", "huge",
+)
+
+
+class FaultProxy:
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.fault: str | None = None
+        self.times: int | None = None
+        self.path_prefix = "/"
+        self.retry_after = "60"
+        self.delay = 2.0
+        self.huge_bytes = 200_000
+        self.seen: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                proxy._handle(self)
+
+            do_POST = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def arm(self, fault: str | None, times: int | None = None, path_prefix: str = "/") -> None:
+        assert fault is None or fault in FAULTS, fault
+        with self._lock:
+            self.fault, self.times, self.path_prefix = fault, times, path_prefix
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _take_fault(self, path: str) -> str | None:
+        with self._lock:
+            if self.fault is None or not path.startswith(self.path_prefix):
+                return None
+            fault = self.fault
+            if self.times is not None:
+                self.times -= 1
+                if self.times <= 0:
+                    self.fault = None
+            return fault
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("content-length") or 0)
+        body = h.rfile.read(length) if length else b""
+        fault = self._take_fault(h.path)
+        status = self._fault(h, fault) if fault else self._forward(h, body)
+        self.seen.append((h.command, h.path, status))
+
+    def _reply(self, h, status: int, data: bytes, headers: dict[str, str] | None = None) -> int:
+        h.send_response(status)
+        h.send_header("content-type", "application/json")
+        h.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+        return status
+
+    def _fault(self, h, fault: str) -> int:
+        if fault in ("500", "502", "503"):
+            return self._reply(h, int(fault), b'{"error":"injected"}')
+        if fault == "429":
+            return self._reply(h, 429, b'{"error":"rate_limited","retry_after_ms":60000,"tier":"normal"}', {"retry-after": self.retry_after})
+        if fault == "timeout":
+            time.sleep(self.delay)
+            h.close_connection = True
+            return 0
+        if fault == "reset":
+            h.close_connection = True
+            return 0
+        if fault == "non_json":
+            return self._reply(h, 200, b"<html>gateway says hi</html>")
+        if fault == "empty":
+            return self._reply(h, 200, b"")
+        if fault == "huge":
+            one = {"id": "x" * 16, "from": "bob", "to": "alice", "type": "chat", "payload": {"text": "y" * 1000}, "reply_to": None, "timestamp": 1, "seq": 1}
+            n = self.huge_bytes // 1100 + 1
+            msgs = [dict(one, id=f"{i:016x}", seq=i + 1) for i in range(n)]
+            return self._reply(h, 200, json.dumps({"agent_id": "alice", "messages": msgs, "last_seq": n, "count": n}).encode())
+        # shape faults: take the real answer and break it
+        real = requests.get(self.upstream + h.path, headers={"authorization": h.headers.get("authorization", "")}, timeout=10).json()
+        msgs = real.get("messages", [])
+        if fault == "missing_messages":
+            real.pop("messages", None)
+        elif fault == "messages_not_list":
+            real["messages"] = {"0": msgs}
+        elif fault == "seq_not_int":
+            real["messages"] = msgs + [dict(msgs[0] if msgs else {"id": "z" * 16, "from": "bob", "payload": {}}, seq="7")]
+        elif fault == "payload_not_object":
+            real["messages"] = msgs + [{"id": "q" * 16, "from": "bob", "to": "alice", "type": "chat", "payload": "boom", "reply_to": None, "timestamp": 1, "seq": 10**6}]
+        return self._reply(h, 200, json.dumps(real).encode())
+
+    def _forward(self, h, body: bytes) -> int:
+        headers = {k: v for k, v in h.headers.items() if k.lower() in ("authorization", "content-type")}
+        r = requests.request(h.command, self.upstream + h.path, data=body, headers=headers, timeout=30)
+        out = {"retry-after": r.headers["retry-after"]} if "retry-after" in r.headers else None
+        return self._reply(h, r.status_code, r.content, out)

@@ -1,0 +1,191 @@
+"""The CLI through real subprocesses: commands, exit codes, one-line errors, no token anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from conftest import agent_env, free_port, run_cli, run_json
+
+
+@pytest.fixture
+def pair(hub, tmp_path):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    return hub, agent_env(hub, "alice", alice, tmp_path), agent_env(hub, "bob", bob, tmp_path), alice, bob
+
+
+def assert_clean_failure(out, code, *secrets):
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("agentcom: ")
+    for s in secrets:
+        assert s not in out.stdout + out.stderr
+
+
+def test_send_check_ack_round_trip(pair):
+    hub, alice_env, bob_env, *_ = pair
+    out = run_cli("send", "alice", "hello there", "--payload", '{"priority": "high"}', env=bob_env)
+    assert out.returncode == 0
+    msg_id = out.stdout.strip()
+    assert len(msg_id) == 16
+    text = run_cli("check", env=alice_env)
+    assert text.returncode == 0 and "hello there" in text.stdout and "[high]" in text.stdout
+    reply = run_json("send", "bob", "got it", "--reply-to", msg_id, "--type", "response", env=alice_env)
+    assert reply["reply_to"] == msg_id
+    checked = run_json("check", env=bob_env)
+    assert checked["messages"][0]["reply_to"] == msg_id and checked["messages"][0]["text"] == "got it"
+    assert run_json("ack", env=alice_env)["acked"][0]["id"] == msg_id
+    assert run_json("ack", env=alice_env)["acked"] == [], "ack is idempotent"
+
+
+def test_broadcast_from_the_cli(pair):
+    hub, alice_env, bob_env, *_ = pair
+    run_cli("send", "broadcast", "all hands", env=alice_env)
+    msgs = run_json("check", env=bob_env)["messages"]
+    assert msgs[0]["broadcast"] is True and msgs[0]["why"] == "broadcast"
+
+
+def test_ack_with_seq_acks_only_up_to_it(pair):
+    hub, alice_env, bob_env, *_ = pair
+    for n in range(3):
+        run_cli("send", "alice", f"m{n}", env=bob_env)
+    msgs = run_json("check", env=alice_env)["messages"]
+    seqs = sorted(m["seq"] for m in msgs)
+    acked = run_json("ack", str(seqs[1]), env=alice_env)
+    assert [a["seq"] for a in acked["acked"]] == seqs[:2]
+    assert acked["hub_acked_up_to"] == seqs[1]
+    assert acked["unacked"] == 1
+
+
+def test_hub_down_is_exit_4(pair, tmp_path):
+    hub, alice_env, _, alice, _ = pair
+    env = {**alice_env, "AGENTCOM_HUB_URL": f"http://127.0.0.1:{free_port()}"}
+    out = run_cli("check", env=env)
+    assert_clean_failure(out, 4, alice)
+    assert "unreachable" in out.stderr
+
+
+def test_wrong_token_is_exit_3(pair):
+    hub, alice_env, *_ = pair
+    out = run_cli("check", env={**alice_env, "AGENTCOM_TOKEN": "e" * 64})
+    assert_clean_failure(out, 3, "e" * 64)
+    out = run_cli("send", "bob", "x", env={**alice_env, "AGENTCOM_TOKEN": "e" * 64})
+    assert_clean_failure(out, 3, "e" * 64)
+
+
+@pytest.mark.parametrize("payload", ["{nope", "[1, 2]", '"text"', "3"])
+def test_bad_payload_is_exit_2(pair, payload):
+    hub, alice_env, *_ = pair
+    out = run_cli("send", "bob", "x", "--payload", payload, env=alice_env)
+    assert_clean_failure(out, 2)
+    assert "--payload" in out.stderr
+
+
+def test_missing_settings_name_the_setting_and_where_to_set_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
+    env["AGENTCOM_CONFIG"] = str(tmp_path / "none.toml")
+    out = run_cli("check", env=env)
+    assert_clean_failure(out, 2)
+    assert "hub_url" in out.stderr and "AGENTCOM_HUB_URL" in out.stderr and "none.toml" in out.stderr
+    env["AGENTCOM_HUB_URL"] = "http://127.0.0.1:9"
+    env["AGENTCOM_AGENT_ID"] = "alice"
+    out = run_cli("check", env=env)
+    assert_clean_failure(out, 2)
+    assert "token" in out.stderr and "AGENTCOM_TOKEN" in out.stderr
+
+
+def test_invalid_config_file_is_exit_2(pair, tmp_path):
+    hub, alice_env, *_ = pair
+    cfg = tmp_path / "bad.toml"
+    for text, needle in (("capabilities = 'x' = y", "TOML"), ("lease_seconds = 'long'", "lease_seconds"), ("colour = 1", "colour")):
+        cfg.write_text(text)
+        out = run_cli("check", env={**alice_env, "AGENTCOM_CONFIG": str(cfg)})
+        assert_clean_failure(out, 2)
+        assert needle in out.stderr
+
+
+def test_json_errors_go_to_stdout_too(pair):
+    hub, alice_env, *_ = pair
+    out = run_cli("check", "--json", env={**alice_env, "AGENTCOM_TOKEN": "e" * 64})
+    assert out.returncode == 3
+    assert json.loads(out.stdout)["error"]["kind"] == "auth"
+
+
+def test_token_file_and_precedence(pair, tmp_path):
+    hub, alice_env, _, alice, _ = pair
+    token_file = tmp_path / "token"
+    token_file.write_text(alice + "\n")
+    env = {k: v for k, v in alice_env.items() if k != "AGENTCOM_TOKEN"}
+    assert run_cli("check", env={**env, "AGENTCOM_TOKEN_FILE": str(token_file)}).returncode == 0
+    # the command line beats the environment
+    out = run_cli("--token-file", str(token_file), "check", env={**alice_env, "AGENTCOM_TOKEN": "e" * 64})
+    assert out.returncode == 0, out.stderr
+    out = run_cli("check", env={**env, "AGENTCOM_TOKEN_FILE": str(tmp_path / "missing")})
+    assert_clean_failure(out, 2)
+
+
+def test_config_init_register_and_show(hub, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
+    cfg = tmp_path / "conf" / "agentcom.toml"
+    env.update(AGENTCOM_CONFIG=str(cfg), AGENTCOM_STATE_DIR=str(tmp_path / "state"))
+    out = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", "--capabilities", "code, review", env=env)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    token = [line for line in cfg.read_text().splitlines() if line.startswith("token")][0].split('"')[1]
+    assert token not in out.stdout + out.stderr
+    shown = run_json("config", "show", env=env)
+    assert shown["token"].startswith("****") and token not in json.dumps(shown)
+    assert shown["capabilities"] == ["code", "review"] and shown["agent_id"] == "newbie"
+    assert shown["sources"]["token"].startswith("config file")
+    assert run_json("check", env=env)["messages"] == []
+    again = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", env=env)
+    assert_clean_failure(again, 2)
+
+
+def test_verbose_logs_http_calls_without_the_token(pair):
+    hub, alice_env, _, alice, _ = pair
+    out = run_cli("-v", "check", env=alice_env)
+    assert out.returncode == 0
+    assert "GET /api/mailbox/alice?since=0 -> 200" in out.stderr
+    assert alice not in out.stderr + out.stdout
+
+
+def test_status_and_agents(pair):
+    hub, alice_env, bob_env, alice, _ = pair
+    run_cli("send", "alice", "x", env=bob_env)
+    st = run_json("status", env=alice_env)
+    assert st["hub"]["ok"] is True and st["mailbox"] == 1 and st["token"].startswith("****")
+    assert alice not in json.dumps(st)
+    assert run_json("agents", env=alice_env) == {"agents": []}
+    text = run_cli("status", env=alice_env)
+    assert text.returncode == 0 and "cursor:" in text.stdout
+
+
+def test_show_prints_a_message_in_full_and_unknown_seq_is_exit_2(pair):
+    hub, alice_env, bob_env, *_ = pair
+    run_cli("send", "alice", "line one\nline two", env=bob_env)
+    seq = run_json("check", "--peek", env=alice_env)["messages"][0]["seq"]
+    out = run_cli("show", str(seq), env=alice_env)
+    assert out.returncode == 0 and "line one\nline two" in out.stdout
+    assert_clean_failure(run_cli("show", "999", env=alice_env), 2)
+
+
+def test_control_characters_never_reach_the_terminal(pair):
+    hub, alice_env, bob_env, *_ = pair
+    run_cli("send", "alice", "red \x1b[31malert\x1b[0m \x07 \u202eevil", env=bob_env)
+    out = run_cli("check", env=alice_env)
+    assert out.returncode == 0
+    for ch in ("\x1b", "\x07", "\u202e"):
+        assert ch not in out.stdout
+    assert "\\x1b[31malert" in out.stdout
+
+
+def test_exit_codes_are_in_help():
+    out = run_cli("--help", env=dict(os.environ))
+    assert out.returncode == 0
+    for code in range(2, 8):
+        assert f"  {code}  " in out.stdout

@@ -1,0 +1,284 @@
+"""Protocol part 4, against the real hub in subprocesses; each test names the guarantee it proves."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from conftest import agent_env, load_trace, run_cli, run_json
+from faultproxy import FaultProxy
+
+
+def write_config(tmp_path: Path, agent: str, **settings) -> None:
+    lines = []
+    for k, v in settings.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    (tmp_path / f"{agent}.toml").write_text("\n".join(lines) + "\n")
+
+
+def state_files(tmp_path: Path) -> dict[str, bytes]:
+    root = tmp_path / "state"
+    return {str(p): p.read_bytes() for p in root.rglob("state.json")} if root.exists() else {}
+
+
+@pytest.fixture
+def duo(hub, tmp_path):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    env = agent_env(hub, "alice", alice, tmp_path)
+    return hub, env, alice, bob
+
+
+def post(hub, token, to, n, **payload):
+    return [hub.post(token, {"to": to, "payload": {"text": f"m{i}", **payload}}).json()["id"] for i in range(n)]
+
+
+# guarantee 8: hub faults ------------------------------------------------------------
+
+FAULT_CASES = [
+    ("500", 4), ("502", 4), ("503", 4), ("429", 4), ("timeout", 4), ("reset", 4),
+    ("non_json", 5), ("empty", 5), ("missing_messages", 5), ("messages_not_list", 5),
+    ("seq_not_int", 5), ("payload_not_object", 5), ("huge", 5),
+]
+
+
+@pytest.mark.parametrize("fault,code", FAULT_CASES)
+def test_hub_fault_gives_its_exit_code_changes_nothing_and_recovers(duo, tmp_path, fault, code):
+    """Guarantee 8: each hub fault gives one clear line and its exit code, leaves the state
+    unchanged, and a later normal check delivers everything. Fails without HubClient's
+    error mapping (a traceback or exit 1) or without validation before state changes."""
+    hub, env, alice, bob = duo
+    write_config(tmp_path, "alice", read_timeout=0.5, max_response_bytes=100_000)
+    proxy = FaultProxy(hub.url)
+    try:
+        env = {**env, "AGENTCOM_HUB_URL": proxy.url}
+        first = set(post(hub, bob, "alice", 2))
+        assert {m["id"] for m in run_json("check", env=env)["messages"]} == first
+        later = set(post(hub, bob, "alice", 3))
+        post(hub, bob, "alice", 1, action="ping")
+        before = state_files(tmp_path)
+        proxy.arm(fault, path_prefix="/api/mailbox")
+        out = run_cli("check", env=env)
+        assert out.returncode == code, (out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert alice not in out.stdout + out.stderr
+        assert state_files(tmp_path) == before
+        assert all(m["from"] != "alice" for m in hub.poll("bob", bob)["messages"]), "no pong sent"
+        proxy.arm(None)
+        result = run_json("check", env=env)
+        assert {m["id"] for m in result["messages"]} == later
+        assert result["handled"]["auto_reply"] == 1
+    finally:
+        proxy.close()
+
+
+def test_429_with_a_short_retry_after_is_honoured(duo, tmp_path):
+    """Guarantee 8 / HTTP: a 429 whose retry-after fits the bound is waited out, not an error."""
+    hub, env, alice, bob = duo
+    proxy = FaultProxy(hub.url)
+    try:
+        proxy.retry_after = "1"
+        post(hub, bob, "alice", 1)
+        proxy.arm("429", times=1, path_prefix="/api/mailbox")
+        started = time.monotonic()
+        result = run_json("check", env={**env, "AGENTCOM_HUB_URL": proxy.url})
+        assert len(result["messages"]) == 1 and time.monotonic() - started >= 1.0
+        assert [s for _, p, s in proxy.seen if p.startswith("/api/mailbox")][:2] == [429, 200]
+    finally:
+        proxy.close()
+
+
+def test_transient_503_is_retried(duo):
+    """HTTP retries: two 503s on an idempotent poll are retried with backoff, then it works."""
+    hub, env, alice, bob = duo
+    proxy = FaultProxy(hub.url)
+    try:
+        post(hub, bob, "alice", 1)
+        proxy.arm("503", times=2, path_prefix="/api/mailbox")
+        assert len(run_json("check", env={**env, "AGENTCOM_HUB_URL": proxy.url})["messages"]) == 1
+    finally:
+        proxy.close()
+
+
+# guarantee 2 and 6: leases, redelivery, dead letters -----------------------------------
+
+
+def test_lease_redelivery_and_dead_letter(duo, tmp_path):
+    """Guarantees 2 and 6: a returned message is not returned again while leased; after the
+    lease it comes back flagged and counted; after max_deliveries it is dead-lettered,
+    reported once, and acked at the hub so it stops blocking the prefix."""
+    hub, env, alice, bob = duo
+    write_config(tmp_path, "alice", lease_seconds=0.6, max_deliveries=3)
+    (msg_id,) = post(hub, bob, "alice", 1)
+    first = run_json("check", env=env)["messages"]
+    assert [(m["id"], m["redelivered"], m["deliveries"]) for m in first] == [(msg_id, False, 1)]
+    assert run_json("check", env=env)["messages"] == []
+    for n in (2, 3):
+        time.sleep(0.7)
+        again = run_json("check", env=env)["messages"]
+        assert [(m["id"], m["redelivered"], m["deliveries"]) for m in again] == [(msg_id, True, n)]
+    time.sleep(0.7)
+    dead = run_json("check", env=env)
+    assert dead["messages"] == [] and len(dead["warnings"]) == 1 and "dead-lettered" in dead["warnings"][0]
+    assert run_json("check", env=env)["warnings"] == [], "reported once"
+    assert run_json("status", env=env)["dead_letters"] == 1
+    assert run_json("log", env=env)["dead_letters"][0]["id"] == msg_id
+    assert hub.poll("alice", alice)["messages"] == []
+
+
+def test_prefix_ack_waits_for_unfinished_messages(duo):
+    """Guarantee 4: the hub is acked only up to the highest seq with nothing unfinished below."""
+    hub, env, alice, bob = duo
+    (chat,) = post(hub, bob, "alice", 1)
+    post(hub, bob, "alice", 2, action="notify")
+    run_json("check", env=env)
+    at_hub = hub.poll("alice", alice)["messages"]
+    assert len(at_hub) == 3, "the stored notifications sit above an unacked chat: nothing acked"
+    run_json("ack", env=env)
+    assert hub.poll("alice", alice)["messages"] == []
+
+
+# guarantee 5: seq regression ------------------------------------------------------------
+
+
+def test_hub_restart_after_everything_was_acked(duo):
+    """Guarantee 5: after a restart the hub's counter restarts below our cursor; new
+    messages are still all delivered, once, with a warning. Fails with a since=cursor poll."""
+    hub, env, alice, bob = duo
+    post(hub, bob, "alice", 5)
+    assert len(run_json("check", env=env)["messages"]) == 5
+    run_json("ack", env=env)
+    hub.restart()
+    new = post(hub, bob, "alice", 3)
+    result = run_json("check", env=env)
+    assert [m["id"] for m in result["messages"]] == new
+    assert [m["seq"] for m in result["messages"]] == [1, 2, 3]
+    assert any("went backwards" in w for w in result["warnings"])
+    assert run_json("check", env=env)["messages"] == []
+
+
+# guarantee 1: crash safety ---------------------------------------------------------------
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_answers_no_ping_twice(hub_factory, tmp_path):
+    """Guarantee 1: kill -9 of `agentcom check` at random instants, 50 rounds over mixed
+    traffic: every state file loads, every attention message is returned at least once,
+    no ping is answered twice. Fails without the atomic write and the write-ahead save."""
+    hub = hub_factory("--mailbox-cap", "2000")
+    header, lines = load_trace()
+    agent = header["agent"]
+    tokens = {name: hub.mint(name) for name in [agent, *header["peers"]]}
+    write_config(tmp_path, agent, capabilities=header["capabilities"], ignore_from=header["ignore_from"], lease_seconds=1.5, max_deliveries=1000)
+    env = agent_env(hub, agent, tokens[agent], tmp_path)
+    rng = random.Random(4)
+    attention, returned = set(), set()
+    chunk = len(lines) // 50 + 1
+    for round_no in range(50):
+        for line in lines[round_no * chunk:(round_no + 1) * chunk]:
+            body = {k: line[k] for k in ("to", "type", "payload", "reply_to") if line.get(k) is not None}
+            msg_id = hub.post(tokens[line["from"]], body).json()["id"]
+            if line["expect"] == "attention":
+                attention.add(msg_id)
+        proc = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "check", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.0, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate()
+        assert b"Traceback" not in err
+        if proc.returncode == 0 and out:
+            returned |= {m["id"] for m in json.loads(out)["messages"]}
+        if round_no % 10 == 9:
+            result = run_json("check", env=env)  # a normal run now and then
+            assert not any("corrupt" in w for w in result["warnings"]), result["warnings"]
+            returned |= {m["id"] for m in result["messages"]}
+    time.sleep(1.6)
+    final = run_json("check", env=env)
+    assert not any("corrupt" in w for w in final["warnings"])
+    returned |= {m["id"] for m in final["messages"]}
+    assert attention <= returned
+    assert not list((tmp_path / "state").rglob("*.corrupt-*"))
+    replies = Counter()
+    for peer in header["peers"]:
+        for m in hub.poll(peer, tokens[peer])["messages"]:
+            if m["from"] == agent:
+                replies[m["reply_to"]] += 1
+    assert replies and max(replies.values()) == 1
+
+
+def test_corrupt_state_file_is_moved_aside_and_recovered_from_the_hub(duo, tmp_path):
+    """Guarantee 1: a corrupt state file is moved aside with a warning naming both paths;
+    the skill recovers from the hub and attention messages come back as redelivered."""
+    hub, env, alice, bob = duo
+    ids = post(hub, bob, "alice", 2)
+    run_json("check", env=env)
+    (path,) = (tmp_path / "state").rglob("state.json")
+    for garbage in (b'{"version": 1, "cursor": ', b"not json", b'{"version": 99}', b'{"version": 1, "attention": []}'):
+        path.write_bytes(garbage)
+        result = run_json("check", env=env)
+        assert [m["id"] for m in result["messages"]] == ids
+        assert all(m["redelivered"] for m in result["messages"])
+        (warning,) = [w for w in result["warnings"] if "corrupt" in w]
+        assert str(path) in warning and "state.json.corrupt-" in warning
+        assert run_json("check", env=env)["messages"] == []
+    assert len(list(path.parent.glob("state.json.corrupt-*"))) == 4
+
+
+def test_unusable_state_dir_is_exit_6_and_sends_nothing(duo, tmp_path):
+    """Guarantee 1 / exit 6: a state folder that cannot be written gives exit 6, one line,
+    and no pong goes out (the write-ahead save comes first)."""
+    hub, env, alice, bob = duo
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    post(hub, bob, "alice", 1, action="ping")
+    out = run_cli("check", env={**env, "AGENTCOM_STATE_DIR": str(blocker / "state")})
+    assert out.returncode == 6 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert hub.poll("bob", bob)["messages"] == []
+    assert len(hub.poll("alice", alice)["messages"]) == 1
+
+
+def test_state_file_is_private(duo, tmp_path):
+    """Guarantee 9: files written by the skill are mode 0600."""
+    hub, env, alice, bob = duo
+    post(hub, bob, "alice", 1)
+    run_json("check", env=env)
+    for p in (tmp_path / "state").rglob("state.*"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+
+# guarantee 3: concurrency ----------------------------------------------------------------
+
+
+def test_busy_lock_is_exit_7_not_a_hang(duo, tmp_path):
+    """Guarantee 3: a run that cannot get the lock within lock_timeout exits 7."""
+    hub, env, *_ = duo
+    write_config(tmp_path, "alice", lock_timeout=0.3)
+    run_json("check", env=env)
+    (lock_path,) = (tmp_path / "state").rglob("state.lock")
+    with FileLock(str(lock_path)):
+        out = run_cli("check", env=env)
+    assert out.returncode == 7 and "another agentcom run" in out.stderr
+
+
+def test_eight_concurrent_checks_return_each_message_exactly_once(duo, tmp_path):
+    """Guarantee 3: 8 checks started at once on 200 attention messages return each once, together."""
+    hub, env, alice, bob = duo
+    write_config(tmp_path, "alice", mailbox_cap=1000)
+    hub.restart()
+    hub.args = ["--mailbox-cap", "1000"]
+    hub.restart()
+    ids = post(hub, bob, "alice", 200)
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda _: run_cli("check", "--json", env=env), range(8)))
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    returned = [m["id"] for o in outs for m in json.loads(o.stdout)["messages"]]
+    assert sorted(returned) == sorted(ids)
