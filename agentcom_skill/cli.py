@@ -108,16 +108,20 @@ def check(obj: CliContext, as_json: bool, fmt: str | None, max_: int | None, pee
     from .render import render_check_text, render_prompt
 
     settings = obj.settings()
-    result = skill.check(max=max_, peek=peek, settings=settings)
     fmt = "json" if as_json else fmt or ("prompt" if cron else "text")
-    if fmt == "json":
-        _emit(result, True)
-    elif cron and not result["messages"]:
-        click.echo("NO_REPLY")
-    elif fmt == "prompt":
-        click.echo(render_prompt(result, settings.prompt_text_limit))
-    else:
-        click.echo(render_check_text(result))
+
+    def emit(result: dict[str, Any]) -> None:
+        if fmt == "json":
+            _emit(result, True)
+        elif cron and not result["messages"]:
+            click.echo("NO_REPLY")
+        elif fmt == "prompt":
+            click.echo(render_prompt(result, settings.prompt_text_limit))
+        else:
+            click.echo(render_check_text(result))
+        sys.stdout.flush()  # out before the delivery is confirmed in the state
+
+    result = skill.check(max=max_, peek=peek, emit=emit, settings=settings)
     if exit_code and result["messages"]:
         sys.exit(1)
 

@@ -90,7 +90,7 @@ def plan_check(state: AgentState, batch: MailboxBatch, settings: Settings, now: 
             f"of the hub's cap of {settings.mailbox_cap}: the hub drops the oldest beyond it"
         )
     if plan.changed:
-        state.trim(set(by_id))
+        state.trim(set(by_id), now)
     return plan
 
 
@@ -217,11 +217,23 @@ def summary_text(msg: Message) -> str:
     return json.dumps(msg.payload, separators=(",", ":"), ensure_ascii=False)
 
 
+def confirm_shown(state: AgentState, ids: list[str]) -> None:
+    """The run that leased these messages did hand them out: `ack` may now finish them.
+
+    A run killed between its lease and its output leaves them unconfirmed, so an `ack`
+    of "everything returned" cannot finish a message nobody saw; it comes back after its
+    lease instead.
+    """
+    for msg_id in ids:
+        if msg_id in state.attention:
+            state.attention[msg_id]["shown"] = True
+
+
 def mark_acked(state: AgentState, seq: int | None, now: float) -> list[dict[str, Any]]:
-    """The agent is done with every returned message (up to `seq`): finish them."""
+    """The agent is done with every message handed out to it (up to `seq`): finish them."""
     acked = []
     for msg_id, entry in list(state.attention.items()):
-        if entry["deliveries"] > 0 and (seq is None or entry["seq"] <= seq):
+        if entry.get("shown") and (seq is None or entry["seq"] <= seq):
             del state.attention[msg_id]
             state.done[msg_id] = {"seq": entry["seq"], "at": now}
             acked.append({"id": msg_id, "seq": entry["seq"]})

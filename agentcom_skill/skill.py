@@ -6,11 +6,11 @@ Each returns a plain JSON-serialisable dict, the same the CLI prints with `--jso
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .client import HubClient
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
-from .delivery import hub_prefix, mark_acked, message_view, plan_check
+from .delivery import confirm_shown, hub_prefix, mark_acked, message_view, plan_check
 from .errors import AgentComError, ConfigError, UsageError
 from .message import MailboxBatch
 from .state import AgentState, StateStore
@@ -41,21 +41,43 @@ def state_store(settings: Settings) -> StateStore:
     return StateStore(settings.agent_state_dir(), settings.lock_timeout)
 
 
-def check(max: int | None = None, peek: bool = False, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Poll the mailbox, let Tier 0 handle what code can, and return what needs the agent."""
+def check(
+    max: int | None = None,
+    peek: bool = False,
+    *,
+    emit: Callable[[dict[str, Any]], None] | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Poll the mailbox, let Tier 0 handle what code can, and return what needs the agent.
+
+    `emit`, when given, is called with the result before the delivery is confirmed in the
+    state (the CLI prints there): a run killed before its output does not count as shown.
+    """
     s = resolve_settings(settings, overrides)
     if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
         raise UsageError("max must be a positive integer")
     with hub_client(s) as hub:
-        return run_check(hub, state_store(s), s, max, peek, time.time())
+        return run_check(hub, state_store(s), s, max, peek, time.time(), emit)
 
 
-def run_check(hub: HubClient, store: StateStore, s: Settings, limit: int | None, peek: bool, now: float) -> dict[str, Any]:
+def run_check(
+    hub: HubClient,
+    store: StateStore,
+    s: Settings,
+    limit: int | None,
+    peek: bool,
+    now: float,
+    emit: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """`check` on a given hub and store (the property tests drive this with in-memory ones)."""
     if peek:
         state, warnings = store.load(move_corrupt=False)
         plan = plan_check(state, hub.poll(s.agent_id, 0), s, now, limit)
-        return _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
+        result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
+        if emit:
+            emit(result)
+        return result
     with store.locked():
         state, warnings = store.load()
         batch = hub.poll(s.agent_id, 0)
@@ -77,11 +99,17 @@ def run_check(hub: HubClient, store: StateStore, s: Settings, limit: int | None,
             except AgentComError as exc:
                 warnings.append(f"could not send the {reply.kind} to {reply.to}: {exc}")
         try:
-            if _ack_prefix(hub, s, state, batch):
-                store.save(state)
+            acked_changed = _ack_prefix(hub, s, state, batch)
         except AgentComError as exc:
+            acked_changed = False
             warnings.append(f"could not ack the hub: {exc}")
-    return _check_result(s, plan.messages, plan.handled, plan.pending, warnings)
+        result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings)
+        if emit:
+            emit(result)
+        confirm_shown(state, [m["id"] for m in plan.messages])
+        if plan.messages or acked_changed:
+            store.save(state)
+    return result
 
 
 def _check_result(s: Settings, messages, handled, pending, warnings) -> dict[str, Any]:
@@ -137,7 +165,7 @@ def run_ack(hub: HubClient, store: StateStore, s: Settings, seq: int | None, now
         "agent_id": s.agent_id,
         "acked": acked,
         "hub_acked_up_to": state.hub_acked,
-        "unacked": sum(1 for e in state.attention.values() if e["deliveries"] > 0),
+        "unacked": sum(1 for e in state.attention.values() if e.get("shown")),
         "warnings": warnings,
     }
 

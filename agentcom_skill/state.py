@@ -76,7 +76,7 @@ class AgentState:
                 raise ValueError("bad attention entry lease")
         return state
 
-    def trim(self, at_hub: set[str]) -> None:
+    def trim(self, at_hub: set[str], now: float) -> None:
         """Bound the state: keep finished ids still at the hub, plus the most recent others."""
         if len(self.done) > RECENT_DONE + len(at_hub):
             others = [(v.get("at", 0), k) for k, v in self.done.items() if k not in at_hub]
@@ -85,7 +85,7 @@ class AgentState:
                 del self.done[key]
         del self.log[:-LOG_LIMIT]
         del self.dead[:-DEAD_LIMIT]
-        cutoff = time.time() - 60
+        cutoff = now - 60
         self.replies = {k: kept for k, v in self.replies.items() if (kept := [t for t in v if t > cutoff])}
 
 
