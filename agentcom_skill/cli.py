@@ -237,6 +237,19 @@ def config_show(obj: CliContext, as_json: bool) -> None:
 
 @main.command()
 @click.argument("seq", type=int)
+@click.argument("text")
+@_json_option
+@click.pass_obj
+def reply(obj: CliContext, seq: int, text: str, as_json: bool) -> None:
+    """Answer the message at SEQ: TEXT goes to its sender as a response to it."""
+    from . import skill
+
+    result = skill.reply(seq, text, settings=obj.settings())
+    _emit(result, as_json, result["id"])
+
+
+@main.command()
+@click.argument("seq", type=int)
 @_json_option
 @click.pass_obj
 def show(obj: CliContext, seq: int, as_json: bool) -> None:

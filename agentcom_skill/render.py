@@ -122,11 +122,10 @@ def _prompt_entry(msg: dict[str, Any], text_limit: int) -> str:
         tags.append(f"reply to {msg['reply_to']}")
     if msg.get("redelivered"):
         tags.append("redelivered")
-    head = f"{msg['from']} ({', '.join(tags)})"
-    body = truncate(message_text(msg), text_limit, msg["seq"])
+    head = neutralise(f"{msg['from']} ({', '.join(tags)})")
+    body = neutralise(truncate(message_text(msg), text_limit, msg["seq"]).replace("\r\n", "\n"), keep_newlines=True)
     # Continuation lines are indented, so content can never start a line that looks like an entry.
-    body = body.replace("\r\n", "\n").replace("\n", "\n  ")
-    return _unfence(neutralise(f"{head}: {body}", keep_newlines=True))
+    return _unfence(f"{head}: {body}".replace("\n", "\n  "))
 
 
 # for a terminal ---------------------------------------------------------------

@@ -12,7 +12,7 @@ from .client import HubClient
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
 from .delivery import confirm_shown, hub_prefix, mark_acked, message_view, plan_check
 from .errors import AgentComError, ConfigError, UsageError
-from .message import MailboxBatch
+from .message import MailboxBatch, Message
 from .state import AgentState, StateStore
 from .tier0 import DISPOSITIONS, auto_reply_payload
 
@@ -260,16 +260,29 @@ def log(disposition: str | None = None, limit: int = 50, *, settings: Settings |
     }
 
 
+def reply(seq: int, text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Answer the message at `seq` (still at the hub): a response to its sender, reply_to its id."""
+    s = resolve_settings(settings, overrides)
+    with hub_client(s) as hub:
+        msg = _message_at(hub, s, seq)
+        msg_id = hub.send(msg.sender, "response", {"text": text}, msg.id)
+    return {"id": msg_id, "to": msg.sender, "type": "response", "reply_to": msg.id}
+
+
 def show_message(seq: int, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """One message still at the hub, in full; changes nothing."""
     s = resolve_settings(settings, overrides)
     with hub_client(s) as hub:
-        batch = hub.poll(s.agent_id, 0)
-    for msg in batch.messages:
+        msg = _message_at(hub, s, seq)
+    state, _ = state_store(s).load(move_corrupt=False)
+    entry = state.attention.get(msg.id, {"deliveries": 0, "why": "not returned by check"})
+    return message_view(msg, entry, entry["deliveries"] > 1)
+
+
+def _message_at(hub: HubClient, s: Settings, seq: int) -> Message:
+    for msg in hub.poll(s.agent_id, 0).messages:
         if msg.seq == seq:
-            state, _ = state_store(s).load(move_corrupt=False)
-            entry = state.attention.get(msg.id, {"deliveries": 0, "why": "not returned by check"})
-            return message_view(msg, entry, entry["deliveries"] > 1)
+            return msg
     raise UsageError(f"no message with seq {seq} is at the hub for {s.agent_id} (acked or never there)")
 
 
