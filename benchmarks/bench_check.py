@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Cold-start and backlog cost of `agentcom check`, against the baselines in ../shared/bench/.
+
+In one run, alternating the commands:
+  1. empty mailbox: `agentcom check --json` vs poll_min.js (Node.js) and poll_min.py (stdlib)
+  2. backlogs of 1,000 / 10,000 / 100,000 mixed messages: wall time and peak RSS of one check
+  3. `agentcom send` vs a minimal standard-library POST
+Prints medians and ratios. Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import SHARED, LocalHub, load_trace, median
+
+AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
+SEND_MIN = r"""
+import json, os, sys, urllib.request
+hub, token = os.environ["AGENTCOM_HUB_URL"], os.environ["AGENTCOM_TOKEN"]
+req = urllib.request.Request(hub + "/api/message", data=json.dumps({"to": sys.argv[1], "payload": {"text": sys.argv[2]}}).encode(),
+                             headers={"Authorization": "Bearer " + token, "content-type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    print(json.loads(r.read())["id"])
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd} failed: {proc.stderr.read().decode()}")
+    proc.stderr.close()
+    proc.returncode = 0
+    return wall, usage.ru_maxrss
+
+
+def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int, reset=None) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, (cmd, env) in commands.items():  # alternate, so drift hits all alike
+            if reset:
+                reset(name)
+            times[name].append(timed(cmd, env)[0])
+    base = next(iter(commands))
+    print(f"\n{label} ({runs} runs each, alternating)")
+    for name, values in times.items():
+        print(f"  {name:28} median {median(values) * 1000:7.1f} ms")
+    for name in list(times)[1:]:
+        print(f"  ratio {base} / {name}: {median(times[base]) / median(times[name]):.2f}x")
+    return times
+
+
+def seed_backlog(db: Path, agent: str, n: int, header: dict, lines: list[dict]) -> None:
+    """Write n messages of the trace's mix straight into the hub's database (posting 100,000
+    over HTTP would take minutes). The first is a direct chat, so a check never moves the hub's
+    ack prefix and every run sees the same backlog."""
+    con = sqlite3.connect(db)
+    now = int(time.time() * 1000)
+    rng = random.Random(7)
+    first = next(line for line in lines if line["expect"] == "attention" and line["to"] == agent)
+    rows = []
+    for seq in range(1, n + 1):
+        line = first if seq == 1 else rng.choice(lines)
+        rows.append((seq, agent, secrets.token_hex(8), line["from"], line["to"], line["type"], json.dumps(line["payload"]), line["reply_to"], now))
+    con.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.commit()
+    con.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--backlog-runs", type=int, default=5)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip() if shutil.which('node') else 'missing'}")
+
+    with LocalHub() as hub:
+        token = hub.mint("bob")
+        hub.mint("alice")
+        env = hub.env("bob", token)
+        check = (AGENTCOM + ["check", "--json"], env)
+        commands = {"agentcom check --json": check, "python3 poll_min.py": ([sys.executable, str(SHARED / "bench" / "poll_min.py")], env)}
+        if shutil.which("node"):
+            commands["node poll_min.js"] = (["node", str(SHARED / "bench" / "poll_min.js")], env)
+        timed(*check)  # warm the page cache and create the state folder
+        compare("1. empty mailbox", commands, args.runs)
+        compare(
+            "3. send one message",
+            {"agentcom send": (AGENTCOM + ["send", "alice", "hello"], env), "python3 minimal POST": ([sys.executable, "-c", SEND_MIN, "alice", "hello"], env)},
+            args.runs,
+        )
+
+    header, lines = load_trace()
+    agent = header["agent"]
+    print(f"\n2. backlog of mixed traffic (the trace's mix), one `agentcom check --json` with fresh state ({args.backlog_runs} runs each)")
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with LocalHub("--mailbox-cap", str(max(20000, n))) as hub:
+            tokens = {name: hub.mint(name) for name in [agent, *header["peers"]]}
+            seed_backlog(hub.db, agent, n, header, lines)
+            (hub.dir / f"{agent}.toml").write_text(
+                f"capabilities = {json.dumps(header['capabilities'])}\nignore_from = {json.dumps(header['ignore_from'])}\n"
+                f"mailbox_cap = {max(20000, n)}\nauto_reply_limit = 1000\n"
+            )
+            walls, rss = [], []
+            for i in range(args.backlog_runs):
+                state = tempfile.mkdtemp(dir=hub.dir)
+                wall, peak = timed(AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state))
+                walls.append(wall)
+                rss.append(peak)
+            print(f"  {n:>7} messages: median {median(walls):6.2f} s  peak RSS {median(rss) / 1024:6.1f} MB  "
+                  f"({median(walls) / n * 1e6:6.1f} us/message)")
+
+
+if __name__ == "__main__":
+    main()
