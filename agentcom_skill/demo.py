@@ -10,7 +10,7 @@ from typing import Callable
 from . import skill
 from .client import HubClient
 from .config import load_settings
-from .render import render_check_text, render_prompt
+from .render import render_check_text, render_log_text, render_prompt
 
 # (sender, to, type, payload): a small slice of a realistic day.
 TRAFFIC = [
@@ -73,6 +73,9 @@ def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
     echo(render_check_text(result))
     echo("\n$ agentcom check --format prompt   (what an LLM would read)")
     echo(render_prompt(result, settings.prompt_text_limit))
+
+    echo("\n$ agentcom log   (what Tier 0 handled, and why)")
+    echo(render_log_text(skill.log(settings=settings)))
 
     with HubClient(url, tokens["nathan"]) as hub:
         pongs = [m for m in hub.poll("nathan").messages if m.payload.get("action") == "pong"]

@@ -16,6 +16,7 @@ import requests
 FAULTS = (
     "500", "502", "503", "429", "timeout", "reset", "non_json", "empty",
     "missing_messages", "seq_not_int", "payload_not_object", "messages_not_list", "huge",
+    "connected",
 )
 
 
@@ -98,6 +99,9 @@ class FaultProxy:
         if fault == "reset":
             h.close_connection = True
             return 0
+        if fault == "connected":  # /api/agents lists every token holder as connected by WebSocket
+            agent = h.headers.get("x-test-agent", "alice")
+            return self._reply(h, 200, json.dumps({"agents": [{"agent_id": agent, "name": agent, "status": "idle", "capabilities": [], "connected_at": 1, "fsm_state": "idle"}]}).encode())
         if fault == "non_json":
             return self._reply(h, 200, b"<html>gateway says hi</html>")
         if fault == "empty":

@@ -282,3 +282,57 @@ def test_eight_concurrent_checks_return_each_message_exactly_once(duo, tmp_path)
     assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
     returned = [m["id"] for o in outs for m in json.loads(o.stdout)["messages"]]
     assert sorted(returned) == sorted(ids)
+
+
+# guarantee 7: hazards ----------------------------------------------------------------------
+
+
+def test_mailbox_near_the_cap_is_reported(duo):
+    """Guarantee 7: a mailbox at 80% of the hub's cap gives a warning in check and status."""
+    hub, env, alice, bob = duo
+    post(hub, bob, "alice", 1)  # an unacked chat first: the notifications above it stay at the hub
+    post(hub, bob, "alice", 79, action="notify")
+    result = run_json("check", env=env)
+    assert any("80%" in w and "cap of 100" in w for w in result["warnings"]), result["warnings"]
+    assert any("near the hub's cap" in h for h in run_json("status", env=env)["hazards"])
+    run_json("ack", env=env)
+    assert not any("cap" in w for w in run_json("check", env=env)["warnings"])
+
+
+def test_being_connected_by_websocket_is_reported(duo):
+    """Guarantee 7: this agent listed in /api/agents (direct messages bypass the mailbox) is a warning."""
+    hub, env, alice, bob = duo
+    proxy = FaultProxy(hub.url)
+    try:
+        proxy.arm("connected", path_prefix="/api/agents")
+        result = run_json("check", env={**env, "AGENTCOM_HUB_URL": proxy.url})
+        assert any("connected to the hub by WebSocket" in w for w in result["warnings"])
+        status = run_json("status", env={**env, "AGENTCOM_HUB_URL": proxy.url})
+        assert any("WebSocket" in h for h in status["hazards"])
+    finally:
+        proxy.close()
+
+
+def test_full_disk_is_exit_6_and_leaves_state_and_hub_untouched(duo, tmp_path):
+    """Guarantee 1 / exit 6: a state write that fails (file size limit standing in for a full
+    disk) gives exit 6, keeps the old state file whole, and sends no pong."""
+    import resource
+
+    hub, env, alice, bob = duo
+    post(hub, bob, "alice", 1)
+    run_json("check", env=env)
+    before = state_files(tmp_path)
+    post(hub, bob, "alice", 40)
+    post(hub, bob, "alice", 1, action="ping")
+    limit = max(len(b) for b in before.values()) + 200
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = subprocess.run([sys.executable, "-m", "agentcom_skill", "check"], env=env, capture_output=True, text=True, preexec_fn=small_files)
+    assert out.returncode == 6, out.stderr
+    assert "Traceback" not in out.stderr and "cannot write state file" in out.stderr
+    assert state_files(tmp_path) == before
+    assert not list((tmp_path / "state").rglob(".state.*.tmp"))
+    assert hub.poll("bob", bob)["messages"] == []
+    assert len(run_json("check", env=env)["messages"]) == 40
