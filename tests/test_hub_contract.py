@@ -214,34 +214,32 @@ def test_rate_limit_answers_429_with_retry_after(hub_factory):
     assert hub.post(alice, {"to": "bob", "payload": {}}).status_code == 200
 
 
-def test_twenty_concurrent_clients_lose_and_duplicate_nothing(hub):
+def post_from_twenty_clients(hub) -> list[str]:
+    """20 concurrent clients post 50 messages each to `inbox`; returns the ids the hub gave."""
     senders = [hub.mint(f"s{i}") for i in range(20)]
-    inbox = hub.mint("inbox")
 
     def burst(token):
         with requests.Session() as s:
             return [s.post(hub.url + "/api/message", json={"to": "inbox", "payload": {"n": n}}, headers=auth(token)).json()["id"] for n in range(50)]
 
     with ThreadPoolExecutor(20) as pool:
-        ids = [i for batch in pool.map(burst, senders) for i in batch]
+        return [i for batch in pool.map(burst, senders) for i in batch]
+
+
+def test_twenty_concurrent_clients_lose_and_duplicate_nothing(hub):
+    inbox = hub.mint("inbox")
+    ids = post_from_twenty_clients(hub)
     assert len(ids) == 1000 == len(set(ids))
-    hub_restarted_cap = hub.poll("inbox", inbox)["messages"]
+    kept = hub.poll("inbox", inbox)["messages"]
     # the default cap is 100: the newest 100 are kept, each once, seqs strictly increasing
-    seqs = [m["seq"] for m in hub_restarted_cap]
+    seqs = [m["seq"] for m in kept]
     assert len(seqs) == 100 and seqs == sorted(set(seqs)) and seqs[-1] == 1000
 
 
 def test_concurrent_posts_all_stored_with_a_raised_cap(hub_factory):
     hub = hub_factory("--mailbox-cap", "2000")
-    senders = [hub.mint(f"s{i}") for i in range(20)]
     inbox = hub.mint("inbox")
-
-    def burst(token):
-        with requests.Session() as s:
-            return [s.post(hub.url + "/api/message", json={"to": "inbox", "payload": {"n": n}}, headers=auth(token)).json()["id"] for n in range(50)]
-
-    with ThreadPoolExecutor(20) as pool:
-        ids = {i for batch in pool.map(burst, senders) for i in batch}
+    ids = set(post_from_twenty_clients(hub))
     msgs = hub.poll("inbox", inbox)["messages"]
     assert {m["id"] for m in msgs} == ids and len(msgs) == 1000
     assert [m["seq"] for m in msgs] == list(range(1, 1001))

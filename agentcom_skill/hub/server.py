@@ -123,6 +123,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._respond(HTTPStatus.BAD_REQUEST)
             return _Answered
 
+    def _agent_id_field(self, body: Any) -> str | None:
+        """`agent_id` of a register or token request, or None after answering 422."""
+        agent_id = body.get("agent_id") if isinstance(body, dict) else None
+        if isinstance(agent_id, str) and agent_id.strip():
+            return agent_id
+        self._respond(422, {"error": "validation_failed", "errors": [{"field": "agent_id", "error": "required", "detail": "agent_id must be a non-empty string"}]})
+        return None
+
     def _route(self) -> Callable[..., None] | None:
         path = urlsplit(self.path).path
         parts = [unquote(p) for p in path.strip("/").split("/")]
@@ -230,9 +238,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         body = self._json_body()
         if body is _Answered:
             return
-        agent_id = body.get("agent_id") if isinstance(body, dict) else None
-        if not isinstance(agent_id, str) or not agent_id.strip():
-            self._respond(422, {"error": "validation_failed", "errors": [{"field": "agent_id", "error": "required", "detail": "agent_id must be a non-empty string"}]})
+        agent_id = self._agent_id_field(body)
+        if agent_id is None:
             return
         token = self.server.store.register(agent_id)
         if token is None:
@@ -258,9 +265,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if caller is None:
             self._respond(401, {"error": "unauthorized"})
             return
-        agent_id = body.get("agent_id") if isinstance(body, dict) else None
-        if not isinstance(agent_id, str) or not agent_id.strip():
-            self._respond(422, {"error": "validation_failed", "errors": [{"field": "agent_id", "error": "required", "detail": "agent_id must be a non-empty string"}]})
+        agent_id = self._agent_id_field(body)
+        if agent_id is None:
             return
         self._respond(201, {"agent_id": agent_id, "token": self.server.store.mint_token(agent_id)})
 
