@@ -66,6 +66,17 @@ def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], r
     return times
 
 
+def configured_env(hub: LocalHub, agent: str, token: str) -> dict[str, str]:
+    """How agentcom is set up in real use: a config file in the default place (platformdirs
+    and TOML on the path), state in the default place; no AGENTCOM_* variables."""
+    config_home, state_home = hub.dir / "xdg-config", hub.dir / "xdg-state"
+    (config_home / "agentcom").mkdir(parents=True, exist_ok=True)
+    (config_home / "agentcom" / "config.toml").write_text(f'hub_url = "{hub.url}"\nagent_id = "{agent}"\ntoken = "{token}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
+    env.update(XDG_CONFIG_HOME=str(config_home), XDG_STATE_HOME=str(state_home))
+    return env
+
+
 def seed_backlog(db: Path, agent: str, n: int, header: dict, lines: list[dict]) -> None:
     """Write n messages of the trace's mix straight into the hub's database (posting 100,000
     over HTTP would take minutes). The first is a direct chat, so a check never moves the hub's
@@ -96,7 +107,7 @@ def main() -> None:
         token = hub.mint("bob")
         hub.mint("alice")
         env = hub.env("bob", token)
-        check = (AGENTCOM + ["check", "--json"], env)
+        check = (AGENTCOM + ["check", "--json"], configured_env(hub, "bob", token))
         commands = {"agentcom check --json": check, "python3 poll_min.py": ([sys.executable, str(SHARED / "bench" / "poll_min.py")], env)}
         if shutil.which("node"):
             commands["node poll_min.js"] = (["node", str(SHARED / "bench" / "poll_min.js")], env)

@@ -70,6 +70,7 @@ def test_hub_down_is_exit_4(pair, tmp_path):
 
 
 def test_wrong_token_is_exit_3(pair):
+    """Exit 3; guarantee 9: the refused token is not echoed in the error."""
     hub, alice_env, *_ = pair
     out = run_cli("check", env={**alice_env, "AGENTCOM_TOKEN": "e" * 64})
     assert_clean_failure(out, 3, "e" * 64)
@@ -129,6 +130,7 @@ def test_token_file_and_precedence(pair, tmp_path):
 
 
 def test_config_init_register_and_show(hub, tmp_path):
+    """Guarantee 9: the registered token lands only in the 0600 config file, masked everywhere else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
     cfg = tmp_path / "conf" / "agentcom.toml"
     env.update(AGENTCOM_CONFIG=str(cfg), AGENTCOM_STATE_DIR=str(tmp_path / "state"))
@@ -147,6 +149,7 @@ def test_config_init_register_and_show(hub, tmp_path):
 
 
 def test_verbose_logs_http_calls_without_the_token(pair):
+    """Guarantee 9: -v logs every HTTP call, never the token."""
     hub, alice_env, _, alice, _ = pair
     out = run_cli("-v", "check", env=alice_env)
     assert out.returncode == 0
@@ -175,6 +178,7 @@ def test_show_prints_a_message_in_full_and_unknown_seq_is_exit_2(pair):
 
 
 def test_control_characters_never_reach_the_terminal(pair):
+    """Guarantee 9: escape, bell and bidi characters from another agent are neutralised."""
     hub, alice_env, bob_env, *_ = pair
     run_cli("send", "alice", "red \x1b[31malert\x1b[0m \x07 \u202eevil", env=bob_env)
     out = run_cli("check", env=alice_env)
