@@ -19,10 +19,10 @@ class CliContext:
         self.verbose = verbose
         self.json_errors = False
 
-    def settings(self, **extra: Any):
+    def settings(self):
         from .config import load_settings
 
-        return load_settings({**self.overrides, **extra})
+        return load_settings(self.overrides)
 
 
 class AgentComGroup(click.Group):
@@ -58,9 +58,16 @@ def _one_line(text: str) -> str:
 
 def _emit(data: dict[str, Any], as_json: bool, text: str | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False))
+        out = json.dumps(data, ensure_ascii=False)
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from the hub: escape them, don't crash
+            out = json.dumps(data)
+        click.echo(out)
     elif text is not None:
-        click.echo(text)
+        from .render import neutralise
+
+        click.echo(neutralise(text, keep_newlines=True))
 
 
 def _json_option(f):
@@ -259,7 +266,8 @@ def show(obj: CliContext, seq: int, as_json: bool) -> None:
 
     msg = show_message(seq, settings=obj.settings())
     text = msg["text"] if msg["text"] is not None else json.dumps(msg["payload"], ensure_ascii=False, indent=2)
-    _emit(msg, as_json, neutralise(f"#{msg['seq']} from {msg['from']} to {msg['to']} ({msg['type']}):\n", keep_newlines=True) + neutralise(text, keep_newlines=True))
+    header = neutralise(f"#{msg['seq']} from {msg['from']} to {msg['to']} ({msg['type']}):")  # one line, whatever the fields hold
+    _emit(msg, as_json, f"{header}\n{text}")
 
 
 @main.group()

@@ -193,3 +193,16 @@ def test_exit_codes_are_in_help():
     assert out.returncode == 0
     for code in range(2, 8):
         assert f"  {code}  " in out.stdout
+
+
+def test_lone_surrogates_from_the_hub_do_not_crash_any_output(pair):
+    """Guarantee 8: text the hub sends as JSON escapes of lone surrogates is printed safely."""
+    hub, alice_env, bob_env, alice, bob = pair
+    import requests
+
+    requests.post(hub.url + "/api/message", data=b'{"to":"alice","payload":{"text":"bad \\ud800 text"}}',
+                  headers={"Authorization": f"Bearer {bob}", "content-type": "application/json"}).raise_for_status()
+    for args in (["--peek"], ["--peek", "--format", "prompt"], ["--json"]):
+        out = run_cli("check", *args, env=alice_env)
+        assert out.returncode == 0, out.stderr
+        assert "bad" in out.stdout and "ud800" in out.stdout
