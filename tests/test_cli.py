@@ -206,3 +206,12 @@ def test_lone_surrogates_from_the_hub_do_not_crash_any_output(pair):
         out = run_cli("check", *args, env=alice_env)
         assert out.returncode == 0, out.stderr
         assert "bad" in out.stdout and "ud800" in out.stdout
+
+
+def test_agent_ids_are_url_encoded_in_paths(hub, tmp_path):
+    """HTTP: an agent id with reserved URL characters still reaches its own mailbox."""
+    odd, bob = hub.mint("ops@team:1+x"), hub.mint("bob")
+    env = agent_env(hub, "ops@team:1+x", odd, tmp_path)
+    run_cli("send", "ops@team:1+x", "hi", env=agent_env(hub, "bob", bob, tmp_path))
+    assert [m["text"] for m in run_json("check", env=env)["messages"]] == ["hi"]
+    assert len(run_json("ack", env=env)["acked"]) == 1
