@@ -70,17 +70,23 @@ def run_check(
     now: float,
     emit: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """`check` on a given hub and store (the property tests drive this with in-memory ones)."""
-    if peek:
-        state, warnings = store.load(move_corrupt=False)
-        plan = plan_check(state, hub.poll(s.agent_id, 0), s, now, limit)
+    """`check` on a given hub and store (the property tests drive this with in-memory ones).
+
+    A first look goes without the lock: when it finds nothing to change (the idle
+    heartbeat), the run takes no lock and writes nothing. Otherwise the state is read
+    again under the lock and everything is decided afresh from that.
+    """
+    state, warnings = store.load(move_corrupt=False)
+    batch = hub.poll(s.agent_id, 0)
+    plan = plan_check(state, batch, s, now, limit)
+    idle = not (warnings or plan.changed or hub_prefix(state, batch) is not None or now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL)
+    if peek or idle:
         result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
         if emit:
             emit(result)
         return result
     with store.locked():
         state, warnings = store.load()
-        batch = hub.poll(s.agent_id, 0)
         plan = plan_check(state, batch, s, now, limit)
         warnings += plan.warnings
         if now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL:

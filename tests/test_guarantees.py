@@ -259,14 +259,17 @@ def test_state_file_is_private(duo, tmp_path):
 
 
 def test_busy_lock_is_exit_7_not_a_hang(duo, tmp_path):
-    """Guarantee 3: a run that cannot get the lock within lock_timeout exits 7."""
-    hub, env, *_ = duo
+    """Guarantee 3: a run with work to do that cannot get the lock within lock_timeout exits 7."""
+    hub, env, alice, bob = duo
     write_config(tmp_path, "alice", lock_timeout=0.3)
     run_json("check", env=env)
     (lock_path,) = (tmp_path / "state").rglob("state.lock")
     with FileLock(str(lock_path)):
+        assert run_cli("check", env=env).returncode == 0, "an idle check needs no lock"
+        post(hub, bob, "alice", 1)
         out = run_cli("check", env=env)
     assert out.returncode == 7 and "another agentcom run" in out.stderr
+    assert len(run_json("check", env=env)["messages"]) == 1
 
 
 def test_eight_concurrent_checks_return_each_message_exactly_once(duo, tmp_path):
