@@ -51,8 +51,8 @@ def plan_check(state: AgentState, batch: MailboxBatch, settings: Settings, now: 
     regressed_at: int | None = None
 
     for msg in batch.messages:
-        if msg.id in state.attention or msg.id in state.done:
-            continue  # rule 1: known (pending, leased, or finished and not yet deleted at the hub)
+        if state.knows(msg.id):
+            continue  # rule 1: already processed
         if state.cursor and msg.seq <= state.cursor and regressed_at is None:
             regressed_at = msg.seq
         decision = classify(msg, config)

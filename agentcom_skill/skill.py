@@ -72,19 +72,21 @@ def run_check(
 ) -> dict[str, Any]:
     """`check` on a given hub and store (the property tests drive this with in-memory ones).
 
-    A first look goes without the lock: when it finds nothing to change (the idle
-    heartbeat), the run takes no lock and writes nothing. Otherwise the state is read
-    again under the lock and everything is decided afresh from that.
+    A first look goes without the lock: when the mailbox holds nothing new and the look
+    finds nothing to change (the idle heartbeat), the run takes no lock and writes
+    nothing. Otherwise the state is read again under the lock and everything is decided
+    afresh from that.
     """
     state, warnings = store.load(move_corrupt=False)
     batch = hub.poll(s.agent_id, 0)
-    plan = plan_check(state, batch, s, now, limit)
-    idle = not (warnings or plan.changed or hub_prefix(state, batch) is not None or now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL)
-    if peek or idle:
-        result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
-        if emit:
-            emit(result)
-        return result
+    if peek or not any(not state.knows(m.id) for m in batch.messages):
+        plan = plan_check(state, batch, s, now, limit)
+        idle = not (warnings or plan.changed or hub_prefix(state, batch) is not None or now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL)
+        if peek or idle:
+            result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
+            if emit:
+                emit(result)
+            return result
     with store.locked():
         state, warnings = store.load()
         plan = plan_check(state, batch, s, now, limit)

@@ -46,6 +46,10 @@ class AgentState:
     agents_checked_at: float = 0.0
     recovered: bool = False  # set after a corrupt file was reset: next deliveries count as redelivered
 
+    def knows(self, msg_id: str) -> bool:
+        """Seen before: pending, leased, or finished and perhaps not yet deleted at the hub."""
+        return msg_id in self.attention or msg_id in self.done
+
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **self.__dict__}
 

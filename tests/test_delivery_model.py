@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 from collections import Counter
 
 from hypothesis import settings as hyp_settings
@@ -36,6 +35,7 @@ class ModelHub:
     def __init__(self):
         self.boxes: dict[str, list[dict]] = {a: [] for a in [ME, *PEERS]}
         self.seq = 0
+        self.next_id = 0
         self.crash_on: str | None = None
         self.replies: list[dict] = []
 
@@ -45,7 +45,8 @@ class ModelHub:
             raise Crash(call)
 
     def post(self, sender: str, to: str | None, type_: str, payload: dict, reply_to: str | None = None) -> str:
-        msg_id = secrets.token_hex(8)
+        self.next_id += 1
+        msg_id = f"{self.next_id:016x}"  # deterministic, so hypothesis can replay a run exactly
         recipients = [a for a in self.boxes if a != sender] if to in (None, "broadcast") else [to]
         for r in recipients:
             self.seq += 1
@@ -220,4 +221,4 @@ class DeliveryMachine(RuleBasedStateMachine):
 
 
 TestDeliveryMachine = DeliveryMachine.TestCase
-TestDeliveryMachine.settings = hyp_settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestDeliveryMachine.settings = hyp_settings(max_examples=300, stateful_step_count=40, deadline=None)
