@@ -112,7 +112,6 @@ def main(ctx: click.Context, verbose: bool, **overrides: Any) -> None:
 def check(obj: CliContext, as_json: bool, fmt: str | None, max_: int | None, peek: bool, cron: bool, exit_code: bool) -> None:
     """Poll the mailbox; print only the messages that need the agent."""
     from . import skill
-    from .render import render_check_text, render_prompt
 
     settings = obj.settings()
     fmt = "json" if as_json else fmt or ("prompt" if cron else "text")
@@ -123,8 +122,12 @@ def check(obj: CliContext, as_json: bool, fmt: str | None, max_: int | None, pee
         elif cron and not result["messages"]:
             click.echo("NO_REPLY")
         elif fmt == "prompt":
+            from .render import render_prompt
+
             click.echo(render_prompt(result, settings.prompt_text_limit))
         else:
+            from .render import render_check_text
+
             click.echo(render_check_text(result))
         sys.stdout.flush()  # out before the delivery is confirmed in the state
 
