@@ -226,6 +226,12 @@ def post_from_twenty_clients(hub) -> list[str]:
         return [i for batch in pool.map(burst, senders) for i in batch]
 
 
+def test_rate_limit_also_limits_registration_per_ip(hub_factory):
+    hub = hub_factory("--rate-limit", "3")
+    codes = [requests.post(hub.url + "/api/onboard/register", json={"agent_id": f"a{i}"}).status_code for i in range(11)]
+    assert codes[:10] == [201] * 10 and codes[10] == 429
+
+
 def test_twenty_concurrent_clients_lose_and_duplicate_nothing(hub):
     inbox = hub.mint("inbox")
     ids = post_from_twenty_clients(hub)

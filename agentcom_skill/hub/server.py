@@ -23,10 +23,11 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class RateLimiter:
-    """Token bucket per agent: `rate` requests per second, bursts of `rate`."""
+    """Token bucket per key: `rate` requests per second, bursts of `burst` (default `rate`)."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, burst: float | None = None):
         self.rate = rate
+        self.burst = burst if burst is not None else rate
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -34,8 +35,8 @@ class RateLimiter:
         """Take one token; returns 0 on success, else seconds until one is free."""
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.rate, now))
-            tokens = min(self.rate, tokens + (now - last) * self.rate)
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens >= 1:
                 self._buckets[key] = (tokens - 1, now)
                 return 0.0
@@ -51,6 +52,8 @@ class HubServer(ThreadingHTTPServer):
         super().__init__(address, HubRequestHandler)
         self.store = store
         self.limiter = RateLimiter(rate_limit) if rate_limit else None
+        # With rate limiting on, registration is limited like the real hub's: 10 a minute per IP.
+        self.register_limiter = RateLimiter(10 / 60, burst=10) if rate_limit else None
         self.log = log if log is not None else sys.stderr
 
     @property
@@ -123,6 +126,17 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._respond(HTTPStatus.BAD_REQUEST)
             return _Answered
 
+    def _rate_limited(self, limiter: RateLimiter | None, key: str) -> bool:
+        """True after answering 429 with the real hub's headers and body."""
+        wait = limiter.acquire(key) if limiter is not None else 0.0
+        if wait:
+            self._respond(
+                429,
+                {"error": "rate_limited", "retry_after_ms": math.ceil(wait * 1000), "tier": "normal"},
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        return bool(wait)
+
     def _agent_id_field(self, body: Any) -> str | None:
         """`agent_id` of a register or token request, or None after answering 422."""
         agent_id = body.get("agent_id") if isinstance(body, dict) else None
@@ -186,15 +200,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if errors:
             self._respond(422, {"error": "validation_failed", "errors": errors})
             return
-        if self.server.limiter is not None:
-            wait = self.server.limiter.acquire(sender)
-            if wait:
-                self._respond(
-                    429,
-                    {"error": "rate_limited", "retry_after_ms": math.ceil(wait * 1000), "tier": "normal"},
-                    headers={"retry-after": str(max(1, math.ceil(wait)))},
-                )
-                return
+        if self._rate_limited(self.server.limiter, sender):
+            return
         to = body.get("to")
         msg_id = self.server.store.post(
             sender, to, body.get("type") or "chat", body["payload"], body.get("reply_to")
@@ -236,7 +243,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def register(self) -> None:
         body = self._json_body()
-        if body is _Answered:
+        if body is _Answered or self._rate_limited(self.server.register_limiter, self.client_address[0]):
             return
         agent_id = self._agent_id_field(body)
         if agent_id is None:
