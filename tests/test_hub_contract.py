@@ -27,6 +27,16 @@ def test_hub_token_cli_prints_only_a_64_hex_token(hub):
     assert HEX64.match(hub.mint("alice"))
 
 
+def test_hub_database_holding_the_tokens_is_private(hub):
+    import stat
+
+    hub.mint("alice")
+    files = list(hub.db.parent.glob(hub.db.name + "*"))
+    assert hub.db in files
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
 def test_register_created_conflict_and_validation(hub):
     r = requests.post(hub.url + "/api/onboard/register", json={"agent_id": "newbie"})
     assert r.status_code == 201

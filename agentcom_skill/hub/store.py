@@ -59,6 +59,9 @@ class HubStore:
     def __init__(self, path: str | os.PathLike[str], mailbox_cap: int = 100, ttl_days: float = 7.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The database holds every token: private from the start (SQLite gives its -wal
+        # and -shm files the same mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self.mailbox_cap = mailbox_cap
         self.ttl_ms = int(ttl_days * 86_400_000)
         self._lock = threading.Lock()
