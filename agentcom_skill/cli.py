@@ -121,6 +121,8 @@ def check(obj: CliContext, as_json: bool, fmt: str | None, max_: int | None, pee
             _emit(result, True)
         elif cron and not result["messages"]:
             click.echo("NO_REPLY")
+            for warning in result["warnings"]:  # hazards still reach the cron log
+                click.echo(f"agentcom: warning: {_one_line(warning)}", err=True)
         elif fmt == "prompt":
             from .render import render_prompt
 

@@ -303,6 +303,8 @@ def test_mailbox_near_the_cap_is_reported(duo):
     result = run_json("check", env=env)
     assert any("80%" in w and "cap of 100" in w for w in result["warnings"]), result["warnings"]
     assert any("near the hub's cap" in h for h in run_json("status", env=env)["hazards"])
+    cron = run_cli("check", "--cron", env=env)
+    assert cron.stdout == "NO_REPLY\n" and "cap of 100" in cron.stderr, "hazards reach the cron log"
     run_json("ack", env=env)
     assert not any("cap" in w for w in run_json("check", env=env)["warnings"])
 
