@@ -59,8 +59,9 @@ def test_hub_fault_gives_its_exit_code_changes_nothing_and_recovers(duo, tmp_pat
     unchanged, and a later normal check delivers everything. Fails without HubClient's
     error mapping (a traceback or exit 1) or without validation before state changes."""
     hub, env, alice, bob = duo
-    write_config(tmp_path, "alice", read_timeout=0.5, max_response_bytes=100_000)
+    write_config(tmp_path, "alice", read_timeout=1.0, max_response_bytes=100_000)
     proxy = FaultProxy(hub.url)
+    proxy.delay = 3.0  # the "timeout" fault: well past the read timeout
     try:
         env = {**env, "AGENTCOM_HUB_URL": proxy.url}
         first = set(post(hub, bob, "alice", 2))
@@ -119,16 +120,16 @@ def test_lease_redelivery_and_dead_letter(duo, tmp_path):
     lease it comes back flagged and counted; after max_deliveries it is dead-lettered,
     reported once, and acked at the hub so it stops blocking the prefix."""
     hub, env, alice, bob = duo
-    write_config(tmp_path, "alice", lease_seconds=0.6, max_deliveries=3)
+    write_config(tmp_path, "alice", lease_seconds=1.5, max_deliveries=3)
     (msg_id,) = post(hub, bob, "alice", 1)
     first = run_json("check", env=env)["messages"]
     assert [(m["id"], m["redelivered"], m["deliveries"]) for m in first] == [(msg_id, False, 1)]
     assert run_json("check", env=env)["messages"] == []
     for n in (2, 3):
-        time.sleep(0.7)
+        time.sleep(1.6)
         again = run_json("check", env=env)["messages"]
         assert [(m["id"], m["redelivered"], m["deliveries"]) for m in again] == [(msg_id, True, n)]
-    time.sleep(0.7)
+    time.sleep(1.6)
     dead = run_json("check", env=env)
     assert dead["messages"] == [] and len(dead["warnings"]) == 1 and "dead-lettered" in dead["warnings"][0]
     assert run_json("check", env=env)["warnings"] == [], "reported once"
