@@ -79,9 +79,10 @@ def run_check(
     """
     state, warnings = store.load(move_corrupt=False)
     batch = hub.poll(s.agent_id, 0)
-    if peek or not any(not state.knows(m.id) for m in batch.messages):
+    has_new = any(not state.knows(m.id) for m in batch.messages)
+    if peek or not has_new:
         plan = plan_check(state, batch, s, now, limit)
-        idle = not (warnings or plan.changed or hub_prefix(state, batch) is not None or now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL)
+        idle = not (warnings or plan.changed or hub_prefix(state, batch) is not None or _agents_check_due(state, now))
         if peek or idle:
             result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
             if emit:
@@ -91,7 +92,7 @@ def run_check(
         state, warnings = store.load()
         plan = plan_check(state, batch, s, now, limit)
         warnings += plan.warnings
-        if now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL:
+        if _agents_check_due(state, now):
             warnings += _connected_hazard(hub, s)
             state.agents_checked_at = now
             plan.changed = True
@@ -139,6 +140,10 @@ def _ack_prefix(hub: HubClient, s: Settings, state: AgentState, batch: MailboxBa
     changed = state.hub_acked != up_to
     state.hub_acked = up_to
     return changed
+
+
+def _agents_check_due(state: AgentState, now: float) -> bool:
+    return now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL
 
 
 def _connected_hazard(hub: HubClient, s: Settings) -> list[str]:

@@ -50,12 +50,10 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss
 
 
-def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int, reset=None) -> dict[str, list[float]]:
+def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, (cmd, env) in commands.items():  # alternate, so drift hits all alike
-            if reset:
-                reset(name)
             times[name].append(timed(cmd, env)[0])
     base = next(iter(commands))
     print(f"\n{label} ({runs} runs each, alternating)")
@@ -77,7 +75,7 @@ def configured_env(hub: LocalHub, agent: str, token: str) -> dict[str, str]:
     return env
 
 
-def seed_backlog(db: Path, agent: str, n: int, header: dict, lines: list[dict]) -> None:
+def seed_backlog(db: Path, agent: str, n: int, lines: list[dict]) -> None:
     """Write n messages of the trace's mix straight into the hub's database (posting 100,000
     over HTTP would take minutes). The first is a direct chat, so a check never moves the hub's
     ack prefix and every run sees the same backlog."""
@@ -125,7 +123,7 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         with LocalHub("--mailbox-cap", str(max(20000, n))) as hub:
             tokens = {name: hub.mint(name) for name in [agent, *header["peers"]]}
-            seed_backlog(hub.db, agent, n, header, lines)
+            seed_backlog(hub.db, agent, n, lines)
             (hub.dir / f"{agent}.toml").write_text(
                 f"capabilities = {json.dumps(header['capabilities'])}\nignore_from = {json.dumps(header['ignore_from'])}\n"
                 f"mailbox_cap = {max(20000, n)}\nauto_reply_limit = 1000\n"

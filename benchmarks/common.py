@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from hubprocess import SHARED, TRACE, RunningHub, agent_env, load_trace  # noqa: E402,F401 - re-exported
+from hubprocess import SHARED, RunningHub, agent_env, load_trace  # noqa: E402,F401 - re-exported
 
 
 class LocalHub(RunningHub):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hubprocess import ROOT, SHARED, TRACE, RunningHub, agent_env, free_port, load_trace  # noqa: F401 - re-exported to the tests
+from hubprocess import ROOT, RunningHub, agent_env, free_port, load_trace  # noqa: F401 - re-exported to the tests
 
 
 @pytest.fixture
