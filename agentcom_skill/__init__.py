@@ -1,7 +1,8 @@
 """agentcom: poll an AgentCom hub's mailbox and hand an agent only what needs it.
 
-Public API: `check`, `send`, `ack`, `status` (plus `agents`, `log`), each returning
-the same plain dict the CLI prints with `--json`, and the `AgentComError` hierarchy.
+Public API: `check`, `send`, `reply`, `ack`, `defer`, `dismiss`, `show`, `inbox`,
+`thread`, `search`, `sent`, `status`, `agents`, `log`, each returning the same plain dict
+the CLI prints with `--json`, and the `AgentComError` hierarchy.
 The actions are imported lazily: `import agentcom_skill` stays cheap.
 """
 
@@ -21,15 +22,18 @@ from .errors import (
     UsageError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_ACTIONS = (
+    "check", "send", "reply", "ack", "defer", "dismiss", "show", "inbox", "thread", "search", "sent",
+    "status", "agents", "log",
+)
 
 __all__ = [
-    "check", "send", "ack", "status", "agents", "log",
+    *_ACTIONS,
     "AgentComError", "AuthError", "BusyError", "ConfigError", "HubProtocolError",
     "HubUnavailableError", "RateLimitedError", "StateError", "UsageError",
 ]
-
-_ACTIONS = ("check", "send", "ack", "status", "agents", "log")
 
 
 def __getattr__(name: str) -> Any:

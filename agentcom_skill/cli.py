@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from .errors import EXIT_CODES, AgentComError, UsageError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class CliContext:
-    def __init__(self, overrides: dict[str, Any], verbose: bool):
-        self.overrides = overrides
-        self.verbose = verbose
+    def __init__(self) -> None:
+        self.overrides: dict[str, Any] = {}
+        self.verbose = False
         self.json_errors = False
+        self.emitted = False  # a result is on stdout: an error after it goes to stderr only
 
     def settings(self):
         from .config import load_settings
@@ -25,98 +28,220 @@ class CliContext:
         return load_settings(self.overrides)
 
 
+def _cli_obj(ctx: click.Context) -> CliContext:
+    obj = ctx.find_object(CliContext)
+    if obj is None:
+        root = ctx.find_root()
+        root.obj = obj = CliContext()
+    return obj
+
+
 class AgentComGroup(click.Group):
     """Maps every AgentComError to one line on stderr and its exit code, never a traceback."""
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        argv = list(args[0]) if args and args[0] is not None else sys.argv[1:]
+        try:
+            return super().main(argv, *args[1:], standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except click.ClickException as exc:  # usage errors: click's text, plus JSON under --json
+            if "--json" in argv:
+                click.echo(json.dumps({"error": {"kind": "usage", "message": exc.format_message(), "exit_code": exc.exit_code}}))
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("agentcom: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
         except AgentComError as exc:
-            obj = ctx.obj if isinstance(ctx.obj, CliContext) else None
-            if obj is not None and obj.json_errors:
-                click.echo(json.dumps({"error": {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}}))
+            obj = _cli_obj(ctx)
+            if obj.json_errors and not obj.emitted:
+                click.echo(json.dumps({"error": {"kind": exc.kind, "message": _one_line(str(exc)), "exit_code": exc.exit_code}}))
             click.echo(f"agentcom: {_one_line(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("agentcom: interrupted", err=True)
-            ctx.exit(130)
+            sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug: say so in one line; -v shows the traceback
-            obj = ctx.obj if isinstance(ctx.obj, CliContext) else None
-            if obj is not None and obj.verbose:
+            if _cli_obj(ctx).verbose:
                 raise
             click.echo(f"agentcom: internal error: {type(exc).__name__}: {_one_line(str(exc))} (run with -v for details)", err=True)
-            ctx.exit(1)
+            sys.exit(1)
+        return rv
 
 
 def _one_line(text: str) -> str:
     from .render import neutralise
 
-    return neutralise(" ".join(text.split()))
+    return neutralise(" ".join(text.split()))[:2000]
 
 
 def _emit(data: dict[str, Any], as_json: bool, text: str | None = None) -> None:
     if as_json:
-        out = json.dumps(data, ensure_ascii=False)
-        try:
-            out.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates from the hub: escape them, don't crash
-            out = json.dumps(data)
-        click.echo(out)
+        from .render import json_text
+
+        click.echo(json_text(data))
     elif text is not None:
         from .render import neutralise
 
         click.echo(neutralise(text, keep_newlines=True))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        _cli_obj(ctx).emitted = True
+    for warning in data.get("warnings") or []:
+        if not as_json:
+            click.echo(f"agentcom: warning: {_one_line(warning)}", err=True)
 
 
-def _json_option(f):
-    def mark(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        if value:
-            ctx.find_object(CliContext).json_errors = True
+# options every command takes, before or after its name ----------------------------
+
+
+def _store_override(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False:
+            obj = _cli_obj(ctx)
+            if name == "verbose":
+                _verbose(obj)
+            else:
+                obj.overrides[name] = value
         return value
 
-    return click.option("--json", "as_json", is_flag=True, callback=mark, expose_value=True, help="Print JSON (the Python API's result).")(f)
+    return callback
 
 
-@click.group(cls=AgentComGroup, epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--hub-url", metavar="URL", help="Hub base URL [env AGENTCOM_HUB_URL].")
-@click.option("--agent-id", metavar="ID", help="This agent's id [env AGENTCOM_AGENT_ID].")
-@click.option("--token-file", metavar="PATH", help="File holding the token [env AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN].")
-@click.option("--config", "config", metavar="PATH", help="Config file [env AGENTCOM_CONFIG].")
-@click.option("--state-dir", metavar="PATH", help="State folder [env AGENTCOM_STATE_DIR].")
-@click.option("-v", "--verbose", is_flag=True, help="Log each HTTP call to stderr (never the token).")
+def _verbose(obj: CliContext) -> None:
+    if obj.verbose:
+        return
+    import logging
+
+    obj.verbose = True
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("agentcom: %(message)s"))
+    logger = logging.getLogger("agentcom")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+GLOBAL_OPTIONS = [
+    ("--hub-url", "hub_url", "URL", "Hub base URL, like http://localhost:4000 [env AGENTCOM_HUB_URL]."),
+    ("--agent-id", "agent_id", "ID", "This agent's id [env AGENTCOM_AGENT_ID]."),
+    ("--token-file", "token_file", "PATH", "File holding the token [env AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN]."),
+    ("--config", "config", "PATH", "Config file [env AGENTCOM_CONFIG]."),
+    ("--state-dir", "state_dir", "PATH", "State folder [env AGENTCOM_STATE_DIR]."),
+]
+
+
+def global_options(f: Callable) -> Callable:
+    for flag, name, metavar, help_text in reversed(GLOBAL_OPTIONS):
+        f = click.option(flag, name, metavar=metavar, help=help_text, expose_value=False, callback=_store_override(name))(f)
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_store_override("verbose"),
+                        help="Log each HTTP call to stderr (never the token); tracebacks for internal errors.")(f)
+
+
+def _json_option(f: Callable) -> Callable:
+    def mark(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            _cli_obj(ctx).json_errors = True
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, callback=mark, help="Print JSON (the Python API's result).")(f)
+
+
+def command(group: click.Group, name: str | None = None, examples: str = "", **kwargs: Any) -> Callable:
+    """A subcommand with the global options and an Examples section in its help."""
+    def decorate(f: Callable) -> click.Command:
+        epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()) if examples else None
+        return group.command(name, epilog=epilog, context_settings=CONTEXT, **kwargs)(global_options(f))
+
+    return decorate
+
+
+def _history_format(fmt: str | None, as_json: bool) -> str:
+    """Commands that print other agents' text: fenced for an LLM unless a person is at a terminal."""
+    if as_json:
+        return "json"
+    if fmt:
+        return fmt
+    return "text" if sys.stdout.isatty() else "prompt"
+
+
+def _read_text(text: str | None, text_file: str | None, allow_stdin: bool) -> str | None:
+    if text_file is not None:
+        if text is not None:
+            raise UsageError("give the text as an argument or with --text-file, not both")
+        try:
+            with open(text_file, encoding="utf-8") as fh:
+                return fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --text-file {text_file}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    if text == "-" or (text is None and allow_stdin and not sys.stdin.isatty()):
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError:
+            raise UsageError("the text on stdin is not UTF-8") from None
+    return text
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, what: str) -> float:
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise UsageError(f"{what} {text!r} is not a duration: use a number with s, m, h, d or w, like 30m or 2h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+# the commands --------------------------------------------------------------------
+
+
+@click.group(cls=AgentComGroup, epilog=EXIT_CODE_HELP, context_settings=CONTEXT, invoke_without_command=False)
+@global_options
 @click.version_option(package_name="agentcom-skill", prog_name="agentcom")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool, **overrides: Any) -> None:
-    """agentcom: read an AgentCom mailbox, let code handle what it can, hand the rest to the agent."""
-    ctx.obj = CliContext({k: v for k, v in overrides.items() if v is not None}, verbose)
-    if verbose:
-        import logging
+def main(ctx: click.Context) -> None:
+    """agentcom: read an AgentCom mailbox, let code handle what it can, hand the rest to the agent.
 
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("agentcom: %(message)s"))
-        logger = logging.getLogger("agentcom")
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+    Global options (--hub-url, --agent-id, --token-file, --config, --state-dir, -v) go
+    before or after the command. `agentcom help COMMAND` shows a command's help.
+    """
+    _cli_obj(ctx)
 
 
-@main.command()
+@command(main, examples="""
+agentcom check                  # for a person
+agentcom check --json           # for a program
+agentcom check --format prompt  # for an LLM, fenced as untrusted content
+agentcom check --cron           # NO_REPLY when nothing needs attention
+""")
 @_json_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, help="Output for a human, a program or an LLM.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, help="Output for a person, a program or an LLM.")
 @click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages; the rest stay pending.")
 @click.option("--peek", is_flag=True, help="Show what would be returned; change and send nothing.")
 @click.option("--cron", is_flag=True, help="For cron and heartbeat jobs: NO_REPLY when nothing needs attention, else the prompt rendering.")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when messages need attention.")
-@click.pass_obj
-def check(obj: CliContext, as_json: bool, fmt: str | None, max_: int | None, peek: bool, cron: bool, exit_code: bool) -> None:
+@click.pass_context
+def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, peek: bool, cron: bool, exit_code: bool) -> None:
     """Poll the mailbox; print only the messages that need the agent."""
     from . import skill
 
+    obj = _cli_obj(ctx)
     settings = obj.settings()
     fmt = "json" if as_json else fmt or ("prompt" if cron else "text")
 
     def emit(result: dict[str, Any]) -> None:
+        if peek:
+            result = {**result, "peek": True}
         if fmt == "json":
             _emit(result, True)
         elif cron and not result["messages"]:
@@ -130,24 +255,39 @@ def check(obj: CliContext, as_json: bool, fmt: str | None, max_: int | None, pee
         else:
             from .render import render_check_text
 
-            click.echo(render_check_text(result))
-        sys.stdout.flush()  # out before the delivery is confirmed in the state
+            click.echo(render_check_text(result, peek=peek))
+        sys.stdout.flush()  # out before the delivery is confirmed in the store
+        obj.emitted = True
 
     result = skill.check(max=max_, peek=peek, emit=emit, settings=settings)
     if exit_code and result["messages"]:
         sys.exit(1)
 
 
-@main.command()
+_SEND_EXAMPLES = """
+agentcom send loash "Could you review PR 12?"
+agentcom send broadcast "Who knows Elixir?" --needs elixir
+echo "long report" | agentcom send loash -
+agentcom send loash --text-file report.md --priority high
+agentcom send loash --type request --payload '{"action": "query", "respond_with": "structured"}'
+"""
+
+
+@command(main, examples=_SEND_EXAMPLES)
 @click.argument("to")
 @click.argument("text", required=False)
-@click.option("--type", "type_", metavar="TYPE", help="Message type (default chat).")
-@click.option("--reply-to", metavar="ID", help="Id of the message this answers.")
+@click.option("--text-file", metavar="PATH", help="Read the text from a file.")
+@click.option("--type", "type_", metavar="TYPE", help="Message type (default chat; request, response, status, ...).")
+@click.option("--reply-to", metavar="ID", help="Id of the message this answers (or use `agentcom reply`).")
+@click.option("--priority", type=click.Choice(["low", "normal", "high", "urgent"]), help="payload.priority.")
+@click.option("--needs", "needs", multiple=True, metavar="CAP", help="A capability the receiver needs (repeat); for broadcasts.")
+@click.option("--respond-with", type=click.Choice(["structured", "natural", "none"]), help="payload.respond_with; none: fire and forget.")
 @click.option("--payload", metavar="JSON", help="A JSON object merged into the payload.")
 @_json_option
-@click.pass_obj
-def send(obj: CliContext, to: str, text: str | None, type_: str | None, reply_to: str | None, payload: str | None, as_json: bool) -> None:
-    """Send TEXT to agent TO, or to everyone with TO=broadcast. Prints the new message id."""
+@click.pass_context
+def send(ctx: click.Context, to: str, text: str | None, text_file: str | None, type_: str | None, reply_to: str | None,
+         priority: str | None, needs: tuple[str, ...], respond_with: str | None, payload: str | None, as_json: bool) -> None:
+    """Send TEXT to agent TO, or to everyone with TO=broadcast (TEXT - reads stdin)."""
     from . import skill
 
     parsed = None
@@ -158,129 +298,292 @@ def send(obj: CliContext, to: str, text: str | None, type_: str | None, reply_to
             raise UsageError(f"--payload is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise UsageError("--payload must be a JSON object, like '{\"priority\": \"high\"}'")
-    result = skill.send(to, text, type_, reply_to, parsed, settings=obj.settings())
-    _emit(result, as_json, result["id"])
+    body = _read_text(text, text_file, allow_stdin=parsed is None)
+    result = skill.send(to, body, type_, reply_to, parsed, priority=priority, needs=needs, respond_with=respond_with, settings=_cli_obj(ctx).settings())
+    _emit(result, as_json, _sent_line(result))
 
 
-@main.command()
-@click.argument("seq", type=int, required=False)
+def _sent_line(result: dict[str, Any]) -> str:
+    reply = f", reply to {result['reply_to']}" if result.get("reply_to") else ""
+    return f"sent {result['type']} to {result['to']}{reply} (id {result['id']})"
+
+
+@command(main, examples="""
+agentcom reply 12 "On it."
+agentcom reply 3f9a0c1d2e3b4a59 "Done, see PR 14."
+agentcom reply 12 - < answer.txt
+""")
+@click.argument("ref", metavar="SEQ|ID")
+@click.argument("text", required=False)
+@click.option("--text-file", metavar="PATH", help="Read the text from a file.")
 @_json_option
-@click.pass_obj
-def ack(obj: CliContext, seq: int | None, as_json: bool) -> None:
-    """Mark returned messages as done: all of them, or those up to SEQ."""
+@click.pass_context
+def reply(ctx: click.Context, ref: str, text: str | None, text_file: str | None, as_json: bool) -> None:
+    """Answer a message: TEXT goes to its sender as a response to it."""
     from . import skill
 
-    result = skill.ack(seq, settings=obj.settings())
-    text = f"acked {len(result['acked'])} message(s); hub acked up to seq {result['hub_acked_up_to']}; {result['unacked']} returned and not acked"
+    body = _read_text(text, text_file, allow_stdin=True)
+    result = skill.reply(ref, body or "", settings=_cli_obj(ctx).settings())
+    _emit(result, as_json, _sent_line(result))
+
+
+@command(main, examples="""
+agentcom ack 12            # done with #12 (only that one)
+agentcom ack 12 14 15
+agentcom ack --id 3f9a0c1d2e3b4a59
+agentcom ack --through 15  # every shown message up to #15
+agentcom ack               # every message shown so far
+""")
+@click.argument("refs", nargs=-1, metavar="[SEQ|ID]...")
+@click.option("--id", "ids", multiple=True, metavar="ID", help="A message id (repeat).")
+@click.option("--through", type=int, metavar="SEQ", help="Every shown message with seq up to SEQ.")
+@_json_option
+@click.pass_context
+def ack(ctx: click.Context, refs: tuple[str, ...], ids: tuple[str, ...], through: int | None, as_json: bool) -> None:
+    """Finish the messages named, or with none named every one shown."""
+    from . import skill
+
+    result = skill.ack(list(refs), ids=ids, through=through, settings=_cli_obj(ctx).settings())
+    done = ", ".join(f"#{a['seq']}" if a["seq"] is not None else a["id"] for a in result["acked"]) or "nothing"
+    text = f"acked {done}"
+    if result["already_finished"]:
+        text += f"; already finished: {', '.join(str(a['seq']) for a in result['already_finished'])}"
+    text += f". {result['unacked']} shown and not acked; hub acked up to seq {result['hub_acked_up_to']}."
     _emit(result, as_json, text)
 
 
-@main.command()
+@command(main, examples="""
+agentcom defer 12 --for 30m
+agentcom defer 12 14 --for 2h
+""")
+@click.argument("refs", nargs=-1, required=True, metavar="SEQ|ID...")
+@click.option("--for", "for_", default="30m", show_default=True, metavar="DURATION", help="How long: 90s, 30m, 2h, 1d.")
 @_json_option
-@click.pass_obj
-def status(obj: CliContext, as_json: bool) -> None:
-    """Hub health, cursor, pending, leased and dead-lettered messages, hazards."""
+@click.pass_context
+def defer(ctx: click.Context, refs: tuple[str, ...], for_: str, as_json: bool) -> None:
+    """Put shown messages aside; they come back after --for."""
+    from . import skill
+    from .render import ago
+
+    result = skill.defer(list(refs), parse_duration(for_, "--for"), settings=_cli_obj(ctx).settings())
+    names = ", ".join(f"#{d['seq']}" for d in result["deferred"]) or "nothing"
+    _emit(result, as_json, f"deferred {names}; back {ago(result['until'])}")
+
+
+@command(main, examples="""
+agentcom dismiss 12
+""")
+@click.argument("refs", nargs=-1, required=True, metavar="SEQ|ID...")
+@_json_option
+@click.pass_context
+def dismiss(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
+    """Finish messages without acting on them (kept in the history)."""
+    from . import skill
+
+    result = skill.dismiss(list(refs), settings=_cli_obj(ctx).settings())
+    _emit(result, as_json, "dismissed " + (", ".join(f"#{d['seq']}" for d in result["dismissed"]) or "nothing"))
+
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None,
+                       help="text for a person, prompt (fenced) for an LLM [default: text at a terminal, else prompt].")
+
+
+@command(main, examples="""
+agentcom show 12
+agentcom show 3f9a0c1d2e3b4a59 --json
+""")
+@click.argument("ref", metavar="SEQ|ID")
+@_json_option
+@_FORMAT
+@click.pass_context
+def show(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
+    """Show one stored message in full (also after an ack)."""
+    from . import skill
+    from .render import render_show_prompt, render_show_text
+
+    msg = skill.show(ref, settings=_cli_obj(ctx).settings())
+    fmt = _history_format(fmt, as_json)
+    if fmt == "json":
+        _emit(msg, True)
+    else:
+        click.echo(render_show_prompt(msg) if fmt == "prompt" else render_show_text(msg))
+
+
+def _emit_history(result: dict[str, Any], fmt: str, empty: str) -> None:
+    from .render import fenced, render_history_text
+
+    if fmt == "json":
+        _emit(result, True)
+    elif fmt == "prompt":
+        from .render import history_prompt_entries
+
+        entries = history_prompt_entries(result["messages"])
+        click.echo("\n".join([f"[AgentCom] {len(entries)} message(s)."] + (fenced(entries) if entries else [])))
+    else:
+        click.echo(render_history_text(result["messages"], empty))
+
+
+@command(main, examples="""
+agentcom inbox
+agentcom inbox --from loash --since 2h
+agentcom inbox --state shown     # returned and not yet acked
+agentcom inbox --state dead      # dead letters
+""")
+@click.option("--from", "sender", metavar="AGENT", help="Only from this sender.")
+@click.option("--type", "type_", metavar="TYPE", help="Only this message type.")
+@click.option("--state", type=click.Choice(["pending", "leased", "shown", "deferred", "done", "dismissed", "dead"]), help="Only in this state.")
+@click.option("--since", metavar="DURATION", help="Only received in the last DURATION (30m, 2h, 1d).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@_json_option
+@_FORMAT
+@click.pass_context
+def inbox(ctx: click.Context, sender: str | None, type_: str | None, state: str | None, since: str | None, limit: int, as_json: bool, fmt: str | None) -> None:
+    """Recent messages of every kind and state, newest first."""
+    from . import skill
+
+    seconds = parse_duration(since, "--since") if since else None
+    result = skill.inbox(sender, type_, state, seconds, limit, settings=_cli_obj(ctx).settings())
+    _emit_history(result, _history_format(fmt, as_json), "No messages kept here yet.")
+
+
+@command(main, examples="""
+agentcom thread 12
+""")
+@click.argument("ref", metavar="SEQ|ID")
+@_json_option
+@_FORMAT
+@click.pass_context
+def thread(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
+    """A message with its replies and what it answers, in time order."""
+    from . import skill
+
+    result = skill.thread(ref, settings=_cli_obj(ctx).settings())
+    _emit_history(result, _history_format(fmt, as_json), "Nothing in this thread.")
+
+
+@command(main, examples="""
+agentcom search "rate limiter"
+agentcom search loash --limit 5
+""")
+@click.argument("text")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@_json_option
+@_FORMAT
+@click.pass_context
+def search(ctx: click.Context, text: str, limit: int, as_json: bool, fmt: str | None) -> None:
+    """Find stored messages by words in their text or sender."""
+    from . import skill
+
+    result = skill.search(text, limit, settings=_cli_obj(ctx).settings())
+    _emit_history(result, _history_format(fmt, as_json), "No stored message matches.")
+
+
+@command(main, examples="""
+agentcom sent --limit 5
+""")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@_json_option
+@click.pass_context
+def sent(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Messages this agent sent, auto-replies included, newest first."""
+    from . import skill
+    from .render import render_history_text
+
+    result = skill.sent(limit, settings=_cli_obj(ctx).settings())
+    _emit(result, as_json, render_history_text(result["messages"], "Nothing sent yet."))
+
+
+@command(main, examples="""
+agentcom status
+agentcom status --json
+""")
+@_json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Hub health, pending, leased and dead-lettered messages, hazards."""
     from . import skill
     from .render import render_mapping
 
-    result = skill.status(settings=obj.settings())
-    _emit(result, as_json, render_mapping(result))
+    result = skill.status(settings=_cli_obj(ctx).settings())
+    _emit(result, as_json, render_mapping(result, skip=("warnings",)))
 
 
-@main.command()
+@command(main, examples="""
+agentcom agents
+""")
 @_json_option
-@click.pass_obj
-def agents(obj: CliContext, as_json: bool) -> None:
+@click.pass_context
+def agents(ctx: click.Context, as_json: bool) -> None:
     """Who is online (connected to the hub by WebSocket)."""
     from . import skill
-    from .render import neutralise
+    from .render import safe_sender
 
-    result = skill.agents(settings=obj.settings())
-    lines = [neutralise(f"{a.get('agent_id')}  {a.get('status') or ''}  {', '.join(map(str, a.get('capabilities') or []))}") for a in result["agents"]]
+    result = skill.agents(settings=_cli_obj(ctx).settings())
+    lines = [f"{safe_sender(a.get('agent_id'))}  {str(a.get('status') or '')[:100]}  {', '.join(str(c)[:40] for c in a.get('capabilities') or [])}" for a in result["agents"]]
     _emit(result, as_json, "\n".join(lines) or "No agent is connected.")
 
 
-@main.command()
+@command(main, examples="""
+agentcom log
+agentcom log --disposition drop --limit 10
+""")
 @click.option("--disposition", type=click.Choice(["auto_reply", "store", "drop"]), help="Only this disposition.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N entries.")
 @_json_option
-@click.pass_obj
-def log(obj: CliContext, disposition: str | None, limit: int, as_json: bool) -> None:
+@click.pass_context
+def log(ctx: click.Context, disposition: str | None, limit: int, as_json: bool) -> None:
     """What Tier 0 handled and why; peers' statuses; dead letters."""
     from . import skill
     from .render import render_log_text
 
-    result = skill.log(disposition, limit, settings=obj.settings())
+    result = skill.log(disposition, limit, settings=_cli_obj(ctx).settings())
     _emit(result, as_json, render_log_text(result))
 
 
-@main.group()
+@main.group(context_settings=CONTEXT)
 def config() -> None:
     """Write or show the configuration."""
 
 
-@config.command("init")
+@command(config, "init", examples="""
+agentcom config init --hub-url http://localhost:4000 --agent-id alice --register
+agentcom config init --hub-url http://hub:4000 --agent-id gcu --token-file ~/.gcu-token --capabilities code,review
+""")
 @click.option("--register", is_flag=True, help="Register the agent id at the hub and store the token it gives.")
 @click.option("--capabilities", metavar="LIST", help="Comma-separated capabilities.")
 @click.option("--ignore-from", metavar="LIST", help="Comma-separated sender globs to ignore.")
 @click.option("--status", "status_text", metavar="TEXT", help="Status text sent in auto-replies.")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
-@click.pass_obj
-def config_init(obj: CliContext, register: bool, capabilities: str | None, ignore_from: str | None, status_text: str | None, force: bool) -> None:
-    """Write a config file (mode 0600) from the global options and environment."""
+@click.pass_context
+def config_init(ctx: click.Context, register: bool, capabilities: str | None, ignore_from: str | None, status_text: str | None, force: bool) -> None:
+    """Write a config file (mode 0600) from the options and environment."""
     from .skill import init_config
 
-    path = init_config(obj.overrides, register=register, capabilities=capabilities, ignore_from=ignore_from, status=status_text, force=force)
+    path = init_config(_cli_obj(ctx).overrides, register=register, capabilities=capabilities, ignore_from=ignore_from, status=status_text, force=force)
     click.echo(f"wrote {path}")
 
 
-@config.command("show")
+@command(config, "show", examples="""
+agentcom config show
+""")
 @_json_option
-@click.pass_obj
-def config_show(obj: CliContext, as_json: bool) -> None:
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
     """The effective settings, token masked, and where each came from."""
     from .render import render_mapping
 
-    settings = obj.settings()
+    settings = _cli_obj(ctx).settings()
     data = settings.public()
     data["sources"] = dict(settings.sources)
     _emit(data, as_json, render_mapping(data))
 
 
-@main.command()
-@click.argument("seq", type=int)
-@click.argument("text")
-@_json_option
-@click.pass_obj
-def reply(obj: CliContext, seq: int, text: str, as_json: bool) -> None:
-    """Answer the message at SEQ: TEXT goes to its sender as a response to it."""
-    from . import skill
-
-    result = skill.reply(seq, text, settings=obj.settings())
-    _emit(result, as_json, result["id"])
-
-
-@main.command()
-@click.argument("seq", type=int)
-@_json_option
-@click.pass_obj
-def show(obj: CliContext, seq: int, as_json: bool) -> None:
-    """Show one message still at the hub in full (untrusted content)."""
-    from .render import neutralise
-    from .skill import show_message
-
-    msg = show_message(seq, settings=obj.settings())
-    text = msg["text"] if msg["text"] is not None else json.dumps(msg["payload"], ensure_ascii=False, indent=2)
-    header = neutralise(f"#{msg['seq']} from {msg['from']} to {msg['to']} ({msg['type']}):")  # one line, whatever the fields hold
-    _emit(msg, as_json, f"{header}\n{text}")
-
-
-@main.group()
+@main.group(context_settings=CONTEXT)
 def hub() -> None:
     """Run a local AgentCom-compatible hub."""
 
 
-@hub.command("serve")
+@hub.command("serve", context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom hub serve --port 4000 &\n  agentcom hub token alice")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True, help="0 picks a free port.")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: user data dir].")
@@ -289,19 +592,31 @@ def hub() -> None:
 @click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="POST /api/message per agent per second [default: off].")
 def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: float, rate_limit: float | None) -> None:
     """Serve the hub's HTTP contract until Ctrl-C or SIGTERM."""
+    import shlex
+
     from .hub.server import serve
+    from .hub.store import default_db_path
+
+    db_path = db or str(default_db_path())
+    mint = "agentcom hub token AGENT_ID" + ("" if db is None else f" --db {shlex.quote(db_path)}")
+
+    def started(url: str) -> None:
+        click.echo(f"agentcom hub: serving {url} (database {db_path}); mint a token with: {mint}", err=True)
 
     try:
-        serve(host, port, _hub_store(db, mailbox_cap, ttl_days), rate_limit)
+        serve(host, port, _hub_store(db, mailbox_cap, ttl_days), rate_limit, on_start=started)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-@hub.command("token")
+@hub.command("token", context_settings=CONTEXT, epilog="\b\nExamples:\n  TOKEN=$(agentcom hub token alice)\n  agentcom hub token alice --db /tmp/x/hub.db")
 @click.argument("agent_id")
-@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: user data dir].")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: the same as `hub serve`].")
 def hub_token(agent_id: str, db: str | None) -> None:
-    """Mint a token for AGENT_ID in the hub's database and print only the token."""
+    """Mint a token for AGENT_ID in the hub's database; print only the token."""
+    from .config import check_agent_id
+
+    check_agent_id(agent_id, "the command line")
     store = _hub_store(db)
     try:
         click.echo(store.mint_token(agent_id))
@@ -320,12 +635,40 @@ def _hub_store(db: str | None, mailbox_cap: int = 100, ttl_days: float = 7.0):
         raise UsageError(f"cannot open the hub database {db or default_db_path()}: {exc}") from None
 
 
-@main.command()
+@main.command(context_settings=CONTEXT)
 def demo() -> None:
-    """A tour on an embedded hub: traffic, one check, a reply, an ack."""
+    """A tour on an embedded hub: traffic, Tier 0, a reply, an ack."""
     from .demo import run_demo
 
     run_demo(click.echo)
+
+
+@main.command("help", context_settings=CONTEXT)
+@click.argument("command_path", nargs=-1, metavar="[COMMAND]...")
+@click.pass_context
+def help_command(ctx: click.Context, command_path: tuple[str, ...]) -> None:
+    """Show help for agentcom or one of its commands."""
+    cmd: click.Command = main
+    parent = ctx.parent
+    info_name = "agentcom"
+    for name in command_path:
+        sub = cmd.get_command(ctx, name) if isinstance(cmd, click.Group) else None
+        if sub is None:
+            raise UsageError(f"no command {name!r}: `agentcom help` lists them")
+        parent = click.Context(cmd, info_name=info_name, parent=parent)
+        cmd, info_name = sub, name
+    click.echo(click.Context(cmd, info_name=info_name, parent=parent).get_help())
+
+
+@main.command(context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom completion bash >> ~/.bashrc\n  agentcom completion zsh > ~/.zfunc/_agentcom\n  agentcom completion fish > ~/.config/fish/completions/agentcom.fish")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "agentcom", "_AGENTCOM_COMPLETE").source())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,7 @@ class Settings:
     config_path: Path
     capabilities: tuple[str, ...] = ()
     ignore_from: tuple[str, ...] = ()
+    allow_from: tuple[str, ...] = ()
     status: str = "online"
     lease_seconds: float = 300.0
     auto_reply_limit: int = 30
@@ -60,8 +61,11 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_response_bytes: int = 64 * 1024 * 1024
+    request_deadline: float = 60.0
     lock_timeout: float = 10.0
     prompt_text_limit: int = 1500
+    retention_days: float = 30.0
+    retention_max: int = 50_000
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def agent_state_dir(self) -> Path:
@@ -97,6 +101,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "token_file": str,
     "capabilities": list,
     "ignore_from": list,
+    "allow_from": list,
     "status": str,
     "lease_seconds": (int, float),
     "auto_reply_limit": int,
@@ -105,14 +110,17 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "connect_timeout": (int, float),
     "read_timeout": (int, float),
     "max_response_bytes": int,
+    "request_deadline": (int, float),
     "lock_timeout": (int, float),
     "prompt_text_limit": int,
+    "retention_days": (int, float),
+    "retention_max": int,
     "state_dir": str,
 }
 
 _POSITIVE = {
     "lease_seconds", "auto_reply_limit", "max_deliveries", "mailbox_cap", "connect_timeout",
-    "read_timeout", "max_response_bytes", "prompt_text_limit",
+    "read_timeout", "max_response_bytes", "prompt_text_limit", "request_deadline", "retention_days", "retention_max",
 }
 
 
@@ -159,19 +167,22 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build `Settings` from overrides (command line or API) > environment > config file."""
+def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, source_name: str = "the command line") -> Settings:
+    """Build `Settings` from overrides (command line or API keywords) > environment > config file.
+
+    `source_name` says where the overrides came from, for error messages.
+    """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     env = os.environ if env is None else env
 
-    config_path, config_src = _pick("config", overrides, env, {}, None)
+    config_path, config_src = _pick("config", overrides, env, {}, None, source_name)
     config_path = Path(config_path).expanduser() if config_path else default_config_path()
     file_values = read_config_file(config_path)
     where_file = f"config file {config_path}"
     sources: dict[str, str] = {}
 
     def get(name: str, default: Any = None) -> Any:
-        value, src = _pick(name, overrides, env, file_values, where_file)
+        value, src = _pick(name, overrides, env, file_values, where_file, source_name)
         if value is None:
             return default
         sources[name] = src
@@ -179,16 +190,15 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
 
     hub_url = get("hub_url")
     agent_id = get("agent_id")
-    token = _load_token(overrides, env, file_values, where_file, sources)
-    for name, value in (("hub_url", hub_url), ("agent_id", agent_id)):
-        if not value:
-            raise ConfigError(f"{name} is not set: {_where_to_set(name, config_path)}")
-    if token is None:
-        raise ConfigError(f"token is not set: {_where_to_set('token', config_path)}")
-    hub_url = _check_hub_url(str(hub_url), sources.get("hub_url", ""))
-    agent_id = str(agent_id).strip()
-    if not _AGENT_ID.match(agent_id):
-        raise ConfigError(f"agent_id {agent_id!r} from {sources['agent_id']} is not a valid agent id")
+    token = _load_token(overrides, env, file_values, where_file, sources, source_name)
+    missing = [name for name, value in (("hub_url", hub_url), ("agent_id", agent_id), ("token", token)) if not value]
+    if missing:
+        note = ""
+        if config_src is not None and not config_path.exists():
+            note = f" (config file {config_path}, from {config_src}, does not exist)"
+        raise ConfigError(f"{missing[0]} is not set{note}: {_where_to_set(missing[0], config_path)}")
+    hub_url = check_hub_url(str(hub_url), sources.get("hub_url", ""))
+    agent_id = check_agent_id(str(agent_id), sources["agent_id"])
 
     state_dir = get("state_dir")
     values: dict[str, Any] = {
@@ -212,9 +222,9 @@ def with_overrides(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
 
 
-def _pick(name: str, overrides: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any], where_file: str | None):
+def _pick(name: str, overrides: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any], where_file: str | None, source_name: str):
     if name in overrides:
-        return overrides[name], "the command line"
+        return overrides[name], source_name
     var = ENV_VARS.get(name)
     if var and env.get(var):
         return env[var], f"environment variable {var}"
@@ -223,10 +233,10 @@ def _pick(name: str, overrides: Mapping[str, Any], env: Mapping[str, str], file_
     return None, None
 
 
-def _load_token(overrides, env, file_values, where_file, sources) -> str | None:
+def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:
     # Within one level a literal token beats a token file; a higher level beats both.
     levels = [
-        (overrides.get("token"), overrides.get("token_file"), "the command line"),
+        (overrides.get("token"), overrides.get("token_file"), source_name),
         (env.get("AGENTCOM_TOKEN"), env.get("AGENTCOM_TOKEN_FILE"), "the environment"),
         (file_values.get("token"), file_values.get("token_file"), where_file),
     ]
@@ -251,17 +261,30 @@ def _load_token(overrides, env, file_values, where_file, sources) -> str | None:
     return None
 
 
-def _check_hub_url(url: str, source: str) -> str:
+AGENT_ID_RULE = "1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+
+
+def check_agent_id(agent_id: str, source: str) -> str:
+    agent_id = agent_id.strip()
+    if not _AGENT_ID.match(agent_id):
+        raise ConfigError(f"agent_id {agent_id[:60]!r} from {source} is not a valid agent id: use {AGENT_ID_RULE}")
+    return agent_id
+
+
+def check_hub_url(url: str, source: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"hub_url from {source} must be an http:// or https:// URL")
+        raise ConfigError(f"hub_url from {source} must be an http:// or https:// URL, like http://localhost:4000")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api") or path.endswith("/api/mailbox"):
+        raise ConfigError(f"hub_url from {source} ends in {path!r}: give the hub's base URL without it, like {parts.scheme}://{parts.netloc}")
     return url.strip().rstrip("/")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = _FILE_KEYS.get(name)
     try:
-        if name in ("capabilities", "ignore_from"):
+        if name in ("capabilities", "ignore_from", "allow_from"):
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
                 raise ValueError

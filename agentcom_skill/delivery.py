@@ -1,24 +1,74 @@
-"""Delivery bookkeeping: what one `check` or `ack` does to the state, without any I/O.
+"""Delivery decisions: what one `check`, `ack`, `defer` or `dismiss` changes, without any I/O.
 
-The skill always polls `since=0`: the hub keeps only unacked messages, so the batch
-is the complete list of what is still at the hub. Everything here is decided by
-message id against that list, which is what makes a hub whose seq counter went
-backwards harmless (protocol part 4, guarantee 5).
+Everything here is a pure function of what the hub sent, a snapshot of the local store
+(`StoreView`), the settings and the time; it returns what to change (`CheckPlan`) and the
+store (`store.py`) applies it in one transaction. Decisions are made by message id, never
+by seq: the skill polls `since=0` (the hub keeps only unacked messages), so a hub whose seq
+counter went backwards is harmless (protocol part 4, guarantee 5).
+
+Message states (the `state` column):
+
+    pending   attention, never returned yet
+    leased    returned by a run that has not yet printed it (a crash there loses nothing)
+    shown     returned and printed; `due` is when its lease ends and it comes back
+    deferred  the agent said "later"; `due` is when it comes back (not a failed delivery)
+    done      acked by the agent, or handled by Tier 0 (auto_reply, store, drop)
+    dismissed finished by the agent without action
+    dead      returned `max_deliveries` times without ack (a poison message)
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
-from .config import Settings
 from .message import MailboxBatch, Message
-from .state import AgentState
 from .tier0 import ATTENTION, AUTO_REPLY, DISPOSITIONS, STORE, Tier0Config, Tier0Decision, attention_order, classify, coalesce
 
-LOG_TEXT_LIMIT = 500
+OPEN_STATES = ("pending", "leased", "shown", "deferred")
+FINISHED_STATES = ("done", "dismissed", "dead")
+STATES = OPEN_STATES + FINISHED_STATES
 HAZARD_FILL = 0.8
+REPLY_WINDOW = 60.0  # seconds of the per-sender auto-reply budget
+
+
+@dataclass(frozen=True)
+class Record:
+    """The delivery state of one stored attention message."""
+
+    state: str
+    deliveries: int = 0  # times returned
+    expired: int = 0  # leases that ran out without ack, defer or dismiss
+    due: float | None = None  # lease or defer end
+    ever_shown: bool = False  # printed to the agent at least once: `ack` may finish it
+    arrival: int = 0  # local arrival order
+    why: str = ""
+
+    @property
+    def lease_ran_out(self) -> bool:
+        return self.state in ("leased", "shown")
+
+
+@dataclass(frozen=True)
+class OpenMessage:
+    """An unfinished attention message with its body (None: an imported stub, body never seen)."""
+
+    id: str
+    seq: int | None
+    msg: Message | None
+    rec: Record
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What a check needs to know of the store, read in one transaction."""
+
+    known: frozenset[str] = frozenset()  # ids of the batch already stored
+    open: tuple[OpenMessage, ...] = ()
+    reply_times: Mapping[str, Sequence[float]] = field(default_factory=dict)  # sender -> auto-reply times
+    cursor: int = 0
+    recovered: bool = False  # the store was rebuilt: the next deliveries count as redelivered
 
 
 @dataclass(frozen=True)
@@ -28,168 +78,132 @@ class AutoReply:
     kind: str  # pong | status_reply
 
 
+@dataclass(frozen=True)
+class Lease:
+    id: str
+    deliveries: int
+    expired: int
+    due: float
+
+
 @dataclass
 class CheckPlan:
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    """What one check changes and returns. Applied by `MessageStore.apply_check`."""
+
+    new: list[tuple[Message, Tier0Decision]] = field(default_factory=list)  # final dispositions
     replies: list[AutoReply] = field(default_factory=list)
+    leases: list[Lease] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # imported stubs whose body is gone from the hub
+    cursor: int | None = None
+    clear_recovered: bool = False
+    messages: list[dict[str, Any]] = field(default_factory=list)
     handled: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DISPOSITIONS, 0))
     pending: int = 0
+    in_lease: int = 0
+    next_due: float | None = None
     warnings: list[str] = field(default_factory=list)
-    changed: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.new or self.leases or self.dead or self.lost or self.cursor is not None or self.clear_recovered)
 
 
-def tier0_config(settings: Settings) -> Tier0Config:
-    return Tier0Config.build(settings.agent_id, settings.capabilities, settings.ignore_from)
+def tier0_config(settings: Any) -> Tier0Config:
+    return Tier0Config.build(settings.agent_id, settings.capabilities, settings.ignore_from, settings.allow_from)
 
 
-def plan_check(state: AgentState, batch: MailboxBatch, settings: Settings, now: float, limit: int | None = None) -> CheckPlan:
-    """Classify new messages, lease the ones to return, and update `state` in place."""
+def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, limit: int | None = None) -> CheckPlan:
+    """Classify new messages, pick what to return now, and say what to change."""
     plan = CheckPlan()
-    by_id = {m.id: m for m in batch.messages}
     config = tier0_config(settings)
     candidates: list[tuple[Message, Tier0Decision]] = []
     regressed_at: int | None = None
-
+    new_attention: list[OpenMessage] = []
     for msg in batch.messages:
-        if state.knows(msg.id):
+        if msg.id in view.known:
             continue  # rule 1: already processed
-        if state.cursor and msg.seq <= state.cursor and regressed_at is None:
+        if view.cursor and msg.seq is not None and msg.seq <= view.cursor and regressed_at is None:
             regressed_at = msg.seq
         decision = classify(msg, config)
-        plan.changed = True
-        if decision.disposition == ATTENTION:
-            state.arrival += 1
-            state.attention[msg.id] = {
-                "seq": msg.seq,
-                "why": decision.reason,
-                "arrival": state.arrival,
-                "deliveries": 0,
-                "lease_until": 0,
-                "priority": msg.priority,
-                "broadcast": msg.broadcast,
-            }
-        elif decision.disposition == AUTO_REPLY:
+        if decision.disposition == AUTO_REPLY:
             candidates.append((msg, decision))
+            continue
+        plan.new.append((msg, decision))
+        if decision.disposition == ATTENTION:
+            arrival = (1 << 62) + len(plan.new)  # after everything already stored
+            new_attention.append(OpenMessage(msg.id, msg.seq, msg, Record("pending", arrival=arrival, why=decision.reason)))
         else:
-            _finish(state, msg, decision, now, plan)
-
+            plan.handled[decision.disposition] += 1
     if regressed_at is not None:
         plan.warnings.append(
-            f"the hub's seq counter went backwards (new message at seq {regressed_at}, cursor was {state.cursor}): "
+            f"the hub's seq counter went backwards (new message at seq {regressed_at}, cursor was {view.cursor}): "
             "probably a hub restart; recovered by message id"
         )
-    _plan_replies(state, candidates, settings, now, plan)
-    if batch.messages:
-        new_cursor = batch.messages[-1].seq
-        plan.changed |= new_cursor != state.cursor
-        state.cursor = new_cursor
-    _lease(state, by_id, settings, now, limit, plan)
+    _plan_replies(candidates, view.reply_times, settings.auto_reply_limit, now, plan)
+    if batch.messages and batch.messages[-1].seq != view.cursor:
+        plan.cursor = batch.messages[-1].seq
+    _plan_leases(batch, [*view.open, *new_attention], view.recovered, settings, now, limit, plan)
     if len(batch.messages) >= HAZARD_FILL * settings.mailbox_cap:
         plan.warnings.append(
             f"mailbox holds {len(batch.messages)} messages, {len(batch.messages) * 100 // settings.mailbox_cap}% "
             f"of the hub's cap of {settings.mailbox_cap}: the hub drops the oldest beyond it"
         )
-    if plan.changed:
-        state.trim(set(by_id), now)
     return plan
 
 
-def _plan_replies(state: AgentState, candidates: list[tuple[Message, Tier0Decision]], settings: Settings, now: float, plan: CheckPlan) -> None:
+def _plan_replies(candidates, reply_times: Mapping[str, Sequence[float]], budget: int, now: float, plan: CheckPlan) -> None:
     """Coalesce auto-replies and apply the per-sender budget; every candidate ends finished."""
     chosen = {id(pair[1]) for pair in coalesce(candidates)}
+    spent = {sender: sum(1 for t in times if t > now - REPLY_WINDOW) for sender, times in reply_times.items()}
     for msg, decision in candidates:
         if id(decision) in chosen:
-            sent = [t for t in state.replies.get(msg.sender, []) if t > now - 60]
-            if len(sent) >= settings.auto_reply_limit:
-                decision = Tier0Decision(STORE, decision.rule, f"{decision.reason}: auto-reply limit of {settings.auto_reply_limit}/min reached")
+            if spent.get(msg.sender, 0) >= budget:
+                decision = Tier0Decision(STORE, decision.rule, f"{decision.reason}: auto-reply limit of {budget}/min reached")
             else:
-                state.replies[msg.sender] = sent + [now]
+                spent[msg.sender] = spent.get(msg.sender, 0) + 1
                 plan.replies.append(AutoReply(to=msg.sender, reply_to=msg.id, kind=decision.reply or ""))
         else:
             decision = Tier0Decision(AUTO_REPLY, decision.rule, f"{decision.reason}: answered by the reply to a newer one")
-        _finish(state, msg, decision, now, plan)
+        plan.new.append((msg, decision))
+        plan.handled[decision.disposition] += 1
 
 
-def _finish(state: AgentState, msg: Message, decision: Tier0Decision, now: float, plan: CheckPlan) -> None:
-    """Record a Tier 0 disposition: finished, logged, and counted."""
-    state.done[msg.id] = {"seq": msg.seq, "at": now}
-    plan.handled[decision.disposition] += 1
-    if decision.rule == 6:
-        status = msg.payload.get("status")
-        state.roster[msg.sender] = {
-            "status": status if isinstance(status, str) else json.dumps(status, separators=(",", ":")),
-            "timestamp": msg.timestamp,
-            "seq": msg.seq,
-            "at": now,
-        }
-    state.log.append(
-        {
-            "at": now,
-            "seq": msg.seq,
-            "id": msg.id,
-            "from": msg.sender,
-            "type": msg.type,
-            "disposition": decision.disposition,
-            "rule": decision.rule,
-            "reason": decision.reason,
-            "text": summary_text(msg)[:LOG_TEXT_LIMIT],
-        }
-    )
-
-
-def _lease(state: AgentState, by_id: dict[str, Message], settings: Settings, now: float, limit: int | None, plan: CheckPlan) -> None:
+def _plan_leases(batch: MailboxBatch, open_messages: list[OpenMessage], recovered: bool, settings: Any, now: float, limit: int | None, plan: CheckPlan) -> None:
     """Pick the attention messages to return now, lease them, dead-letter poison ones."""
-    deliverable: list[tuple[str, dict[str, Any]]] = []
-    for msg_id, entry in list(state.attention.items()):
-        msg = by_id.get(msg_id)
+    at_hub = {m.id: m for m in batch.messages}
+    deliverable: list[OpenMessage] = []
+    for item in open_messages:
+        rec = item.rec
+        msg = item.msg or at_hub.get(item.id)
         if msg is None:
-            # Not at the hub any more: its cap or TTL deleted it before anyone acked it.
-            del state.attention[msg_id]
-            plan.changed = True
-            plan.warnings.append(f"message seq {entry['seq']} ({msg_id}) vanished from the hub before it was acked (mailbox cap or TTL)")
+            plan.lost.append(item.id)
+            plan.warnings.append(f"message seq {item.seq} was kept by an older agentcom without its text and is no longer at the hub")
             continue
-        if entry["deliveries"] == 0:
-            deliverable.append((msg_id, entry))
-        elif entry["lease_until"] <= now:
-            if entry["deliveries"] >= settings.max_deliveries:
-                _dead_letter(state, msg, entry, now, plan)
-            else:
-                deliverable.append((msg_id, entry))
-    deliverable.sort(key=lambda item: attention_order(item[1]["priority"], item[1]["broadcast"], item[1]["arrival"]))
+        if rec.state in ("pending",) or (rec.due is not None and rec.due <= now):
+            expired = rec.expired + (1 if rec.lease_ran_out else 0)
+            if rec.lease_ran_out and expired >= settings.max_deliveries:
+                plan.dead.append(item.id)
+                plan.warnings.append(
+                    f"dead-lettered message seq {msg.seq} after {rec.deliveries} deliveries without ack; see `agentcom inbox --state dead`"
+                )
+                continue
+            deliverable.append(OpenMessage(item.id, item.seq, msg, Record(rec.state, rec.deliveries, expired, rec.due, rec.ever_shown, rec.arrival, rec.why)))
+        elif rec.state in ("leased", "shown"):
+            plan.in_lease += 1
+            plan.next_due = rec.due if plan.next_due is None else min(plan.next_due, rec.due or now)
+    deliverable.sort(key=lambda o: attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival))
     chosen = deliverable if limit is None else deliverable[: max(0, limit)]
     plan.pending = len(deliverable) - len(chosen)
-    for msg_id, entry in chosen:
-        entry["deliveries"] += 1
-        entry["lease_until"] = now + settings.lease_seconds
-        plan.changed = True
-        redelivered = entry["deliveries"] > 1 or state.recovered
-        plan.messages.append(message_view(by_id[msg_id], entry, redelivered))
-    if chosen and state.recovered:
-        state.recovered = False
+    for item in chosen:
+        deliveries = item.rec.deliveries + 1
+        plan.leases.append(Lease(item.id, deliveries, item.rec.expired, now + settings.lease_seconds))
+        plan.messages.append(message_view(item.msg, item.rec.why, deliveries, deliveries > 1 or recovered))
+    if chosen and recovered:
+        plan.clear_recovered = True
 
 
-def _dead_letter(state: AgentState, msg: Message, entry: dict[str, Any], now: float, plan: CheckPlan) -> None:
-    del state.attention[msg.id]
-    state.done[msg.id] = {"seq": msg.seq, "at": now}
-    state.dead.append(
-        {
-            "at": now,
-            "seq": msg.seq,
-            "id": msg.id,
-            "from": msg.sender,
-            "type": msg.type,
-            "deliveries": entry["deliveries"],
-            "text": summary_text(msg)[:LOG_TEXT_LIMIT],
-        }
-    )
-    plan.changed = True
-    plan.warnings.append(
-        f"dead-lettered message seq {msg.seq} ({msg.id}) from {msg.sender} after {entry['deliveries']} deliveries "
-        "without ack; see `agentcom log --dead`"
-    )
-
-
-def message_view(msg: Message, entry: dict[str, Any], redelivered: bool) -> dict[str, Any]:
+def message_view(msg: Message, why: str, deliveries: int, redelivered: bool) -> dict[str, Any]:
     """One returned message, in the `--json` shape."""
     return {
         "seq": msg.seq,
@@ -204,8 +218,8 @@ def message_view(msg: Message, entry: dict[str, Any], redelivered: bool) -> dict
         "broadcast": msg.broadcast,
         "priority": msg.priority,
         "redelivered": redelivered,
-        "deliveries": entry["deliveries"],
-        "why": entry["why"],
+        "deliveries": deliveries,
+        "why": why,
         "untrusted": True,
     }
 
@@ -217,35 +231,12 @@ def summary_text(msg: Message) -> str:
     return json.dumps(msg.payload, separators=(",", ":"), ensure_ascii=False)
 
 
-def confirm_shown(state: AgentState, ids: list[str]) -> None:
-    """The run that leased these messages did hand them out: `ack` may now finish them.
-
-    A run killed between its lease and its output leaves them unconfirmed, so an `ack`
-    of "everything returned" cannot finish a message nobody saw; it comes back after its
-    lease instead.
-    """
-    for msg_id in ids:
-        if msg_id in state.attention:
-            state.attention[msg_id]["shown"] = True
-
-
-def mark_acked(state: AgentState, seq: int | None, now: float) -> list[dict[str, Any]]:
-    """The agent is done with every message handed out to it (up to `seq`): finish them."""
-    acked = []
-    for msg_id, entry in list(state.attention.items()):
-        if entry.get("shown") and (seq is None or entry["seq"] <= seq):
-            del state.attention[msg_id]
-            state.done[msg_id] = {"seq": entry["seq"], "at": now}
-            acked.append({"id": msg_id, "seq": entry["seq"]})
-    acked.sort(key=lambda a: a["seq"])
-    return acked
-
-
-def hub_prefix(state: AgentState, batch: MailboxBatch) -> int | None:
+def hub_prefix(batch: MailboxBatch, finished: Iterable[str]) -> int | None:
     """The highest seq below which every message at the hub is finished (guarantee 4)."""
+    done = set(finished)
     up_to = None
     for msg in batch.messages:
-        if msg.id not in state.done:
+        if msg.id not in done:
             break
         up_to = msg.seq
     return up_to

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ def fold(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Message:
-    seq: int
+    seq: int | None  # None for a message pushed over the WebSocket
     id: str
     sender: str
     to: str | None
@@ -74,7 +75,8 @@ class MailboxBatch:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer that fits the store's 64-bit columns."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**62) < value < 2**62
 
 
 def parse_message(raw: Any, index: int = 0) -> Message:
@@ -87,6 +89,8 @@ def parse_message(raw: Any, index: int = 0) -> Message:
     for name in ("id", "from"):
         if not isinstance(raw.get(name), str) or not raw[name]:
             raise HubProtocolError(f"hub sent mailbox message seq {seq} without a string {name!r}")
+    if len(raw["id"]) > 128 or not raw["id"].isprintable() or not raw["id"].isascii():
+        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose id is not a short printable ASCII string")
     for name in ("to", "reply_to"):
         if raw.get(name) is not None and not isinstance(raw[name], str):
             raise HubProtocolError(f"hub sent mailbox message seq {seq} whose {name!r} is not a string")
@@ -98,7 +102,7 @@ def parse_message(raw: Any, index: int = 0) -> Message:
         raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload is not an object")
     timestamp = raw.get("timestamp")
     if timestamp is not None and not _is_int(timestamp):
-        if isinstance(timestamp, float):
+        if isinstance(timestamp, float) and math.isfinite(timestamp) and abs(timestamp) < 1e18:
             timestamp = int(timestamp)
         else:
             raise HubProtocolError(f"hub sent mailbox message seq {seq} whose timestamp is not a number")

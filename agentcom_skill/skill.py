@@ -1,22 +1,30 @@
-"""The skill's actions: thin compositions of config, state store, hub client and Tier 0.
+"""The skill's actions: thin compositions of config, message store, hub client and Tier 0.
 
 Each returns a plain JSON-serialisable dict, the same the CLI prints with `--json`.
+No transaction is ever held across the network: decide and commit, talk to the hub,
+commit the outcome.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .client import HubClient
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
-from .delivery import confirm_shown, hub_prefix, mark_acked, message_view, plan_check
+from .delivery import FINISHED_STATES, OPEN_STATES, STATES, hub_prefix, message_view, plan_check
 from .errors import AgentComError, ConfigError, UsageError
-from .message import MailboxBatch, Message
-from .state import AgentState, StateStore
+from .message import MailboxBatch
+from .store import MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
+THREAD_LIMIT = 200
+_MSG_ID = re.compile(r"^[0-9a-f]{16}$")
+
+_logger = logging.getLogger("agentcom")
 
 
 def resolve_settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
@@ -24,7 +32,7 @@ def resolve_settings(settings: Settings | None, overrides: Mapping[str, Any]) ->
         if overrides:
             raise UsageError("pass either settings or setting overrides, not both")
         return settings
-    return load_settings(overrides)
+    return load_settings(overrides, source_name="a keyword argument")
 
 
 def hub_client(settings: Settings) -> HubClient:
@@ -33,12 +41,32 @@ def hub_client(settings: Settings) -> HubClient:
         settings.token,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+        deadline=settings.request_deadline,
         max_response_bytes=settings.max_response_bytes,
+        token_source=settings.sources.get("token", ""),
     )
 
 
-def state_store(settings: Settings) -> StateStore:
-    return StateStore(settings.agent_state_dir(), settings.lock_timeout)
+def open_store(settings: Settings) -> MessageStore:
+    return MessageStore.open(settings.agent_state_dir(), settings.lock_timeout, on_wait=_logger.warning)
+
+
+def parse_ref(ref: Any) -> int | str:
+    """A message reference: its seq (an integer) or its id (16 hex digits)."""
+    if isinstance(ref, bool):
+        raise UsageError("a message is named by its seq (a number) or its id (16 hex digits)")
+    if isinstance(ref, int):
+        return ref
+    if isinstance(ref, str):
+        text = ref.strip().lstrip("#")
+        if _MSG_ID.match(text):
+            return text
+        if text.isdigit() and len(text) < 16:
+            return int(text)
+    raise UsageError(f"{str(ref)[:40]!r} names no message: give its seq (a number) or its id (16 hex digits)")
+
+
+# check ------------------------------------------------------------------------
 
 
 def check(
@@ -52,135 +80,260 @@ def check(
     """Poll the mailbox, let Tier 0 handle what code can, and return what needs the agent.
 
     `emit`, when given, is called with the result before the delivery is confirmed in the
-    state (the CLI prints there): a run killed before its output does not count as shown.
+    store (the CLI prints there): a run killed before its output does not count as shown.
     """
     s = resolve_settings(settings, overrides)
     if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
         raise UsageError("max must be a positive integer")
-    with hub_client(s) as hub:
-        return run_check(hub, state_store(s), s, max, peek, time.time(), emit)
+    with hub_client(s) as hub, open_store(s) as store:
+        return run_check(hub, store, s, max, peek, time.time(), emit)
 
 
 def run_check(
-    hub: HubClient,
-    store: StateStore,
+    hub: Any,
+    store: MessageStore,
     s: Settings,
     limit: int | None,
     peek: bool,
     now: float,
     emit: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """`check` on a given hub and store (the property tests drive this with in-memory ones).
+    """`check` on a given hub and store (the property tests drive this with a model hub).
 
-    A first look goes without the lock: when the mailbox holds nothing new and the look
-    finds nothing to change (the idle heartbeat), the run takes no lock and writes
-    nothing. Otherwise the state is read again under the lock and everything is decided
-    afresh from that.
+    A first look reads one snapshot: when the mailbox holds nothing new and nothing is due
+    (the idle heartbeat), the run writes nothing. Otherwise everything is decided afresh
+    inside one write transaction, committed (leases, auto-reply intents), and only then
+    does the run talk to the hub again.
     """
-    state, warnings = store.load(move_corrupt=False)
     batch = hub.poll(s.agent_id, 0)
-    has_new = any(not state.knows(m.id) for m in batch.messages)
-    if peek or not has_new:
-        plan = plan_check(state, batch, s, now, limit)
-        idle = not (warnings or plan.changed or hub_prefix(state, batch) is not None or _agents_check_due(state, now))
-        if peek or idle:
-            result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings + plan.warnings)
-            if emit:
-                emit(result)
-            return result
-    with store.locked():
-        state, warnings = store.load()
-        plan = plan_check(state, batch, s, now, limit)
-        warnings += plan.warnings
-        if _agents_check_due(state, now):
-            warnings += _connected_hazard(hub, s)
-            state.agents_checked_at = now
-            plan.changed = True
-        if plan.changed:
-            # Write-ahead: leases and answered pings are on disk before anything is
-            # sent or returned, so a crash never answers a ping twice.
-            store.save(state)
-        # From here on the messages are leased to us: failures become warnings, so
-        # the caller still gets what was leased.
-        for reply in plan.replies:
-            try:
-                hub.send(reply.to, "response", auto_reply_payload(reply.kind, s.status, s.capabilities), reply.reply_to)
-            except AgentComError as exc:
-                warnings.append(f"could not send the {reply.kind} to {reply.to}: {exc}")
-        try:
-            acked_changed = _ack_prefix(hub, s, state, batch)
-        except AgentComError as exc:
-            acked_changed = False
-            warnings.append(f"could not ack the hub: {exc}")
-        result = _check_result(s, plan.messages, plan.handled, plan.pending, warnings)
+    ids = [m.id for m in batch.messages]
+    warnings = list(store.warnings)
+    with store.snapshot():
+        view = store.view(ids, now)
+        finished = store.finished(ids)
+        agents_due = _agents_check_due(store, now)
+    plan = plan_check(batch, view, s, now, limit)
+    if peek or not (plan.changes or plan.replies or agents_due or hub_prefix(batch, finished) is not None):
+        result = _check_result(s, plan, warnings + plan.warnings)
         if emit:
             emit(result)
-        confirm_shown(state, [m["id"] for m in plan.messages])
-        if plan.messages or acked_changed:
-            store.save(state)
+        return result
+
+    with store.write():
+        view = store.view(ids, now)
+        plan = plan_check(batch, view, s, now, limit)
+        at_hub = {m.id: m for m in batch.messages}
+        store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
+        store.apply_check(plan, now)
+        agents_due = _agents_check_due(store, now)
+        if agents_due:
+            store.set_meta("agents_checked_at", now)
+        store.prune(ids, now, s.retention_days, s.retention_max)
+    # Committed: leases and auto-reply intents are on disk before anything is sent or
+    # returned, so a crash never answers a ping twice. Failures from here on are warnings:
+    # the caller still gets what was leased.
+    warnings += plan.warnings
+    if agents_due:
+        warnings += _connected_hazard(hub, s)
+    sent = []
+    for reply in plan.replies:
+        payload = auto_reply_payload(reply.kind, s.status, s.capabilities)
+        try:
+            sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
+        except AgentComError as exc:
+            warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
+    up_to, error = _ack_hub(hub, store, s, batch)
+    if error:
+        warnings.append(error)
+    result = _check_result(s, plan, warnings)
+    if emit:
+        emit(result)
+    with store.write():
+        store.confirm_shown([m["id"] for m in plan.messages])
+        for reply, payload, sent_id in sent:
+            store.record_reply_sent(reply.reply_to, sent_id)
+            store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
+        if up_to is not None:
+            store.set_meta("hub_acked", up_to)
     return result
 
 
-def _check_result(s: Settings, messages, handled, pending, warnings) -> dict[str, Any]:
+def _check_result(s: Settings, plan: Any, warnings: list[str]) -> dict[str, Any]:
     return {
         "agent_id": s.agent_id,
-        "messages": messages,
-        "handled": {k: handled.get(k, 0) for k in DISPOSITIONS},
-        "pending": pending,
+        "messages": plan.messages,
+        "handled": {k: plan.handled.get(k, 0) for k in DISPOSITIONS},
+        "pending": plan.pending,
+        "in_lease": plan.in_lease,
+        "next_due": plan.next_due,
         "warnings": warnings,
     }
 
 
-def _ack_prefix(hub: HubClient, s: Settings, state: AgentState, batch: MailboxBatch) -> bool:
-    """Ack the hub up to the finished prefix of `batch`; True when the state changed."""
-    up_to = hub_prefix(state, batch)
+def _ack_hub(hub: Any, store: MessageStore, s: Settings, batch: MailboxBatch) -> tuple[int | None, str | None]:
+    """Ack the hub up to the finished prefix of `batch`: (the seq acked or None, a warning or None)."""
+    up_to = hub_prefix(batch, store.finished([m.id for m in batch.messages]))
     if up_to is None:
-        return False
-    hub.ack(s.agent_id, up_to)
-    changed = state.hub_acked != up_to
-    state.hub_acked = up_to
-    return changed
+        return None, None
+    try:
+        hub.ack(s.agent_id, up_to)
+    except AgentComError as exc:
+        return None, f"could not ack the hub (it will be retried): {exc}"
+    return up_to, None
 
 
-def _agents_check_due(state: AgentState, now: float) -> bool:
-    return now - state.agents_checked_at >= AGENTS_CHECK_INTERVAL
+def _agents_check_due(store: MessageStore, now: float) -> bool:
+    return now - float(store.get_meta("agents_checked_at", 0) or 0) >= AGENTS_CHECK_INTERVAL
 
 
-def _connected_hazard(hub: HubClient, s: Settings) -> list[str]:
+def _connected_hazard(hub: Any, s: Settings) -> list[str]:
     try:
         listed = any(a.get("agent_id") == s.agent_id for a in hub.agents())
     except AgentComError as exc:
         return [f"could not list connected agents: {exc}"]
     if listed:
-        return [f"{s.agent_id} is connected to the hub by WebSocket: direct messages are pushed there and bypass this mailbox"]
+        return ["this agent id is connected to the hub by WebSocket: direct messages are pushed there and bypass this mailbox"]
     return []
 
 
-def ack(seq: int | None = None, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Mark returned messages (all, or those up to `seq`) as done; ack the hub's finished prefix."""
+# finishing messages ---------------------------------------------------------------
+
+
+def ack(
+    seqs: int | str | Sequence[int | str] | None = None,
+    *,
+    ids: Iterable[str] = (),
+    through: int | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Finish messages the agent was shown: those named (seqs or ids), those up to `through`,
+    or, with nothing named, every one shown so far. Naming one never shown is an error."""
     s = resolve_settings(settings, overrides)
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-        raise UsageError("seq must be an integer")
-    with hub_client(s) as hub:
-        return run_ack(hub, state_store(s), s, seq, time.time())
+    refs = _refs(seqs, ids)
+    if through is not None and (isinstance(through, bool) or not isinstance(through, int)):
+        raise UsageError("through must be a seq (an integer)")
+    with hub_client(s) as hub, open_store(s) as store:
+        return run_ack(hub, store, s, refs, through, time.time())
 
 
-def run_ack(hub: HubClient, store: StateStore, s: Settings, seq: int | None, now: float) -> dict[str, Any]:
-    with store.locked():
-        state, warnings = store.load()
-        acked = mark_acked(state, seq, now)
-        if acked:
-            store.save(state)
+def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str], through: int | None, now: float) -> dict[str, Any]:
+    with store.write():
+        targets, already = _resolve_refs(store, refs, "ack", need_shown=True)
+        if through is not None or not refs:
+            named = {r["id"] for r in targets}
+            targets += [r for r in store.shown_open(through) if r["id"] not in named]
+        store.finish([r["id"] for r in targets], "done", now)
+    warnings = list(store.warnings)
+    try:
         batch = hub.poll(s.agent_id, 0)
-        if _ack_prefix(hub, s, state, batch):
-            store.save(state)
+    except AgentComError as exc:
+        up_to, error = None, f"could not ack the hub (it will be retried): {exc}"
+    else:
+        up_to, error = _ack_hub(hub, store, s, batch)
+    if error:
+        warnings.append(error)
+    if up_to is not None:
+        with store.write():
+            store.set_meta("hub_acked", up_to)
     return {
         "agent_id": s.agent_id,
-        "acked": acked,
-        "hub_acked_up_to": state.hub_acked,
-        "unacked": sum(1 for e in state.attention.values() if e.get("shown")),
+        "acked": [{"id": r["id"], "seq": r["seq"]} for r in sorted(targets, key=lambda r: (r["seq"] is None, r["seq"] or 0))],
+        "already_finished": [{"id": r["id"], "seq": r["seq"]} for r in already],
+        "hub_acked_up_to": store.get_meta("hub_acked"),
+        "unacked": len(store.shown_open()),
         "warnings": warnings,
     }
+
+
+def defer(
+    seqs: int | str | Sequence[int | str] | None = None,
+    seconds: float = 1800.0,
+    *,
+    ids: Iterable[str] = (),
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Put shown messages aside for `seconds`: they come back then (not counted as a failed delivery)."""
+    s = resolve_settings(settings, overrides)
+    refs = _refs(seqs, ids)
+    if not refs:
+        raise UsageError("name the message(s) to defer by seq or id")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 366 * 86400:
+        raise UsageError("defer time must be between 1 second and a year")
+    now = time.time()
+    with open_store(s) as store, store.write():
+        targets, already = _resolve_refs(store, refs, "defer", need_shown=True)
+        store.defer([r["id"] for r in targets], now + seconds)
+    return {
+        "agent_id": s.agent_id,
+        "deferred": [{"id": r["id"], "seq": r["seq"]} for r in targets],
+        "until": now + seconds,
+        "already_finished": [{"id": r["id"], "seq": r["seq"]} for r in already],
+    }
+
+
+def dismiss(
+    seqs: int | str | Sequence[int | str] | None = None,
+    *,
+    ids: Iterable[str] = (),
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Finish messages without acting on them; they stay in the history as dismissed."""
+    s = resolve_settings(settings, overrides)
+    refs = _refs(seqs, ids)
+    if not refs:
+        raise UsageError("name the message(s) to dismiss by seq or id")
+    with open_store(s) as store, store.write():
+        targets, already = _resolve_refs(store, refs, "dismiss", need_shown=False)
+        store.finish([r["id"] for r in targets], "dismissed", time.time(), "dismissed by the agent")
+    return {
+        "agent_id": s.agent_id,
+        "dismissed": [{"id": r["id"], "seq": r["seq"]} for r in targets],
+        "already_finished": [{"id": r["id"], "seq": r["seq"]} for r in already],
+    }
+
+
+def _refs(seqs: Any, ids: Iterable[str]) -> list[int | str]:
+    if seqs is None:
+        items: list[Any] = []
+    elif isinstance(seqs, (int, str)):
+        items = [seqs]
+    else:
+        items = list(seqs)
+    if isinstance(ids, str):
+        ids = [ids]
+    refs = [parse_ref(x) for x in items]
+    for i in ids:
+        ref = parse_ref(i)
+        if not isinstance(ref, str):
+            raise UsageError(f"{str(i)[:40]!r} is not a message id (16 hex digits)")
+        refs.append(ref)
+    return refs
+
+
+def _resolve_refs(store: MessageStore, refs: Sequence[int | str], verb: str, need_shown: bool) -> tuple[list[Any], list[Any]]:
+    """The open messages `refs` name and those already finished; UsageError (nothing changed) otherwise."""
+    targets, already, seen = [], [], set()
+    for ref in refs:
+        row = store.resolve(ref)
+        label = f"seq {ref}" if isinstance(ref, int) else f"id {ref}"
+        if row is None or row["disposition"] != "attention":
+            raise UsageError(f"no message with {label} was returned by check here; nothing was changed (see `agentcom inbox`)")
+        if row["id"] in seen:
+            continue
+        seen.add(row["id"])
+        if row["state"] in FINISHED_STATES:
+            already.append(row)
+        elif need_shown and not row["ever_shown"]:
+            raise UsageError(f"message {label} was never shown to the agent; run `agentcom check` first. Nothing was changed")
+        else:
+            targets.append(row)
+    return targets, already
+
+
+# sending ----------------------------------------------------------------------
 
 
 def send(
@@ -190,59 +343,247 @@ def send(
     reply_to: str | None = None,
     payload: Mapping[str, Any] | None = None,
     *,
+    priority: str | None = None,
+    needs: Iterable[str] = (),
+    respond_with: str | None = None,
     settings: Settings | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Send a direct message (`to` an agent id) or a broadcast (`to="broadcast"`)."""
+    """Send a direct message (`to` an agent id) or a broadcast (`to="broadcast"`, any case)."""
     s = resolve_settings(settings, overrides)
     if not isinstance(to, str) or not to.strip():
         raise UsageError("to must be an agent id or 'broadcast'")
+    to = to.strip()
+    warnings = []
+    if to.casefold() == "broadcast":
+        if to != "broadcast":
+            warnings.append(f"sending to everyone: {to!r} is read as broadcast")
+        to = "broadcast"
+    elif to == s.agent_id:
+        warnings.append("sending to yourself: your own check drops it as an echo")
     if payload is not None and not isinstance(payload, Mapping):
         raise UsageError("payload must be a JSON object")
     body = dict(payload or {})
     if text is not None:
         if not isinstance(text, str):
             raise UsageError("text must be a string")
-        body["text"] = text
+        if text.strip():
+            body["text"] = text
+    if priority is not None:
+        if priority not in ("low", "normal", "high", "urgent"):
+            raise UsageError("priority must be low, normal, high or urgent")
+        body["priority"] = priority
+    needs = [needs] if isinstance(needs, str) else list(needs)
+    if needs:
+        body["needed_capabilities"] = needs
+    if respond_with is not None:
+        if respond_with not in ("structured", "natural", "none"):
+            raise UsageError("respond_with must be structured, natural or none")
+        body["respond_with"] = respond_with
+    if payload is None and not body.get("text"):
+        raise UsageError("the message is empty: give a text (argument, - for stdin, or --text-file) or a payload")
     for name, value in (("type", type), ("reply_to", reply_to)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise UsageError(f"{name} must be a non-empty string")
+    return _send_and_record(s, to, type, body, reply_to, "send", warnings)
+
+
+def _send_and_record(s: Settings, to: str, type_: str | None, body: dict[str, Any], reply_to: str | None, kind: str, warnings: list[str]) -> dict[str, Any]:
     with hub_client(s) as hub:
-        msg_id = hub.send(to.strip(), type, body, reply_to)
-    return {"id": msg_id, "to": to.strip(), "type": type or "chat", "reply_to": reply_to}
+        msg_id = hub.send(to, type_, body, reply_to)
+    try:
+        with open_store(s) as store, store.write():
+            store.record_sent(msg_id, to, type_, body, reply_to, kind, time.time())
+    except AgentComError as exc:  # sent all the same: say so rather than fail
+        warnings.append(f"sent, but not recorded in the local history: {exc}")
+    return {"id": msg_id, "to": to, "type": type_ or "chat", "reply_to": reply_to, "warnings": warnings}
+
+
+def reply(ref: int | str, text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Answer a stored message (by seq or id): a response to its sender, reply_to its id.
+
+    Addressed from the local copy (guarantee 11), so it works after an ack and cannot go
+    to another sender when the hub reuses a seq.
+    """
+    s = resolve_settings(settings, overrides)
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError("the reply is empty: give a text")
+    msg = _stored_message(s, parse_ref(ref))
+    return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", [])
+
+
+def _stored_message(s: Settings, ref: int | str):
+    with open_store(s) as store:
+        row = store.resolve(ref)
+    label = f"seq {ref}" if isinstance(ref, int) else f"id {ref}"
+    msg = row_message(row) if row is not None else None
+    if msg is None:
+        raise UsageError(f"no message with {label} is kept here (see `agentcom inbox`)")
+    return msg
+
+
+# reading ----------------------------------------------------------------------
+
+
+def show(ref: int | str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """One stored message in full, with its state; changes nothing."""
+    s = resolve_settings(settings, overrides)
+    parsed = parse_ref(ref)
+    with open_store(s) as store:
+        row = store.resolve(parsed)
+    if row is None or row_message(row) is None:
+        label = f"seq {parsed}" if isinstance(parsed, int) else f"id {parsed}"
+        raise UsageError(f"no message with {label} is kept here (see `agentcom inbox`)")
+    return history_entry(row)
+
+
+def history_entry(row: Any) -> dict[str, Any]:
+    """A stored message for `show`, `inbox`, `search`, `thread`, `log`."""
+    r = row_dict(row)
+    msg = row_message(row)
+    if msg is not None:
+        view = message_view(msg, r["reason"] or "", r["deliveries"], r["deliveries"] > 1)
+    else:  # a stub kept by an older release: what it logged
+        view = {"seq": r["seq"], "id": r["id"], "from": r["sender"], "to": None, "type": r["type"] or "chat",
+                "text": r["text"], "payload": None, "reply_to": None, "timestamp": None, "broadcast": False,
+                "priority": r["priority"], "redelivered": False, "deliveries": r["deliveries"], "why": r["reason"] or "", "untrusted": True}
+    view.update(
+        direction="in",
+        state=r["state"],
+        disposition=r["disposition"],
+        rule=r["rule"],
+        received_at=r["received_at"],
+        due=r["due"],
+    )
+    return view
+
+
+def sent_entry(row: Any) -> dict[str, Any]:
+    import json
+
+    r = row_dict(row)
+    payload = json.loads(r["payload"])
+    text = payload.get("text") if isinstance(payload.get("text"), str) else None
+    return {
+        "direction": "out", "id": r["id"], "seq": None, "from": None, "to": r["recipient"], "type": r["type"],
+        "text": text, "payload": payload, "reply_to": r["reply_to"], "kind": r["kind"], "sent_at": r["sent_at"],
+    }
+
+
+def inbox(
+    sender: str | None = None,
+    type: str | None = None,  # noqa: A002
+    state: str | None = None,
+    since: float | None = None,
+    limit: int = 20,
+    *,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Recent stored messages of every disposition and state, newest first."""
+    s = resolve_settings(settings, overrides)
+    _check_limit(limit)
+    if state is not None and state not in STATES:
+        raise UsageError(f"state must be one of {', '.join(STATES)}")
+    since_at = None if since is None else time.time() - since
+    with open_store(s) as store:
+        rows = store.messages(sender=sender, type_=type, state=state, since=since_at, limit=limit)
+        counts = store.counts(time.time())
+    return {"agent_id": s.agent_id, "messages": [history_entry(r) for r in rows], "counts": counts}
+
+
+def search(text: str, limit: int = 20, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Stored messages whose text or sender matches, newest first."""
+    s = resolve_settings(settings, overrides)
+    _check_limit(limit)
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError("give something to search for")
+    with open_store(s) as store:
+        rows = store.search(text.strip(), limit)
+    return {"agent_id": s.agent_id, "query": text, "messages": [history_entry(r) for r in rows]}
+
+
+def sent(limit: int = 20, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Messages this agent sent (send, reply, auto-replies), newest first."""
+    s = resolve_settings(settings, overrides)
+    _check_limit(limit)
+    with open_store(s) as store:
+        rows = store.sent_messages(limit)
+    return {"agent_id": s.agent_id, "messages": [sent_entry(r) for r in rows]}
+
+
+def thread(ref: int | str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """The reply_to chain around a message, both ways, our own sent messages included, in time order."""
+    s = resolve_settings(settings, overrides)
+    parsed = parse_ref(ref)
+    with open_store(s) as store:
+        start = store.resolve(parsed)
+        if start is None:
+            rows = store.sent_messages(ids=[parsed]) if isinstance(parsed, str) else []
+            if not rows:
+                label = f"seq {parsed}" if isinstance(parsed, int) else f"id {parsed}"
+                raise UsageError(f"no message with {label} is kept here (see `agentcom inbox`)")
+            frontier = {parsed}
+        else:
+            frontier = {start["id"]}
+        received: dict[str, Any] = {}
+        sent_rows: dict[str, Any] = {}
+        seen: set[str] = set()
+        while frontier and len(seen) < THREAD_LIMIT:
+            seen |= frontier
+            ids = sorted(frontier)
+            found = list(store.messages(ids=ids, limit=THREAD_LIMIT)) + store.replies_to(ids)
+            found_sent = store.sent_messages(ids=ids) + store.sent_messages(reply_to=ids)
+            nxt: set[str] = set()
+            for r in found:
+                received[r["id"]] = r
+                nxt |= {r["id"], *( [r["reply_to"]] if r["reply_to"] else [])}
+            for r in found_sent:
+                sent_rows[r["id"]] = r
+                nxt |= {r["id"], *( [r["reply_to"]] if r["reply_to"] else [])}
+            frontier = nxt - seen
+    entries = [history_entry(r) for r in received.values()] + [sent_entry(r) for r in sent_rows.values()]
+    entries.sort(key=lambda e: (e.get("timestamp") or 0) / 1000 if e["direction"] == "in" else e["sent_at"])
+    return {"agent_id": s.agent_id, "messages": entries}
+
+
+def _check_limit(limit: Any) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError("limit must be a positive integer")
 
 
 def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Where we stand: hub health, cursor, pending, leased and dead-lettered messages, hazards."""
+    """Where we stand: hub health, cursor, pending, leased and dead-lettered messages, hazards.
+
+    Raises (exit 3 or 4) when the hub refuses the token or cannot be reached.
+    """
     s = resolve_settings(settings, overrides)
-    state, warnings = state_store(s).load(move_corrupt=False)
     now = time.time()
-    hub_info: dict[str, Any] = {"ok": False, "error": None}
+    with open_store(s) as store:
+        counts = store.counts(now)
+        cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
+        warnings = list(store.warnings)
     hazards: list[str] = []
-    mailbox = None
     with hub_client(s) as hub:
-        try:
-            health = hub.health()
-            hub_info = {"ok": health.get("status") == "ok", "error": None, "agents_connected": health.get("agents_connected")}
-            mailbox = len(hub.poll(s.agent_id, 0).messages)
-            if mailbox >= 0.8 * s.mailbox_cap:
-                hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
-            hazards += _connected_hazard(hub, s)
-        except AgentComError as exc:
-            hub_info = {"ok": False, "error": str(exc)}
-    leased = [e for e in state.attention.values() if e["deliveries"] > 0 and e["lease_until"] > now]
+        health = hub.health()
+        mailbox = len(hub.poll(s.agent_id, 0).messages)
+        if mailbox >= 0.8 * s.mailbox_cap:
+            hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
+        hazards += _connected_hazard(hub, s)
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
         "token": mask_token(s.token),
         "state_dir": str(s.agent_state_dir()),
-        "hub": hub_info,
-        "cursor": state.cursor,
-        "hub_acked": state.hub_acked,
+        "hub": {"ok": health.get("status") == "ok", "agents_connected": health.get("agents_connected")},
+        "cursor": cursor,
+        "hub_acked": hub_acked,
         "mailbox": mailbox,
-        "pending": len(state.attention) - len(leased),
-        "in_lease": len(leased),
-        "dead_letters": len(state.dead),
+        "pending": counts["open"] - counts["in_lease"] - counts["deferred"],
+        "in_lease": counts["in_lease"],
+        "deferred": counts["deferred"],
+        "dead_letters": counts["dead"],
+        "stored": counts["stored"],
         "hazards": hazards,
         "warnings": warnings,
     }
@@ -256,47 +597,27 @@ def agents(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
 
 
 def log(disposition: str | None = None, limit: int = 50, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """What Tier 0 handled and why, peers' latest statuses, and dead letters."""
+    """What Tier 0 handled and why (oldest first), peers' latest statuses, and dead letters."""
     s = resolve_settings(settings, overrides)
     if disposition is not None and disposition not in DISPOSITIONS:
         raise UsageError(f"disposition must be one of {', '.join(DISPOSITIONS)}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise UsageError("limit must be a positive integer")
-    state, warnings = state_store(s).load(move_corrupt=False)
-    entries = [e for e in state.log if disposition is None or e.get("disposition") == disposition]
+    _check_limit(limit)
+    with open_store(s) as store:
+        if disposition is None:
+            rows = [r for d in DISPOSITIONS for r in store.messages(disposition=d, limit=limit)]
+            rows = sorted(rows, key=lambda r: r["rowid"])[-limit:]
+        else:
+            rows = list(reversed(store.messages(disposition=disposition, limit=limit)))
+        dead = list(reversed(store.messages(state="dead", limit=limit)))
+        peers = store.peers()
+        warnings = list(store.warnings)
     return {
         "agent_id": s.agent_id,
-        "entries": entries[-limit:],
-        "roster": state.roster,
-        "dead_letters": state.dead[-limit:],
+        "entries": [history_entry(r) for r in rows],
+        "roster": peers,
+        "dead_letters": [history_entry(r) for r in dead],
         "warnings": warnings,
     }
-
-
-def reply(seq: int, text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Answer the message at `seq` (still at the hub): a response to its sender, reply_to its id."""
-    s = resolve_settings(settings, overrides)
-    with hub_client(s) as hub:
-        msg = _message_at(hub, s, seq)
-        msg_id = hub.send(msg.sender, "response", {"text": text}, msg.id)
-    return {"id": msg_id, "to": msg.sender, "type": "response", "reply_to": msg.id}
-
-
-def show_message(seq: int, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """One message still at the hub, in full; changes nothing."""
-    s = resolve_settings(settings, overrides)
-    with hub_client(s) as hub:
-        msg = _message_at(hub, s, seq)
-    state, _ = state_store(s).load(move_corrupt=False)
-    entry = state.attention.get(msg.id, {"deliveries": 0, "why": "not returned by check"})
-    return message_view(msg, entry, entry["deliveries"] > 1)
-
-
-def _message_at(hub: HubClient, s: Settings, seq: int) -> Message:
-    for msg in hub.poll(s.agent_id, 0).messages:
-        if msg.seq == seq:
-            return msg
-    raise UsageError(f"no message with seq {seq} is at the hub for {s.agent_id} (acked or never there)")
 
 
 def init_config(
@@ -313,6 +634,8 @@ def init_config(
     import os
     from pathlib import Path
 
+    from .config import check_agent_id, check_hub_url
+
     env = os.environ if env is None else env
     path = overrides.get("config") or env.get(ENV_VARS["config"]) or default_config_path()
     values: dict[str, Any] = {
@@ -322,6 +645,8 @@ def init_config(
     for name in ("hub_url", "agent_id"):
         if not values[name]:
             raise ConfigError(f"{name} is needed: pass --{name.replace('_', '-')} or set {ENV_VARS[name]}")
+    values["hub_url"] = check_hub_url(str(values["hub_url"]), "--hub-url")
+    values["agent_id"] = check_agent_id(str(values["agent_id"]), "--agent-id")
     if Path(path).expanduser().exists() and not force:
         raise ConfigError(f"config file {path} already exists (use --force to overwrite it)")
     if register:
@@ -337,3 +662,9 @@ def init_config(
         values["status"] = status
     write_config_file(Path(path).expanduser(), values, force=force)
     return str(path)
+
+
+__all__ = [
+    "check", "ack", "defer", "dismiss", "send", "reply", "show", "inbox", "search", "sent", "thread",
+    "status", "agents", "log", "init_config", "OPEN_STATES",
+]

@@ -30,11 +30,19 @@ class Tier0Config:
     agent_id: str
     capabilities: frozenset[str] = frozenset()
     ignore_from: tuple[str, ...] = ()
+    allow_from: tuple[str, ...] = ()  # empty: everyone not ignored may reach the agent
 
     @classmethod
-    def build(cls, agent_id: str, capabilities: Iterable[str] = (), ignore_from: Iterable[str] = ()) -> "Tier0Config":
+    def build(
+        cls, agent_id: str, capabilities: Iterable[str] = (), ignore_from: Iterable[str] = (), allow_from: Iterable[str] = ()
+    ) -> "Tier0Config":
         caps = frozenset(c for c in (fold(c) for c in capabilities) if c)
-        return cls(agent_id=agent_id, capabilities=caps, ignore_from=tuple(fold(p) for p in ignore_from if fold(p)))
+        return cls(
+            agent_id=agent_id,
+            capabilities=caps,
+            ignore_from=tuple(fold(p) for p in ignore_from if fold(p)),
+            allow_from=tuple(fold(p) for p in allow_from if fold(p)),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,9 @@ def classify(msg: Message, config: Tier0Config, duplicate: bool = False) -> Tier
     for pattern in config.ignore_from:
         if fnmatch.fnmatchcase(sender, pattern):
             return Tier0Decision(DROP, 3, f"ignored sender ({pattern})")
+    if config.allow_from and not any(fnmatch.fnmatchcase(sender, p) for p in config.allow_from):
+        # Kept for a human (`agentcom log`), never shown to the agent, never answered.
+        return Tier0Decision(STORE, 3, "sender not on allow_from")
     type_, action = fold(msg.type), msg.action
     # Loop guard: never answer a response or anything that is itself an auto-reply.
     answerable = type_ != "response" and action not in AUTO_REPLY_ACTIONS

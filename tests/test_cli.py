@@ -30,8 +30,8 @@ def test_send_check_ack_round_trip(pair):
     hub, alice_env, bob_env, *_ = pair
     out = run_cli("send", "alice", "hello there", "--payload", '{"priority": "high"}', env=bob_env)
     assert out.returncode == 0
-    msg_id = out.stdout.strip()
-    assert len(msg_id) == 16
+    msg_id = out.stdout.strip().rsplit("(id ", 1)[1].rstrip(")")
+    assert out.stdout.startswith("sent chat to alice") and len(msg_id) == 16
     text = run_cli("check", env=alice_env)
     assert text.returncode == 0 and "hello there" in text.stdout and "[high]" in text.stdout
     reply = run_json("send", "bob", "got it", "--reply-to", msg_id, "--type", "response", env=alice_env)
@@ -49,16 +49,37 @@ def test_broadcast_from_the_cli(pair):
     assert msgs[0]["broadcast"] is True and msgs[0]["why"] == "broadcast"
 
 
-def test_ack_with_seq_acks_only_up_to_it(pair):
+def test_ack_finishes_exactly_what_it_names(pair):
+    """Guarantee 4: `ack SEQ` finishes that message only (an urgent one listed first does not
+    take the one above it along); `--through` and bare ack finish shown ones; an unknown or
+    never-shown seq is exit 2 and changes nothing."""
     hub, alice_env, bob_env, *_ = pair
-    for n in range(3):
-        run_cli("send", "alice", f"m{n}", env=bob_env)
+    run_cli("send", "alice", "first", env=bob_env)
+    run_cli("send", "alice", "urgent", "--priority", "urgent", env=bob_env)
+    run_cli("send", "alice", "third", env=bob_env)
     msgs = run_json("check", env=alice_env)["messages"]
-    seqs = sorted(m["seq"] for m in msgs)
-    acked = run_json("ack", str(seqs[1]), env=alice_env)
-    assert [a["seq"] for a in acked["acked"]] == seqs[:2]
-    assert acked["hub_acked_up_to"] == seqs[1]
-    assert acked["unacked"] == 1
+    assert [m["text"] for m in msgs] == ["urgent", "first", "third"]
+    first, urgent, third = sorted(m["seq"] for m in msgs)
+    acked = run_json("ack", str(urgent), env=alice_env)
+    assert [a["seq"] for a in acked["acked"]] == [urgent] and acked["unacked"] == 2
+    assert acked["hub_acked_up_to"] is None, "#first is still open below it"
+    for bad in ("99999", "abc"):
+        out = run_cli("ack", bad, env=alice_env)
+        assert_clean_failure(out, 2)
+    run_cli("send", "alice", "unseen", env=bob_env)
+    assert_clean_failure(run_cli("ack", str(hub.poll("alice", pair[3])["messages"][-1]["seq"]), env=alice_env), 2)
+    run_cli("send", "alice", "fourth", "--priority", "high", env=bob_env)
+    assert [m["text"] for m in run_json("check", "--max", "1", env=alice_env)["messages"]] == ["fourth"]
+    unseen = [m for m in hub.poll("alice", pair[3])["messages"] if m["payload"]["text"] == "unseen"][0]["seq"]
+    out = run_cli("ack", str(unseen), env=alice_env)
+    assert_clean_failure(out, 2)
+    assert "never shown" in out.stderr
+    assert run_json("ack", "--through", str(first), env=alice_env)["acked"] == [{"id": msgs[1]["id"], "seq": first}]
+    rest = run_json("ack", env=alice_env)
+    assert [a["seq"] for a in rest["acked"]] == [third, third + 2] and rest["unacked"] == 0
+    again = run_json("ack", str(urgent), env=alice_env)
+    assert again["acked"] == [] and again["already_finished"][0]["seq"] == urgent
+    assert [m["text"] for m in run_json("check", env=alice_env)["messages"]] == ["unseen"]
 
 
 def test_hub_down_is_exit_4(pair, tmp_path):
@@ -171,9 +192,12 @@ def test_status_and_agents(pair):
 def test_show_prints_a_message_in_full_and_unknown_seq_is_exit_2(pair):
     hub, alice_env, bob_env, *_ = pair
     run_cli("send", "alice", "line one\nline two", env=bob_env)
-    seq = run_json("check", "--peek", env=alice_env)["messages"][0]["seq"]
-    out = run_cli("show", str(seq), env=alice_env)
+    seq = run_json("check", env=alice_env)["messages"][0]["seq"]
+    out = run_cli("show", str(seq), "--format", "text", env=alice_env)
     assert out.returncode == 0 and "line one\nline two" in out.stdout
+    run_json("ack", env=alice_env)
+    again = run_json("show", str(seq), env=alice_env)
+    assert again["text"] == "line one\nline two" and again["state"] == "done", "show works from the local copy after an ack"
     assert_clean_failure(run_cli("show", "999", env=alice_env), 2)
 
 

@@ -8,10 +8,10 @@ import stat
 import pytest
 
 from agentcom_skill.config import load_settings
-from agentcom_skill.delivery import hub_prefix, mark_acked, plan_check
-from agentcom_skill.errors import ConfigError, HubProtocolError
+from agentcom_skill.delivery import hub_prefix, plan_check
+from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
 from agentcom_skill.message import parse_mailbox
-from agentcom_skill.state import AgentState, StateStore
+from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
 
 TOKEN = "a1" * 32
 
@@ -65,29 +65,63 @@ def test_state_folder_is_per_hub_and_agent(tmp_path):
     assert len({a, b, c}) == 3 and all(p.parent == tmp_path for p in (a, b, c))
 
 
-# state file ----------------------------------------------------------------------------
+# the message store --------------------------------------------------------------------
 
 
-def test_state_round_trip_private_and_atomic(tmp_path):
-    store = StateStore(tmp_path / "s")
-    state = AgentState(cursor=7)
-    state.done["x"] = {"seq": 3, "at": 1.0}
-    store.save(state)
+def test_store_is_private_migrated_and_an_idle_open_writes_nothing(tmp_path):
+    store = MessageStore.open(tmp_path / "s")
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
-    loaded, warnings = store.load()
-    assert loaded.cursor == 7 and loaded.done == state.done and warnings == []
-    assert [p.name for p in store.directory.iterdir()] == ["state.json"]
+    assert store._read("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert [r[0] for r in store._read("SELECT version FROM migrations ORDER BY version")] == list(range(1, len(MIGRATIONS) + 1))
+    store.close()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s").iterdir()}
+    again = MessageStore.open(tmp_path / "s")
+    again.view([], 1.0)
+    again.close()
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s").iterdir() if p.name in before} == before
 
 
-def test_corrupt_state_is_moved_aside_unless_peeking(tmp_path):
-    store = StateStore(tmp_path / "s")
-    store.directory.mkdir()
-    store.path.write_text('{"version": 1, "cursor": "high"}')
-    state, warnings = store.load(move_corrupt=False)
-    assert state.recovered and store.path.exists() and "unusable" in warnings[0]
-    state, warnings = store.load()
-    assert state.recovered and not store.path.exists()
-    assert str(store.path) in warnings[0] and "state.json.corrupt-" in warnings[0]
+def test_migrations_apply_from_the_oldest_schema_and_keep_data(tmp_path):
+    """A store created at schema 1 (no search index) with messages in it gains FTS on open."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+    for statement in _statements(MIGRATIONS[0][1]):
+        db.execute(statement)
+    db.execute("INSERT INTO migrations VALUES (1, 'x', 0)")
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO messages (id, seq, sender, type, body, via, received_at, text, disposition, state)"
+        " VALUES ('00000000000000aa', 1, 'loash', 'chat', ?, 'poll', 1, 'the rate limiter branch', 'attention', 'pending')",
+        (json.dumps({"id": "00000000000000aa", "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": "the rate limiter branch"}, "reply_to": None, "timestamp": 1, "seq": 1}),),
+    )
+    db.close()
+    store = MessageStore(path)
+    assert store._read("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert [r["id"] for r in store.search("limiter")] == ["00000000000000aa"]
+    assert store.view([], 2.0).open[0].msg.text == "the rate limiter branch"
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite3"
+    MessageStore(path).close()
+    import sqlite3
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StateError, match="newer agentcom"):
+        MessageStore(path)
+
+
+def test_search_falls_back_to_a_plain_scan(tmp_path):
+    store = MessageStore.memory()
+    apply(store, batch((1, "loash", "chat", {"text": "100% of the rate_limiter"})), settings(tmp_path), 1.0)
+    assert len(store.search("100%")) == 1
+    store.set_meta("fts", 0)
+    assert len(store.search("rate_limiter")) == 1 and store.search("zzz") == []
 
 
 # delivery planning ---------------------------------------------------------------------
@@ -96,47 +130,85 @@ def test_corrupt_state_is_moved_aside_unless_peeking(tmp_path):
 def batch(*msgs):
     raw = []
     for seq, sender, type_, payload in msgs:
-        raw.append({"id": f"id{seq}-{sender}", "from": sender, "to": "gcu", "type": type_, "payload": payload, "reply_to": None, "timestamp": 1, "seq": seq})
+        raw.append({"id": f"{seq:08x}{abs(hash(sender)) % 16**8:08x}", "from": sender, "to": "gcu", "type": type_, "payload": payload, "reply_to": None, "timestamp": 1, "seq": seq})
     return parse_mailbox({"messages": raw}, 0)
+
+
+def apply(store, b, s, now, limit=None):
+    """One check's decision, as run_check makes it: view, plan, apply, all in one transaction."""
+    with store.write():
+        plan = plan_check(b, store.view([m.id for m in b.messages], now), s, now, limit)
+        store.apply_check(plan, now)
+    store_confirm = [m["id"] for m in plan.messages]
+    with store.write():
+        store.confirm_shown(store_confirm)
+    return plan
 
 
 def test_auto_reply_budget_holds_across_runs(tmp_path):
     s = settings(tmp_path, auto_reply_limit=2)
-    state = AgentState()
+    store = MessageStore.memory()
     sent = []
     for run in range(4):  # one ping per run from the same sender, within one minute
-        plan = plan_check(state, batch((run + 1, "nathan", "ping", {})), s, now=1000.0 + run)
+        plan = apply(store, batch((run + 1, "nathan", "ping", {})), s, now=1000.0 + run)
         sent += plan.replies
     assert len(sent) == 2
-    assert [e["disposition"] for e in state.log] == ["auto_reply", "auto_reply", "store", "store"]
-    assert "auto-reply limit" in state.log[-1]["reason"]
-    plan = plan_check(state, batch((9, "nathan", "ping", {})), s, now=1100.0)  # a minute later
+    rows = sorted(store.messages(limit=10), key=lambda r: r["seq"])
+    assert [r["disposition"] for r in rows] == ["auto_reply", "auto_reply", "store", "store"]
+    assert "auto-reply limit" in rows[-1]["reason"]
+    plan = apply(store, batch((9, "nathan", "ping", {})), s, now=1100.0)  # a minute later
     assert len(plan.replies) == 1
 
 
 def test_regression_is_detected_and_known_ids_are_not_reprocessed(tmp_path):
     s = settings(tmp_path)
-    state = AgentState()
-    plan_check(state, batch((50, "loash", "chat", {"text": "a"})), s, now=1.0)
-    assert state.cursor == 50
-    plan = plan_check(state, batch((50, "loash", "chat", {"text": "a"}), (2, "loash", "chat", {"text": "b"})), s, now=2.0)
-    assert [m["id"] for m in plan.messages] == ["id2-loash"]
+    store = MessageStore.memory()
+    apply(store, batch((50, "loash", "chat", {"text": "a"})), s, now=1.0)
+    assert store.get_meta("cursor") == 50
+    b = batch((50, "loash", "chat", {"text": "a"}), (2, "loash", "chat", {"text": "b"}))
+    plan = apply(store, b, s, now=2.0)
+    assert [m["id"] for m in plan.messages] == [b.messages[0].id]
     assert any("went backwards" in w for w in plan.warnings)
 
 
 def test_hub_prefix_stops_at_the_first_unfinished(tmp_path):
     s = settings(tmp_path)
-    state = AgentState()
+    store = MessageStore.memory()
     b = batch((1, "a", "status", {"status": "x"}), (2, "a", "chat", {"text": "hi"}), (3, "a", "ack", {}))
-    plan = plan_check(state, b, s, now=1.0)
-    assert hub_prefix(state, b) == 1
-    assert mark_acked(state, None, 2.0) == [], "nothing was confirmed as shown yet"
-    state.attention[plan.messages[0]["id"]]["shown"] = True
-    assert mark_acked(state, None, 2.0) == [{"id": "id2-a", "seq": 2}]
-    assert hub_prefix(state, b) == 3
+    ids = [m.id for m in b.messages]
+    apply(store, b, s, now=1.0)
+    assert hub_prefix(b, store.finished(ids)) == 1
+    with store.write():
+        store.finish([ids[1]], "done", 2.0)
+    assert hub_prefix(b, store.finished(ids)) == 3
+
+
+def test_a_leased_but_never_printed_message_cannot_be_acked(tmp_path):
+    s = settings(tmp_path)
+    store = MessageStore.memory()
+    b = batch((1, "a", "chat", {"text": "hi"}))
+    with store.write():
+        store.apply_check(plan_check(b, store.view([b.messages[0].id], 1.0), s, 1.0), 1.0)
+    assert store.shown_open() == [], "leased by a run that died before printing"
+    assert store.resolve(1)["state"] == "leased"
+
+
+def test_lone_surrogates_are_kept_exactly_in_the_body(tmp_path):
+    store = MessageStore.memory()
+    b = parse_mailbox({"messages": [{"id": "00000000000000ff", "from": "bo\ud800b", "to": "gcu", "type": "chat", "payload": {"text": "x\udfff"}, "reply_to": None, "timestamp": 1, "seq": 1}]}, 0)
+    apply(store, b, settings(tmp_path), 1.0)
+    row = store.resolve(1)
+    assert row_message(row).sender == "bo\ud800b" and row["sender"].startswith("bo\ufffd")
 
 
 def test_malformed_hub_bodies_are_protocol_errors():
-    for body in ([], {"messages": "x"}, {"messages": [{"id": "a", "from": "b", "seq": True, "payload": {}}]}, {"messages": [{"id": "a", "from": "b", "seq": 1, "payload": []}]}):
+    bad = [
+        [], {"messages": "x"}, {"messages": [{"id": "a", "from": "b", "seq": True, "payload": {}}]},
+        {"messages": [{"id": "a", "from": "b", "seq": 1, "payload": []}]},
+        {"messages": [{"id": "a", "from": "b", "seq": 1, "payload": {}, "timestamp": float("inf")}]},
+        {"messages": [{"id": "a", "from": "b", "seq": 10**30, "payload": {}}]},
+        {"messages": [{"id": "a\x1b", "from": "b", "seq": 1, "payload": {}}]},
+    ]
+    for body in bad:
         with pytest.raises(HubProtocolError):
             parse_mailbox(body, 0)

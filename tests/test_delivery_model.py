@@ -1,9 +1,10 @@
 """A state-machine property test of delivery (protocol part 4) with hypothesis.
 
-The skill's real `run_check`/`run_ack` are driven against an in-memory model of the hub's
-semantics (global seq, prefix ack, counter going back on restart) and an in-memory state
-store, through random sequences of posts, checks, acks, lease expiries, hub restarts and
-crashes at every step of a run. This is pure logic: the HTTP side is covered by the
+The skill's real `run_check`/`run_ack`/defer/dismiss logic and the real SQLite store (a
+temporary file) are driven against an in-memory model of the hub's semantics (global seq,
+prefix ack, counter going back on restart, cap and TTL eviction) through random sequences
+of posts, checks, acks, defers, dismissals, lease expiries and crashes on both sides of
+every write and at every hub call. Pure logic and the store; the HTTP side is covered by the
 integration tests against the real hub process.
 """
 
@@ -11,20 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from agentcom_skill.config import Settings
+from agentcom_skill.errors import UsageError
 from agentcom_skill.message import parse_mailbox
 from agentcom_skill.skill import run_ack, run_check
-from agentcom_skill.state import AgentState
+from agentcom_skill.store import MessageStore
 
 ME = "gcu"
 PEERS = ["loash", "nathan", "skaffen"]
 LEASE = 10.0
+MAX_DELIVERIES = 3
+REPLY_BUDGET = 2
 
 
 class Crash(BaseException):
@@ -38,6 +45,7 @@ class ModelHub:
         self.next_id = 0
         self.crash_on: str | None = None
         self.replies: list[dict] = []
+        self.acked_ids: set[str] = set()  # deleted by our ack (not by eviction)
 
     def _maybe_crash(self, call: str) -> None:
         if self.crash_on == call:
@@ -56,6 +64,11 @@ class ModelHub:
     def restart(self) -> None:
         self.seq = max((m["seq"] for box in self.boxes.values() for m in box), default=0)
 
+    def evict_oldest(self) -> None:
+        """The hub's cap or TTL drops the oldest message, finished or not."""
+        if self.boxes[ME]:
+            self.boxes[ME].pop(0)
+
     # the HubClient surface run_check/run_ack use
     def poll(self, agent: str, since: int = 0):
         self._maybe_crash("poll")
@@ -69,6 +82,7 @@ class ModelHub:
 
     def ack(self, agent: str, seq: int) -> int:
         self._maybe_crash("ack")
+        self.acked_ids |= {m["id"] for m in self.boxes[agent] if m["seq"] <= seq}
         self.boxes[agent] = [m for m in self.boxes[agent] if m["seq"] > seq]
         return seq
 
@@ -76,49 +90,42 @@ class ModelHub:
         return []
 
 
-class MemoryStore:
-    def __init__(self):
-        self.saved: str | None = None
-        self.crash_on: str | None = None
+class CrashingStore(MessageStore):
+    """The real store; `crash_on` kills the run just before or just after the next commit."""
+
+    crash_on: str | None = None
 
     @contextlib.contextmanager
-    def locked(self):
-        yield
-
-    def load(self, move_corrupt: bool = True):
-        if self.saved is None:
-            return AgentState(), []
-        return AgentState.from_json(json.loads(self.saved)), []
-
-    def save(self, state: AgentState) -> None:
-        if self.crash_on == "before_save":
+    def write(self):
+        with super().write():
+            yield self
+            if self.crash_on == "before_commit":
+                self.crash_on = None
+                raise Crash("before_commit")
+        if self.crash_on == "after_commit":
             self.crash_on = None
-            raise Crash("before_save")
-        self.saved = json.dumps(state.to_json())
-        if self.crash_on == "after_save":
-            self.crash_on = None
-            raise Crash("after_save")
+            raise Crash("after_commit")
 
 
 SETTINGS = Settings(
     hub_url="http://model", agent_id=ME, token="t" * 64, state_dir=None, config_path=None,  # type: ignore[arg-type]
-    capabilities=("code",), lease_seconds=LEASE, max_deliveries=1000, auto_reply_limit=1000,
+    capabilities=("code",), lease_seconds=LEASE, max_deliveries=MAX_DELIVERIES, auto_reply_limit=REPLY_BUDGET,
 )
-CRASH_POINTS = st.sampled_from([None, "poll", "before_save", "after_save", "send", "ack"])
+CRASH_POINTS = st.sampled_from([None, "poll", "before_commit", "after_commit", "send", "ack"])
 
 
 class DeliveryMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
         self.hub = ModelHub()
-        self.store = MemoryStore()
+        self.store = CrashingStore(Path(self.tmp.name) / "messages.sqlite3")
         self.now = 1000.0
         self.attention: set[str] = set()
         self.pings: set[str] = set()
         self.returned: set[str] = set()
-        self.last_return: dict[str, float] = {}
-        self.seq_of: dict[str, int] = {}
-        self.acked: set[str] = set()
+        self.next_allowed: dict[str, float] = {}
+        self.dead_seen = False
 
     # traffic
     @rule(sender=st.sampled_from(PEERS), kind=st.sampled_from(["chat", "ping", "notify", "bcast_match", "bcast_other", "status"]))
@@ -136,7 +143,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         else:
             self.hub.post(sender, "broadcast", "status", {"status": "busy"})
 
-    @rule(dt=st.sampled_from([1.0, 5.0, LEASE + 0.5]))
+    @rule(dt=st.sampled_from([1.0, 5.0, LEASE + 0.5, 61.0]))
     def advance(self, dt):
         self.now += dt
 
@@ -144,50 +151,102 @@ class DeliveryMachine(RuleBasedStateMachine):
     def restart_hub(self):
         self.hub.restart()
 
+    @rule()
+    def hub_evicts(self):
+        self.hub.evict_oldest()
+
     # the skill
+    def _finished(self) -> set[str]:
+        return {r["id"] for state in ("done", "dismissed", "dead") for r in self.store.messages(state=state, limit=100_000)} & self.attention
+
     @rule(limit=st.one_of(st.none(), st.integers(1, 3)), crash=CRASH_POINTS)
     def check(self, limit, crash):
+        finished_before = self._finished()
+        got: list[dict] = []
         self._arm(crash)
         try:
-            result = run_check(self.hub, self.store, SETTINGS, limit, False, self.now)
+            run_check(self.hub, self.store, SETTINGS, limit, False, self.now, emit=lambda r: got.append(r))
         except Crash:
-            return
+            pass
         finally:
             self._disarm()
-        for m in result["messages"]:
-            assert m["id"] in self.attention, "only attention messages are returned"
-            last = self.last_return.get(m["id"])
-            assert last is None or last + LEASE <= self.now, "returned again inside its lease"
-            assert m["redelivered"] == (m["deliveries"] > 1)
-            self.last_return[m["id"]] = self.now
-            self.returned.add(m["id"])
-            self.seq_of[m["id"]] = m["seq"]
+        for result in got:  # printed: delivered, even if the run died right after
+            for m in result["messages"]:
+                assert m["id"] in self.attention, "only attention messages are returned"
+                assert m["id"] not in finished_before, "a finished message came back"
+                assert self.now >= self.next_allowed.get(m["id"], 0), "returned again inside its lease or deferral"
+                self.next_allowed[m["id"]] = self.now + LEASE
+                self.returned.add(m["id"])
+            self.dead_seen |= any("dead-lettered" in w for w in result["warnings"])
 
     @rule(crash=CRASH_POINTS)
     def peek(self, crash):
-        before = self.store.saved
+        before = self._dump()
         replies = len(self.hub.replies)
+        self.hub.crash_on = crash if crash in ("poll", "send", "ack") else None
         with contextlib.suppress(Crash):
             run_check(self.hub, self.store, SETTINGS, None, True, self.now)
         self.hub.crash_on = None
-        assert self.store.saved == before and len(self.hub.replies) == replies
+        assert self._dump() == before and len(self.hub.replies) == replies
 
-    @precondition(lambda self: self.returned - self.acked)
-    @rule(data=st.data(), crash=CRASH_POINTS)
-    def ack(self, data, crash):
-        open_ids = sorted(self.returned - self.acked)
-        target = data.draw(st.one_of(st.none(), st.sampled_from(open_ids)))
+    @precondition(lambda self: self.returned)
+    @rule(data=st.data(), how=st.sampled_from(["ids", "bare", "through"]), crash=CRASH_POINTS)
+    def ack(self, data, how, crash):
+        target = data.draw(st.sampled_from(sorted(self.returned)))
         self._arm(crash)
         try:
-            result = run_ack(self.hub, self.store, SETTINGS, None if target is None else self.seq_of[target], self.now)
+            if how == "ids":
+                refs, through = [target], None
+            elif how == "through":
+                refs, through = [], self.store.resolve(target)["seq"]
+            else:
+                refs, through = [], None
+            result = run_ack(self.hub, self.store, SETTINGS, refs, through, self.now)
         except Crash:
             return
         finally:
             self._disarm()
-        self.acked |= {a["id"] for a in result["acked"]}
+        assert {a["id"] for a in result["acked"]} <= self.returned, "only returned messages can be acked"
+
+    @rule(data=st.data())
+    def ack_never_shown(self, data):
+        """Acking a message never shown is an error that changes nothing."""
+        candidates = sorted(self.attention - self.returned)
+        if not candidates:
+            return
+        target = data.draw(st.sampled_from(candidates))
+        before = self._dump()
+        with pytest.raises(UsageError):
+            run_ack(self.hub, self.store, SETTINGS, [target], None, self.now)
+        assert self._dump() == before
+
+    @precondition(lambda self: self.returned)
+    @rule(data=st.data(), seconds=st.sampled_from([3.0, 30.0]), crash=st.sampled_from([None, "before_commit", "after_commit"]))
+    def defer(self, data, seconds, crash):
+        target = data.draw(st.sampled_from(sorted(self.returned)))
+        row = self.store.resolve(target)
+        if row["state"] not in ("leased", "shown", "deferred") or not row["ever_shown"]:
+            return
+        self.store.crash_on = crash
+        try:
+            with self.store.write():
+                self.store.defer([target], self.now + seconds)
+        except Crash:
+            if crash == "before_commit":
+                return
+        finally:
+            self.store.crash_on = None
+        self.next_allowed[target] = self.now + seconds
+
+    @precondition(lambda self: self.returned)
+    @rule(data=st.data())
+    def dismiss(self, data):
+        target = data.draw(st.sampled_from(sorted(self.returned)))
+        with self.store.write():
+            self.store.finish([target], "dismissed", self.now)
 
     def _arm(self, crash):
-        if crash in ("before_save", "after_save"):
+        if crash in ("before_commit", "after_commit"):
             self.store.crash_on = crash
         else:
             self.hub.crash_on = crash
@@ -196,15 +255,13 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.store.crash_on = None
         self.hub.crash_on = None
 
+    def _dump(self) -> list:
+        return [tuple(r) for r in self.store._read("SELECT * FROM messages ORDER BY id")] + [tuple(r) for r in self.store._read("SELECT * FROM meta ORDER BY key")]
+
     # invariants
     @invariant()
-    def nothing_unfinished_is_deleted_at_the_hub(self):
-        at_hub = {m["id"] for m in self.hub.boxes[ME]}
-        missing = self.attention - self.acked - at_hub
-        # an ack whose run crashed after the state save is still an ack by the agent
-        saved = AgentState.from_json(json.loads(self.store.saved)) if self.store.saved else AgentState()
-        assert missing <= set(saved.done), "the hub deleted a message nobody finished"
-        assert all(i in self.returned for i in missing), "only returned messages can be acked"
+    def the_hub_is_acked_only_for_finished_messages(self):
+        assert (self.hub.acked_ids & self.attention) <= self._finished()
 
     @invariant()
     def no_ping_is_answered_twice(self):
@@ -212,13 +269,62 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in counts.values())
         assert set(counts) <= self.pings
 
+    @invariant()
+    def every_stored_row_is_readable(self):
+        for r in self.store._read("SELECT body FROM messages WHERE body IS NOT NULL"):
+            json.loads(r[0])
+
     def teardown(self):
-        # Drain: once every lease has run out, a normal check returns everything still open.
-        self.now += LEASE + 1
-        result = run_check(self.hub, self.store, SETTINGS, None, False, self.now)
-        self.returned |= {m["id"] for m in result["messages"]}
-        assert self.attention <= self.returned, "an attention message was never returned"
+        try:
+            # Drain: whenever leases and deferrals have run out, a normal check returns
+            # everything still open, until it is finished (acked here) or dead-lettered.
+            for _ in range(MAX_DELIVERIES + 2):
+                self.now += 60
+                finished = self._finished()
+                got = run_check(self.hub, self.store, SETTINGS, None, False, self.now)
+                returned = {m["id"] for m in got["messages"]}
+                assert not returned & finished
+                self.returned |= returned
+            # A message the hub evicted before any check stored it is beyond reach (the cap
+            # hazard warns of that); every other one must end finished or dead-lettered.
+            stored = {r["id"] for r in self.store._read("SELECT id FROM messages")}
+            reachable = self.attention & (stored | {m["id"] for m in self.hub.boxes[ME]})
+            open_left = reachable - self._finished()
+            assert not open_left, "an attention message was neither finished nor dead-lettered"
+            assert reachable - {r["id"] for r in self.store.messages(state="dead", limit=100_000)} <= self.returned, "never returned"
+        finally:
+            self.store.close()
+            self.tmp.cleanup()
 
 
 TestDeliveryMachine = DeliveryMachine.TestCase
-TestDeliveryMachine.settings = hyp_settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestDeliveryMachine.settings = hyp_settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_the_machine_reaches_dead_letters_budget_and_eviction():
+    """The property test's limits are within its reach: dead letters, the reply budget,
+    and evicted attention messages all occur in a short fixed run."""
+    m = DeliveryMachine()
+    try:
+        for sender in PEERS[:1] * 3:
+            m.post(sender, "ping")
+        m.post("loash", "chat")
+        m.post("loash", "chat")
+        m.hub_evicts()  # the first ping
+        m.check(None, None)
+        assert len(m.hub.replies) == 1, "three pings coalesce to one pong"
+        for _ in range(3):
+            m.post("loash", "ping")
+            m.check(None, None)
+        assert len(m.hub.replies) == REPLY_BUDGET, "the budget stops further pongs within the minute"
+        m.hub.boxes[ME].clear()  # cap/TTL evicted everything: the chats live on locally
+        for _ in range(MAX_DELIVERIES):
+            m.advance(LEASE + 0.5)
+            m.check(None, None)
+        m.advance(LEASE + 0.5)
+        m.check(None, None)
+        assert m.dead_seen, "dead-lettered after max_deliveries"
+        assert len(m.returned) == 2
+    finally:
+        m.store.close()
+        m.tmp.cleanup()

@@ -27,9 +27,20 @@ def write_config(tmp_path: Path, agent: str, **settings) -> None:
     (tmp_path / f"{agent}.toml").write_text("\n".join(lines) + "\n")
 
 
-def state_files(tmp_path: Path) -> dict[str, bytes]:
+def state_files(tmp_path: Path) -> dict[str, list]:
+    """The logical content of every message store under tmp_path/state (rows, not bytes:
+    a rolled-back transaction may leave WAL frames that no reader ever sees)."""
+    import sqlite3
+
     root = tmp_path / "state"
-    return {str(p): p.read_bytes() for p in root.rglob("state.json")} if root.exists() else {}
+    out = {}
+    for p in (root.rglob("messages.sqlite3") if root.exists() else []):
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            out[str(p)] = [db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("messages", "meta", "auto_replies", "sent", "peers")]
+        finally:
+            db.close()
+    return out
 
 
 @pytest.fixture
@@ -220,22 +231,24 @@ def test_kill_9_at_random_moments_loses_nothing_and_answers_no_ping_twice(hub_fa
     assert replies and max(replies.values()) == 1
 
 
-def test_corrupt_state_file_is_moved_aside_and_recovered_from_the_hub(duo, tmp_path):
-    """Guarantee 1: a corrupt state file is moved aside with a warning naming both paths;
+def test_corrupt_store_is_moved_aside_and_recovered_from_the_hub(duo, tmp_path):
+    """Guarantee 1: a corrupt message store is moved aside with a warning naming both paths;
     the skill recovers from the hub and attention messages come back as redelivered."""
     hub, env, alice, bob = duo
     ids = post(hub, bob, "alice", 2)
     run_json("check", env=env)
-    (path,) = (tmp_path / "state").rglob("state.json")
-    for garbage in (b'{"version": 1, "cursor": ', b"not json", b'{"version": 99}', b'{"version": 1, "attention": []}'):
+    (path,) = (tmp_path / "state").rglob("messages.sqlite3")
+    for garbage in (b"not a database at all" * 300, b"SQLite format 3\x00" + b"\xff" * 5000):
+        for extra in path.parent.glob("messages.sqlite3-*"):
+            extra.unlink()
         path.write_bytes(garbage)
         result = run_json("check", env=env)
         assert [m["id"] for m in result["messages"]] == ids
         assert all(m["redelivered"] for m in result["messages"])
         (warning,) = [w for w in result["warnings"] if "corrupt" in w]
-        assert str(path) in warning and "state.json.corrupt-" in warning
+        assert str(path) in warning and "messages.sqlite3.corrupt-" in warning
         assert run_json("check", env=env)["messages"] == []
-    assert len(list(path.parent.glob("state.json.corrupt-*"))) == 4
+    assert len(list(path.parent.glob("messages.sqlite3.corrupt-*[0-9]"))) == 2
 
 
 def test_unusable_state_dir_is_exit_6_and_sends_nothing(duo, tmp_path):
@@ -256,24 +269,35 @@ def test_state_file_is_private(duo, tmp_path):
     hub, env, alice, bob = duo
     post(hub, bob, "alice", 1)
     run_json("check", env=env)
-    for p in (tmp_path / "state").rglob("state.*"):
+    files = list((tmp_path / "state").rglob("messages.sqlite3*"))
+    assert files
+    for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
 
 
 # guarantee 3: concurrency ----------------------------------------------------------------
 
 
-def test_busy_lock_is_exit_7_not_a_hang(duo, tmp_path):
-    """Guarantee 3: a run with work to do that cannot get the lock within lock_timeout exits 7."""
+def test_busy_store_is_exit_7_not_a_hang(duo, tmp_path):
+    """Guarantee 3: a run with work to do that cannot start its transaction within
+    lock_timeout exits 7 (saying what it waited for); an idle check needs no write at all."""
+    import sqlite3
+
     hub, env, alice, bob = duo
-    write_config(tmp_path, "alice", lock_timeout=0.3)
+    write_config(tmp_path, "alice", lock_timeout=1.5)
     run_json("check", env=env)
-    (lock_path,) = (tmp_path / "state").rglob("state.lock")
-    with FileLock(str(lock_path)):
-        assert run_cli("check", env=env).returncode == 0, "an idle check needs no lock"
+    (path,) = (tmp_path / "state").rglob("messages.sqlite3")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert run_cli("check", env=env).returncode == 0, "an idle check needs no write"
         post(hub, bob, "alice", 1)
         out = run_cli("check", env=env)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
     assert out.returncode == 7 and "another agentcom run" in out.stderr
+    assert "waiting up to" in out.stderr, "a wait over a second says what it waits for"
     assert len(run_json("check", env=env)["messages"]) == 1
 
 
@@ -334,15 +358,14 @@ def test_full_disk_is_exit_6_and_leaves_state_and_hub_untouched(duo, tmp_path):
     before = state_files(tmp_path)
     post(hub, bob, "alice", 40)
     post(hub, bob, "alice", 1, action="ping")
-    limit = max(len(b) for b in before.values()) + 200
+    limit = 1  # no room at all: nothing can be written past the first byte of any file
 
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out = subprocess.run([sys.executable, "-m", "agentcom_skill", "check"], env=env, capture_output=True, text=True, preexec_fn=small_files)
     assert out.returncode == 6, out.stderr
-    assert "Traceback" not in out.stderr and "cannot write state file" in out.stderr
+    assert "Traceback" not in out.stderr and "cannot use the message store" in out.stderr
     assert state_files(tmp_path) == before
-    assert not list((tmp_path / "state").rglob(".state.*.tmp"))
     assert hub.poll("bob", bob)["messages"] == []
     assert len(run_json("check", env=env)["messages"]) == 40

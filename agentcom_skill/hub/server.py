@@ -27,7 +27,8 @@ class RateLimiter:
 
     def __init__(self, rate: float, burst: float | None = None):
         self.rate = rate
-        self.burst = burst if burst is not None else rate
+        # At least one request must fit the bucket, or a rate below 1/s refuses everything.
+        self.burst = max(1.0, burst if burst is not None else rate)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -79,8 +80,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _log(self, status: int) -> None:
         ms = (time.monotonic() - self._started) * 1000
         path = urlsplit(self.path).path  # never the query: it may carry ?token=
+        # Request paths come from anyone: no escape sequence reaches the log's terminal.
+        line = f"{self.command} {path[:300]} {status} {ms:.1f}ms".encode("ascii", "backslashreplace").decode()
+        line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
         try:
-            print(f"{self.command} {path} {status} {ms:.1f}ms", file=self.server.log, flush=True)
+            print(line, file=self.server.log, flush=True)
         except (OSError, ValueError):
             pass
 
@@ -111,7 +115,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _json_body(self) -> Any:
         """The request's JSON body, or _Answered after answering 400/413/415 itself."""
-        length = int(self.headers.get("content-length") or 0)
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:  # a negative or nonsense length would block the handler on read
+            self._respond(HTTPStatus.BAD_REQUEST, close=True)
+            return _Answered
         if length > MAX_BODY_BYTES:
             self._respond(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, close=True)
             return _Answered
@@ -301,15 +311,18 @@ def _validate_message(body: Any) -> list[dict[str, Any]]:
     return errors
 
 
-def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None) -> None:
-    """Run the hub until SIGINT or SIGTERM."""
+def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None, on_start: Callable[[str], None] | None = None) -> None:
+    """Run the hub until SIGINT or SIGTERM; `on_start` gets the URL once it listens."""
     server = HubServer((host, port), store, rate_limit)
 
     def stop(signum, frame):  # raise out of serve_forever's select in the main thread
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"agentcom hub listening on {server.base_url} (db {store.path})", file=sys.stderr, flush=True)
+    if on_start is not None:
+        on_start(server.base_url)
+    else:
+        print(f"agentcom hub listening on {server.base_url} (db {store.path})", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -1,0 +1,619 @@
+"""The local message store of one agent at one hub: SQLite, one file, mode 0600.
+
+It keeps every message this agent received (bodies insert-only, keyed by message id; the
+hub's seq is stored but is never the key), its delivery state and Tier 0 disposition,
+every message the agent sent, the auto-replies it committed to, and peers' statuses.
+
+Concurrency: every change is one short `BEGIN IMMEDIATE` transaction, and nothing holds a
+transaction across the network. SQLite's lock serialises writers; a writer that cannot get
+it within `busy_timeout` raises `BusyError` (exit 7). Readers never block (WAL).
+
+Schema changes are numbered migrations, applied once each on open and recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
+from .errors import BusyError, StateError
+from .message import Message
+
+DB_NAME = "messages.sqlite3"
+LEGACY_STATE = "state.json"
+LEGACY_LOCK = "state.lock"
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "messages, sent messages, auto-reply intents, peers, meta",
+        """
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            seq INTEGER,
+            sender TEXT,
+            recipient TEXT,
+            type TEXT,
+            body TEXT,                  -- the message as the hub sent it (ASCII JSON); NULL for an imported stub
+            reply_to TEXT,
+            timestamp INTEGER,
+            via TEXT NOT NULL,          -- poll | push | import
+            received_at REAL NOT NULL,
+            text TEXT,                  -- payload.text, or the payload as one line (search, logs)
+            -- sender, recipient, type and text are copies for queries, cleaned of lone surrogates
+            disposition TEXT NOT NULL,  -- attention | auto_reply | store | drop
+            rule INTEGER,
+            reason TEXT,
+            state TEXT NOT NULL,        -- see delivery.py
+            priority TEXT NOT NULL DEFAULT 'normal',
+            broadcast INTEGER NOT NULL DEFAULT 0,
+            deliveries INTEGER NOT NULL DEFAULT 0,
+            expired INTEGER NOT NULL DEFAULT 0,
+            ever_shown INTEGER NOT NULL DEFAULT 0,
+            due REAL,
+            finished_at REAL
+        );
+        CREATE INDEX messages_open ON messages(state) WHERE state IN ('pending', 'leased', 'shown', 'deferred');
+        CREATE INDEX messages_seq ON messages(seq);
+        CREATE INDEX messages_reply_to ON messages(reply_to);
+        CREATE INDEX messages_finished ON messages(finished_at);
+        CREATE TABLE sent (
+            id TEXT PRIMARY KEY,
+            recipient TEXT,
+            type TEXT,
+            payload TEXT NOT NULL,
+            reply_to TEXT,
+            kind TEXT NOT NULL,         -- send | reply | auto_reply
+            sent_at REAL NOT NULL
+        );
+        CREATE INDEX sent_reply_to ON sent(reply_to);
+        CREATE INDEX sent_at ON sent(sent_at);
+        -- committed before the auto-reply is sent: at most one per message, even across kill -9
+        CREATE TABLE auto_replies (
+            message_id TEXT PRIMARY KEY,
+            recipient TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at REAL NOT NULL,
+            sent_id TEXT
+        );
+        CREATE INDEX auto_replies_at ON auto_replies(at);
+        CREATE TABLE peers (
+            agent_id TEXT PRIMARY KEY,
+            status TEXT,
+            timestamp INTEGER,
+            message_id TEXT,
+            at REAL NOT NULL
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+        """,
+    ),
+    (
+        "full-text search over message text and sender (FTS5 where SQLite has it)",
+        "FTS5",  # built in code: an SQLite without FTS5 gets the plain fallback
+    ),
+]
+
+_FTS_SQL = """
+CREATE VIRTUAL TABLE messages_fts USING fts5(text, sender, content='messages', content_rowid='rowid');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, sender ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
+    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
+END;
+INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+"""
+
+_OPEN = "('pending', 'leased', 'shown', 'deferred')"
+_FINISHED = "('done', 'dismissed', 'dead')"
+PRUNE_INTERVAL = 3600.0
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (11, 26) if code is not None else True  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _state_error(path: Path, exc: sqlite3.Error) -> StateError | BusyError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return BusyError(f"another agentcom run is using {path}")
+    return StateError(f"cannot use the message store {path}: {text}")
+
+
+class MessageStore:
+    """The store of one (hub, agent) folder. `MessageStore.memory()` is its in-memory twin."""
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None):
+        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        self.busy_timeout = busy_timeout
+        self.on_wait = on_wait
+        self.warnings: list[str] = []
+        self._in_memory = str(path) == ":memory:"
+        self._db = self._connect()
+
+    @classmethod
+    def memory(cls) -> "MessageStore":
+        return cls(":memory:")
+
+    @classmethod
+    def open(cls, directory: Path, busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None) -> "MessageStore":
+        """Open (creating, migrating, importing a previous release's state.json) the folder's store."""
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create state folder {directory}: {exc.strerror}") from None
+        store = cls(directory / DB_NAME, busy_timeout, on_wait)
+        if (directory / LEGACY_STATE).exists():
+            from .legacy import import_state_file
+
+            import_state_file(store, directory, busy_timeout)
+        return store
+
+    # connection -----------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if not self._in_memory:
+                # Private from the start: SQLite gives its -wal and -shm files the same mode.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise StateError(f"cannot open the message store {self.path}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+        db.row_factory = sqlite3.Row
+        try:
+            self._prepare(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if not _is_corrupt(exc):
+                raise _state_error(self.path, exc) from None
+            self._move_aside(str(exc))
+            db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            try:
+                self._prepare(db)
+                with self._transaction(db):
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('recovered', 1)")
+            except sqlite3.Error as err:
+                raise _state_error(self.path, err) from None
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == len(MIGRATIONS):
+            return  # the common case: one cheap read, no write
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and not self._in_memory:
+            db.execute("PRAGMA journal_mode=WAL")
+        with self._transaction(db):
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another run may have migrated
+            if version > len(MIGRATIONS):
+                raise StateError(f"the message store {self.path} was written by a newer agentcom (schema {version})")
+            if version == 0:
+                db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+            for number in range(version + 1, len(MIGRATIONS) + 1):
+                name, sql = MIGRATIONS[number - 1]
+                if sql == "FTS5":
+                    self._create_fts(db)
+                else:
+                    for statement in _statements(sql):
+                        db.execute(statement)
+                db.execute("INSERT INTO migrations VALUES (?, ?, ?)", (number, name, time.time()))
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @staticmethod
+    def _create_fts(db: sqlite3.Connection) -> None:
+        try:
+            db.execute("CREATE VIRTUAL TABLE temp.fts_probe USING fts5(x)")
+            db.execute("DROP TABLE temp.fts_probe")
+        except sqlite3.OperationalError:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('fts', 0)")
+            return
+        for statement in _statements(_FTS_SQL):
+            db.execute(statement)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('fts', 1)")
+
+    def _move_aside(self, reason: str) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as err:
+            raise StateError(f"message store {self.path} is corrupt and cannot be moved aside: {err.strerror}") from None
+        self.warnings.append(f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "MessageStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator["MessageStore"]:
+        """One write transaction: all of it commits, or (on any exception, kill -9) none of it."""
+        try:
+            self._begin()
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+        try:
+            yield self
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise _state_error(self.path, exc) from None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator["MessageStore"]:
+        """A read transaction: every read inside sees one consistent state; writes nothing."""
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("COMMIT")
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE; past one second of waiting, say what we wait for."""
+        first = min(1.0, self.busy_timeout)
+        self._db.execute(f"PRAGMA busy_timeout = {int(first * 1000)}")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or self.busy_timeout <= first:
+                raise
+        if self.on_wait:
+            self.on_wait(f"waiting up to {self.busy_timeout - first:g} s more for another agentcom run using {self.path}")
+        self._db.execute(f"PRAGMA busy_timeout = {int((self.busy_timeout - first) * 1000)}")
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+
+    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+
+    # meta -----------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # what a check reads -----------------------------------------------------
+
+    def view(self, batch_ids: Sequence[str], now: float) -> StoreView:
+        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek)."""
+        known: set[str] = set()
+        for chunk in _chunks(list(batch_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
+        open_rows = self._read(f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND disposition = 'attention'")
+        times: dict[str, list[float]] = {}
+        for recipient, at in self._read("SELECT recipient, at FROM auto_replies WHERE at > ?", (now - 60,)):
+            times.setdefault(recipient, []).append(at)
+        return StoreView(
+            known=frozenset(known),
+            open=tuple(_open_message(r) for r in open_rows),
+            reply_times=times,
+            cursor=int(self.get_meta("cursor", 0) or 0),
+            recovered=bool(self.get_meta("recovered", 0)),
+        )
+
+    def finished(self, ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks}) AND state IN {_FINISHED}", chunk))
+        return out
+
+    # what a check writes ----------------------------------------------------
+
+    def apply_check(self, plan: CheckPlan, now: float, via: str = "poll") -> None:
+        """Apply a plan inside `write()`: new messages, intents, leases, dead letters, roster, cursor."""
+        columns = [*_BODY_COLUMNS, "via", "received_at", "disposition", "rule", "reason", "state", "finished_at"]
+        rows = []
+        for msg, decision in plan.new:
+            attention = decision.disposition == "attention"
+            cols = _body_columns(msg)
+            rows.append((*(cols[c] for c in _BODY_COLUMNS), via, now, decision.disposition, decision.rule, decision.reason,
+                         "pending" if attention else "done", None if attention else now))
+        self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+        for msg, decision in plan.new:
+            if decision.rule == 6:
+                status = msg.payload.get("status")
+                text = status if isinstance(status, str) else json.dumps(status, separators=(",", ":"))
+                self._exec("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)", (clean(msg.sender), clean(text), msg.timestamp, clean(msg.id), now))
+        self._many(
+            "INSERT OR IGNORE INTO auto_replies (message_id, recipient, kind, at) VALUES (?, ?, ?, ?)",
+            [(r.reply_to, r.to, r.kind, now) for r in plan.replies],
+        )
+        self._many(
+            "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ? WHERE id = ?",
+            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in plan.leases],
+        )
+        self._many("UPDATE messages SET state = 'dead', finished_at = ? WHERE id = ?", [(now, i) for i in plan.dead])
+        self._many(
+            "UPDATE messages SET state = 'dismissed', reason = 'body lost before this version kept it', finished_at = ? WHERE id = ?",
+            [(now, i) for i in plan.lost],
+        )
+        if plan.cursor is not None:
+            self.set_meta("cursor", plan.cursor)
+        if plan.clear_recovered:
+            self.set_meta("recovered", 0)
+
+    def fill_bodies(self, messages: Iterable[Message], now: float) -> None:
+        """Bodies for stubs imported from a previous release (a no-op for any message already whole)."""
+        names = [c for c in _BODY_COLUMNS if c != "id"]
+        self._many(
+            f"UPDATE messages SET {', '.join(f'{c} = ?' for c in names)} WHERE id = ? AND body IS NULL",
+            [tuple(cols[c] for c in names) + (cols["id"],) for cols in map(_body_columns, messages)],
+        )
+
+    def confirm_shown(self, ids: Sequence[str]) -> None:
+        """The run that leased these printed them: `ack` may now finish them."""
+        self._many("UPDATE messages SET state = 'shown', ever_shown = 1 WHERE id = ? AND state = 'leased'", [(i,) for i in ids])
+
+    def record_reply_sent(self, message_id: str, sent_id: str) -> None:
+        self._exec("UPDATE auto_replies SET sent_id = ? WHERE message_id = ?", (sent_id, message_id))
+
+    def record_sent(self, sent_id: str, to: str | None, type_: str | None, payload: dict[str, Any], reply_to: str | None, kind: str, now: float) -> None:
+        self._exec(
+            "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sent_id, clean(to), clean(type_ or "chat"), json.dumps(payload), clean(reply_to), kind, now),
+        )
+
+    def prune(self, keep_ids: Iterable[str], now: float, days: float, most: int) -> int:
+        """Drop finished messages older than `days` or beyond the newest `most`; never one in `keep_ids`
+        (still at the hub) and never an unfinished one. Runs at most once an hour."""
+        if now - float(self.get_meta("pruned_at", 0) or 0) < PRUNE_INTERVAL:
+            return 0
+        self.set_meta("pruned_at", now)
+        self._exec("CREATE TEMP TABLE IF NOT EXISTS keep (id TEXT PRIMARY KEY)")
+        self._exec("DELETE FROM temp.keep")
+        self._many("INSERT OR IGNORE INTO temp.keep VALUES (?)", [(i,) for i in keep_ids])
+        cutoff = now - days * 86400
+        gone = self._exec(
+            f"DELETE FROM messages WHERE state IN {_FINISHED} AND id NOT IN (SELECT id FROM temp.keep) AND ("
+            " finished_at < ? OR rowid NOT IN (SELECT rowid FROM messages ORDER BY rowid DESC LIMIT ?))",
+            (cutoff, most),
+        ).rowcount
+        self._exec("DELETE FROM auto_replies WHERE at < ? AND message_id NOT IN (SELECT id FROM messages)", (cutoff,))
+        self._exec("DELETE FROM sent WHERE sent_at < ? OR id NOT IN (SELECT id FROM sent ORDER BY sent_at DESC LIMIT ?)", (cutoff, most))
+        return gone
+
+    # finishing messages -------------------------------------------------------
+
+    def resolve(self, ref: str | int) -> sqlite3.Row | None:
+        """The message a seq or id names: the open one first (seqs can be reused), then the newest."""
+        if isinstance(ref, int):
+            where, param = "seq = ?", ref
+        else:
+            where, param = "id = ?", ref
+        rows = self._read(
+            f"SELECT rowid, * FROM messages WHERE {where} ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
+            (param,),
+        )
+        return rows[0] if rows else None
+
+    def shown_open(self, through: int | None = None) -> list[sqlite3.Row]:
+        """Messages the agent was shown and has not finished (bare ack, ack --through)."""
+        sql = "SELECT rowid, * FROM messages WHERE state IN ('leased', 'shown') AND ever_shown = 1"
+        params: tuple[Any, ...] = ()
+        if through is not None:
+            sql += " AND seq <= ?"
+            params = (through,)
+        return self._read(sql + " ORDER BY seq, rowid", params)
+
+    def finish(self, ids: Sequence[str], state: str, now: float, reason: str | None = None) -> None:
+        assert state in FINISHED_STATES
+        self._many(
+            f"UPDATE messages SET state = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE id = ? AND state IN {_OPEN}",
+            [(state, now, reason, i) for i in ids],
+        )
+
+    def defer(self, ids: Sequence[str], until: float) -> None:
+        self._many(f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}", [(until, i) for i in ids])
+
+    # history ------------------------------------------------------------------
+
+    def counts(self, now: float) -> dict[str, Any]:
+        rows = self._read(
+            "SELECT state, COUNT(*), MIN(due) FROM messages WHERE disposition = 'attention' GROUP BY state"
+        )
+        by_state = {r[0]: (r[1], r[2]) for r in rows}
+        in_lease = self._read(
+            "SELECT COUNT(*), MIN(due) FROM messages WHERE state IN ('leased', 'shown') AND due > ?", (now,)
+        )[0]
+        open_total = sum(by_state.get(s, (0, None))[0] for s in OPEN_STATES)
+        return {
+            "open": open_total,
+            "in_lease": in_lease[0],
+            "next_due": in_lease[1],
+            "deferred": by_state.get("deferred", (0, None))[0],
+            "dead": by_state.get("dead", (0, None))[0],
+            "stored": self._read("SELECT COUNT(*) FROM messages")[0][0],
+        }
+
+    def messages(
+        self,
+        *,
+        sender: str | None = None,
+        type_: str | None = None,
+        state: str | None = None,
+        disposition: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        ids: Sequence[str] | None = None,
+    ) -> list[sqlite3.Row]:
+        """Stored messages, newest first."""
+        where, params = ["sender IS NOT NULL"], []
+        for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(since)
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        params.append(limit)
+        return self._read(f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params)
+
+    def search(self, text: str, limit: int = 50) -> list[sqlite3.Row]:
+        if self.get_meta("fts", 0):
+            query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
+            if query:
+                try:
+                    return self._db.execute(
+                        "SELECT m.rowid, m.* FROM messages_fts f JOIN messages m ON m.rowid = f.rowid"
+                        " WHERE messages_fts MATCH ? ORDER BY m.rowid DESC LIMIT ?",
+                        (query, limit),
+                    ).fetchall()
+                except sqlite3.OperationalError:
+                    pass  # an odd query: fall back to the plain scan
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return self._read(
+            "SELECT rowid, * FROM messages WHERE sender IS NOT NULL AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? ESCAPE '\\')"
+            " ORDER BY rowid DESC LIMIT ?",
+            (pattern, pattern, limit),
+        )
+
+    def sent_messages(self, limit: int = 50, reply_to: Sequence[str] | None = None, ids: Sequence[str] | None = None) -> list[sqlite3.Row]:
+        if reply_to is not None:
+            marks = ",".join("?" * len(reply_to))
+            return self._read(f"SELECT * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to))
+        if ids is not None:
+            marks = ",".join("?" * len(ids))
+            return self._read(f"SELECT * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
+        return self._read("SELECT * FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,))
+
+    def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(ids))
+        return self._read(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND sender IS NOT NULL", list(ids))
+
+    def peers(self) -> dict[str, dict[str, Any]]:
+        return {r[0]: {"status": r[1], "timestamp": r[2], "id": r[3], "at": r[4]} for r in self._read("SELECT * FROM peers ORDER BY agent_id")}
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration script into statements (triggers keep their inner semicolons)."""
+    out, current = [], []
+    for line in sql.strip().splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        joined = "\n".join(current).strip()
+        if joined.endswith(";") and sqlite3.complete_statement(joined):
+            out.append(joined)
+            current = []
+    if "\n".join(current).strip():
+        out.append("\n".join(current))
+    return out
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def clean(text: str | None) -> str | None:
+    """A copy of untrusted text SQLite can hold (lone surrogates become U+FFFD); the exact
+    original stays in the message's JSON body."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+_BODY_COLUMNS = ("id", "seq", "sender", "recipient", "type", "body", "reply_to", "timestamp", "text", "priority", "broadcast")
+
+
+def _body_columns(msg: Message) -> dict[str, Any]:
+    """What a message's body puts in its row: the exact JSON, and cleaned copies for queries."""
+    return {
+        "id": msg.id, "seq": msg.seq, "sender": clean(msg.sender), "recipient": clean(msg.to), "type": clean(msg.type),
+        "body": json.dumps(msg.to_json()), "reply_to": clean(msg.reply_to), "timestamp": msg.timestamp,
+        "text": clean(summary_text(msg)), "priority": msg.priority, "broadcast": int(msg.broadcast),
+    }
+
+
+def row_message(row: sqlite3.Row | dict) -> Message | None:
+    """The stored body as a `Message`, exactly as the hub sent it; None for an imported stub."""
+    r = row_dict(row)
+    if r["body"] is None:
+        return None
+    raw = json.loads(r["body"])
+    return Message(
+        seq=raw["seq"], id=raw["id"], sender=raw["from"], to=raw["to"], type=raw["type"] or "chat",
+        payload=raw["payload"], reply_to=raw["reply_to"], timestamp=raw["timestamp"],
+    )
+
+
+def _open_message(row: sqlite3.Row) -> OpenMessage:
+    r = row_dict(row)
+    rec = Record(
+        state=r["state"], deliveries=r["deliveries"], expired=r["expired"], due=r["due"],
+        ever_shown=bool(r["ever_shown"]), arrival=r["rowid"], why=r["reason"] or "",
+    )
+    return OpenMessage(r["id"], r["seq"], row_message(row), rec)
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    return dict(zip(row.keys(), row)) if isinstance(row, sqlite3.Row) else row
