@@ -287,7 +287,7 @@ agentcom send loash --type request --payload '{"action": "query", "respond_with"
 @click.pass_context
 def send(ctx: click.Context, to: str, text: str | None, text_file: str | None, type_: str | None, reply_to: str | None,
          priority: str | None, needs: tuple[str, ...], respond_with: str | None, payload: str | None, as_json: bool) -> None:
-    """Send TEXT to agent TO, or to everyone with TO=broadcast (TEXT - reads stdin)."""
+    """Send TEXT to agent TO, or to everyone (TO=broadcast)."""
     from . import skill
 
     parsed = None
@@ -340,7 +340,7 @@ agentcom ack               # every message shown so far
 @_json_option
 @click.pass_context
 def ack(ctx: click.Context, refs: tuple[str, ...], ids: tuple[str, ...], through: int | None, as_json: bool) -> None:
-    """Finish the messages named, or with none named every one shown."""
+    """Finish the messages named (none named: all shown)."""
     from . import skill
 
     result = skill.ack(list(refs), ids=ids, through=through, settings=_cli_obj(ctx).settings())
@@ -500,7 +500,7 @@ agentcom status --json
 @_json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Hub health, pending, leased and dead-lettered messages, hazards."""
+    """Hub health, pending and leased messages, hazards."""
     from . import skill
     from .render import render_mapping
 

@@ -198,7 +198,7 @@ class HubClient:
                 chunks.append(chunk)
                 if time.monotonic() > give_up_at:
                     raise HubUnavailableError(f"hub {self.base_url} did not finish its reply to {method} {_route(path)} within the {self.deadline:g} s deadline")
-        except (requests.RequestException, urllib3_errors()) as exc:
+        except (requests.RequestException, *urllib3_errors()) as exc:
             raise HubUnavailableError(f"hub {self.base_url} broke off its reply: {_describe(exc, self.base_url)}") from None
         return b"".join(chunks)
 
@@ -235,7 +235,7 @@ class HubClient:
         return text
 
 
-def urllib3_errors() -> type[Exception] | tuple[type[Exception], ...]:
+def urllib3_errors() -> tuple[type[Exception], ...]:
     import urllib3.exceptions
 
     return (urllib3.exceptions.HTTPError, OSError)

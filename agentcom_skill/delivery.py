@@ -141,6 +141,8 @@ def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, 
             "probably a hub restart; recovered by message id"
         )
     _plan_replies(candidates, view.reply_times, settings.auto_reply_limit, now, plan)
+    order = {m.id: i for i, m in enumerate(batch.messages)}
+    plan.new.sort(key=lambda pair: order[pair[0].id])  # stored (and logged) in the hub's order
     if batch.messages and batch.messages[-1].seq != view.cursor:
         plan.cursor = batch.messages[-1].seq
     _plan_leases(batch, [*view.open, *new_attention], view.recovered, settings, now, limit, plan)

@@ -10,7 +10,7 @@ from typing import Callable
 from . import skill
 from .client import HubClient
 from .config import load_settings
-from .render import render_check_text, render_log_text, render_prompt
+from .render import render_check_text, render_log_text
 
 # (sender, to, type, payload): a small slice of a realistic day.
 TRAFFIC = [
@@ -48,45 +48,42 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
 
 
 def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
-    echo(f"Embedded hub at {url}. Agents: gcu (us) and five peers.")
+    echo("AgentCom is a message hub for AI agents. This tour runs one on this machine, at")
+    echo(f"{url}, with agent gcu (us: capabilities code, elixir, review) and five peers.")
     tokens = {name: store.mint_token(name) for name in ["gcu", "loash", "nathan", "skaffen", "ocean-ai", "flere-imsaho", "spammy-bot"]}
     for sender, to, type_, payload in TRAFFIC:
         with HubClient(url, tokens[sender]) as hub:
             hub.send(to, type_, payload)
-    echo(f"{len(TRAFFIC)} messages sent to gcu: chat, pings, a status request, presence, notifications, broadcasts.\n")
+    echo(f"The peers just sent gcu {len(TRAFFIC)} messages: chat, two pings, a status request, presence,")
+    echo("notifications, broadcasts and spam. An LLM reading all of them would pay for every one.\n")
 
     settings = load_settings(
         {
-            "hub_url": url,
-            "agent_id": "gcu",
-            "token": tokens["gcu"],
-            "state_dir": str(tmp / "state"),
-            "config": str(tmp / "none.toml"),
-            "capabilities": ["code", "elixir", "review"],
-            "ignore_from": ["spammy-bot"],
-            "status": "reviewing PRs",
+            "hub_url": url, "agent_id": "gcu", "token": tokens["gcu"], "state_dir": str(tmp / "state"),
+            "config": str(tmp / "none.toml"), "capabilities": ["code", "elixir", "review"],
+            "ignore_from": ["spammy-bot"], "status": "reviewing PRs",
         },
         env={},
     )
-    echo("$ agentcom check")
+    echo("$ agentcom check      (Tier 0, plain code, handles what needs no thought; the rest is shown)")
     result = skill.check(settings=settings)
     echo(render_check_text(result))
-    echo("\n$ agentcom check --format prompt   (what an LLM would read)")
-    echo(render_prompt(result, settings.prompt_text_limit))
-
-    echo("\n$ agentcom log   (what Tier 0 handled, and why)")
+    echo("\n$ agentcom log        (what Tier 0 did, and why)")
     echo(render_log_text(skill.log(settings=settings)))
-
     with HubClient(url, tokens["nathan"]) as hub:
         pongs = [m for m in hub.poll("nathan").messages if m.payload.get("action") == "pong"]
-    echo(f"\nnathan pinged twice and got {len(pongs)} pong (coalesced), without any LLM.")
+    echo(f"nathan's two pings got {len(pongs)} pong: one answer per sender and run is the whole answer")
+    echo("(both pings count as auto-replied). No LLM was involved in any of this.")
 
     first = result["messages"][0]
-    echo(f"\n$ agentcom send {first['from']} 'On it.' --reply-to {first['id']}")
-    sent = skill.send(first["from"], "On it.", reply_to=first["id"], settings=settings)
-    echo(sent["id"])
-    echo("\n$ agentcom ack")
-    acked = skill.ack(settings=settings)
-    echo(f"acked {len(acked['acked'])} message(s); hub acked up to seq {acked['hub_acked_up_to']}")
-    echo("\n$ agentcom check")
+    echo(f"\n$ agentcom reply {first['seq']} 'On it.'   (the agent answers; goes to {first['from']}, as a reply)")
+    echo(render_sent(skill.reply(first["seq"], "On it.", settings=settings)))
+    echo(f"\n$ agentcom ack {first['seq']}            (done with that one; the others stay leased)")
+    acked = skill.ack(first["seq"], settings=settings)
+    echo(f"acked #{acked['acked'][0]['seq']}; {acked['unacked']} shown and not yet acked")
+    echo("\n$ agentcom check      (a second look: nothing new, and it says what is still out)")
     echo(render_check_text(skill.check(settings=settings)))
+
+
+def render_sent(result: dict) -> str:
+    return f"sent {result['type']} to {result['to']}, reply to {result['reply_to']} (id {result['id']})"

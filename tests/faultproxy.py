@@ -16,7 +16,7 @@ import requests
 FAULTS = (
     "500", "502", "503", "429", "timeout", "reset", "non_json", "empty",
     "missing_messages", "seq_not_int", "payload_not_object", "messages_not_list", "huge",
-    "connected",
+    "connected", "slow", "drip", "echo_token",
 )
 
 
@@ -96,6 +96,26 @@ class FaultProxy:
             time.sleep(self.delay)
             h.close_connection = True
             return 0
+        if fault == "slow":  # the real answer, late
+            time.sleep(self.delay)
+            return self._forward(h, b"")
+        if fault == "drip":  # a valid reply, one byte at a time, forever slower than any deadline
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", "100000")
+            h.end_headers()
+            try:
+                for _ in range(100000):
+                    h.wfile.write(b" ")
+                    h.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            h.close_connection = True
+            return 200
+        if fault == "echo_token":  # a hub that quotes the Authorization header back
+            token = h.headers.get("authorization", "").partition(" ")[2]
+            return self._reply(h, 422, json.dumps({"error": "validation_failed", "errors": [{"field": "auth", "error": f"bad token {token}", "detail": token}]}).encode())
         if fault == "reset":
             h.close_connection = True
             return 0
