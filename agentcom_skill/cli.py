@@ -39,10 +39,11 @@ def _cli_obj(ctx: click.Context) -> CliContext:
 class AgentComGroup(click.Group):
     """Maps every AgentComError to one line on stderr and its exit code, never a traceback."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        argv = list(args[0]) if args and args[0] is not None else sys.argv[1:]
+    def main(self, args: Any = None, prog_name: str | None = None, **kwargs: Any) -> Any:
+        argv = list(args) if args is not None else sys.argv[1:]
+        kwargs.pop("standalone_mode", None)
         try:
-            return super().main(argv, *args[1:], standalone_mode=False, **kwargs)
+            return super().main(argv, prog_name or "agentcom", standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(0)

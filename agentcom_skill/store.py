@@ -418,8 +418,8 @@ class MessageStore:
     def prune(self, keep_ids: Iterable[str], now: float, days: float, most: int) -> int:
         """Drop finished messages older than `days` or beyond the newest `most`; never one in `keep_ids`
         (still at the hub) and never an unfinished one. Runs at most once an hour."""
-        if now - float(self.get_meta("pruned_at", 0) or 0) < PRUNE_INTERVAL:
-            return 0
+        if 0 <= now - float(self.get_meta("pruned_at", 0) or 0) < PRUNE_INTERVAL:
+            return 0  # (a clock that went back does not stop pruning for good)
         self.set_meta("pruned_at", now)
         self._exec("CREATE TEMP TABLE IF NOT EXISTS keep (id TEXT PRIMARY KEY)")
         self._exec("DELETE FROM temp.keep")

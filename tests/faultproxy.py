@@ -16,7 +16,7 @@ import requests
 FAULTS = (
     "500", "502", "503", "429", "timeout", "reset", "non_json", "empty",
     "missing_messages", "seq_not_int", "payload_not_object", "messages_not_list", "huge",
-    "connected", "slow", "drip", "echo_token",
+    "connected", "slow", "drip", "echo_token", "nan_timestamp", "inf_timestamp", "deep", "bad_agents",
 )
 
 
@@ -122,6 +122,13 @@ class FaultProxy:
         if fault == "connected":  # /api/agents lists every token holder as connected by WebSocket
             agent = h.headers.get("x-test-agent", "alice")
             return self._reply(h, 200, json.dumps({"agents": [{"agent_id": agent, "name": agent, "status": "idle", "capabilities": [], "connected_at": 1, "fsm_state": "idle"}]}).encode())
+        if fault in ("nan_timestamp", "inf_timestamp", "deep"):
+            value = {"nan_timestamp": "NaN", "inf_timestamp": "1e999", "deep": "1"}[fault]
+            payload = "[" * 100_000 + "]" * 100_000 if fault == "deep" else "{}"
+            body = f'{{"agent_id":"alice","messages":[{{"id":"00000000000000aa","from":"bob","to":"alice","type":"chat","payload":{payload},"reply_to":null,"timestamp":{value},"seq":1}}],"last_seq":1,"count":1}}'
+            return self._reply(h, 200, body.encode())
+        if fault == "bad_agents":
+            return self._reply(h, 200, json.dumps({"agents": [{"agent_id": "bob", "status": "idle", "capabilities": 5}]}).encode())
         if fault == "non_json":
             return self._reply(h, 200, b"<html>gateway says hi</html>")
         if fault == "empty":

@@ -212,3 +212,21 @@ def test_malformed_hub_bodies_are_protocol_errors():
     for body in bad:
         with pytest.raises(HubProtocolError):
             parse_mailbox(body, 0)
+
+
+def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_path):
+    s = settings(tmp_path)
+    store = MessageStore.memory()
+    b = batch(*[(n, "loash", "chat", {"action": "notify", "text": f"n{n}"}) for n in range(1, 6)], (6, "loash", "chat", {"text": "open"}))
+    apply(store, b, s, now=1000.0)
+    ids = [m.id for m in b.messages]
+    with store.write():
+        assert store.prune(ids[:1], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "kept: one at the hub, one open"
+        assert store.prune([], 1000.0 + 31 * 86400 + 10, days=30, most=50_000) == 0, "at most once an hour"
+    left = {r["id"] for r in store.messages(limit=100)}
+    assert left == {ids[0], ids[5]}
+    apply(store, batch(*[(n, "nathan", "ack", {}) for n in range(10, 20)]), s, now=2000.0)
+    with store.write():
+        store.prune([], 2000.0 + 7200, days=30, most=3)
+    left = store.messages(limit=100)
+    assert len(left) == 4 and ids[5] in {r["id"] for r in left}, "the newest 3 finished, and the open one"

@@ -281,3 +281,56 @@ def test_errors_say_what_to_fix(duo, tmp_path):
     listing = run_cli("--help", env=env).stdout
     assert "..." not in listing.split("Commands:")[1], "no summary is cut"
     assert "complete -o" in run_cli("completion", "bash", env=env).stdout
+
+
+def test_malformed_agents_listing_is_exit_5(duo, tmp_path):
+    hub, env, alice, bob = duo
+    proxy = FaultProxy(hub.url)
+    try:
+        proxy.arm("bad_agents", path_prefix="/api/agents")
+        out = run_cli("agents", env={**env, "AGENTCOM_HUB_URL": proxy.url})
+    finally:
+        proxy.close()
+    assert out.returncode == 5 and "Traceback" not in out.stderr and "capabilities" in out.stderr
+
+
+def test_a_store_failure_after_output_prints_one_json_document(duo, tmp_path, monkeypatch):
+    """Issue 13, finding 6: when the write after the output fails, stdout still holds exactly
+    one JSON document (the result), the error goes to stderr, and the message comes back."""
+    from click.testing import CliRunner
+
+    from agentcom_skill.cli import main
+    from agentcom_skill.errors import StateError
+    from agentcom_skill.store import MessageStore
+
+    hub, env, alice, bob = duo
+    (msg_id,) = post(hub, bob, "alice", 1)
+
+    def broken(self, ids):
+        raise StateError("cannot use the message store: disk I/O error")
+
+    monkeypatch.setattr(MessageStore, "confirm_shown", broken)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        runner = CliRunner(mix_stderr=False)  # click 8.1
+    except TypeError:
+        runner = CliRunner()  # click 8.2+: stderr apart by default
+    out = runner.invoke(main, ["check", "--json"])
+    assert out.exit_code == 6
+    assert [m["id"] for m in json.loads(out.stdout)["messages"]] == [msg_id]  # one document
+    assert "disk I/O error" in out.stderr
+    monkeypatch.undo()
+    out = run_cli("ack", env=env)
+    assert out.returncode == 0 and "acked nothing" in out.stdout, "never confirmed as shown: not acked by a bare ack"
+
+
+def test_json_output_escapes_terminal_tricks_and_usage_errors_are_json(duo, tmp_path):
+    hub, env, alice, bob = duo
+    post(hub, bob, "alice", 1, text="a\x7fb\x9bc\u202ed\x1be")
+    out = run_cli("check", "--json", env=env)
+    for ch in ("\x7f", "\x9b", "\u202e", "\x1b"):
+        assert ch not in out.stdout
+    assert json.loads(out.stdout)["messages"][0]["text"] == "a\x7fb\x9bc\u202ed\x1be"
+    bad = run_cli("check", "--json", "--max", "zero", env=env)
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["kind"] == "usage"

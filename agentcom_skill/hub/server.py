@@ -25,7 +25,8 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 class RateLimiter:
     """Token bucket per key: `rate` requests per second, bursts of `burst` (default `rate`)."""
 
-    def __init__(self, rate: float, burst: float | None = None):
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock  # injected by tests
         self.rate = rate
         # At least one request must fit the bucket, or a rate below 1/s refuses everything.
         self.burst = max(1.0, burst if burst is not None else rate)
@@ -34,7 +35,7 @@ class RateLimiter:
 
     def acquire(self, key: str) -> float:
         """Take one token; returns 0 on success, else seconds until one is free."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
@@ -182,6 +183,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             handler()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away: nothing to answer
         except Exception as exc:  # a bug in the hub must not kill the server thread silently
             print(f"internal error: {type(exc).__name__}: {exc}", file=self.server.log, flush=True)
             self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -56,12 +56,13 @@ def is_broadcast(to: str | None) -> bool:
 class HubStore:
     """Tokens and mailboxes, with the real hub's seq semantics."""
 
-    def __init__(self, path: str | os.PathLike[str], mailbox_cap: int = 100, ttl_days: float = 7.0):
+    def __init__(self, path: str | os.PathLike[str], mailbox_cap: int = 100, ttl_days: float = 7.0, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The database holds every token: private from the start (SQLite gives its -wal
         # and -shm files the same mode).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        self.clock = clock  # seconds; injected by tests of the TTL
         self.mailbox_cap = mailbox_cap
         self.ttl_ms = int(ttl_days * 86_400_000)
         self._lock = threading.Lock()
@@ -76,6 +77,9 @@ class HubStore:
         self._seq = int(row[0])
         self._counts: dict[str, int] = {}  # cached mailbox sizes, so the cap check is O(1)
 
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -87,7 +91,7 @@ class HubStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO tokens(token, agent_id, created_ms) VALUES (?, ?, ?)",
-                (token, agent_id, _now_ms()),
+                (token, agent_id, self._now_ms()),
             )
         return token
 
@@ -99,7 +103,7 @@ class HubStore:
                 return None
             self._db.execute(
                 "INSERT INTO tokens(token, agent_id, created_ms) VALUES (?, ?, ?)",
-                (token, agent_id, _now_ms()),
+                (token, agent_id, self._now_ms()),
             )
         return token
 
@@ -113,7 +117,7 @@ class HubStore:
     def post(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None) -> str:
         """Store one message in every recipient's mailbox; returns its id."""
         msg_id = secrets.token_hex(8)
-        now = _now_ms()
+        now = self._now_ms()
         body = json.dumps(payload, separators=(",", ":"))
         with self._lock:
             if is_broadcast(to):
@@ -159,7 +163,7 @@ class HubStore:
 
     def poll(self, agent_id: str, since: int) -> list[dict[str, Any]]:
         with self._lock:
-            if self._db.execute("DELETE FROM messages WHERE timestamp < ?", (_now_ms() - self.ttl_ms,)).rowcount:
+            if self._db.execute("DELETE FROM messages WHERE timestamp < ?", (self._now_ms() - self.ttl_ms,)).rowcount:
                 self._counts.clear()
             rows = self._db.execute(
                 "SELECT id, sender, to_field, type, payload, reply_to, timestamp, seq FROM messages "
@@ -186,5 +190,4 @@ class HubStore:
             self._counts.pop(agent_id, None)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+
