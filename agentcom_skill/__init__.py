@@ -26,7 +26,7 @@ __version__ = "0.2.0"
 
 _ACTIONS = (
     "check", "send", "reply", "ack", "defer", "dismiss", "show", "inbox", "thread", "search", "sent",
-    "status", "agents", "log",
+    "status", "set_status", "wait", "agents", "log",
 )
 
 __all__ = [

@@ -494,19 +494,82 @@ def sent(ctx: click.Context, limit: int, as_json: bool) -> None:
     _emit(result, as_json, render_history_text(result["messages"], "Nothing sent yet."))
 
 
-@command(main, examples="""
-agentcom status
-agentcom status --json
-""")
+@main.group(invoke_without_command=True, context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom status\n  agentcom status --json\n  agentcom status set \"reviewing PR 12\"")
+@global_options
 @_json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Hub health, pending and leased messages, hazards."""
+    """Hub health, pending and leased messages, the watch, hazards."""
+    if ctx.invoked_subcommand is not None:
+        return
     from . import skill
     from .render import render_mapping
 
     result = skill.status(settings=_cli_obj(ctx).settings())
     _emit(result, as_json, render_mapping(result, skip=("warnings",)))
+
+
+@command(status, "set", examples="""
+agentcom status set "reviewing PR 12"
+""")
+@click.argument("text")
+@_json_option
+@click.pass_context
+def status_set(ctx: click.Context, text: str, as_json: bool) -> None:
+    """Set my status (auto-replies, and the hub's presence)."""
+    from . import skill
+
+    result = skill.set_status(text, settings=_cli_obj(ctx).settings())
+    how = "announced by the running watch" if result["via"] == "watch" else "broadcast as a status message"
+    _emit(result, as_json, f"status set: {result['status']} ({how})")
+
+
+@command(main, examples="""
+agentcom watch                # one line per event on stderr
+agentcom watch --jsonl        # and a JSON object per event on stdout
+""")
+@click.option("--jsonl", is_flag=True, help="Also print each event as one JSON object on stdout.")
+@click.pass_context
+def watch(ctx: click.Context, jsonl: bool) -> None:
+    """Hold the hub's WebSocket; handle and wake in real time."""
+    from .watch import run_watch
+
+    sys.exit(run_watch(_cli_obj(ctx).settings(), jsonl))
+
+
+@command(main, examples="""
+agentcom wait --timeout 600 && echo "something needs me"
+agentcom wait --format prompt
+""")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1).")
+@click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages.")
+@_json_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, help="Output for a person, a program or an LLM.")
+@click.pass_context
+def wait(ctx: click.Context, timeout: float | None, max_: int | None, as_json: bool, fmt: str | None) -> None:
+    """Block until something needs attention; print it like check."""
+    from . import skill
+
+    obj = _cli_obj(ctx)
+    settings = obj.settings()
+    fmt = "json" if as_json else fmt or "text"
+
+    def emit(result: dict[str, Any]) -> None:
+        if fmt == "json":
+            _emit(result, True)
+        elif fmt == "prompt":
+            from .render import render_prompt
+
+            click.echo(render_prompt(result, settings.prompt_text_limit))
+        else:
+            from .render import render_check_text
+
+            click.echo(render_check_text(result))
+        sys.stdout.flush()
+        obj.emitted = True
+
+    if skill.wait(timeout, max_, emit=emit, settings=settings) is None:
+        sys.exit(1)
 
 
 @command(main, examples="""
@@ -591,7 +654,8 @@ def hub() -> None:
 @click.option("--mailbox-cap", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--ttl-days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
 @click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="POST /api/message per agent per second [default: off].")
-def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: float, rate_limit: float | None) -> None:
+@click.option("--ws-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Close a WebSocket silent this many seconds.")
+def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: float, rate_limit: float | None, ws_idle_timeout: float) -> None:
     """Serve the hub's HTTP contract until Ctrl-C or SIGTERM."""
     import shlex
 
@@ -605,7 +669,7 @@ def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: 
         click.echo(f"agentcom hub: serving {url} (database {db_path}); mint a token with: {mint}", err=True)
 
     try:
-        serve(host, port, _hub_store(db, mailbox_cap, ttl_days), rate_limit, on_start=started)
+        serve(host, port, _hub_store(db, mailbox_cap, ttl_days), rate_limit, on_start=started, ws_idle_timeout=ws_idle_timeout)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

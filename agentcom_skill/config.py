@@ -25,6 +25,7 @@ ENV_VARS = {
     "token_file": "AGENTCOM_TOKEN_FILE",
     "config": "AGENTCOM_CONFIG",
     "state_dir": "AGENTCOM_STATE_DIR",
+    "wake_token": "AGENTCOM_WAKE_TOKEN",
 }
 
 # Where a setting can be given on the command line, for error messages.
@@ -39,6 +40,29 @@ CLI_OPTIONS = {
 
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")
+
+
+WAKE_MODES = ("agent", "wake", "command")
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    """How `agentcom watch` wakes the agent (the config file's `[wake]` table)."""
+
+    mode: str = "agent"  # agent: POST /hooks/agent; wake: POST /hooks/wake; command: run `command`
+    url: str | None = None  # the OpenClaw gateway's base URL
+    token: str | None = field(default=None, repr=False)
+    session_key: str = "hook:agentcom"
+    agent_id: str | None = None  # the gateway's agent (agentId); its default when None
+    window: float = 2.0  # seconds to gather messages into one wake
+    min_interval: float = 10.0  # seconds between two wakes
+    max_batch: int = 20  # messages in one wake at most
+    command: tuple[str, ...] = ()
+    timeout: float = 30.0  # seconds for one wake request or command
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.command) if self.mode == "command" else bool(self.url)
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,9 @@ class Settings:
     prompt_text_limit: int = 1500
     retention_days: float = 30.0
     retention_max: int = 50_000
+    watch_ping_interval: float = 30.0
+    watch_pong_timeout: float = 10.0
+    wake: WakeSettings = field(default_factory=WakeSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def agent_state_dir(self) -> Path:
@@ -85,6 +112,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "token":
                 value = mask_token(value)
+            elif f.name == "wake":
+                value = {k: (mask_token(v) if k == "token" else list(v) if isinstance(v, tuple) else v) for k, v in value.__dict__.items()}
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
@@ -115,12 +144,16 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "prompt_text_limit": int,
     "retention_days": (int, float),
     "retention_max": int,
+    "watch_ping_interval": (int, float),
+    "watch_pong_timeout": (int, float),
+    "wake": dict,
     "state_dir": str,
 }
 
 _POSITIVE = {
     "lease_seconds", "auto_reply_limit", "max_deliveries", "mailbox_cap", "connect_timeout",
     "read_timeout", "max_response_bytes", "prompt_text_limit", "request_deadline", "retention_days", "retention_max",
+    "watch_ping_interval", "watch_pong_timeout",
 }
 
 
@@ -208,6 +241,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
         "state_dir": Path(state_dir).expanduser() if state_dir else default_state_dir(),
         "config_path": config_path,
     }
+    values["wake"] = _wake_settings(overrides.get("wake", file_values.get("wake")), env, "wake" in overrides and source_name or f"the [wake] table of {where_file}")
     for f in fields(Settings):
         if f.name in values or f.name == "sources":
             continue
@@ -216,6 +250,69 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
             continue
         values[f.name] = _coerce(f.name, value, sources[f.name])
     return Settings(**values, sources=sources)
+
+
+_WAKE_KEYS = {
+    "mode": str, "url": str, "token": str, "token_file": str, "session_key": str, "agent_id": str,
+    "window": (int, float), "min_interval": (int, float), "max_batch": int, "command": (str, list), "timeout": (int, float),
+}
+
+
+def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettings:
+    """The `[wake]` table, validated; the token from env > `token` > `token_file`."""
+    if table is None:
+        table = {}
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"wake in {where} must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = _WAKE_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"unknown setting {key!r} in {where}")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"setting wake.{key} in {where} has the wrong type")
+        values[key] = value
+    mode = values.get("mode", "agent")
+    if mode not in WAKE_MODES:
+        raise ConfigError(f"wake.mode in {where} must be one of {', '.join(WAKE_MODES)}")
+    url = values.get("url")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"wake.url in {where} must be the gateway's http:// URL, like http://127.0.0.1:18789")
+        url = url.rstrip("/")
+    token = env.get(ENV_VARS["wake_token"]) or values.get("token")
+    if not token and values.get("token_file"):
+        path = Path(values["token_file"]).expanduser()
+        try:
+            token = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read wake.token_file {path} (from {where}): {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    if token is not None:
+        token = str(token).strip()
+        if not _TOKEN.match(token):
+            raise ConfigError(f"the wake token (from {where} or {ENV_VARS['wake_token']}) is malformed")
+    session_key = values.get("session_key", "hook:agentcom")
+    if not session_key.startswith("hook:"):
+        raise ConfigError(f"wake.session_key in {where} must start with 'hook:' (OpenClaw's allowed prefix for hook sessions)")
+    command = values.get("command", ())
+    if isinstance(command, str):
+        import shlex
+
+        command = shlex.split(command)
+    if not all(isinstance(c, str) for c in command):
+        raise ConfigError(f"wake.command in {where} must be a string or a list of strings")
+    for key in ("window", "min_interval"):
+        if key in values and values[key] < 0:
+            raise ConfigError(f"wake.{key} in {where} must not be negative")
+    for key in ("max_batch", "timeout"):
+        if key in values and values[key] <= 0:
+            raise ConfigError(f"wake.{key} in {where} must be positive")
+    return WakeSettings(
+        mode=mode, url=url, token=token, session_key=session_key, agent_id=values.get("agent_id"),
+        window=float(values.get("window", 2.0)), min_interval=float(values.get("min_interval", 10.0)),
+        max_batch=int(values.get("max_batch", 20)), command=tuple(command), timeout=float(values.get("timeout", 30.0)),
+    )
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -131,3 +131,29 @@ def parse_mailbox(body: Any, since: int) -> MailboxBatch:
     if not _is_int(last_seq):
         raise HubProtocolError("hub sent a mailbox reply whose last_seq is not an integer")
     return MailboxBatch(messages=messages, last_seq=last_seq)
+
+
+def parse_pushed(frame: Any, me: str) -> Message:
+    """A `message` frame pushed over the WebSocket, as a `Message` without a seq.
+
+    The frame carries no `to`: a message naming `needed_capabilities` is taken as a
+    broadcast (that field is for broadcasts, and rule 8 needs to know), any other as
+    addressed to `me`.
+    """
+    if not isinstance(frame, dict):
+        raise HubProtocolError("hub pushed a message frame that is not an object")
+    raw = {
+        "seq": 0,
+        "id": frame.get("id"),
+        "from": frame.get("from"),
+        "type": frame.get("message_type"),
+        "payload": frame.get("payload"),
+        "reply_to": frame.get("reply_to"),
+        "timestamp": frame.get("timestamp"),
+    }
+    msg = parse_message(raw)
+    broadcast = isinstance(msg.payload, dict) and "needed_capabilities" in msg.payload
+    return Message(
+        seq=None, id=msg.id, sender=msg.sender, to=None if broadcast else me, type=msg.type,
+        payload=msg.payload, reply_to=msg.reply_to, timestamp=msg.timestamp,
+    )

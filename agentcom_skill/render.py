@@ -166,7 +166,8 @@ def _tier0_summary(handled: dict[str, int]) -> str:
 def render_prompt(result: dict[str, Any], text_limit: int = 1500, nonce: str | None = None) -> str:
     """The check result for an LLM: a one-line summary, then the fenced messages."""
     messages = result["messages"]
-    head = f"[AgentCom] {len(messages)} need attention; {_tier0_summary(result['handled'])}."
+    head = f"[AgentCom] {len(messages)} need attention"
+    head += f"; {_tier0_summary(result['handled'])}." if result.get("handled") else "."
     if result.get("pending"):
         head += f" {result['pending']} more pending."
     if not messages and result.get("in_lease"):

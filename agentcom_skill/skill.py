@@ -12,10 +12,10 @@ import re
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .client import HubClient
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
 from .delivery import FINISHED_STATES, OPEN_STATES, STATES, hub_prefix, message_view, plan_check
 from .errors import AgentComError, ConfigError, UsageError
+from .watchstate import read_status, watch_alive
 from .message import MailboxBatch
 from .store import MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
@@ -35,7 +35,9 @@ def resolve_settings(settings: Settings | None, overrides: Mapping[str, Any]) ->
     return load_settings(overrides, source_name="a keyword argument")
 
 
-def hub_client(settings: Settings) -> HubClient:
+def hub_client(settings: Settings) -> Any:
+    from .client import HubClient  # imported only when the hub is used
+
     return HubClient(
         settings.hub_url,
         settings.token,
@@ -85,8 +87,12 @@ def check(
     s = resolve_settings(settings, overrides)
     if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
         raise UsageError("max must be a positive integer")
-    with hub_client(s) as hub, open_store(s) as store:
-        return run_check(hub, store, s, max, peek, time.time(), emit)
+    with open_store(s) as store:
+        if watch_alive(s.agent_state_dir()):
+            # The live watch holds everything the hub sent: serve from the store alone.
+            return run_check(None, store, s, max, peek, time.time(), emit)
+        with hub_client(s) as hub:
+            return run_check(hub, store, s, max, peek, time.time(), emit)
 
 
 def run_check(
@@ -97,21 +103,27 @@ def run_check(
     peek: bool,
     now: float,
     emit: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    via: str = "poll",
+    agents_check: bool = True,
 ) -> dict[str, Any]:
-    """`check` on a given hub and store (the property tests drive this with a model hub).
+    """`check` on a given hub and store (the property tests drive this with a model hub;
+    the watch with the frames it is pushed). With `hub` None, nothing is asked of the hub:
+    the store alone is served (a live watch keeps it complete).
 
     A first look reads one snapshot: when the mailbox holds nothing new and nothing is due
     (the idle heartbeat), the run writes nothing. Otherwise everything is decided afresh
     inside one write transaction, committed (leases, auto-reply intents), and only then
     does the run talk to the hub again.
     """
-    batch = hub.poll(s.agent_id, 0)
+    batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
+    agents_check = agents_check and hub is not None
     ids = [m.id for m in batch.messages]
     warnings = list(store.warnings)
     with store.snapshot():
         view = store.view(ids, now)
         finished = store.finished(ids)
-        agents_due = _agents_check_due(store, now)
+        agents_due = agents_check and _agents_check_due(store, now)
     plan = plan_check(batch, view, s, now, limit)
     if peek or not (plan.changes or plan.replies or agents_due or hub_prefix(batch, finished) is not None):
         result = _check_result(s, plan, warnings + plan.warnings)
@@ -124,8 +136,9 @@ def run_check(
         plan = plan_check(batch, view, s, now, limit)
         at_hub = {m.id: m for m in batch.messages}
         store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
-        store.apply_check(plan, now)
-        agents_due = _agents_check_due(store, now)
+        store.apply_check(plan, now, via)
+        agents_due = agents_check and _agents_check_due(store, now)
+        status_text = current_status(store, s)
         if agents_due:
             store.set_meta("agents_checked_at", now)
         store.prune(ids, now, s.retention_days, s.retention_max)
@@ -137,12 +150,12 @@ def run_check(
         warnings += _connected_hazard(hub, s)
     sent = []
     for reply in plan.replies:
-        payload = auto_reply_payload(reply.kind, s.status, s.capabilities)
+        payload = auto_reply_payload(reply.kind, status_text, s.capabilities)
         try:
             sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
         except AgentComError as exc:
             warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
-    up_to, error = _ack_hub(hub, store, s, batch)
+    up_to, error = _ack_hub(hub, store, s, batch) if hub is not None else (None, None)
     if error:
         warnings.append(error)
     result = _check_result(s, plan, warnings)
@@ -180,6 +193,11 @@ def _ack_hub(hub: Any, store: MessageStore, s: Settings, batch: MailboxBatch) ->
     except AgentComError as exc:
         return None, f"could not ack the hub (it will be retried): {exc}"
     return up_to, None
+
+
+def current_status(store: MessageStore, s: Settings) -> str:
+    """This agent's status: the last `agentcom status set`, else the configured one."""
+    return str(store.get_meta("status") or s.status)
 
 
 def _agents_check_due(store: MessageStore, now: float) -> bool:
@@ -563,13 +581,16 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
         warnings = list(store.warnings)
+        my_status = current_status(store, s)
+    watch = read_status(s.agent_state_dir())
     hazards: list[str] = []
     with hub_client(s) as hub:
         health = hub.health()
         mailbox = len(hub.poll(s.agent_id, 0).messages)
         if mailbox >= 0.8 * s.mailbox_cap:
             hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
-        hazards += _connected_hazard(hub, s)
+        if watch is None:  # our own watch is the one connection expected under our id
+            hazards += _connected_hazard(hub, s)
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
@@ -584,9 +605,71 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         "deferred": counts["deferred"],
         "dead_letters": counts["dead"],
         "stored": counts["stored"],
+        "status": my_status,
+        "watch": watch,
         "hazards": hazards,
         "warnings": warnings,
     }
+
+
+def set_status(text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Set this agent's status: sent in auto-replies from now on; a live watch announces it
+    over its WebSocket, and without one it is broadcast as a `status` message."""
+    s = resolve_settings(settings, overrides)
+    if not isinstance(text, str) or not text.strip() or len(text) > 500:
+        raise UsageError("the status must be a non-empty text of at most 500 characters")
+    text = text.strip()
+    with open_store(s) as store, store.write():
+        store.set_meta("status", text)
+        store.set_meta("status_set_at", time.time())
+    if watch_alive(s.agent_state_dir()):
+        return {"agent_id": s.agent_id, "status": text, "via": "watch", "warnings": []}
+    sent = _send_and_record(s, "broadcast", "status", {"status": text}, None, "send", [])
+    return {"agent_id": s.agent_id, "status": text, "via": "broadcast", "id": sent["id"], "warnings": sent["warnings"]}
+
+
+def wait(
+    timeout: float | None = None,
+    max: int | None = None,
+    *,
+    emit: Callable[[dict[str, Any]], None] | None = None,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    **overrides: Any,
+) -> dict[str, Any] | None:
+    """Block until something needs attention and return it like `check` (None at the timeout).
+
+    With a live watch only the local store is read (the watch keeps it complete); without
+    one the hub is polled, backing off from 1 s to 30 s between looks.
+    """
+    s = resolve_settings(settings, overrides)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise UsageError("timeout must be a number of seconds, 0 or more")
+    give_up_at = None if timeout is None else clock() + timeout
+    delay = 1.0
+
+    def emit_found(result: dict[str, Any]) -> None:
+        if result["messages"] and emit is not None:
+            emit(result)
+
+    with open_store(s) as store:
+        while True:
+            now = clock()
+            if watch_alive(s.agent_state_dir()):
+                result = run_check(None, store, s, max, False, now, emit_found) if store.deliverable_count(now) else None
+                delay = 0.25
+            else:
+                with hub_client(s) as hub:
+                    result = run_check(hub, store, s, max, False, now, emit_found)
+            if result is not None and result["messages"]:
+                return result
+            left = None if give_up_at is None else give_up_at - clock()
+            if left is not None and left <= 0:
+                return None
+            sleep(delay if left is None else min(delay, left))
+            if delay < 30:
+                delay = min(30.0, delay * 2)
 
 
 def agents(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -650,6 +733,8 @@ def init_config(
     if Path(path).expanduser().exists() and not force:
         raise ConfigError(f"config file {path} already exists (use --force to overwrite it)")
     if register:
+        from .client import HubClient
+
         with HubClient(values["hub_url"], None) as hub:
             values["token"] = hub.register(values["agent_id"])["token"]
     elif overrides.get("token_file") or env.get(ENV_VARS["token_file"]):
@@ -666,5 +751,5 @@ def init_config(
 
 __all__ = [
     "check", "ack", "defer", "dismiss", "send", "reply", "show", "inbox", "search", "sent", "thread",
-    "status", "agents", "log", "init_config", "OPEN_STATES",
+    "status", "set_status", "wait", "agents", "log", "init_config", "OPEN_STATES",
 ]

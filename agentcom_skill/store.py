@@ -467,6 +467,22 @@ class MessageStore:
     def defer(self, ids: Sequence[str], until: float) -> None:
         self._many(f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}", [(until, i) for i in ids])
 
+    def deliverable_count(self, now: float) -> int:
+        """Attention messages a check or wake would return now."""
+        return self._read(
+            "SELECT COUNT(*) FROM messages WHERE disposition = 'attention' AND"
+            " (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND due <= ?))",
+            (now,),
+        )[0][0]
+
+    def restore(self, records: dict[str, Record]) -> None:
+        """Undo leases taken for a delivery that failed (a wake the gateway refused):
+        the messages are as they were, so `check` or the next wake returns them."""
+        self._many(
+            "UPDATE messages SET state = ?, deliveries = ?, expired = ?, due = ? WHERE id = ? AND state = 'leased'",
+            [(r.state, r.deliveries, r.expired, r.due, msg_id) for msg_id, r in records.items()],
+        )
+
     # history ------------------------------------------------------------------
 
     def counts(self, now: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -332,3 +333,68 @@ def test_unknown_route_is_404_and_port_is_released_after_stop(hub):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", hub.port))
+
+
+# the WebSocket side (push model) ---------------------------------------------------------
+
+
+def ws_connect(hub):
+    from websockets.sync.client import connect
+
+    return connect(hub.url.replace("http://", "ws://") + "/ws", proxy=None, open_timeout=30)
+
+
+def ws_call(ws, frame):
+    ws.send(json.dumps(frame))
+    return json.loads(ws.recv(timeout=30))
+
+
+def test_ws_identify_errors_and_frames_before_identify(hub):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    with ws_connect(hub) as ws:
+        assert ws_call(ws, {"type": "ping"}) == {"type": "error", "error": "not_identified"}
+        assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": "f" * 64})["error"] == "invalid_token"
+        assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": bob})["error"] == "token_agent_mismatch"
+        assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": alice}) == {"type": "identified", "agent_id": "alice"}
+        assert ws_call(ws, {"type": "ping"})["type"] == "pong"
+        unknown = ws_call(ws, {"type": "dance"})
+        assert unknown["error"] == "validation_failed" and "identify" in unknown["known_types"]
+
+
+def test_ws_connected_agents_get_pushes_not_mailbox_entries(hub):
+    alice, bob, carol = hub.mint("alice"), hub.mint("bob"), hub.mint("carol")
+    with ws_connect(hub) as ws:
+        ws_call(ws, {"type": "identify", "agent_id": "alice", "token": alice, "status": "busy", "capabilities": ["code"]})
+        listed = requests.get(hub.url + "/api/agents").json()["agents"]
+        assert [(a["agent_id"], a["status"], a["capabilities"]) for a in listed] == [("alice", "busy", ["code"])]
+        assert requests.get(hub.url + "/health").json()["agents_connected"] == 1
+        direct = hub.post(bob, {"to": "alice", "type": "request", "payload": {"text": "hi"}, "reply_to": "0" * 16}).json()["id"]
+        pushed = json.loads(ws.recv(timeout=30))
+        assert pushed == {**pushed, "type": "message", "id": direct, "from": "bob", "message_type": "request", "payload": {"text": "hi"}, "reply_to": "0" * 16}
+        assert "seq" not in pushed and isinstance(pushed["timestamp"], int)
+        hub.post(bob, {"payload": {"text": "everyone"}})
+        assert json.loads(ws.recv(timeout=30))["payload"] == {"text": "everyone"}
+        assert hub.poll("alice", alice)["messages"] == [], "nothing stored while connected"
+        assert [m["payload"] for m in hub.poll("carol", carol)["messages"]] == [{"text": "everyone"}]
+        sent = ws_call(ws, {"type": "message", "to": "carol", "payload": {"text": "over the socket"}})
+        assert sent["type"] == "message_sent" and hub.poll("carol", carol)["messages"][-1]["id"] == sent["id"]
+        assert ws_call(ws, {"type": "status", "status": "idle"}) == {"type": "status_updated"}
+    # after disconnect, messages are stored again
+    for _ in range(300):
+        if requests.get(hub.url + "/api/agents").json()["agents"] == []:
+            break
+        time.sleep(0.1)
+    assert requests.get(hub.url + "/api/agents").json()["agents"] == []
+    hub.post(bob, {"to": "alice", "payload": {"text": "stored"}})
+    assert [m["payload"] for m in hub.poll("alice", alice)["messages"]] == [{"text": "stored"}]
+
+
+def test_ws_idle_connection_is_closed(hub_factory):
+    from websockets.exceptions import ConnectionClosed
+
+    hub = hub_factory("--ws-idle-timeout", "0.5")
+    alice = hub.mint("alice")
+    with ws_connect(hub) as ws:
+        ws_call(ws, {"type": "identify", "agent_id": "alice", "token": alice})
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=60)

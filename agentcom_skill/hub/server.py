@@ -50,13 +50,41 @@ class HubServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], store: HubStore, rate_limit: float | None = None, log=None):
+    def __init__(self, address: tuple[str, int], store: HubStore, rate_limit: float | None = None, log=None, ws_idle_timeout: float = 60.0):
         super().__init__(address, HubRequestHandler)
+        from .ws import Presence
+
         self.store = store
+        self.presence = Presence()
+        self.ws_idle_timeout = ws_idle_timeout
         self.limiter = RateLimiter(rate_limit) if rate_limit else None
         # With rate limiting on, registration is limited like the real hub's: 10 a minute per IP.
         self.register_limiter = RateLimiter(10 / 60, burst=10) if rate_limit else None
         self.log = log if log is not None else sys.stderr
+
+    def log_line(self, text: str) -> None:
+        """One line to the log; request paths and agent ids come from anyone, so nothing
+        in them reaches the log's terminal raw."""
+        line = text[:500].encode("ascii", "backslashreplace").decode()
+        line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
+        try:
+            print(line, file=self.log, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def deliver(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None) -> str:
+        """Route one message: pushed to connected recipients, stored for the others."""
+        connected = self.presence.peers()
+        if is_broadcast(to):
+            pushed = {a: p for a, p in connected.items() if a != sender}
+        else:
+            pushed = {to: connected[to]} if to in connected else {}
+        msg_id = self.store.post(sender, to, type_, payload, reply_to, skip=set(pushed))
+        frame = {"type": "message", "id": msg_id, "from": sender, "message_type": type_, "payload": payload,
+                 "reply_to": reply_to, "timestamp": int(time.time() * 1000)}
+        for peer in pushed.values():
+            peer.send(frame)  # a dead socket loses it, as on the real hub
+        return msg_id
 
     @property
     def base_url(self) -> str:
@@ -81,13 +109,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _log(self, status: int) -> None:
         ms = (time.monotonic() - self._started) * 1000
         path = urlsplit(self.path).path  # never the query: it may carry ?token=
-        # Request paths come from anyone: no escape sequence reaches the log's terminal.
-        line = f"{self.command} {path[:300]} {status} {ms:.1f}ms".encode("ascii", "backslashreplace").decode()
-        line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
-        try:
-            print(line, file=self.server.log, flush=True)
-        except (OSError, ValueError):
-            pass
+        self.server.log_line(f"{self.command} {path[:300]} {status} {ms:.1f}ms")
 
     def _respond(self, status: int, body: Any = None, headers: dict[str, str] | None = None, close: bool = False) -> None:
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
@@ -161,6 +183,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in path.strip("/").split("/")]
         routes = {
             ("GET", "health"): self.health,
+            ("GET", "ws"): self.websocket,
             ("GET", "api/agents"): self.agents,
             ("POST", "api/message"): self.post_message,
             ("POST", "api/onboard/register"): self.register,
@@ -195,11 +218,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     # routes -------------------------------------------------------------
 
     def health(self) -> None:
-        self._respond(200, {"status": "ok", "service": "agent_com", "agents_connected": 0})
+        self._respond(200, {"status": "ok", "service": "agent_com", "agents_connected": self.server.presence.count()})
 
     def agents(self) -> None:
-        # This hub has no WebSocket side, so nobody is ever connected.
-        self._respond(200, {"agents": []})
+        """Agents connected by WebSocket, as the real hub lists them."""
+        listed = [{k: a[k] for k in ("agent_id", "name", "status", "capabilities", "connected_at", "fsm_state")} for a in self.server.presence.list()]
+        self._respond(200, {"agents": listed})
+
+    def websocket(self) -> None:
+        from .ws import serve_socket, upgrade
+
+        self.close_connection = True
+        connection = upgrade(self)
+        self._log(101 if connection is not None else 400)
+        if connection is None:
+            return
+        serve_socket(
+            connection,
+            agent_for_token=self.server.store.agent_for_token,
+            deliver=self.server.deliver,
+            presence=self.server.presence,
+            idle_timeout=self.server.ws_idle_timeout,
+            log=self.server.log_line,
+        )
 
     def post_message(self) -> None:
         sender = self._bearer_agent()
@@ -215,10 +256,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         if self._rate_limited(self.server.limiter, sender):
             return
-        to = body.get("to")
-        msg_id = self.server.store.post(
-            sender, to, body.get("type") or "chat", body["payload"], body.get("reply_to")
-        )
+        msg_id = self.server.deliver(sender, body.get("to"), body.get("type") or "chat", body["payload"], body.get("reply_to"))
         self._respond(200, {"status": "sent", "id": msg_id})
 
     def poll(self, agent_id: str) -> None:
@@ -314,9 +352,9 @@ def _validate_message(body: Any) -> list[dict[str, Any]]:
     return errors
 
 
-def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None, on_start: Callable[[str], None] | None = None) -> None:
+def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None, on_start: Callable[[str], None] | None = None, ws_idle_timeout: float = 60.0) -> None:
     """Run the hub until SIGINT or SIGTERM; `on_start` gets the URL once it listens."""
-    server = HubServer((host, port), store, rate_limit)
+    server = HubServer((host, port), store, rate_limit, ws_idle_timeout=ws_idle_timeout)
 
     def stop(signum, frame):  # raise out of serve_forever's select in the main thread
         raise KeyboardInterrupt

@@ -114,8 +114,9 @@ class HubStore:
 
     # messages -----------------------------------------------------------
 
-    def post(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None) -> str:
-        """Store one message in every recipient's mailbox; returns its id."""
+    def post(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None, skip: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+        """Store one message in every recipient's mailbox but those in `skip` (connected by
+        WebSocket: it is pushed to them instead); returns its id."""
         msg_id = secrets.token_hex(8)
         now = self._now_ms()
         body = json.dumps(payload, separators=(",", ":"))
@@ -127,6 +128,7 @@ class HubStore:
                 recipients = [r[0] for r in rows]
             else:
                 recipients = [to]
+            recipients = [r for r in recipients if r not in skip]
             seq_before = self._seq
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -1,0 +1,139 @@
+"""Waking the agent: when (`WakeBatcher`, pure, clock passed in) and how (`Waker`).
+
+Modes (the config's `[wake]` table):
+- `agent`: `POST /hooks/agent` on the OpenClaw gateway with the prompt rendering of the
+  waiting messages (OpenClaw wraps it as untrusted external content; our fence is inside).
+- `wake`: `POST /hooks/wake` with a fixed notice we wrote. Never message content: OpenClaw
+  hands that text to the model unwrapped, as trusted system context.
+- `command`: run a command with the prompt rendering on stdin (other runtimes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from .config import WakeSettings
+
+WAKE_NOTICE = "{n} AgentCom message(s) need attention; run `agentcom check` to read them."
+MAX_BACKOFF = 60.0
+
+
+class WakeBatcher:
+    """One wake for messages arriving within `window` seconds; at most one per `min_interval`;
+    after a failed wake, exponential backoff with full jitter (or the gateway's Retry-After)."""
+
+    def __init__(self, window: float, min_interval: float, rng: random.Random | None = None):
+        self.window = window
+        self.min_interval = min_interval
+        self.rng = rng or random.Random()
+        self.first_waiting_at: float | None = None
+        self.last_wake_at: float | None = None
+        self.not_before = 0.0
+        self.failures = 0
+
+    def note_waiting(self, now: float, waiting: int) -> None:
+        if waiting <= 0:
+            self.first_waiting_at = None
+        elif self.first_waiting_at is None:
+            self.first_waiting_at = now
+
+    def due_at(self) -> float | None:
+        """When the next wake may go, or None when nothing waits."""
+        if self.first_waiting_at is None:
+            return None
+        due = self.first_waiting_at + self.window
+        if self.last_wake_at is not None:
+            due = max(due, self.last_wake_at + self.min_interval)
+        return max(due, self.not_before)
+
+    def woke(self, now: float) -> None:
+        self.last_wake_at = now
+        self.first_waiting_at = None
+        self.failures = 0
+        self.not_before = 0.0
+
+    def failed(self, now: float, retry_after: float | None = None) -> float:
+        """Hold the next try back; returns the delay chosen."""
+        self.failures += 1
+        if retry_after is not None:
+            delay = min(max(retry_after, 1.0), 3600.0)
+        else:
+            delay = self.rng.uniform(0, min(MAX_BACKOFF, 2.0 ** self.failures))
+        self.not_before = now + delay
+        return delay
+
+
+@dataclass(frozen=True)
+class WakeOutcome:
+    kind: str  # ok | retry | unauthorized | refused
+    detail: str = ""
+    retry_after: float | None = None
+
+
+def idempotency_key(ids: Sequence[str], deliveries: Sequence[int]) -> str:
+    """The same wake retried gets the same key (the gateway runs it once); a redelivery gets a new one."""
+    text = "\n".join(f"{i}:{d}" for i, d in sorted(zip(ids, deliveries)))
+    return "agentcom-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+class Waker:
+    def __init__(self, wake: WakeSettings):
+        self.wake = wake
+
+    def send(self, prompt: str, ids: Sequence[str], deliveries: Sequence[int]) -> WakeOutcome:
+        if self.wake.mode == "command":
+            return self._command(prompt)
+        if self.wake.mode == "wake":
+            body = {"text": WAKE_NOTICE.format(n=len(ids)), "mode": "now"}
+            return self._post("/hooks/wake", body, None)
+        body = {"message": prompt, "name": "AgentCom", "sessionKey": self.wake.session_key, "wakeMode": "now", "deliver": False}
+        if self.wake.agent_id:
+            body["agentId"] = self.wake.agent_id
+        return self._post("/hooks/agent", body, idempotency_key(ids, deliveries))
+
+    def _post(self, path: str, body: dict, key: str | None) -> WakeOutcome:
+        from .client import BodyTooLarge, DeadlinePassed, HttpTransport, TransportError
+
+        assert self.wake.url is not None
+        transport = HttpTransport(self.wake.url)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self.wake.token:
+            headers["authorization"] = f"Bearer {self.wake.token}"
+        if key:
+            headers["idempotency-key"] = key
+        timeout = self.wake.timeout
+        try:
+            reply = transport.request("POST", path, headers, json.dumps(body).encode(), (min(5.0, timeout), timeout), time.monotonic() + timeout, 1024 * 1024)
+        except TransportError as exc:
+            return WakeOutcome("retry", f"gateway {self.wake.url} unreachable: {exc.reason}")
+        except (BodyTooLarge, DeadlinePassed):
+            return WakeOutcome("retry", f"gateway {self.wake.url} gave no usable reply in time")
+        finally:
+            transport.close()
+        if 200 <= reply.status < 300:
+            return WakeOutcome("ok", f"{path} {reply.status}")
+        if reply.status in (401, 403):
+            return WakeOutcome("unauthorized", f"gateway {self.wake.url} refused the wake token ({reply.status}) for {path}")
+        if reply.status == 429 or reply.status >= 500:
+            retry_after = None
+            try:
+                retry_after = float(reply.headers.get("retry-after", ""))
+            except ValueError:
+                pass
+            return WakeOutcome("retry", f"gateway answered {reply.status} to {path}", retry_after)
+        return WakeOutcome("refused", f"gateway answered {reply.status} to {path}: check the [wake] settings (session_key, agent_id, hooks config)")
+
+    def _command(self, prompt: str) -> WakeOutcome:
+        try:
+            done = subprocess.run(list(self.wake.command), input=prompt.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=self.wake.timeout)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return WakeOutcome("retry", f"wake command failed to run: {type(exc).__name__}")
+        if done.returncode == 0:
+            return WakeOutcome("ok", "command exited 0")
+        return WakeOutcome("retry", f"wake command exited {done.returncode}")

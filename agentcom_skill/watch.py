@@ -1,0 +1,307 @@
+"""`agentcom watch`: hold the hub's WebSocket, apply Tier 0 as messages arrive, wake the agent.
+
+One process per agent (an exclusive lock; a second exits 7). On every (re)connect it
+identifies, then drains the mailbox by HTTP (what arrived while disconnected). Each pushed
+frame is committed to the store, with its Tier 0 disposition, before anything acts on it
+(guarantee 10): the same `run_check` pipeline as `check`, fed the frame instead of a poll.
+Attention messages are batched into wakes (`wake.py`); a wake counts as a delivery, so
+they are leased and shown exactly as if `check` had returned them.
+
+The WebSocket client is the `websockets` library's synchronous one, imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+from .config import Settings
+from .delivery import plan_check
+from .errors import AgentComError, AuthError, BusyError, HubProtocolError
+from .message import MailboxBatch, parse_pushed
+from .render import neutralise, render_prompt, safe_msg_id, safe_sender
+from .skill import current_status, hub_client, open_store, run_check
+from .wake import WakeBatcher, Waker
+from .watchstate import hold_watch_lock, write_status
+
+RECONNECT_MAX = 60.0
+WAKE_FOOTER = (
+    "[AgentCom] Answer with `agentcom reply SEQ|ID \"...\"`; when a message is handled, "
+    "`agentcom ack SEQ|ID`. Unacked ones come back later."
+)
+
+
+class Events:
+    """One line per event on stderr; with `jsonl`, one JSON object per event on stdout."""
+
+    def __init__(self, jsonl: bool = False, out: Any = None, err: Any = None):
+        self.jsonl = jsonl
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self, kind: str, text: str, **fields: Any) -> None:
+        self.last = {"event": kind, "at": time.time(), "text": text, **fields}
+        try:
+            print(f"agentcom watch: {neutralise(text)}", file=self.err, flush=True)
+            if self.jsonl:
+                print(json.dumps(self.last, ensure_ascii=True), file=self.out, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+class PushedFrames:
+    """The hub surface `run_check` uses, serving one pushed message instead of a poll."""
+
+    def __init__(self, hub: Any, batch: MailboxBatch):
+        self.hub, self.batch = hub, batch
+
+    def poll(self, agent_id: str, since: int = 0) -> MailboxBatch:
+        return self.batch
+
+    def send(self, *args: Any, **kwargs: Any) -> str:
+        return self.hub.send(*args, **kwargs)
+
+    def ack(self, *args: Any, **kwargs: Any) -> int:  # pushed messages have no seq: never reached
+        return self.hub.ack(*args, **kwargs)
+
+
+class Watch:
+    def __init__(self, settings: Settings, events: Events, clock: Callable[[], float] = time.time):
+        self.s = settings
+        self.events = events
+        self.clock = clock
+        self.directory = settings.agent_state_dir()
+        self.stopping = False
+        self.batcher = WakeBatcher(settings.wake.window, settings.wake.min_interval)
+        self.waker = Waker(settings.wake) if settings.wake.configured else None
+        self.wake_paused_until = 0.0
+        self.reported_unauthorized = False
+        self.status: dict[str, Any] = {
+            "pid": os.getpid(), "started_at": clock(), "connected_since": None, "last_event": None,
+            "last_event_at": None, "wakes_sent": 0, "reconnects": 0, "messages_received": 0,
+        }
+        self.announced_status: str | None = None
+
+    # the process --------------------------------------------------------------
+
+    def run(self) -> int:
+        lock = hold_watch_lock(self.directory)
+        if lock is None:
+            raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with open_store(self.s) as store, hub_client(self.s) as hub:
+                self.store, self.hub = store, hub
+                if not self.waker:
+                    self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
+                return self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(lock)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _loop(self) -> int:
+        attempt = 0
+        while not self.stopping:
+            identified = False
+            try:
+                identified = self._session()
+            except AuthError as exc:
+                self._event("auth", f"the hub refused us: {exc}; not retrying")
+                return 3
+            except AgentComError as exc:
+                self._event("error", f"{exc}")
+            except (OSError, TimeoutError) as exc:
+                self._event("disconnected", f"connection failed: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # the websockets library's own errors
+                self._event("disconnected", f"connection lost: {type(exc).__name__}")
+            self.status["connected_since"] = None
+            if self.stopping:
+                break
+            attempt = 0 if identified else attempt + 1
+            delay = random.uniform(0, min(RECONNECT_MAX, 2.0 ** attempt))  # full jitter
+            self.status["reconnects"] += 1
+            self._event("reconnecting", f"reconnecting in {delay:.1f} s")
+            give_up_at = time.monotonic() + delay
+            while not self.stopping and time.monotonic() < give_up_at:
+                self._maybe_wake()  # the gateway does not need the hub
+                time.sleep(min(0.2, max(0.0, give_up_at - time.monotonic())))
+        self._event("stopped", "stopped")
+        return 0
+
+    # one connection -----------------------------------------------------------
+
+    def _session(self) -> bool:
+        """Connect, identify, drain, then handle frames until the connection ends.
+        True when it got as far as identified (the reconnect backoff starts over)."""
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        url = self.s.hub_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
+        with connect(url, open_timeout=10, ping_interval=None, close_timeout=2, proxy=None, max_size=8 * 1024 * 1024) as ws:
+            status = current_status(self.store, self.s)
+            ws.send(json.dumps({
+                "type": "identify", "agent_id": self.s.agent_id, "token": self.s.token, "name": self.s.agent_id,
+                "status": status, "capabilities": list(self.s.capabilities), "client_type": "sidecar", "protocol_version": 1,
+            }))
+            reply = self._frame(ws.recv(timeout=15))
+            if reply.get("type") == "error" and reply.get("error") in ("invalid_token", "token_agent_mismatch"):
+                raise AuthError(f"{reply['error']} (the token from {self.s.sources.get('token', 'the settings')})")
+            if reply.get("type") != "identified":
+                raise HubProtocolError(f"hub answered identify with {str(reply.get('type'))[:40]!r}")
+            self.announced_status = status
+            self.status["connected_since"] = self.clock()
+            self._event("connected", f"connected to {url} as {self.s.agent_id}")
+            self._drain()
+            interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
+            next_ping, awaiting_pong_since = time.monotonic() + interval, None
+            while not self.stopping:
+                try:
+                    raw = ws.recv(timeout=0.2)
+                except TimeoutError:
+                    raw = None
+                except ConnectionClosed:
+                    self._event("disconnected", "the hub closed the connection")
+                    return True
+                if raw is not None:
+                    frame = self._frame(raw)
+                    if frame.get("type") == "pong":
+                        awaiting_pong_since = None
+                    else:
+                        self._on_frame(frame)
+                mono = time.monotonic()
+                if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
+                    self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
+                    return True
+                if mono >= next_ping:
+                    ws.send(json.dumps({"type": "ping"}))
+                    next_ping = mono + interval
+                    if awaiting_pong_since is None:
+                        awaiting_pong_since = mono
+                self._announce_status(ws)
+                self._maybe_wake()
+            ws.close()
+            return True
+
+    def _frame(self, raw: Any) -> dict[str, Any]:
+        try:
+            frame = json.loads(raw)
+        except (ValueError, TypeError):
+            return {}
+        return frame if isinstance(frame, dict) else {}
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            try:
+                msg = parse_pushed(frame, self.s.agent_id)
+            except HubProtocolError as exc:
+                self._event("bad_frame", f"ignored a malformed pushed message: {exc}")
+                return
+            self.status["messages_received"] += 1
+            self._take_in(MailboxBatch([msg], 0), via="push")
+        elif kind == "error":
+            self._event("hub_error", f"hub error: {str(frame.get('error'))[:100]}")
+        elif kind == "rate_limited":
+            self._event("rate_limited", f"hub rate-limits us ({frame.get('retry_after_ms')} ms)")
+
+    def _drain(self) -> None:
+        """What arrived while we were not connected waits in the mailbox: take it in by HTTP."""
+        before = self.store.deliverable_count(self.clock())
+        result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+        handled = sum(result["handled"].values())
+        waiting = self.store.deliverable_count(self.clock())
+        self._event("drained", f"mailbox drained: {waiting - before} new need attention, {handled} handled by Tier 0")
+        for warning in result["warnings"]:
+            self._event("warning", warning)
+
+    def _take_in(self, batch: MailboxBatch, via: str) -> None:
+        """Commit pushed messages with their Tier 0 decisions, then send the auto-replies."""
+        msg = batch.messages[0]
+        result = run_check(PushedFrames(self.hub, batch), self.store, self.s, 0, False, self.clock(), via=via, agents_check=False)
+        row = self.store.resolve(msg.id)
+        disposition = row["disposition"] if row is not None else "?"
+        reason = row["reason"] if row is not None else ""
+        self._event(
+            "message", f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
+            + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
+            id=msg.id, disposition=disposition,
+        )
+        for warning in result["warnings"]:
+            self._event("warning", warning)
+
+    def _announce_status(self, ws: Any) -> None:
+        status = current_status(self.store, self.s)
+        if status != self.announced_status:
+            ws.send(json.dumps({"type": "status", "status": status}))
+            self.announced_status = status
+            self._event("status", f"status announced: {status[:80]}")
+
+    # waking the agent -------------------------------------------------------------
+
+    def _maybe_wake(self) -> None:
+        if self.waker is None:
+            return
+        now = self.clock()
+        self.batcher.note_waiting(now, self.store.deliverable_count(now))
+        due = self.batcher.due_at()
+        if due is None or now < due or now < self.wake_paused_until:
+            return
+        with self.store.write():
+            view = self.store.view([], now)
+            plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
+            self.store.apply_check(plan, now)
+        before = {o.id: o.rec for o in view.open if o.id in {lease.id for lease in plan.leases}}
+        for warning in plan.warnings:
+            self._event("warning", warning)
+        if not plan.messages:
+            self.batcher.note_waiting(now, 0)
+            return
+        ids = [m["id"] for m in plan.messages]
+        result = {"agent_id": self.s.agent_id, "messages": plan.messages, "handled": {}, "pending": plan.pending, "warnings": []}
+        prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
+        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
+        if outcome.kind == "ok":
+            with self.store.write():
+                self.store.confirm_shown(ids)
+            self.batcher.woke(now)
+            self.status["wakes_sent"] += 1
+            self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
+            return
+        with self.store.write():
+            self.store.restore(before)  # not delivered: `check` and the next wake return them
+        if outcome.kind == "unauthorized":
+            self.wake_paused_until = now + 600
+            if not self.reported_unauthorized:
+                self.reported_unauthorized = True
+                self._event("wake_unauthorized", f"WAKE REFUSED: {outcome.detail}; fix [wake] token; still receiving and storing")
+            return
+        delay = self.batcher.failed(now, outcome.retry_after)
+        if outcome.kind == "refused":
+            delay = self.batcher.failed(now, 60.0)
+        self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
+
+    # reporting ------------------------------------------------------------------
+
+    def _event(self, kind: str, text: str, **fields: Any) -> None:
+        self.events(kind, text, **fields)
+        self.status["last_event"] = f"{kind}: {neutralise(text)[:200]}"
+        self.status["last_event_at"] = self.clock()
+        write_status(self.directory, self.status)
+
+
+def run_watch(settings: Settings, jsonl: bool = False) -> int:
+    """The CLI's entry: the exit code."""
+    return Watch(settings, Events(jsonl)).run()
+
+
+__all__ = ["Watch", "Events", "run_watch"]

@@ -1,0 +1,85 @@
+"""Whether an `agentcom watch` runs for this agent, and what it last reported.
+
+The watch holds an exclusive `flock` on `watch.lock` in the agent's state folder for as long
+as it runs (the kernel drops it when the process dies, `kill -9` included), and rewrites
+`watch.json` on each event. Anyone can probe the lock with a shared, non-blocking attempt.
+No WebSocket code is imported here: `check` and `status` stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = "watch.lock"
+STATUS_NAME = "watch.json"
+
+
+def _lock_fd(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def watch_alive(directory: Path) -> bool:
+    """True while a watch process holds the lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no watch detection
+        return False
+    path = directory / LOCK_NAME
+    if not path.exists():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def hold_watch_lock(directory: Path, attempts: int = 20) -> int | None:
+    """The watch's lock: a file descriptor to keep open, or None when another watch holds it."""
+    import fcntl
+    import time
+
+    fd = _lock_fd(directory)
+    for _ in range(attempts):  # a probe holds a shared lock for an instant: try a little
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            time.sleep(0.05)
+    os.close(fd)
+    return None
+
+
+def write_status(directory: Path, status: dict[str, Any]) -> None:
+    """watch.json, replaced atomically (readers never see half of it)."""
+    tmp = directory / f".{STATUS_NAME}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(status, fh)
+        os.replace(tmp, directory / STATUS_NAME)
+    except OSError:
+        pass  # the status file is informational: never fail the watch for it
+
+
+def read_status(directory: Path) -> dict[str, Any] | None:
+    """The live watch's last report, or None when no watch runs."""
+    if not watch_alive(directory):
+        return None
+    try:
+        data = json.loads((directory / STATUS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"alive": True}
+    return {**data, "alive": True} if isinstance(data, dict) else {"alive": True}

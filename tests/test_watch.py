@@ -1,0 +1,246 @@
+"""`agentcom watch` end to end: the local hub's WebSocket, a recording gateway, real processes.
+
+Waits poll for an outcome with generous deadlines (a loaded 2-core machine is slow, never
+wrong); no assertion depends on something happening within a short window. The batching
+rule itself is tested with an injected clock in test_wake_units.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import agent_env, run_cli, run_json
+from gateway import RecordingGateway
+
+DEADLINE = 60.0
+
+
+def eventually(predicate, what: str, deadline: float = DEADLINE):
+    give_up_at = time.monotonic() + deadline
+    while time.monotonic() < give_up_at:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {deadline:g} s: {what}")
+
+
+class WatchProcess:
+    def __init__(self, env: dict[str, str], tmp: Path):
+        self.err_path = tmp / f"watch-{time.monotonic_ns()}.err"
+        self.out_path = self.err_path.with_suffix(".jsonl")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"], env=env,
+            stdout=open(self.out_path, "w"), stderr=open(self.err_path, "w"),
+        )
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.out_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a line being written
+        return out
+
+    def kinds(self) -> list[str]:
+        return [e["event"] for e in self.events()]
+
+    def wait_for(self, kind: str, count: int = 1) -> list[dict]:
+        return eventually(lambda: [e for e in self.events() if e["event"] == kind][count - 1:] and [e for e in self.events() if e["event"] == kind], f"{count} {kind} event(s); stderr: {self.err_path.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def rig(hub, tmp_path):
+    """alice runs a watch with a recording gateway; bob sends."""
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    gateway = RecordingGateway()
+    env = agent_env(hub, "alice", alice, tmp_path)
+    write_wake(tmp_path, gateway)
+    watches: list[WatchProcess] = []
+
+    def start() -> WatchProcess:
+        w = WatchProcess(env, tmp_path)
+        watches.append(w)
+        w.wait_for("connected", sum(1 for x in watches if x is w))
+        return w
+
+    yield hub, env, alice, bob, gateway, start
+    for w in watches:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+    gateway.close()
+
+
+def write_wake(tmp_path: Path, gateway: RecordingGateway, **extra) -> None:
+    lines = [f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = {extra.pop("window", 0.3)}\nmin_interval = {extra.pop("min_interval", 0.5)}']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    (tmp_path / "alice.toml").write_text("\n".join(lines) + "\n")
+
+
+def post(hub, token, **body):
+    r = hub.post(token, {"to": "alice", "payload": {}, **body})
+    r.raise_for_status()
+    return r.json()["id"]
+
+
+def test_a_ping_is_answered_without_a_wake_and_a_chat_wakes_the_agent(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    w = start()
+    ping = post(hub, bob, type="ping")
+    eventually(lambda: [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping], "the pong at bob's mailbox")
+    chat = post(hub, bob, payload={"text": "please review"})
+    woke = w.wait_for("woke")
+    assert woke[0]["ids"] == [chat], "the ping never reached the gateway"
+    body = gateway.wakes[0]["body"]
+    assert gateway.wakes[0]["path"] == "/hooks/agent" and body["name"] == "AgentCom" and body["sessionKey"] == "hook:agentcom"
+    assert body["wakeMode"] == "now" and body["deliver"] is False and "please review" in body["message"]
+    assert gateway.wakes[0]["headers"]["idempotency-key"].startswith("agentcom-")
+    assert alice not in json.dumps(gateway.requests), "our hub token never goes to the gateway"
+    assert hub.poll("alice", alice)["messages"] == [], "while connected, nothing is stored at the hub"
+    # a wake is a delivery: the message is shown and leased, acked like any other
+    polls = hub.log_path.read_text().count("GET /api/mailbox/alice")
+    again = run_json("check", env=env)
+    assert again["messages"] == [] and again["in_lease"] == 1
+    assert hub.log_path.read_text().count("GET /api/mailbox/alice") == polls, "with a live watch, check reads the store only"
+    assert run_json("ack", chat, env=env)["acked"] == [{"id": chat, "seq": None}]
+    assert w.stop() == 0 and "stopped" in w.kinds()
+
+
+def test_fifty_broadcasts_in_a_second_are_a_few_wakes_carrying_all(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    write_wake(tmp_path, gateway, window=1, min_interval=3)
+    w = start()
+    ids = [hub.post(bob, {"payload": {"text": f"all hands {n}"}}).json()["id"] for n in range(50)]
+    eventually(lambda: sum(len(e["ids"]) for e in w.events() if e["event"] == "woke") >= 50, "all 50 carried by wakes")
+    wakes = [e["ids"] for e in w.events() if e["event"] == "woke"]
+    assert len(wakes) <= 3 and sorted(i for ids_ in wakes for i in ids_) == sorted(ids)
+    assert gateway.entries() == [len(x) for x in wakes]
+
+
+def test_the_hub_killed_and_restarted_loses_nothing(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    w = start()
+    first = post(hub, bob, payload={"text": "before"})
+    w.wait_for("woke")
+    hub.restart(signal.SIGKILL)
+    during = post(hub, bob, payload={"text": "while we reconnect"})  # stored: the old socket is gone
+    w.wait_for("connected", 2)
+    w.wait_for("drained", 2)
+    after = post(hub, bob, payload={"text": "pushed again"})
+    eventually(lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= {first, during, after}, "all three delivered")
+
+
+def test_gateway_down_for_a_while_then_everything_is_delivered(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    gateway.mode = "503"
+    w = start()
+    ids = [post(hub, bob, payload={"text": f"m{n}"}) for n in range(3)]
+    w.wait_for("wake_failed")
+    peek = run_json("check", "--peek", env=env)
+    assert sorted(m["id"] for m in peek["messages"]) == sorted(ids), "meanwhile check still returns them"
+    gateway.mode = "ok"
+    eventually(lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= set(ids), "delivered after the gateway is back")
+
+
+def test_a_refused_wake_token_is_reported_once_and_storing_goes_on(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    gateway.mode = "401"
+    w = start()
+    post(hub, bob, payload={"text": "one"})
+    w.wait_for("wake_unauthorized")
+    later = post(hub, bob, payload={"text": "two"})
+    eventually(lambda: any(e.get("id") == later for e in w.events()), "still received and stored")
+    assert w.kinds().count("wake_unauthorized") == 1
+    assert "WAKE REFUSED" in w.err_path.read_text()
+    assert gateway.token not in w.err_path.read_text() + w.out_path.read_text()
+
+
+def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
+    """Each message is sent once the previous one is committed; the watch is killed at a
+    random point of one's handling. Nothing committed or sent after is lost: `check`
+    returns every message not yet shown. (A frame still in the socket when the process
+    dies is lost at the hub itself: protocol part 1, push model.)"""
+    import random
+
+    hub, env, alice, bob, gateway, start = rig
+    write_wake(tmp_path, gateway, window=30)  # no wake during the stream: nothing is shown
+    w = start()
+    sent = []
+    rng = random.Random(10)
+    kill_at = rng.randrange(3, 8)
+    for n in range(10):
+        sent.append(post(hub, bob, payload={"text": f"stream {n}"}))
+        if n == kill_at:
+            time.sleep(rng.uniform(0, 0.05))
+            w.proc.kill()
+            w.proc.wait()
+            break
+        eventually(lambda: any(e.get("id") == sent[-1] for e in w.events()), "committed")
+    more = [post(hub, bob, payload={"text": f"after {n}"}) for n in range(3)]  # to the mailbox now
+    eventually(lambda: requests.get(hub.url + "/api/agents").json()["agents"] == [], "the hub saw the socket close")
+    got = {m["id"] for m in run_json("check", env=env)["messages"]}
+    committed = {e["id"] for e in w.events() if e["event"] == "message"}
+    assert committed | set(more) <= got
+    assert set(sent[:kill_at]) <= got, "every message committed before the kill is returned"
+
+
+def test_a_second_watch_exits_7_and_a_bad_token_exits_3(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    start()
+    second = subprocess.run([sys.executable, "-m", "agentcom_skill", "watch"], env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 7 and "another agentcom watch" in second.stderr
+    other_env = agent_env(hub, "carol", hub.mint("carol"), tmp_path)
+    bad = subprocess.run([sys.executable, "-m", "agentcom_skill", "watch"], env={**other_env, "AGENTCOM_TOKEN": "e" * 64}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 3 and "invalid_token" in bad.stderr and "e" * 64 not in bad.stderr
+
+
+def test_status_set_goes_live_through_the_watch_and_status_shows_the_watch(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    w = start()
+    out = run_json("status", "set", "reviewing PR 12", env=env)
+    assert out["via"] == "watch"
+    eventually(lambda: [a for a in requests.get(hub.url + "/api/agents").json()["agents"] if a["status"] == "reviewing PR 12"], "the hub sees the new status")
+    st = run_json("status", env=env)
+    assert st["watch"]["alive"] and st["watch"]["connected_since"] and st["status"] == "reviewing PR 12"
+    assert not st["hazards"], "our own watch is not a hazard"
+    ping = post(hub, bob, type="ping")
+    pong = eventually(lambda: [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping], "pong")
+    assert pong[0]["payload"]["status"] == "reviewing PR 12"
+    w.stop()
+    assert run_json("status", env=env)["watch"] is None
+
+
+def test_wait_returns_when_the_watch_takes_a_message_in(rig, tmp_path):
+    hub, env, alice, bob, gateway, start = rig
+    write_wake(tmp_path, gateway, window=60)  # the watch keeps it for wait
+    start()
+    nothing = run_cli("wait", "--timeout", "0.5", env=env)
+    assert nothing.returncode == 1 and nothing.stdout == ""
+    waiter = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "wait", "--timeout", "120", "--json"], env=env, stdout=subprocess.PIPE, text=True)
+    msg = post(hub, bob, payload={"text": "wake up"})
+    out, _ = waiter.communicate(timeout=150)
+    assert waiter.returncode == 0 and [m["id"] for m in json.loads(out)["messages"]] == [msg]
+
+
+def test_wait_without_a_watch_polls_the_hub(hub, tmp_path):
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    env = agent_env(hub, "alice", alice, tmp_path)
+    waiter = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "wait", "--timeout", "120", "--json"], env=env, stdout=subprocess.PIPE, text=True)
+    msg = hub.post(bob, {"to": "alice", "payload": {"text": "hi"}}).json()["id"]
+    out, _ = waiter.communicate(timeout=150)
+    assert waiter.returncode == 0 and [m["id"] for m in json.loads(out)["messages"]] == [msg]
