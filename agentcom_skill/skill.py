@@ -7,7 +7,6 @@ commit the outcome.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -24,7 +23,12 @@ AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "c
 THREAD_LIMIT = 200
 _MSG_ID = re.compile(r"^[0-9a-f]{16}$")
 
-_logger = logging.getLogger("agentcom")
+
+
+def _say_waiting(text: str) -> None:
+    import logging  # only when a run has to wait for another: not on the common path
+
+    logging.getLogger("agentcom").warning(text)
 
 
 def resolve_settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
@@ -50,7 +54,7 @@ def hub_client(settings: Settings) -> Any:
 
 
 def open_store(settings: Settings) -> MessageStore:
-    return MessageStore.open(settings.agent_state_dir(), settings.lock_timeout, on_wait=_logger.warning)
+    return MessageStore.open(settings.agent_state_dir(), settings.lock_timeout, on_wait=_say_waiting)
 
 
 def parse_ref(ref: Any) -> int | str:

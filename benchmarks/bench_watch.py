@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""What `agentcom watch` costs and how fast it reacts, against ../shared/bench/ in the same run.
+
+  1. hub receives a message -> the wake request reaches the gateway (window 2 s, and 0)
+  2. a ping -> the pong at the sender's mailbox
+  3. `agentcom check --json` with a live watch (store only) vs `node poll_min.js`, empty mailbox
+  4. the watch at rest: RSS and CPU over a quiet spell
+
+Prints medians. Usage: python benchmarks/bench_watch.py [--samples N] [--rest SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import SHARED, LocalHub, median
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from gateway import RecordingGateway  # noqa: E402
+
+AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
+
+
+def start_watch(hub: LocalHub, env: dict[str, str], gateway: RecordingGateway, window: float) -> subprocess.Popen:
+    (hub.dir / "alice.toml").write_text(f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = {window}\nmin_interval = 0\n')
+    log = open(hub.dir / f"watch-{window}.jsonl", "w")
+    proc = subprocess.Popen(AGENTCOM + ["watch", "--jsonl"], env=env, stdout=log, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and '"connected"' not in (hub.dir / f"watch-{window}.jsonl").read_text():
+        time.sleep(0.02)
+    return proc
+
+
+def wake_latency(hub: LocalHub, bob: str, gateway: RecordingGateway, samples: int) -> list[float]:
+    out = []
+    for n in range(samples):
+        before = len(gateway.wakes)
+        started = time.monotonic()
+        hub.post(bob, {"to": "alice", "payload": {"text": f"sample {n}"}})
+        while len(gateway.wakes) == before:
+            time.sleep(0.001)
+        out.append(gateway.wakes[before]["at"] - started)
+    return out
+
+
+def pong_latency(hub: LocalHub, bob: str, samples: int) -> list[float]:
+    out = []
+    for _ in range(samples):
+        started = time.monotonic()
+        ping = hub.post(bob, {"to": "alice", "type": "ping", "payload": {}}).json()["id"]
+        while not any(m["reply_to"] == ping for m in hub.poll("bob", bob)["messages"]):
+            time.sleep(0.002)
+        out.append(time.monotonic() - started)
+    return out
+
+
+def proc_usage(pid: int) -> tuple[float, float]:
+    """(RSS in MB, CPU seconds so far) of a process, from /proc."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--rest", type=float, default=60.0)
+    args = parser.parse_args()
+    with LocalHub() as hub:
+        alice, bob = hub.mint("alice"), hub.mint("bob")
+        env = hub.env("alice", alice)
+        gateway = RecordingGateway()
+        try:
+            for window in (2.0, 0.0):
+                watch = start_watch(hub, env, gateway, window)
+                lat = wake_latency(hub, bob, gateway, args.samples)
+                print(f"1. message at the hub -> wake at the gateway, window {window:g} s: median {median(lat) * 1000:7.1f} ms "
+                      f"(min {min(lat) * 1000:.1f}, max {max(lat) * 1000:.1f}; {args.samples} samples)")
+                if window == 0.0:
+                    pongs = pong_latency(hub, bob, args.samples)
+                    print(f"2. ping -> pong at the sender's mailbox: median {median(pongs) * 1000:7.1f} ms ({args.samples} samples)")
+                    subprocess.run(AGENTCOM + ["ack"], env=env, capture_output=True)  # the samples' leases: finished
+                    check_cmd = (AGENTCOM + ["check", "--json"], env)
+                    node = (["node", str(SHARED / "bench" / "poll_min.js")], env)
+                    runs: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
+                    for _ in range(21):
+                        for name, (cmd, e) in zip(runs, (check_cmd, node)):
+                            if name.startswith("node") and not shutil.which("node"):
+                                continue
+                            started = time.perf_counter()
+                            subprocess.run(cmd, env=e, capture_output=True, check=True)
+                            runs[name].append(time.perf_counter() - started)
+                    c, n = median(runs["check (live watch)"]), median(runs["node poll_min.js"] or [float("nan")])
+                    print(f"3. empty mailbox: check with a live watch median {c * 1000:.1f} ms, node poll_min.js {n * 1000:.1f} ms: {c / n:.2f}x (21 runs each, alternating)")
+                    rss0, cpu0 = proc_usage(watch.pid)
+                    time.sleep(args.rest)
+                    rss1, cpu1 = proc_usage(watch.pid)
+                    print(f"4. watch at rest for {args.rest:g} s: RSS {rss1:.1f} MB, CPU {(cpu1 - cpu0) / args.rest * 100:.2f}% of one core")
+                watch.terminate()
+                watch.wait(timeout=30)
+                subprocess.run(AGENTCOM + ["ack"], env=env, capture_output=True)
+        finally:
+            gateway.close()
+    print(json.dumps({"python": sys.version.split()[0], "cores": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
