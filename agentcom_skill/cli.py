@@ -538,6 +538,20 @@ def watch(ctx: click.Context, jsonl: bool) -> None:
 
 
 @command(main, examples="""
+agentcom mcp                        # for an MCP client: command "agentcom", args ["mcp"]
+agentcom mcp --tools check,reply,ack
+""")
+@click.option("--tools", metavar="LIST", help="Comma-separated tools to expose [default: all].")
+@click.pass_context
+def mcp(ctx: click.Context, tools: str | None) -> None:
+    """Serve this mailbox to an MCP client over stdio."""
+    from .mcpserver import run_mcp
+
+    names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
+    sys.exit(run_mcp(_cli_obj(ctx).settings(), names))
+
+
+@command(main, examples="""
 agentcom wait --timeout 600 && echo "something needs me"
 agentcom wait --format prompt
 """)

@@ -467,13 +467,16 @@ class MessageStore:
     def defer(self, ids: Sequence[str], until: float) -> None:
         self._many(f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}", [(until, i) for i in ids])
 
-    def deliverable_count(self, now: float) -> int:
+    def deliverable_ids(self, now: float) -> list[str]:
         """Attention messages a check or wake would return now."""
-        return self._read(
-            "SELECT COUNT(*) FROM messages WHERE disposition = 'attention' AND"
+        return [r[0] for r in self._read(
+            "SELECT id FROM messages WHERE disposition = 'attention' AND"
             " (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND due <= ?))",
             (now,),
-        )[0][0]
+        )]
+
+    def deliverable_count(self, now: float) -> int:
+        return len(self.deliverable_ids(now))
 
     def restore(self, records: dict[str, Record]) -> None:
         """Undo leases taken for a delivery that failed (a wake the gateway refused):

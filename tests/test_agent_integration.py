@@ -67,7 +67,7 @@ def test_skill_md_agrees_with_manifest_and_code():
     assert fm["description"] == MANIFEST["description"]
     assert oc["requires"]["bins"] == ["agentcom"]
     assert oc["primaryEnv"] == "AGENTCOM_TOKEN"
-    assert oc["install"][0]["kind"] == "uv" and oc["install"][0]["package"] == "agentcom-skill"
+    assert "install" not in oc, "no installer entry until one works: the package is not on PyPI (SKILL.md says how to install)"
     read_by_code = set()
     for path in (ROOT / "agentcom_skill").rglob("*.py"):
         read_by_code |= set(re.findall(r'"(AGENTCOM_[A-Z_]+)"', path.read_text()))
