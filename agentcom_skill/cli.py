@@ -239,6 +239,14 @@ def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, 
     obj = _cli_obj(ctx)
     settings = obj.settings()
     fmt = "json" if as_json else fmt or ("prompt" if cron else "text")
+    emit = _check_emitter(obj, fmt, settings.prompt_text_limit, cron=cron, peek=peek)
+    result = skill.check(max=max_, peek=peek, emit=emit, settings=settings)
+    if exit_code and result["messages"]:
+        sys.exit(1)
+
+
+def _check_emitter(obj: CliContext, fmt: str, text_limit: int, cron: bool = False, peek: bool = False) -> Callable[[dict[str, Any]], None]:
+    """Print a check result (check, wait) for its audience, before the delivery is confirmed."""
 
     def emit(result: dict[str, Any]) -> None:
         if peek:
@@ -252,7 +260,7 @@ def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, 
         elif fmt == "prompt":
             from .render import render_prompt
 
-            click.echo(render_prompt(result, settings.prompt_text_limit))
+            click.echo(render_prompt(result, text_limit))
         else:
             from .render import render_check_text
 
@@ -260,9 +268,7 @@ def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, 
         sys.stdout.flush()  # out before the delivery is confirmed in the store
         obj.emitted = True
 
-    result = skill.check(max=max_, peek=peek, emit=emit, settings=settings)
-    if exit_code and result["messages"]:
-        sys.exit(1)
+    return emit
 
 
 _SEND_EXAMPLES = """
@@ -411,15 +417,12 @@ def show(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
 
 
 def _emit_history(result: dict[str, Any], fmt: str, empty: str) -> None:
-    from .render import fenced, render_history_text
+    from .render import render_history_prompt, render_history_text
 
     if fmt == "json":
         _emit(result, True)
     elif fmt == "prompt":
-        from .render import history_prompt_entries
-
-        entries = history_prompt_entries(result["messages"])
-        click.echo("\n".join([f"[AgentCom] {len(entries)} message(s)."] + (fenced(entries) if entries else [])))
+        click.echo(render_history_prompt(result["messages"]))
     else:
         click.echo(render_history_text(result["messages"], empty))
 
@@ -566,22 +569,7 @@ def wait(ctx: click.Context, timeout: float | None, max_: int | None, as_json: b
 
     obj = _cli_obj(ctx)
     settings = obj.settings()
-    fmt = "json" if as_json else fmt or "text"
-
-    def emit(result: dict[str, Any]) -> None:
-        if fmt == "json":
-            _emit(result, True)
-        elif fmt == "prompt":
-            from .render import render_prompt
-
-            click.echo(render_prompt(result, settings.prompt_text_limit))
-        else:
-            from .render import render_check_text
-
-            click.echo(render_check_text(result))
-        sys.stdout.flush()
-        obj.emitted = True
-
+    emit = _check_emitter(obj, "json" if as_json else fmt or "text", settings.prompt_text_limit)
     if skill.wait(timeout, max_, emit=emit, settings=settings) is None:
         sys.exit(1)
 

@@ -191,13 +191,27 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    for key, value in data.items():
-        expected = _FILE_KEYS.get(key)
-        if expected is None:
-            raise ConfigError(f"unknown setting {key!r} in config file {path}")
-        if isinstance(value, bool) or not isinstance(value, expected):
-            raise ConfigError(f"setting {key!r} in config file {path} has the wrong type")
+    _check_table(data, _FILE_KEYS, f"config file {path}")
     return data
+
+
+def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    """Every key known, every value of its type (a bool is never a number)."""
+    for key, value in table.items():
+        kind = kinds.get(key)
+        if kind is None:
+            raise ConfigError(f"unknown setting {prefix}{key!r} in {where}")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"setting {prefix}{key} in {where} has the wrong type")
+
+
+def _read_token_file(path_text: str, where: str) -> str:
+    path = Path(path_text).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"cannot read token file {path} (from {where}): {reason}") from None
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, source_name: str = "the command line") -> Settings:
@@ -264,14 +278,8 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         table = {}
     if not isinstance(table, Mapping):
         raise ConfigError(f"wake in {where} must be a table")
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        kind = _WAKE_KEYS.get(key)
-        if kind is None:
-            raise ConfigError(f"unknown setting {key!r} in {where}")
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ConfigError(f"setting wake.{key} in {where} has the wrong type")
-        values[key] = value
+    _check_table(table, _WAKE_KEYS, where, "wake.")
+    values: dict[str, Any] = dict(table)
     mode = values.get("mode", "agent")
     if mode not in WAKE_MODES:
         raise ConfigError(f"wake.mode in {where} must be one of {', '.join(WAKE_MODES)}")
@@ -283,11 +291,7 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         url = url.rstrip("/")
     token = env.get(ENV_VARS["wake_token"]) or values.get("token")
     if not token and values.get("token_file"):
-        path = Path(values["token_file"]).expanduser()
-        try:
-            token = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read wake.token_file {path} (from {where}): {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+        token = _read_token_file(values["token_file"], where)
     if token is not None:
         token = str(token).strip()
         if not _TOKEN.match(token):
@@ -341,13 +345,8 @@ def _load_token(overrides, env, file_values, where_file, sources, source_name) -
         if token:
             source = where
         elif token_file:
-            path = Path(str(token_file)).expanduser()
-            try:
-                token = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-                raise ConfigError(f"cannot read token file {path} (from {where}): {reason}") from None
-            source = f"token file {path}"
+            token = _read_token_file(str(token_file), where)
+            source = f"token file {Path(str(token_file)).expanduser()}"
         else:
             continue
         token = str(token).strip()

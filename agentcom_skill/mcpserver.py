@@ -20,7 +20,7 @@ from typing import Any, Callable
 from . import skill
 from .config import Settings
 from .errors import AgentComError, UsageError
-from .render import fenced, history_prompt_entries, json_text, render_prompt, render_show_prompt
+from .render import json_text, render_history_prompt, render_prompt, render_show_prompt
 
 INBOX_URI = "agentcom://inbox"
 POLL_SECONDS = 1.0
@@ -113,8 +113,7 @@ class Mailbox:
                 result = skill.search(args.get("text"), args.get("limit", 20), settings=self.s)
             if fmt == "json":
                 return json_text(result), result
-            entries = history_prompt_entries(result["messages"], self.s.prompt_text_limit)
-            return "\n".join([f"[AgentCom] {len(entries)} message(s)."] + (fenced(entries) if entries else [])), None
+            return render_history_prompt(result["messages"], self.s.prompt_text_limit), None
         if name == "status":
             result = skill.status(settings=self.s)
             return json_text(result), result

@@ -221,6 +221,12 @@ def history_prompt_entries(messages: list[dict[str, Any]], text_limit: int = 150
     return entries
 
 
+def render_history_prompt(messages: list[dict[str, Any]], text_limit: int = 1500) -> str:
+    """inbox, search, thread for an LLM: a count, then the fenced entries."""
+    entries = history_prompt_entries(messages, text_limit)
+    return "\n".join([f"[AgentCom] {len(entries)} message(s)."] + (fenced(entries) if entries else []))
+
+
 def render_show_prompt(msg: dict[str, Any], nonce: str | None = None) -> str:
     """`show` for an LLM: the whole text, inside the same fence as the check prompt."""
     return "\n".join([f"[AgentCom] message {ref_of(msg)}, in full:", *fenced([_prompt_entry(msg, None)], nonce)])

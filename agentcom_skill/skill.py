@@ -241,7 +241,7 @@ def ack(
 
 def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str], through: int | None, now: float) -> dict[str, Any]:
     with store.write():
-        targets, already = _resolve_refs(store, refs, "ack", need_shown=True)
+        targets, already = _resolve_refs(store, refs, need_shown=True)
         if through is not None or not refs:
             named = {r["id"] for r in targets}
             targets += [r for r in store.shown_open(through) if r["id"] not in named]
@@ -278,14 +278,12 @@ def defer(
 ) -> dict[str, Any]:
     """Put shown messages aside for `seconds`: they come back then (not counted as a failed delivery)."""
     s = resolve_settings(settings, overrides)
-    refs = _refs(seqs, ids)
-    if not refs:
-        raise UsageError("name the message(s) to defer by seq or id")
+    refs = _refs(seqs, ids, required_for="defer")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 366 * 86400:
         raise UsageError("defer time must be between 1 second and a year")
     now = time.time()
     with open_store(s) as store, store.write():
-        targets, already = _resolve_refs(store, refs, "defer", need_shown=True)
+        targets, already = _resolve_refs(store, refs, need_shown=True)
         store.defer([r["id"] for r in targets], now + seconds)
     return {
         "agent_id": s.agent_id,
@@ -304,11 +302,9 @@ def dismiss(
 ) -> dict[str, Any]:
     """Finish messages without acting on them; they stay in the history as dismissed."""
     s = resolve_settings(settings, overrides)
-    refs = _refs(seqs, ids)
-    if not refs:
-        raise UsageError("name the message(s) to dismiss by seq or id")
+    refs = _refs(seqs, ids, required_for="dismiss")
     with open_store(s) as store, store.write():
-        targets, already = _resolve_refs(store, refs, "dismiss", need_shown=False)
+        targets, already = _resolve_refs(store, refs, need_shown=False)
         store.finish([r["id"] for r in targets], "dismissed", time.time(), "dismissed by the agent")
     return {
         "agent_id": s.agent_id,
@@ -317,7 +313,8 @@ def dismiss(
     }
 
 
-def _refs(seqs: Any, ids: Iterable[str]) -> list[int | str]:
+def _refs(seqs: Any, ids: Iterable[str], required_for: str | None = None) -> list[int | str]:
+    """The messages named, as seqs and ids; with `required_for`, naming none is an error."""
     if seqs is None:
         items: list[Any] = []
     elif isinstance(seqs, (int, str)):
@@ -332,10 +329,12 @@ def _refs(seqs: Any, ids: Iterable[str]) -> list[int | str]:
         if not isinstance(ref, str):
             raise UsageError(f"{str(i)[:40]!r} is not a message id (16 hex digits)")
         refs.append(ref)
+    if required_for and not refs:
+        raise UsageError(f"name the message(s) to {required_for} by seq or id")
     return refs
 
 
-def _resolve_refs(store: MessageStore, refs: Sequence[int | str], verb: str, need_shown: bool) -> tuple[list[Any], list[Any]]:
+def _resolve_refs(store: MessageStore, refs: Sequence[int | str], need_shown: bool) -> tuple[list[Any], list[Any]]:
     """The open messages `refs` name and those already finished; UsageError (nothing changed) otherwise."""
     targets, already, seen = [], [], set()
     for ref in refs:

@@ -97,6 +97,18 @@ def agent_env(hub: RunningHub, agent: str, token: str, tmp: Path, **extra: str) 
     return env
 
 
+def eventually(predicate, what: str, deadline: float = 60.0):
+    """Poll `predicate` until it gives something true; the generous deadline only bounds a
+    failing test (a loaded machine is slow, never wrong)."""
+    give_up_at = time.monotonic() + deadline
+    while time.monotonic() < give_up_at:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {deadline:g} s: {what}")
+
+
 def load_trace() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     lines = [json.loads(line) for line in TRACE.read_text().splitlines() if line.strip()]
     return lines[0], lines[1:]

@@ -21,10 +21,14 @@ import pytest
 
 from conftest import ROOT, agent_env, run_json
 from fakemodel import FakeModel, Turn, text_of
-from hubprocess import RunningHub
+from hubprocess import RunningHub, eventually as _eventually
 from openclaw_env import HOOK_TOKEN, Gateway, OpenClawHome, Unavailable, provision
 
 AGENTCOM_BIN = Path(sys.executable).parent  # the venv the tests run in has `agentcom`
+
+
+def eventually(predicate, what: str):
+    return _eventually(predicate, what, deadline=240.0)  # an agent turn on a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +37,6 @@ def openclaw():
         return provision()
     except Unavailable as exc:
         pytest.skip(f"OpenClaw suite skipped: {exc}")
-
-
-def eventually(predicate, what: str, deadline: float = 240.0):
-    give_up_at = time.monotonic() + deadline
-    while time.monotonic() < give_up_at:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {deadline:g} s: {what}")
 
 
 def heartbeat_snippet() -> str:

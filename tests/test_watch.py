@@ -18,19 +18,10 @@ import pytest
 import requests
 
 from conftest import agent_env, run_cli, run_json
+from hubprocess import eventually
 from gateway import RecordingGateway
 
 DEADLINE = 60.0
-
-
-def eventually(predicate, what: str, deadline: float = DEADLINE):
-    give_up_at = time.monotonic() + deadline
-    while time.monotonic() < give_up_at:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {deadline:g} s: {what}")
 
 
 class WatchProcess:
