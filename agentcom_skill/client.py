@@ -177,11 +177,13 @@ class HubClient:
         backoff: float = 0.2,
         max_rate_limit_wait: float = 10.0,
         token_source: str = "",
+        url_source: str = "",
         transport: Transport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.token_source = token_source
+        self.url_source = url_source
         self.timeout = (connect_timeout, read_timeout)
         self.deadline = deadline  # seconds for one call, retries and waits included
         self.max_response_bytes = max_response_bytes
@@ -277,7 +279,8 @@ class HubClient:
                     attempt += 1
                     self._sleep_backoff(attempt, give_up_at)
                     continue
-                raise HubUnavailableError(f"hub {self.base_url} unreachable: {exc.reason}") from None
+                where = f" (hub_url from {self.url_source})" if self.url_source else ""
+                raise HubUnavailableError(f"hub {self.base_url}{where} unreachable: {exc.reason}") from None
             except BodyTooLarge as exc:
                 size = f"{exc.size} bytes, " if exc.size else ""
                 raise HubProtocolError(f"hub reply to {method} {_route(path)} is {size}over the {self.max_response_bytes}-byte limit") from None

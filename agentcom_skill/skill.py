@@ -50,6 +50,7 @@ def hub_client(settings: Settings) -> Any:
         deadline=settings.request_deadline,
         max_response_bytes=settings.max_response_bytes,
         token_source=settings.sources.get("token", ""),
+        url_source=settings.sources.get("hub_url", ""),
     )
 
 

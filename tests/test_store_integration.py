@@ -273,7 +273,7 @@ def test_errors_say_what_to_fix(duo, tmp_path):
     out = run_cli("check", env={**env, "AGENTCOM_TOKEN": "e" * 64})
     assert out.returncode == 3 and "environment" in out.stderr, "a 401 names where the token came from"
     out = run_cli("check", env={**env, "AGENTCOM_HUB_URL": "http://no-such-host.invalid:4000"})
-    assert out.returncode == 4 and "does not resolve" in out.stderr
+    assert out.returncode == 4 and "does not resolve" in out.stderr and "AGENTCOM_HUB_URL" in out.stderr, "says where the URL came from"
     out = run_cli("check", env={**env, "AGENTCOM_HUB_URL": hub.url.replace("http:", "https:")})
     assert out.returncode == 4 and "TLS" in out.stderr
     helped = run_cli("help", "send", env=env)
