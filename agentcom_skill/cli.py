@@ -716,15 +716,14 @@ def demo() -> None:
 def help_command(ctx: click.Context, command_path: tuple[str, ...]) -> None:
     """Show help for agentcom or one of its commands."""
     cmd: click.Command = main
-    parent = ctx.parent
-    info_name = "agentcom"
+    current = ctx.find_root()
     for name in command_path:
-        sub = cmd.get_command(ctx, name) if isinstance(cmd, click.Group) else None
+        sub = cmd.get_command(current, name) if isinstance(cmd, click.Group) else None
         if sub is None:
             raise UsageError(f"no command {name!r}: `agentcom help` lists them")
-        parent = click.Context(cmd, info_name=info_name, parent=parent)
-        cmd, info_name = sub, name
-    click.echo(click.Context(cmd, info_name=info_name, parent=parent).get_help())
+        current = click.Context(sub, info_name=name, parent=current)
+        cmd = sub
+    click.echo(current.get_help())
 
 
 @main.command(context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom completion bash >> ~/.bashrc\n  agentcom completion zsh > ~/.zfunc/_agentcom\n  agentcom completion fish > ~/.config/fish/completions/agentcom.fish")

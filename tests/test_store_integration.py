@@ -278,6 +278,7 @@ def test_errors_say_what_to_fix(duo, tmp_path):
     assert out.returncode == 4 and "TLS" in out.stderr
     helped = run_cli("help", "send", env=env)
     assert helped.returncode == 0 and "Examples:" in helped.stdout and "--text-file" in helped.stdout
+    assert helped.stdout.startswith("Usage: agentcom send ")
     listing = run_cli("--help", env=env).stdout
     assert "..." not in listing.split("Commands:")[1], "no summary is cut"
     assert "complete -o" in run_cli("completion", "bash", env=env).stdout
