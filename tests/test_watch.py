@@ -182,8 +182,10 @@ def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
             w.proc.wait()
             break
         eventually(lambda: any(e.get("id") == sent[-1] for e in w.events()), "committed")
-    more = [post(hub, bob, payload={"text": f"after {n}"}) for n in range(3)]  # to the mailbox now
+    # Once the hub has seen the socket close, new messages go to the mailbox (before that,
+    # the hub would push them into the dead socket: the protocol's own limit).
     eventually(lambda: requests.get(hub.url + "/api/agents").json()["agents"] == [], "the hub saw the socket close")
+    more = [post(hub, bob, payload={"text": f"after {n}"}) for n in range(3)]
     got = {m["id"] for m in run_json("check", env=env)["messages"]}
     committed = {e["id"] for e in w.events() if e["event"] == "message"}
     assert committed | set(more) <= got
