@@ -657,7 +657,8 @@ def hub() -> None:
 @click.option("--ttl-days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
 @click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="POST /api/message per agent per second [default: off].")
 @click.option("--ws-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Close a WebSocket silent this many seconds.")
-def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: float, rate_limit: float | None, ws_idle_timeout: float) -> None:
+@click.option("--ws-no-pong", is_flag=True, hidden=True, help="Never answer WebSocket pings (tests: a half-dead connection).")
+def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: float, rate_limit: float | None, ws_idle_timeout: float, ws_no_pong: bool) -> None:
     """Serve the hub's HTTP contract until Ctrl-C or SIGTERM."""
     import shlex
 
@@ -671,7 +672,7 @@ def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: 
         click.echo(f"agentcom hub: serving {url} (database {db_path}); mint a token with: {mint}", err=True)
 
     try:
-        serve(host, port, _hub_store(db, mailbox_cap, ttl_days), rate_limit, on_start=started, ws_idle_timeout=ws_idle_timeout)
+        serve(host, port, _hub_store(db, mailbox_cap, ttl_days), rate_limit, on_start=started, ws_idle_timeout=ws_idle_timeout, ws_answer_pings=not ws_no_pong)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

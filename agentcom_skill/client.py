@@ -141,7 +141,8 @@ class HttpTransport:
             self.close()
             if reused:  # the hub closed an idle kept-alive connection: once more on a new one
                 return self.request(method, path, headers, body, timeouts, give_up_at, max_bytes)
-            raise TransportError("connection reset or closed by the hub", sent=True) from exc
+            hint = "" if self.https else " (if the hub serves https, use an https:// hub_url)"
+            raise TransportError(f"connection reset or closed by the hub{hint}", sent=True) from exc
         except TimeoutError:
             self.close()
             raise TransportError("no reply in time (read timeout)", sent=True) from None

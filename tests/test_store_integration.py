@@ -335,3 +335,42 @@ def test_json_output_escapes_terminal_tricks_and_usage_errors_are_json(duo, tmp_
     assert json.loads(out.stdout)["messages"][0]["text"] == "a\x7fb\x9bc\u202ed\x1be"
     bad = run_cli("check", "--json", "--max", "zero", env=env)
     assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["kind"] == "usage"
+
+
+def test_plain_http_against_a_tls_hub_says_to_use_https(duo, tmp_path):
+    """Issue 12: the reverse mismatch (https against plain http is in test_errors_say_what_to_fix)."""
+    import shutil
+    import socket
+    import ssl
+    import threading
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a certificate for the TLS stand-in")
+    hub, env, alice, bob = duo
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(tmp_path / "c.pem"), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                context.wrap_socket(conn, server_side=True).recv(100)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        out = run_cli("check", env={**env, "AGENTCOM_HUB_URL": f"http://127.0.0.1:{listener.getsockname()[1]}"})
+    finally:
+        listener.close()
+    assert out.returncode == 4 and "https://" in out.stderr and "Traceback" not in out.stderr

@@ -237,3 +237,19 @@ def test_wait_without_a_watch_polls_the_hub(hub, tmp_path):
     msg = hub.post(bob, {"to": "alice", "payload": {"text": "hi"}}).json()["id"]
     out, _ = waiter.communicate(timeout=150)
     assert waiter.returncode == 0 and [m["id"] for m in json.loads(out)["messages"]] == [msg]
+
+
+def test_a_connection_that_stops_answering_pings_is_dropped_and_redialled(hub_factory, tmp_path):
+    """No pong within watch_pong_timeout: the connection is taken as dead and the watch
+    reconnects (and drains again). Short intervals from the config; only lower bounds matter."""
+    hub = hub_factory("--ws-no-pong")
+    alice = hub.mint("alice")
+    env = agent_env(hub, "alice", alice, tmp_path)
+    (tmp_path / "alice.toml").write_text("watch_ping_interval = 0.3\nwatch_pong_timeout = 0.5\n")
+    w = WatchProcess(env, tmp_path)
+    try:
+        w.wait_for("connected", 2)
+        assert any(e["event"] == "disconnected" and "no pong" in e["text"] for e in w.events())
+        assert w.kinds().count("drained") >= 2
+    finally:
+        w.stop()

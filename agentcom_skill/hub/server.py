@@ -50,13 +50,14 @@ class HubServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], store: HubStore, rate_limit: float | None = None, log=None, ws_idle_timeout: float = 60.0):
+    def __init__(self, address: tuple[str, int], store: HubStore, rate_limit: float | None = None, log=None, ws_idle_timeout: float = 60.0, ws_answer_pings: bool = True):
         super().__init__(address, HubRequestHandler)
         from .ws import Presence
 
         self.store = store
         self.presence = Presence()
         self.ws_idle_timeout = ws_idle_timeout
+        self.ws_answer_pings = ws_answer_pings
         self.limiter = RateLimiter(rate_limit) if rate_limit else None
         # With rate limiting on, registration is limited like the real hub's: 10 a minute per IP.
         self.register_limiter = RateLimiter(10 / 60, burst=10) if rate_limit else None
@@ -240,6 +241,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             presence=self.server.presence,
             idle_timeout=self.server.ws_idle_timeout,
             log=self.server.log_line,
+            answer_pings=self.server.ws_answer_pings,
         )
 
     def post_message(self) -> None:
@@ -352,9 +354,10 @@ def _validate_message(body: Any) -> list[dict[str, Any]]:
     return errors
 
 
-def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None, on_start: Callable[[str], None] | None = None, ws_idle_timeout: float = 60.0) -> None:
+def serve(host: str, port: int, store: HubStore, rate_limit: float | None = None, on_start: Callable[[str], None] | None = None,
+          ws_idle_timeout: float = 60.0, ws_answer_pings: bool = True) -> None:
     """Run the hub until SIGINT or SIGTERM; `on_start` gets the URL once it listens."""
-    server = HubServer((host, port), store, rate_limit, ws_idle_timeout=ws_idle_timeout)
+    server = HubServer((host, port), store, rate_limit, ws_idle_timeout=ws_idle_timeout, ws_answer_pings=ws_answer_pings)
 
     def stop(signum, frame):  # raise out of serve_forever's select in the main thread
         raise KeyboardInterrupt

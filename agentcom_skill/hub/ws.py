@@ -110,6 +110,7 @@ def serve_socket(
     presence: Presence,
     idle_timeout: float,
     log: Callable[[str], None],
+    answer_pings: bool = True,
 ) -> None:
     """Run one connection until it closes or stays idle for `idle_timeout` seconds."""
     from websockets.exceptions import ConnectionClosed
@@ -168,7 +169,8 @@ def serve_socket(
                 peer.send({"type": "error", "error": "not_identified"})
                 continue
             if kind == "ping":
-                peer.send({"type": "pong", "timestamp": int(time.time() * 1000)})
+                if answer_pings:  # off only to let tests play a half-dead connection
+                    peer.send({"type": "pong", "timestamp": int(time.time() * 1000)})
             elif kind == "message":
                 payload = frame.get("payload", {})
                 if not isinstance(payload, dict):
