@@ -129,8 +129,9 @@ def run_check(
         view = store.view(ids, now)
         finished = store.finished(ids)
         agents_due = agents_check and _agents_check_due(store, now)
-    plan = plan_check(batch, view, s, now, limit)
-    if peek or not (plan.changes or plan.replies or agents_due or hub_prefix(batch, finished) is not None):
+    has_new = any(i not in view.known for i in ids)
+    plan = plan_check(batch, view, s, now, limit) if peek or not has_new else None
+    if plan is not None and (peek or not (plan.changes or plan.replies or agents_due or hub_prefix(batch, finished) is not None)):
         result = _check_result(s, plan, warnings + plan.warnings)
         if emit:
             emit(result)
