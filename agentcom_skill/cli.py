@@ -506,10 +506,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from . import skill
-    from .render import render_mapping
+    from .render import render_status_text
 
     result = skill.status(settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, render_mapping(result, skip=("warnings",)))
+    _emit(result, as_json, render_status_text(result))
 
 
 @command(status, "set", examples="""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from typing import Any, Iterable
+from typing import Any
 
 # Task-protocol fields rendered as words when a payload has no text.
 _WORD_FIELDS = {
@@ -312,12 +312,35 @@ def render_show_text(msg: dict[str, Any]) -> str:
     return neutralise(head) + "\n" + neutralise(text, keep_newlines=True)
 
 
-def render_mapping(data: dict[str, Any], skip: Iterable[str] = ()) -> str:
+def render_status_text(st: dict[str, Any]) -> str:
+    """`agentcom status` for a person: what a glance needs, times as ages."""
+    hub = st.get("hub") or {}
+    lines = [
+        f"{st['agent_id']} at {st['hub_url']} (token {st.get('token')}); state in {st['state_dir']}",
+        f"hub: {'ok' if hub.get('ok') else 'NOT OK'}, {hub.get('agents_connected')} agent(s) connected by WebSocket; "
+        f"{st.get('mailbox')} message(s) in our mailbox there"
+        + (f" (acked up to seq {st['hub_acked']})" if st.get("hub_acked") is not None else ""),
+        f"messages: {st['pending']} pending, {st['in_lease']} shown and leased, {st['deferred']} deferred, "
+        f"{st['dead_letters']} dead letter(s); {st['stored']} kept here",
+        f"my status: {st.get('status')}",
+    ]
+    watch = st.get("watch")
+    if watch:
+        connected = f"connected {ago(watch['connected_since'])}" if watch.get("connected_since") else "NOT connected"
+        lines.append(
+            f"watch: running (pid {watch.get('pid')}), {connected}; {watch.get('wakes_sent', 0)} wake(s) sent, "
+            f"{watch.get('reconnects', 0)} reconnect(s); last event {ago(watch.get('last_event_at'))}: {watch.get('last_event')}"
+        )
+    else:
+        lines.append("watch: not running (check polls the hub)")
+    lines += [f"hazard: {h}" for h in st.get("hazards") or []] or ["hazards: none"]
+    return neutralise("\n".join(lines), keep_newlines=True)
+
+
+def render_mapping(data: dict[str, Any]) -> str:
     """A flat `key: value` listing (status, config show), values neutralised."""
     lines = []
     for key, value in data.items():
-        if key in skip:
-            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
         elif isinstance(value, list):

@@ -186,7 +186,7 @@ def test_status_and_agents(pair):
     assert alice not in json.dumps(st)
     assert run_json("agents", env=alice_env) == {"agents": []}
     text = run_cli("status", env=alice_env)
-    assert text.returncode == 0 and "cursor:" in text.stdout
+    assert text.returncode == 0 and "messages: 0 pending" in text.stdout and "watch: not running" in text.stdout
 
 
 def test_show_prints_a_message_in_full_and_unknown_seq_is_exit_2(pair):
