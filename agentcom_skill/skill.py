@@ -95,6 +95,7 @@ def check(
     with open_store(s) as store:
         if watch_alive(s.agent_state_dir()):
             # The live watch holds everything the hub sent: serve from the store alone.
+            store.warnings.extend((read_status(s.agent_state_dir()) or {}).get("hazards") or [])
             return run_check(None, store, s, max, peek, time.time(), emit)
         with hub_client(s) as hub:
             return run_check(hub, store, s, max, peek, time.time(), emit)
@@ -596,6 +597,8 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
             hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
         if watch is None:  # our own watch is the one connection expected under our id
             hazards += _connected_hazard(hub, s)
+        else:
+            hazards += watch.get("hazards") or []
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,

@@ -84,8 +84,9 @@ class Watch:
         self.reported_unauthorized = False
         self.status: dict[str, Any] = {
             "pid": os.getpid(), "started_at": clock(), "connected_since": None, "last_event": None,
-            "last_event_at": None, "wakes_sent": 0, "reconnects": 0, "messages_received": 0,
+            "last_event_at": None, "wakes_sent": 0, "reconnects": 0, "messages_received": 0, "hazards": [],
         }
+        self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.announced_status: str | None = None
 
     # the process --------------------------------------------------------------
@@ -161,6 +162,7 @@ class Watch:
             self.announced_status = status
             self.status["connected_since"] = self.clock()
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
+            self.presence_since = self._presence()
             self._drain()
             interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
             next_ping, awaiting_pong_since = time.monotonic() + interval, None
@@ -187,10 +189,32 @@ class Watch:
                     next_ping = mono + interval
                     if awaiting_pong_since is None:
                         awaiting_pong_since = mono
+                    self._check_presence()
                 self._announce_status(ws)
                 self._maybe_wake()
             ws.close()
             return True
+
+    def _presence(self) -> Any:
+        """Our entry in the hub's list of connected agents (its connected_at), or None."""
+        try:
+            listed = [a for a in self.hub.agents() if a.get("agent_id") == self.s.agent_id]
+        except AgentComError:
+            return None
+        return listed[-1].get("connected_at") if listed else None
+
+    def _check_presence(self) -> None:
+        """Something else connected under our id takes our pushes: say so, loudly, once."""
+        if self.presence_since is None:
+            self.presence_since = self._presence()
+            return
+        now_listed = self._presence()
+        hazards = []
+        if now_listed is not None and now_listed != self.presence_since:
+            hazards = [f"another connection identified as {self.s.agent_id} on the hub: it now receives this agent's pushed messages, not this watch"]
+        if hazards != self.status["hazards"]:
+            self.status["hazards"] = hazards
+            self._event("hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id")
 
     def _frame(self, raw: Any) -> dict[str, Any]:
         try:

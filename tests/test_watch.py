@@ -253,3 +253,20 @@ def test_a_connection_that_stops_answering_pings_is_dropped_and_redialled(hub_fa
         assert w.kinds().count("drained") >= 2
     finally:
         w.stop()
+
+
+def test_another_connection_under_our_id_is_reported(rig, tmp_path):
+    """Guarantee 7: with our watch running, anything else identifying as us takes the pushes;
+    the watch notices (the hub lists a newer connection) and check and status say so."""
+    from websockets.sync.client import connect
+
+    hub, env, alice, bob, gateway, start = rig
+    (tmp_path / "alice.toml").write_text("watch_ping_interval = 0.3\n" + (tmp_path / "alice.toml").read_text())  # before [wake]
+    w = start()
+    time.sleep(0.05)  # a later connected_at than the watch's (milliseconds)
+    with connect(hub.url.replace("http://", "ws://") + "/ws", proxy=None) as intruder:
+        intruder.send(json.dumps({"type": "identify", "agent_id": "alice", "token": alice}))
+        assert json.loads(intruder.recv(timeout=30))["type"] == "identified"
+        w.wait_for("hazard")
+        assert any("another connection" in h for h in run_json("status", env=env)["hazards"])
+        assert any("another connection" in x for x in run_json("check", env=env)["warnings"])

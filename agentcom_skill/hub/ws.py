@@ -23,12 +23,10 @@ class Presence:
         self._lock = threading.Lock()
         self._agents: dict[str, tuple[dict[str, Any], "Peer"]] = {}
 
-    def join(self, info: dict[str, Any], peer: "Peer") -> "Peer | None":
-        """Register; returns the socket this replaces (the same agent connecting again)."""
+    def join(self, info: dict[str, Any], peer: "Peer") -> None:
+        """Register; a later connection of the same agent takes its place."""
         with self._lock:
-            old = self._agents.get(info["agent_id"])
             self._agents[info["agent_id"]] = (info, peer)
-        return old[1] if old else None
 
     def leave(self, agent_id: str, peer: "Peer") -> bool:
         with self._lock:
@@ -156,9 +154,9 @@ def serve_socket(
                     "fsm_state": "idle",
                     "client_type": frame.get("client_type") if isinstance(frame.get("client_type"), str) else None,
                 }
-                replaced = presence.join(info, peer)
-                if replaced is not None and replaced is not peer:
-                    replaced.close()
+                # A second connection under the same id takes over the agent's pushes; the first
+                # stays open but hears nothing more (the hazard `agentcom watch` reports).
+                presence.join(info, peer)
                 peer.send({"type": "identified", "agent_id": owner})
                 log(f"WS {owner} identified")
                 for other_id, other in presence.peers().items():
