@@ -351,10 +351,11 @@ def ack(ctx: click.Context, refs: tuple[str, ...], ids: tuple[str, ...], through
     from . import skill
 
     result = skill.ack(list(refs), ids=ids, through=through, settings=_cli_obj(ctx).settings())
-    done = ", ".join(f"#{a['seq']}" if a["seq"] is not None else a["id"] for a in result["acked"]) or "nothing"
-    text = f"acked {done}"
+    from .render import refs_text
+
+    text = f"acked {refs_text(result['acked'])}"
     if result["already_finished"]:
-        text += f"; already finished: {', '.join(str(a['seq']) for a in result['already_finished'])}"
+        text += f"; already finished: {refs_text(result['already_finished'])}"
     text += f". {result['unacked']} shown and not acked; hub acked up to seq {result['hub_acked_up_to']}."
     _emit(result, as_json, text)
 
@@ -370,11 +371,10 @@ agentcom defer 12 14 --for 2h
 def defer(ctx: click.Context, refs: tuple[str, ...], for_: str, as_json: bool) -> None:
     """Put shown messages aside; they come back after --for."""
     from . import skill
-    from .render import ago
+    from .render import ago, refs_text
 
     result = skill.defer(list(refs), parse_duration(for_, "--for"), settings=_cli_obj(ctx).settings())
-    names = ", ".join(f"#{d['seq']}" for d in result["deferred"]) or "nothing"
-    _emit(result, as_json, f"deferred {names}; back {ago(result['until'])}")
+    _emit(result, as_json, f"deferred {refs_text(result['deferred'])}; back {ago(result['until'])}")
 
 
 @command(main, examples="""
@@ -386,9 +386,10 @@ agentcom dismiss 12
 def dismiss(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
     """Finish messages without acting on them (kept in the history)."""
     from . import skill
+    from .render import refs_text
 
     result = skill.dismiss(list(refs), settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, "dismissed " + (", ".join(f"#{d['seq']}" for d in result["dismissed"]) or "nothing"))
+    _emit(result, as_json, f"dismissed {refs_text(result['dismissed'])}")
 
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None,

@@ -151,6 +151,11 @@ def ref_of(msg: dict[str, Any]) -> str:
     return str(msg["seq"]) if msg.get("seq") is not None else safe_msg_id(msg.get("id"))
 
 
+def refs_text(items: list[dict[str, Any]]) -> str:
+    """`#12, #14, 3f9a0c1d2e3b4a59` (pushed messages have no seq), or `nothing`."""
+    return ", ".join(f"#{i['seq']}" if i.get("seq") is not None else safe_msg_id(i.get("id")) for i in items) or "nothing"
+
+
 def _tier0_summary(handled: dict[str, int]) -> str:
     total = sum(handled.values())
     return (
@@ -279,7 +284,7 @@ def render_log_text(result: dict[str, Any]) -> str:
     for e in result["entries"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("received_at") or 0))
         text = str(e.get("text") or "")[:120]
-        lines.append(neutralise(f"{when} #{e.get('seq')} {safe_sender(e.get('from'))} {safe_type(e.get('type'))}: {e.get('disposition')} ({e.get('why')}) {text}"))
+        lines.append(neutralise(f"{when} {refs_text([e])} {safe_sender(e.get('from'))} {safe_type(e.get('type'))}: {e.get('disposition')} ({e.get('why')}) {text}"))
     if not lines:
         lines.append("Tier 0 has handled nothing yet.")
     if result["roster"]:
@@ -287,7 +292,7 @@ def render_log_text(result: dict[str, Any]) -> str:
         lines += [neutralise(f"  {safe_sender(peer)}: {str(info.get('status'))[:200]}") for peer, info in sorted(result["roster"].items())]
     if result["dead_letters"]:
         lines.append("Dead letters (returned too often without ack):")
-        lines += [neutralise(f"  #{d.get('seq')} {safe_sender(d.get('from'))} {safe_type(d.get('type'))} after {d.get('deliveries')} deliveries: {str(d.get('text') or '')[:120]}") for d in result["dead_letters"]]
+        lines += [neutralise(f"  {refs_text([d])} {safe_sender(d.get('from'))} {safe_type(d.get('type'))} after {d.get('deliveries')} deliveries: {str(d.get('text') or '')[:120]}") for d in result["dead_letters"]]
     lines += [f"warning: {neutralise(w)}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 

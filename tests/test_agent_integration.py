@@ -215,3 +215,13 @@ def test_cron_prints_exactly_no_reply_on_an_empty_mailbox(hub, tmp_path):
     env = agent_env(hub, "alice", hub.mint("alice"), tmp_path)
     out = run_cli("check", "--cron", env=env)
     assert out.returncode == 0 and out.stdout == "NO_REPLY\n" and out.stderr == ""
+
+
+def test_pushed_messages_are_named_by_id_in_text_output():
+    from agentcom_skill.render import refs_text, render_log_text
+
+    assert refs_text([{"seq": 3, "id": "a"}, {"seq": None, "id": "00000000000000ab"}]) == "#3, 00000000000000ab"
+    assert refs_text([]) == "nothing"
+    log = render_log_text({"entries": [{"seq": None, "id": "00000000000000ab", "from": "bob", "type": "ping", "disposition": "auto_reply", "why": "ping", "text": "", "received_at": 0}],
+                           "roster": {}, "dead_letters": []})
+    assert "#None" not in log and "00000000000000ab" in log
