@@ -284,7 +284,8 @@ class Watch:
             view = self.store.view([], now)
             plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
             self.store.apply_check(plan, now)
-        before = {o.id: o.rec for o in view.open if o.id in {lease.id for lease in plan.leases}}
+        leased = {lease.id for lease in plan.leases}
+        before = {o.id: o.rec for o in view.open if o.id in leased}  # to undo a failed wake exactly
         for warning in plan.warnings:
             self._event("warning", warning)
         if not plan.messages:
@@ -309,9 +310,8 @@ class Watch:
                 self.reported_unauthorized = True
                 self._event("wake_unauthorized", f"WAKE REFUSED: {outcome.detail}; fix [wake] token; still receiving and storing")
             return
-        delay = self.batcher.failed(now, outcome.retry_after)
-        if outcome.kind == "refused":
-            delay = self.batcher.failed(now, 60.0)
+        # refused (a 4xx): the settings are wrong, so retrying soon cannot help
+        delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)
         self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
 
     # reporting ------------------------------------------------------------------
