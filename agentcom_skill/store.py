@@ -118,6 +118,20 @@ _FINISHED = "('done', 'dismissed', 'dead')"
 PRUNE_INTERVAL = 3600.0
 
 
+def create_private(path: Path) -> None:
+    """Create the database file with mode 0600 (SQLite gives its -wal and -shm the same).
+
+    Only when it does not exist: opening and closing an existing database file would drop
+    every POSIX lock this process holds on it (closing any descriptor of a file does), and
+    another process could then take the WAL for unused, checkpoint it and delete it under
+    our open connections, whose later commits nobody else would ever see.
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return False
@@ -167,8 +181,7 @@ class MessageStore:
     def _connect(self) -> sqlite3.Connection:
         try:
             if not self._in_memory:
-                # Private from the start: SQLite gives its -wal and -shm files the same mode.
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+                create_private(self.path)
             db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         except OSError as exc:
             raise StateError(f"cannot open the message store {self.path}: {exc.strerror or exc}") from None
@@ -233,7 +246,7 @@ class MessageStore:
             for suffix in ("-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            create_private(self.path)
         except OSError as err:
             raise StateError(f"message store {self.path} is corrupt and cannot be moved aside: {err.strerror}") from None
         self.warnings.append(f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub")

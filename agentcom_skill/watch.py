@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -88,6 +89,8 @@ class Watch:
         }
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.announced_status: str | None = None
+        self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
+        self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
 
     # the process --------------------------------------------------------------
 
@@ -97,11 +100,19 @@ class Watch:
             raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with open_store(self.s) as store, hub_client(self.s) as hub:
-                self.store, self.hub = store, hub
+            with open_store(self.s) as store, open_store(self.s) as wake_store, hub_client(self.s) as hub:
+                self.store, self.wake_store, self.hub = store, wake_store, hub
                 if not self.waker:
                     self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
-                return self._loop()
+                # Wakes run beside the socket loop (with their own store connection), so a
+                # slow gateway never holds up pings or incoming frames.
+                waker = threading.Thread(target=self._wake_loop, name="agentcom-wake", daemon=True)
+                waker.start()
+                try:
+                    return self._loop()
+                finally:
+                    self.stopping = True
+                    waker.join(timeout=self.s.wake.timeout + 5)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -133,8 +144,7 @@ class Watch:
             self.status["reconnects"] += 1
             self._event("reconnecting", f"reconnecting in {delay:.1f} s")
             give_up_at = time.monotonic() + delay
-            while not self.stopping and time.monotonic() < give_up_at:
-                self._maybe_wake()  # the gateway does not need the hub
+            while not self.stopping and time.monotonic() < give_up_at:  # wakes go on meanwhile
                 time.sleep(min(0.2, max(0.0, give_up_at - time.monotonic())))
         self._event("stopped", "stopped")
         return 0
@@ -191,7 +201,6 @@ class Watch:
                         awaiting_pong_since = mono
                     self._check_presence()
                 self._announce_status(ws)
-                self._maybe_wake()
             ws.close()
             return True
 
@@ -262,6 +271,7 @@ class Watch:
         )
         for warning in result["warnings"]:
             self._event("warning", warning)
+        self.arrived.set()
 
     def _announce_status(self, ws: Any) -> None:
         status = current_status(self.store, self.s)
@@ -272,18 +282,30 @@ class Watch:
 
     # waking the agent -------------------------------------------------------------
 
+    def _wake_loop(self) -> None:
+        while not self.stopping:
+            try:
+                self._maybe_wake()
+            except AgentComError as exc:
+                self._event("error", f"wake step failed: {exc}")
+            except Exception as exc:  # never let the wake thread die silently
+                self._event("error", f"wake step failed: {type(exc).__name__}")
+            self.arrived.wait(0.2)
+            self.arrived.clear()
+
     def _maybe_wake(self) -> None:
         if self.waker is None:
             return
+        store = self.wake_store
         now = self.clock()
-        self.batcher.note_waiting(now, self.store.deliverable_count(now))
+        self.batcher.note_waiting(now, store.deliverable_count(now))
         due = self.batcher.due_at()
         if due is None or now < due or now < self.wake_paused_until:
             return
-        with self.store.write():
-            view = self.store.view([], now)
+        with store.write():
+            view = store.view([], now)
             plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
-            self.store.apply_check(plan, now)
+            store.apply_check(plan, now)
         leased = {lease.id for lease in plan.leases}
         before = {o.id: o.rec for o in view.open if o.id in leased}  # to undo a failed wake exactly
         for warning in plan.warnings:
@@ -296,14 +318,15 @@ class Watch:
         prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
         outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
         if outcome.kind == "ok":
-            with self.store.write():
-                self.store.confirm_shown(ids)
+            with store.write():
+                store.confirm_shown(ids)
             self.batcher.woke(now)
-            self.status["wakes_sent"] += 1
+            with self._lock:
+                self.status["wakes_sent"] += 1
             self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
             return
-        with self.store.write():
-            self.store.restore(before)  # not delivered: `check` and the next wake return them
+        with store.write():
+            store.restore(before)  # not delivered: `check` and the next wake return them
         if outcome.kind == "unauthorized":
             self.wake_paused_until = now + 600
             if not self.reported_unauthorized:
@@ -317,10 +340,11 @@ class Watch:
     # reporting ------------------------------------------------------------------
 
     def _event(self, kind: str, text: str, **fields: Any) -> None:
-        self.events(kind, text, **fields)
-        self.status["last_event"] = f"{kind}: {neutralise(text)[:200]}"
-        self.status["last_event_at"] = self.clock()
-        write_status(self.directory, self.status)
+        with self._lock:
+            self.events(kind, text, **fields)
+            self.status["last_event"] = f"{kind}: {neutralise(text)[:200]}"
+            self.status["last_event_at"] = self.clock()
+            write_status(self.directory, self.status)
 
 
 def run_watch(settings: Settings, jsonl: bool = False) -> int:

@@ -230,3 +230,23 @@ def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_
         store.prune([], 2000.0 + 7200, days=30, most=3)
     left = store.messages(limit=100)
     assert len(left) == 4 and ids[5] in {r["id"] for r in left}, "the newest 3 finished, and the open one"
+
+
+def test_a_second_store_in_one_process_keeps_the_first_ones_commits_visible(tmp_path):
+    """Regression: opening a second connection used to open and close the database file,
+    which drops this process's POSIX locks on it; another process's close then deleted the
+    WAL under us and our later commits were seen by nobody (the watch holds two stores)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "s"
+    first = MessageStore.open(folder)
+    second = MessageStore.open(folder)
+    code = "import sys; from agentcom_skill.store import MessageStore; s = MessageStore.open(sys.argv[1]); print(s.get_meta('probe')); s.close()"
+    subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True)  # opens and closes
+    with first.write():
+        first.set_meta("probe", 42)
+    seen = subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True, text=True).stdout.strip()
+    assert seen == "42"
+    first.close()
+    second.close()

@@ -61,7 +61,9 @@ class HubStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The database holds every token: private from the start (SQLite gives its -wal
         # and -shm files the same mode).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        from ..store import create_private
+
+        create_private(self.path)
         self.clock = clock  # seconds; injected by tests of the TTL
         self.mailbox_cap = mailbox_cap
         self.ttl_ms = int(ttl_days * 86_400_000)
