@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from .message import MailboxBatch, Message
 from .tier0 import ATTENTION, AUTO_REPLY, DISPOSITIONS, STORE, Tier0Config, Tier0Decision, attention_order, classify, coalesce
@@ -33,8 +34,7 @@ HAZARD_FILL = 0.8
 REPLY_WINDOW = 60.0  # seconds of the per-sender auto-reply budget
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """The delivery state of one stored attention message."""
 
     state: str
@@ -50,8 +50,7 @@ class Record:
         return self.state in ("leased", "shown")
 
 
-@dataclass(frozen=True)
-class OpenMessage:
+class OpenMessage(NamedTuple):
     """An unfinished attention message with its body (None: an imported stub, body never seen)."""
 
     id: str
@@ -60,26 +59,23 @@ class OpenMessage:
     rec: Record
 
 
-@dataclass(frozen=True)
-class StoreView:
+class StoreView(NamedTuple):
     """What a check needs to know of the store, read in one transaction."""
 
     known: frozenset[str] = frozenset()  # ids of the batch already stored
     open: tuple[OpenMessage, ...] = ()
-    reply_times: Mapping[str, Sequence[float]] = field(default_factory=dict)  # sender -> auto-reply times
+    reply_times: Mapping[str, Sequence[float]] = MappingProxyType({})  # sender -> auto-reply times
     cursor: int = 0
     recovered: bool = False  # the store was rebuilt: the next deliveries count as redelivered
 
 
-@dataclass(frozen=True)
-class AutoReply:
+class AutoReply(NamedTuple):
     to: str
     reply_to: str
     kind: str  # pong | status_reply
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     id: str
     deliveries: int
     expired: int

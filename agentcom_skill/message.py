@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import HubProtocolError
 
@@ -16,8 +15,7 @@ def fold(value: Any) -> str:
     return value.strip().casefold() if isinstance(value, str) else ""
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     seq: int | None  # None for a message pushed over the WebSocket
     id: str
     sender: str
@@ -68,8 +66,7 @@ class Message:
         }
 
 
-@dataclass(frozen=True)
-class MailboxBatch:
+class MailboxBatch(NamedTuple):
     messages: list[Message]
     last_seq: int
 

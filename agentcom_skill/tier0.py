@@ -8,8 +8,7 @@ per-minute reply budget) is decided by the caller and passed in.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from .message import Message, PRIORITY_RANK, fold
 
@@ -25,8 +24,7 @@ AUTO_REPLY_ACTIONS = frozenset({PONG, STATUS_REPLY})
 _NOTIFICATION_WORDS = ("notify", "progress", "ack", PONG, STATUS_REPLY)
 
 
-@dataclass(frozen=True)
-class Tier0Config:
+class Tier0Config(NamedTuple):
     agent_id: str
     capabilities: frozenset[str] = frozenset()
     ignore_from: tuple[str, ...] = ()
@@ -45,8 +43,7 @@ class Tier0Config:
         )
 
 
-@dataclass(frozen=True)
-class Tier0Decision:
+class Tier0Decision(NamedTuple):
     disposition: str  # attention | auto_reply | store | drop
     rule: int  # row of the protocol's table
     reason: str  # in words, for the log and the `why` field
