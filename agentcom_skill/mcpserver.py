@@ -133,8 +133,9 @@ class Mailbox:
 
 def instructions(mailbox: Mailbox) -> str:
     try:
-        count, _ = mailbox.waiting()
-        if not skill.watch_alive(mailbox.s.agent_state_dir()):
+        if skill.watch_alive(mailbox.s.agent_state_dir()):
+            count, _ = mailbox.waiting()  # the watch keeps the store complete
+        else:
             count = len(skill.check(peek=True, settings=mailbox.s)["messages"])
     except AgentComError:
         count = None

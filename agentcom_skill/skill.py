@@ -93,9 +93,10 @@ def check(
     if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
         raise UsageError("max must be a positive integer")
     with open_store(s) as store:
-        if watch_alive(s.agent_state_dir()):
+        watch = read_status(s.agent_state_dir())
+        if watch is not None:
             # The live watch holds everything the hub sent: serve from the store alone.
-            store.warnings.extend((read_status(s.agent_state_dir()) or {}).get("hazards") or [])
+            store.warnings.extend(watch.get("hazards") or [])
             return run_check(None, store, s, max, peek, time.time(), emit)
         with hub_client(s) as hub:
             return run_check(hub, store, s, max, peek, time.time(), emit)
@@ -342,7 +343,7 @@ def _resolve_refs(store: MessageStore, refs: Sequence[int | str], need_shown: bo
     targets, already, seen = [], [], set()
     for ref in refs:
         row = store.resolve(ref)
-        label = f"seq {ref}" if isinstance(ref, int) else f"id {ref}"
+        label = _ref_label(ref)
         if row is None or row["disposition"] != "attention":
             raise UsageError(f"no message with {label} was returned by check here; nothing was changed (see `agentcom inbox`)")
         if row["id"] in seen:
@@ -432,18 +433,25 @@ def reply(ref: int | str, text: str, *, settings: Settings | None = None, **over
     s = resolve_settings(settings, overrides)
     if not isinstance(text, str) or not text.strip():
         raise UsageError("the reply is empty: give a text")
-    msg = _stored_message(s, parse_ref(ref))
+    msg = row_message(_stored_row(s, parse_ref(ref)))
     return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", [])
 
 
-def _stored_message(s: Settings, ref: int | str):
+def _stored_row(s: Settings, ref: int | str) -> Any:
+    """The stored message a seq or id names, with its body; UsageError when none is kept."""
     with open_store(s) as store:
         row = store.resolve(ref)
-    label = f"seq {ref}" if isinstance(ref, int) else f"id {ref}"
-    msg = row_message(row) if row is not None else None
-    if msg is None:
-        raise UsageError(f"no message with {label} is kept here (see `agentcom inbox`)")
-    return msg
+    if row is None or row_message(row) is None:
+        raise _not_kept(ref)
+    return row
+
+
+def _ref_label(ref: int | str) -> str:
+    return f"seq {ref}" if isinstance(ref, int) else f"id {ref}"
+
+
+def _not_kept(ref: int | str) -> UsageError:
+    return UsageError(f"no message with {_ref_label(ref)} is kept here (see `agentcom inbox`)")
 
 
 # reading ----------------------------------------------------------------------
@@ -452,13 +460,7 @@ def _stored_message(s: Settings, ref: int | str):
 def show(ref: int | str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """One stored message in full, with its state; changes nothing."""
     s = resolve_settings(settings, overrides)
-    parsed = parse_ref(ref)
-    with open_store(s) as store:
-        row = store.resolve(parsed)
-    if row is None or row_message(row) is None:
-        label = f"seq {parsed}" if isinstance(parsed, int) else f"id {parsed}"
-        raise UsageError(f"no message with {label} is kept here (see `agentcom inbox`)")
-    return history_entry(row)
+    return history_entry(_stored_row(s, parse_ref(ref)))
 
 
 def history_entry(row: Any) -> dict[str, Any]:
@@ -545,8 +547,7 @@ def thread(ref: int | str, *, settings: Settings | None = None, **overrides: Any
         if start is None:
             rows = store.sent_messages(ids=[parsed]) if isinstance(parsed, str) else []
             if not rows:
-                label = f"seq {parsed}" if isinstance(parsed, int) else f"id {parsed}"
-                raise UsageError(f"no message with {label} is kept here (see `agentcom inbox`)")
+                raise _not_kept(parsed)
             frontier = {parsed}
         else:
             frontier = {start["id"]}
