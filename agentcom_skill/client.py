@@ -25,8 +25,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -70,8 +69,7 @@ class UndecodableBody(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
     """Who is at the other end, for error messages: "hub" and its `hub_url` setting, or
     "gateway" and `wake.url`."""
 
@@ -82,8 +80,7 @@ class Peer:
 HUB = Peer("hub", "hub_url")
 
 
-@dataclass
-class Reply:
+class Reply(NamedTuple):
     status: int
     headers: Mapping[str, str]  # case-insensitive (requests' own mapping)
     body: bytes

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Cold-start and backlog cost of `agentcom check`, against the baselines in ../shared/bench/.
+"""Cold-start and backlog cost of `agentcom check`, against the baselines beside this script.
 
 In one run, alternating the commands:
-  1. empty mailbox: `agentcom check --json` vs poll_min.js (Node.js) and poll_min.py (stdlib)
+  1. empty mailbox: `agentcom check --json` vs poll_min_requests.py (requests, the floor for
+     agentcom's stack: target at most 1.3x), poll_min.py (stdlib) and poll_min.js (Node.js)
   2. backlogs of 1,000 / 10,000 / 100,000 mixed messages: wall time and peak RSS of one check
   3. `agentcom send` vs a minimal standard-library POST
-Prints medians and ratios. Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000]
+Prints medians and ratios of wall time and of CPU time (user + system; on a machine shared
+with other work, CPU time moves far less than wall time).
+Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000]
 """
 
 from __future__ import annotations
@@ -24,9 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SHARED, LocalHub, load_trace, median
+from common import AGENTCOM, POLL_MIN_JS, POLL_MIN_PY, POLL_MIN_REQUESTS, LocalHub, load_trace, median
 
-AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
 SEND_MIN = r"""
 import json, os, sys, urllib.request
 hub, token = os.environ["AGENTCOM_HUB_URL"], os.environ["AGENTCOM_TOKEN"]
@@ -37,8 +39,8 @@ with urllib.request.urlopen(req, timeout=10) as r:
 """
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of one child process."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -47,21 +49,24 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
         raise RuntimeError(f"{cmd} failed: {proc.stderr.read().decode()}")
     proc.stderr.close()
     proc.returncode = 0
-    return wall, usage.ru_maxrss
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in commands}
+def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> None:
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, (cmd, env) in commands.items():  # alternate, so drift hits all alike
-            times[name].append(timed(cmd, env)[0])
+            w, c, _ = timed(cmd, env)
+            wall[name].append(w)
+            cpu[name].append(c)
     base = next(iter(commands))
-    print(f"\n{label} ({runs} runs each, alternating)")
-    for name, values in times.items():
-        print(f"  {name:28} median {median(values) * 1000:7.1f} ms")
-    for name in list(times)[1:]:
-        print(f"  ratio {base} / {name}: {median(times[base]) / median(times[name]):.2f}x")
-    return times
+    print(f"\n{label} ({runs} runs each, alternating; medians)")
+    for name in commands:
+        print(f"  {name:30} wall {median(wall[name]) * 1000:7.1f} ms   cpu {median(cpu[name]) * 1000:7.1f} ms")
+    for name in list(commands)[1:]:
+        print(f"  ratio {base} / {name}: wall {median(wall[base]) / median(wall[name]):.2f}x, "
+              f"cpu {median(cpu[base]) / median(cpu[name]):.2f}x")
 
 
 def configured_env(hub: LocalHub, agent: str, token: str) -> dict[str, str]:
@@ -106,9 +111,14 @@ def main() -> None:
         hub.mint("alice")
         env = hub.env("bob", token)
         check = (AGENTCOM + ["check", "--json"], configured_env(hub, "bob", token))
-        commands = {"agentcom check --json": check, "python3 poll_min.py": ([sys.executable, str(SHARED / "bench" / "poll_min.py")], env)}
+        print(f"agentcom: {' '.join(AGENTCOM)}")
+        commands = {
+            "agentcom check --json": check,
+            "python3 poll_min_requests.py": ([sys.executable, str(POLL_MIN_REQUESTS)], env),
+            "python3 poll_min.py": ([sys.executable, str(POLL_MIN_PY)], env),
+        }
         if shutil.which("node"):
-            commands["node poll_min.js"] = (["node", str(SHARED / "bench" / "poll_min.js")], env)
+            commands["node poll_min.js"] = (["node", str(POLL_MIN_JS)], env)
         timed(*check)  # warm the page cache and create the state folder
         compare("1. empty mailbox", commands, args.runs)
         compare(
@@ -131,7 +141,7 @@ def main() -> None:
             walls, rss = [], []
             for i in range(args.backlog_runs):
                 state = tempfile.mkdtemp(dir=hub.dir)
-                wall, peak = timed(AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state))
+                wall, _, peak = timed(AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state))
                 walls.append(wall)
                 rss.append(peak)
             print(f"  {n:>7} messages: median {median(walls):6.2f} s  peak RSS {median(rss) / 1024:6.1f} MB  "
