@@ -253,6 +253,8 @@ def _proxy_error(chain: list[BaseException], url: str) -> TransportError:
 def environment_proxy(url: str) -> tuple[str, str] | None:
     """The proxy requests will use for `url` (NO_PROXY applied) and the environment variable
     it came from, or None."""
+    if not any(name[-6:].lower() == "_proxy" for name in os.environ):
+        return None  # the common case, decided without asking urllib for the proxy table
     proxies = requests.utils.get_environ_proxies(url)
     if not proxies:
         return None
