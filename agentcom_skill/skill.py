@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
-from .delivery import FINISHED_STATES, OPEN_STATES, STATES, hub_prefix, message_view, plan_check
+from .delivery import FINISHED_STATES, OPEN_STATES, STATES, batch_keys, hub_prefix, message_view, plan_check
 from .errors import AgentComError, ConfigError, UsageError
 from .watchstate import read_status, watch_alive
 from .message import MailboxBatch
@@ -125,7 +125,7 @@ def run_check(
     """
     batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
     agents_check = agents_check and hub is not None
-    ids = [m.id for m in batch.messages]
+    ids = batch_keys(batch)
     warnings = list(store.warnings)
     with store.snapshot():
         view = store.view(ids, now)
@@ -193,7 +193,7 @@ def _check_result(s: Settings, plan: Any, warnings: list[str]) -> dict[str, Any]
 
 def _ack_hub(hub: Any, store: MessageStore, s: Settings, batch: MailboxBatch) -> tuple[int | None, str | None]:
     """Ack the hub up to the finished prefix of `batch`: (the seq acked or None, a warning or None)."""
-    up_to = hub_prefix(batch, store.finished([m.id for m in batch.messages]))
+    up_to = hub_prefix(batch, store.finished(batch_keys(batch)))
     if up_to is None:
         return None, None
     try:

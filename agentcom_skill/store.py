@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
 from .errors import BusyError, StateError
-from .message import Message
+from .message import Message, Unreadable
 
 DB_NAME = "messages.sqlite3"
 LEGACY_STATE = "state.json"
@@ -96,6 +96,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         "full-text search over message text and sender (FTS5 where SQLite has it)",
         "FTS5",  # built in code: an SQLite without FTS5 gets the plain fallback
     ),
+    (
+        "the full-text index is brought up to date by search, not by every insert",
+        "LAZY_FTS",  # built in code: only where migration 2 made an index
+    ),
+    (
+        "rows set aside: unreadable messages from the hub, damaged rows of this store",
+        """
+        CREATE TABLE set_aside (
+            key TEXT NOT NULL,          -- the message id, or unreadable-seq-N
+            kind TEXT NOT NULL,         -- unreadable | damaged
+            seq INTEGER,
+            sender TEXT,
+            reason TEXT NOT NULL,
+            raw TEXT,                   -- what was received or stored, for a person
+            at REAL NOT NULL
+        );
+        CREATE INDEX set_aside_key ON set_aside(key);
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -111,6 +130,30 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, sender ON messages BEGI
     INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
 END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+"""
+
+# Migration 3: inserting into the index with every message was most of a large check's
+# cost, so rows are indexed when `search` runs (`index_for_search`). Meta `fts_rowid` is the
+# highest rowid indexed: the delete and update triggers touch the index only at or below it,
+# and a delete that lowers the table's highest rowid lowers it too (SQLite may then hand
+# that rowid to a new, unindexed row).
+_LAZY_FTS_SQL = """
+DROP TRIGGER messages_fts_insert;
+DROP TRIGGER messages_fts_delete;
+DROP TRIGGER messages_fts_update;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text, sender)
+        SELECT 'delete', old.rowid, old.text, old.sender
+        WHERE old.rowid <= (SELECT value FROM meta WHERE key = 'fts_rowid');
+    UPDATE meta SET value = (SELECT COALESCE(MAX(rowid), 0) FROM messages)
+        WHERE key = 'fts_rowid' AND value > (SELECT COALESCE(MAX(rowid), 0) FROM messages);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, sender ON messages
+WHEN old.rowid <= (SELECT value FROM meta WHERE key = 'fts_rowid') BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
+    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
+END;
+INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM messages));
 """
 
 _OPEN = "('pending', 'leased', 'shown', 'deferred')"
@@ -221,6 +264,10 @@ class MessageStore:
                 name, sql = MIGRATIONS[number - 1]
                 if sql == "FTS5":
                     self._create_fts(db)
+                elif sql == "LAZY_FTS":
+                    if db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone() == (1,):
+                        for statement in _statements(_LAZY_FTS_SQL):
+                            db.execute(statement)
                 else:
                     for statement in _statements(sql):
                         db.execute(statement)
@@ -376,36 +423,66 @@ class MessageStore:
 
     def apply_check(self, plan: CheckPlan, now: float, via: str = "poll") -> None:
         """Apply a plan inside `write()`: new messages, intents, leases, dead letters, roster, cursor."""
-        columns = [*_BODY_COLUMNS, "via", "received_at", "disposition", "rule", "reason", "state", "finished_at"]
+        columns = [*_BODY_COLUMNS, "via", "received_at", "disposition", "rule", "reason", "state",
+                   "deliveries", "expired", "due", "finished_at"]
+        leases = {lease.id: lease for lease in plan.leases}
         rows = []
         for msg, decision in plan.new:
-            attention = decision.disposition == "attention"
             cols = _body_columns(msg)
-            rows.append((*(cols[c] for c in _BODY_COLUMNS), via, now, decision.disposition, decision.rule, decision.reason,
-                         "pending" if attention else "done", None if attention else now))
-        self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+            if decision.disposition != "attention":
+                state: tuple[Any, ...] = ("done", 0, 0, None, now)
+            elif msg.id in leases:  # stored and leased at once: one write a message, not two
+                lease = leases.pop(msg.id)
+                state = ("leased", lease.deliveries, lease.expired, lease.due, None)
+            else:
+                state = ("pending", 0, 0, None, None)
+            rows.append((*(cols[c] for c in _BODY_COLUMNS), via, now, decision.disposition, decision.rule,
+                         decision.reason, *state))
+        marks = ", ".join("?" * len(columns))
+        self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({marks})", rows)
         for msg, decision in plan.new:
             if decision.rule == 6:
                 status = msg.payload.get("status")
                 text = status if isinstance(status, str) else json.dumps(status, separators=(",", ":"))
-                self._exec("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)", (clean(msg.sender), clean(text), msg.timestamp, clean(msg.id), now))
+                self._exec("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
+                           (clean(msg.sender), clean(text), msg.timestamp, clean(msg.id), now))
+        self._set_aside_unreadable(plan.unreadable, now, via)
         self._many(
             "INSERT OR IGNORE INTO auto_replies (message_id, recipient, kind, at) VALUES (?, ?, ?, ?)",
             [(r.reply_to, r.to, r.kind, now) for r in plan.replies],
         )
         self._many(
             "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ? WHERE id = ?",
-            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in plan.leases],
+            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in leases.values()],
         )
         self._many("UPDATE messages SET state = 'dead', finished_at = ? WHERE id = ?", [(now, i) for i in plan.dead])
         self._many(
-            "UPDATE messages SET state = 'dismissed', reason = 'body lost before this version kept it', finished_at = ? WHERE id = ?",
+            "UPDATE messages SET state = 'dismissed', reason = 'body lost before this version kept it', finished_at = ?"
+            " WHERE id = ?",
             [(now, i) for i in plan.lost],
         )
         if plan.cursor is not None:
             self.set_meta("cursor", plan.cursor)
         if plan.clear_recovered:
             self.set_meta("recovered", 0)
+
+    def _set_aside_unreadable(self, items: Sequence[Unreadable], now: float, via: str) -> None:
+        """Messages that could not be read: a finished (dead) row under their key, so the hub is
+        acked past them and a later poll drops them as known, and what arrived, for a person."""
+        rows = [
+            (item.key, item.seq, clean(item.sender), f"(unreadable: {item.reason})", via, now,
+             f"unreadable: {item.reason}", now)
+            for item in items if item.key is not None
+        ]
+        self._many(
+            "INSERT OR IGNORE INTO messages (id, seq, sender, text, via, received_at, disposition, reason, state,"
+            " finished_at) VALUES (?, ?, ?, ?, ?, ?, 'attention', ?, 'dead', ?)",
+            rows,
+        )
+        self._many(
+            "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'unreadable', ?, ?, ?, ?, ?)",
+            [(item.key or "", item.seq, clean(item.sender), item.reason, clean(item.raw), now) for item in items],
+        )
 
     def fill_bodies(self, messages: Iterable[Message], now: float) -> None:
         """Bodies for stubs imported from a previous release (a no-op for any message already whole)."""
@@ -417,7 +494,9 @@ class MessageStore:
 
     def confirm_shown(self, ids: Sequence[str]) -> None:
         """The run that leased these printed them: `ack` may now finish them."""
-        self._many("UPDATE messages SET state = 'shown', ever_shown = 1 WHERE id = ? AND state = 'leased'", [(i,) for i in ids])
+        for chunk in _chunks(list(ids), 500):  # one statement a chunk: a large check confirms thousands
+            marks = ",".join("?" * len(chunk))
+            self._exec(f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk)
 
     def record_reply_sent(self, message_id: str, sent_id: str) -> None:
         self._exec("UPDATE auto_replies SET sent_id = ? WHERE message_id = ?", (sent_id, message_id))
@@ -545,8 +624,30 @@ class MessageStore:
         params.append(limit)
         return self._read(f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params)
 
+    def index_for_search(self) -> bool:
+        """Bring the full-text index up to date with the rows stored since the last search.
+        False when it cannot (no FTS5, or the store cannot be written now): scan without it."""
+        if not self.get_meta("fts", 0):
+            return False
+        mark = self.get_meta("fts_rowid", 0)
+        if self._read("SELECT COALESCE(MAX(rowid), 0) FROM messages")[0][0] <= mark:
+            return True
+        try:
+            with self.write():
+                mark = self.get_meta("fts_rowid", 0)
+                top = self._read("SELECT COALESCE(MAX(rowid), 0) FROM messages")[0][0]
+                self._exec(
+                    "INSERT INTO messages_fts(rowid, text, sender)"
+                    " SELECT rowid, text, sender FROM messages WHERE rowid > ? ORDER BY rowid",
+                    (mark,),
+                )
+                self.set_meta("fts_rowid", top)
+        except (StateError, BusyError):
+            return False
+        return True
+
     def search(self, text: str, limit: int = 50) -> list[sqlite3.Row]:
-        if self.get_meta("fts", 0):
+        if self.index_for_search():
             query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
             if query:
                 try:

@@ -270,3 +270,39 @@ def test_another_connection_under_our_id_is_reported(rig, tmp_path):
         w.wait_for("hazard")
         assert any("another connection" in h for h in run_json("status", env=env)["hazards"])
         assert any("another connection" in x for x in run_json("check", env=env)["warnings"])
+
+
+def test_a_burst_of_pushed_messages_loses_none(rig, tmp_path):
+    """Issue 19.1: a few hundred direct messages from several senders at a connected watch,
+    with short ping/pong settings. Every frame that reached the watch is stored (any frame
+    is a sign of life; frames read are stored before a socket is given up), so
+    sent = kept by the watch + still at the hub."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    hub, env, alice, bob, gateway, start = rig
+    write_wake(tmp_path, gateway, window=60)
+    (tmp_path / "alice.toml").write_text("watch_ping_interval = 0.5\nwatch_pong_timeout = 0.5\n" + (tmp_path / "alice.toml").read_text())
+    senders = [hub.mint(f"sender{n}") for n in range(6)]
+    w = start()
+
+    def blast(token: str) -> list[str]:
+        with requests.Session() as http:
+            return [http.post(hub.url + "/api/message", json={"to": "alice", "payload": {"text": f"burst {n}"}},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=60).json()["id"] for n in range(100)]
+
+    with ThreadPoolExecutor(len(senders)) as pool:
+        sent = {i for ids in pool.map(blast, senders) for i in ids}
+    assert len(sent) == 600
+
+    def kept() -> set[str]:
+        db = next((tmp_path / "state").glob("*/messages.sqlite3"))
+        with sqlite3.connect(db) as conn:
+            return {r[0] for r in conn.execute("SELECT id FROM messages")}
+
+    def accounted() -> bool:
+        at_hub = {m["id"] for m in hub.poll("alice", alice)["messages"]}
+        return sent <= kept() | at_hub
+
+    eventually(accounted, "every message kept by the watch or still at the hub", deadline=120)
+    w.stop()
