@@ -17,14 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BusyError, StateError
+from .store import MessageStore, refuse_links
+
+LEGACY_STATE = "state.json"
+LEGACY_LOCK = "state.lock"
 
 
-def import_state_file(store: Any, directory: Path, lock_timeout: float) -> None:
-    from filelock import FileLock, Timeout
+def has_state_file(directory: Path) -> bool:
+    return os.path.lexists(directory / LEGACY_STATE)
 
-    from .store import LEGACY_LOCK, LEGACY_STATE
+
+def import_state_file(store: MessageStore, directory: Path, lock_timeout: float) -> None:
+    """Import `state.json` into `store` once (through its public interface), then rename it aside."""
+    from filelock import FileLock, Timeout  # late: only an upgrade from 0.1 needs it (~40 ms to import)
 
     path = directory / LEGACY_STATE
+    refuse_links(path, directory / LEGACY_LOCK)
     lock = FileLock(str(directory / LEGACY_LOCK), timeout=lock_timeout, mode=0o600)
     try:
         lock.acquire()
@@ -64,7 +72,7 @@ def _rename(src: Path, dst: Path) -> None:
         raise StateError(f"cannot move the old state file {src} aside: {exc.strerror}") from None
 
 
-def _import(store: Any, data: dict[str, Any]) -> None:
+def _import(store: MessageStore, data: dict[str, Any]) -> None:
     now = time.time()
     log = {e.get("id"): e for e in _list(data.get("log")) if isinstance(e, dict)}
     rows: list[tuple] = []
@@ -98,22 +106,13 @@ def _import(store: Any, data: dict[str, Any]) -> None:
                 type=d.get("type"), text=d.get("text"), deliveries=d.get("deliveries") if isinstance(d.get("deliveries"), int) else 0, shown=True)
     for msg_id, e in _dict(data.get("done")).items():
         add(msg_id, e.get("seq") if isinstance(e, dict) else None, "done", "attention", "finished (imported)")
-    store._many(
-        "INSERT OR IGNORE INTO messages (id, seq, sender, type, text, disposition, rule, reason, state, priority, broadcast,"
-        " deliveries, expired, ever_shown, due, finished_at, received_at, via) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'import')",
-        rows,
-    )
+    store.import_stubs(rows)
     for peer, info in _dict(data.get("roster")).items():
         if isinstance(info, dict):
-            store._exec(
-                "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, NULL, ?)",
-                (peer, _str(info.get("status")), info.get("timestamp") if isinstance(info.get("timestamp"), int) else None, now),
-            )
+            timestamp = info.get("timestamp") if isinstance(info.get("timestamp"), int) else None
+            store.set_peer(peer, _str(info.get("status")), timestamp, None, now)
     for sender, times in _dict(data.get("replies")).items():  # the per-minute budget carries over
-        for n, at in enumerate(_list(times)):
-            if isinstance(at, (int, float)):
-                store._exec("INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)", (f"import:{sender}:{n}", sender, at))
+        store.add_reply_times(sender, [at for at in _list(times) if isinstance(at, (int, float))])
     for key in ("cursor", "hub_acked", "agents_checked_at"):
         if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
             store.set_meta(key, data[key])

@@ -29,7 +29,8 @@ class Message(NamedTuple):
 
     @property
     def broadcast(self) -> bool:
-        return self.to is None or fold(self.to) == "broadcast"
+        to = self.to  # (read for every message of a check: kept cheap)
+        return to is None or to == "broadcast" or to.strip().casefold() == "broadcast"
 
     @property
     def text(self) -> str | None:

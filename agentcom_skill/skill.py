@@ -16,6 +16,7 @@ from .delivery import FINISHED_STATES, OPEN_STATES, STATES, batch_keys, hub_pref
 from .errors import AgentComError, ConfigError, UsageError
 from .watchstate import read_status, watch_alive
 from .message import MailboxBatch
+from .legacy import has_state_file, import_state_file
 from .store import MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
 
@@ -55,7 +56,16 @@ def hub_client(settings: Settings) -> Any:
 
 
 def open_store(settings: Settings) -> MessageStore:
-    return MessageStore.open(settings.agent_state_dir(), settings.lock_timeout, on_wait=_say_waiting)
+    """The agent's message store, with 0.1's state.json imported into it the first time."""
+    directory = settings.agent_state_dir()
+    store = MessageStore.open(directory, settings.lock_timeout, on_wait=_say_waiting)
+    if has_state_file(directory):
+        try:
+            import_state_file(store, directory, settings.lock_timeout)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def parse_ref(ref: Any) -> int | str:
@@ -209,7 +219,7 @@ def current_status(store: MessageStore, s: Settings) -> str:
 
 
 def _agents_check_due(store: MessageStore, now: float) -> bool:
-    return now - float(store.get_meta("agents_checked_at", 0) or 0) >= AGENTS_CHECK_INTERVAL
+    return now - store.get_number("agents_checked_at") >= AGENTS_CHECK_INTERVAL
 
 
 def _connected_hazard(hub: Any, s: Settings) -> list[str]:

@@ -124,6 +124,44 @@ def test_search_falls_back_to_a_plain_scan(tmp_path):
     assert len(store.search("rate_limiter")) == 1 and store.search("zzz") == []
 
 
+def test_the_search_index_catches_up_at_search_time_and_survives_pruning_and_rowid_reuse(tmp_path):
+    """Migration 3: rows are indexed when `search` runs, not as they are stored. Pruning the
+    newest rows lets SQLite reuse their rowids; the index must never claim a row it lacks."""
+    s = settings(tmp_path)
+    store = MessageStore.memory()
+    apply(store, batch(*[(n, "loash", "chat", {"action": "notify", "text": f"alpha {n}"}) for n in range(1, 4)]), s, 1000.0)
+    assert store._read("SELECT COUNT(*) FROM messages_fts_docsize")[0][0] == 0, "nothing indexed while storing"
+    assert len(store.search("alpha")) == 3
+    apply(store, batch((4, "nathan", "chat", {"action": "notify", "text": "beta"})), s, 1001.0)
+    assert [r["seq"] for r in store.search("beta")] == [4]
+    with store.write():
+        assert store.prune([], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "every row, the newest included"
+    apply(store, batch((5, "nathan", "chat", {"action": "notify", "text": "gamma"})), s, 2000.0 + 31 * 86400)
+    assert [r["seq"] for r in store.search("gamma")] == [5] and store.search("alpha") == []
+    store._exec("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+
+
+def test_a_damaged_sent_row_is_set_aside_not_fatal(tmp_path):
+    store = MessageStore.memory()
+    with store.write():
+        store.record_sent("00000000000000a1", "bob", "chat", {"text": "fine"}, None, "send", 1.0)
+        store.record_sent("00000000000000a2", "bob", "chat", {"text": "soon broken"}, None, "send", 2.0)
+    store._exec("UPDATE sent SET payload = '{' WHERE id = '00000000000000a2'")
+    assert [r["id"] for r in store.sent_messages()] == ["00000000000000a1"]
+    with store.write():
+        pass
+    assert store._read("SELECT key, kind FROM set_aside")[0][:] == ("00000000000000a2", "damaged")
+    assert [r["id"] for r in store.sent_messages()] == ["00000000000000a1"] and len(store.warnings) == 1
+
+
+def test_the_schema_columns_the_store_checks_are_the_migrations_result():
+    from agentcom_skill.store import SCHEMA_COLUMNS
+
+    store = MessageStore.memory()
+    for table, columns in SCHEMA_COLUMNS.items():
+        assert tuple(r[1] for r in store._read(f"PRAGMA table_info({table})")) == columns
+
+
 # delivery planning ---------------------------------------------------------------------
 
 
