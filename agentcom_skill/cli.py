@@ -511,6 +511,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     result = skill.status(settings=_cli_obj(ctx).settings())
     _emit(result, as_json, render_status_text(result))
+    if result["hub"]["error"]:  # everything local was printed; the hub's trouble is the exit code
+        sys.exit(result["hub"]["error"]["exit_code"])
 
 
 @command(status, "set", examples="""
