@@ -161,7 +161,6 @@ class Watch:
     def _session(self) -> bool:
         """Connect, identify, drain, then handle frames until the connection ends.
         True when it got as far as identified (the reconnect backoff starts over)."""
-        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
         url = self.s.hub_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
@@ -182,33 +181,39 @@ class Watch:
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
             self.presence_since = self._presence()
             self._drain()
-            interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
-            next_ping, awaiting_pong_since = time.monotonic() + interval, None
-            while not self.stopping:
-                frames, closed = self._receive(ws, wait=0.2)
-                if frames:
-                    # Any frame is a sign of life: a hub pushing us a burst answers our ping
-                    # only after the frames queued before it.
-                    awaiting_pong_since = None
-                self._on_frames(frames)  # also retries messages a failing store could not take
-                if closed:
-                    self._event("disconnected", "the hub closed the connection")
-                    return True
-                mono = time.monotonic()
-                if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
-                    self._on_frames(self._receive(ws, wait=0)[0])  # what was read is kept before giving up
-                    self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
-                    return True
-                if mono >= next_ping:
-                    ws.send(json.dumps({"type": "ping"}))
-                    next_ping = mono + interval
-                    if awaiting_pong_since is None:
-                        awaiting_pong_since = mono
-                    self._check_presence()
-                self._announce_status(ws)
-            self._on_frames(self._receive(ws, wait=0)[0])
-            ws.close()
+            try:
+                self._converse(ws)
+            finally:
+                # However the connection ends, the frames already read are kept first.
+                while frames := self._receive(ws, wait=0)[0]:
+                    self._on_frames(frames)
             return True
+
+    def _converse(self, ws: Any) -> None:
+        """Read frames and ping until the connection ends or the watch stops."""
+        interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
+        next_ping, awaiting_pong_since = time.monotonic() + interval, None
+        while not self.stopping:
+            frames, closed = self._receive(ws, wait=0.2)
+            if frames:
+                # Any frame is a sign of life: a hub pushing us a burst answers our ping
+                # only after the frames queued before it.
+                awaiting_pong_since = None
+            self._on_frames(frames)  # also retries messages a failing store could not take
+            if closed:
+                self._event("disconnected", "the hub closed the connection")
+                return
+            mono = time.monotonic()
+            if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
+                self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
+                return
+            if mono >= next_ping:
+                ws.send(json.dumps({"type": "ping"}))
+                next_ping = mono + interval
+                if awaiting_pong_since is None:
+                    awaiting_pong_since = mono
+                self._check_presence()
+            self._announce_status(ws)
 
     @staticmethod
     def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], bool]:
