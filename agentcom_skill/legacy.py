@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .delivery import OPEN_STATES
 from .errors import BusyError, StateError
+from .message import PRIORITIES
 from .store import MessageStore, refuse_links
+from .tier0 import DISPOSITIONS
 
 LEGACY_STATE = "state.json"
 LEGACY_LOCK = "state.lock"
@@ -84,11 +87,11 @@ def _import(store: MessageStore, data: dict[str, Any]) -> None:
         rows.append((
             msg_id, seq if isinstance(seq, int) else None, _str(extra.get("sender") or entry.get("from")),
             _str(extra.get("type") or entry.get("type")), _str(extra.get("text") or entry.get("text")),
-            entry.get("disposition") if entry.get("disposition") in ("auto_reply", "store", "drop") else disposition,
+            entry.get("disposition") if entry.get("disposition") in DISPOSITIONS else disposition,
             entry.get("rule") if isinstance(entry.get("rule"), int) else None, _str(entry.get("reason")) or reason, state,
-            extra.get("priority") if extra.get("priority") in ("low", "high", "urgent") else "normal",
+            extra.get("priority") if extra.get("priority") in PRIORITIES else "normal",
             int(bool(extra.get("broadcast"))), int(extra.get("deliveries", 0)), int(extra.get("expired", 0)),
-            int(bool(extra.get("shown"))), extra.get("due"), None if state in ("pending", "leased", "shown") else now, now,
+            int(bool(extra.get("shown"))), extra.get("due"), None if state in OPEN_STATES else now, now,
         ))
 
     for msg_id, e in _dict(data.get("attention")).items():

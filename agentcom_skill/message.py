@@ -9,7 +9,8 @@ from typing import Any, NamedTuple
 
 from .errors import HubProtocolError
 
-PRIORITY_RANK = {"urgent": 0, "high": 1}
+PRIORITIES = ("low", "normal", "high", "urgent")  # payload.priority; anything else reads as normal
+PRIORITY_RANK = {"urgent": 0, "high": 1}  # attention order: urgent, high, then the rest
 
 
 def fold(value: Any) -> str:
@@ -44,7 +45,7 @@ class Message(NamedTuple):
     @property
     def priority(self) -> str:
         value = fold(self.payload.get("priority"))
-        return value if value in ("low", "high", "urgent") else "normal"
+        return value if value in PRIORITIES else "normal"
 
     @property
     def needed_capabilities(self) -> frozenset[str]:

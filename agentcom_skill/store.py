@@ -157,7 +157,7 @@ END;
 INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM messages));
 """
 
-_OPEN = "('pending', 'leased', 'shown', 'deferred')"
+_OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
 # The columns of our tables at the current schema, in order (a test checks them against the migrations).
 SCHEMA_COLUMNS = {
     "messages": ("id", "seq", "sender", "recipient", "type", "body", "reply_to", "timestamp", "via", "received_at", "text",
@@ -169,7 +169,7 @@ SCHEMA_COLUMNS = {
     "meta": ("key", "value"),
     "set_aside": ("key", "kind", "seq", "sender", "reason", "raw", "at"),
 }
-_FINISHED = "('done', 'dismissed', 'dead')"
+_FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
 PRUNE_INTERVAL = 3600.0
 
 

@@ -16,12 +16,12 @@ import sqlite3
 from typing import Any, NamedTuple
 
 from .delivery import FINISHED_STATES, OPEN_STATES, STATES, Record
-from .message import Message
+from .message import PRIORITIES, Message
 from .tier0 import ATTENTION, DISPOSITIONS
 
 _DISPOSITIONS = frozenset((ATTENTION, *DISPOSITIONS))
 _STATES = frozenset(STATES)
-_PRIORITIES = frozenset(("low", "normal", "high", "urgent"))
+_PRIORITIES = frozenset(PRIORITIES)
 _TEXT_COLUMNS = ("sender", "recipient", "type", "reply_to", "text", "reason")
 _DERIVED = ("seq", "sender", "recipient", "type", "reply_to", "timestamp", "text", "priority", "broadcast")
 
