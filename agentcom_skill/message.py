@@ -137,27 +137,32 @@ def parse_message(raw: Any, index: int = 0) -> Message:
     type_ = raw.get("type")
     if type_ is not None and not isinstance(type_, str):
         raise HubProtocolError(f"hub sent mailbox message seq {seq} whose 'type' is not a string")
-    payload = raw.get("payload")
-    if not isinstance(payload, dict):
-        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload is not an object")
-    if any(isinstance(v, (dict, list)) for v in payload.values()) and _deeper_than(payload, MAX_DEPTH):
-        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload nests deeper than {MAX_DEPTH} levels")
-    timestamp = raw.get("timestamp")
-    if timestamp is not None and not _is_int(timestamp):
-        if isinstance(timestamp, float) and math.isfinite(timestamp) and abs(timestamp) < 1e18:
-            timestamp = int(timestamp)
-        else:
-            raise HubProtocolError(f"hub sent mailbox message seq {seq} whose timestamp is not a number")
     return Message(
         seq=seq,
         id=raw["id"],
         sender=raw["from"],
         to=raw.get("to"),
         type=type_ or "chat",
-        payload=payload,
+        payload=_payload(raw.get("payload"), seq),
         reply_to=raw.get("reply_to"),
-        timestamp=timestamp,
+        timestamp=_timestamp(raw.get("timestamp"), seq),
     )
+
+
+def _payload(payload: Any, seq: int) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload is not an object")
+    if any(isinstance(v, (dict, list)) for v in payload.values()) and _deeper_than(payload, MAX_DEPTH):
+        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload nests deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def _timestamp(timestamp: Any, seq: int) -> int | None:
+    if timestamp is None or _is_int(timestamp):
+        return timestamp
+    if isinstance(timestamp, float) and math.isfinite(timestamp) and abs(timestamp) < 1e18:
+        return int(timestamp)
+    raise HubProtocolError(f"hub sent mailbox message seq {seq} whose timestamp is not a number")
 
 
 def parse_mailbox(body: Any, since: int) -> MailboxBatch:
@@ -278,49 +283,71 @@ def _dump(raw: Any) -> str:
 _TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|[,:]')
 
 
+class _Structure:
+    """Where the `messages` array of a mailbox body starts and ends, and the commas between
+    its entries, found from the text's structure alone (fed one token at a time)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.key: str | None = None  # the last key read at the top level (with its quotes)
+        self.last_string: str | None = None
+        self.array_at = -1  # just after the array's `[`
+        self.end = -1  # at its `]`
+        self.commas: list[int] = []
+
+    def feed(self, token: str, at: int) -> bool:
+        """Take one token; True once the array has ended."""
+        first = token[0]
+        if first == '"':
+            self.last_string = token
+        elif first == ":":
+            if self.depth == 1:
+                self.key = self.last_string
+        elif first == ",":
+            if self.array_at >= 0 and self.depth == 2:
+                self.commas.append(at)
+        elif first in "[{":
+            self._open(token, at)
+        else:
+            return self._close(token, at)
+        return False
+
+    def _open(self, token: str, at: int) -> None:
+        if self.depth >= 3:  # inside an entry: a run of any length costs one step
+            self.depth += len(token)
+            return
+        for offset, char in enumerate(token):
+            self.depth += 1
+            if self.depth == 2 and char == "[" and self.key == '"messages"' and self.array_at < 0:
+                self.array_at = at + offset + 1
+
+    def _close(self, token: str, at: int) -> bool:
+        if self.depth - len(token) >= 2:
+            self.depth -= len(token)
+            return False
+        for offset in range(len(token)):
+            self.depth -= 1
+            if self.depth == 1 and self.array_at >= 0:
+                self.end = at + offset
+                return True
+        return False
+
+
 def _split_mailbox(text: str) -> tuple[dict[str, Any], list[str]] | None:
     """The texts of the entries of a mailbox body's `messages` array, and the body's other
     top-level fields, found by scanning its structure without parsing (so depth costs nothing).
     None when the body is not an object holding a `messages` array."""
-    depth, key, last_string = 0, None, None
-    array_at = start = -1
-    elements: list[str] = []
-    for match in _TOKENS.finditer(text):
-        token, at = match.group(), match.start()
-        first = token[0]
-        if first == '"':
-            last_string = token
-        elif first == ":":
-            if depth == 1:
-                key = last_string
-        elif first == ",":
-            if array_at >= 0 and depth == 2:
-                elements.append(text[start:at])
-                start = at + 1
-        elif first in "[{":
-            if depth >= 3:
-                depth += len(token)
-                continue
-            for offset, char in enumerate(token):
-                depth += 1
-                if depth == 2 and char == "[" and key == '"messages"' and array_at < 0:
-                    array_at = start = at + offset + 1
-        else:
-            if depth - len(token) >= 2:
-                depth -= len(token)
-                continue
-            for offset in range(len(token)):
-                depth -= 1
-                if depth == 1 and array_at >= 0 and start > 0:
-                    end = at + offset
-                    if text[start:end].strip():
-                        elements.append(text[start:end])
-                    try:
-                        top = json.loads(text[:array_at] + text[end:], parse_constant=lambda _: None)
-                    except (ValueError, RecursionError):
-                        return None
-                    return (top, elements) if isinstance(top, dict) else None
-    return None
+    found = _Structure()
+    if not any(found.feed(match.group(), match.start()) for match in _TOKENS.finditer(text)):
+        return None
+    starts = [found.array_at, *(comma + 1 for comma in found.commas)]
+    ends = [*found.commas, found.end]
+    elements = [text[a:b] for a, b in zip(starts, ends) if text[a:b].strip()]
+    try:
+        top = json.loads(text[: found.array_at] + text[found.end :], parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return None
+    return (top, elements) if isinstance(top, dict) else None
 
 
 def _shallow(text: str) -> dict[str, Any]:

@@ -93,51 +93,57 @@ def inspect_row(row: Any, now: float, derived: Any) -> Inspection:
             msg = None
         if msg is None:
             return Inspection(None, "its stored body is not a message")
+    fixes = {**_copy_fixes(row, msg, derived), **_delivery_fixes(row, msg, now)}
+    if not fixes:
+        return Inspection(msg)
+    return Inspection(msg, "damaged cells: " + ", ".join(sorted(fixes)), fixes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _copy_fixes(row: Any, msg: Message | None, derived: Any) -> dict[str, Any]:
+    """The columns copied from the body for queries: recomputed from it when one is bad."""
     bad = [c for c in _TEXT_COLUMNS if not _clean_text(row[c])]
-    bad += [c for c in ("seq", "timestamp") if row[c] is not None and (not isinstance(row[c], int) or isinstance(row[c], bool))]
-    if row["priority"] not in _PRIORITIES:
-        bad.append("priority")
-    if row["broadcast"] not in (0, 1):
-        bad.append("broadcast")
+    bad += [c for c in ("seq", "timestamp") if row[c] is not None and not _is_int(row[c])]
+    bad += [c for c, ok in (("priority", row["priority"] in _PRIORITIES), ("broadcast", row["broadcast"] in (0, 1))) if not ok]
+    if not bad:
+        return {}
+    fixes: dict[str, Any] = {"reason": None} if "reason" in bad else {}
+    if msg is not None:
+        return {**fixes, **{c: v for c, v in derived(msg).items() if c in _DERIVED}}
+    defaults = {"priority": "normal", "broadcast": 0}
+    return {**fixes, **{c: defaults.get(c) for c in bad}}
+
+
+def _delivery_fixes(row: Any, msg: Message | None, now: float) -> dict[str, Any]:
+    """The delivery state: anything unreadable is reset so the message comes back (at least
+    once) rather than being lost or stuck."""
     fixes: dict[str, Any] = {}
-    if bad:
-        if "reason" in bad:
-            fixes["reason"] = None
-        if msg is not None:
-            fixes.update({c: v for c, v in derived(msg).items() if c in _DERIVED})
-        else:
-            fixes.update({c: None for c in bad if c in _TEXT_COLUMNS or c in ("seq", "timestamp")})
-            fixes.update({c: d for c, d in (("priority", "normal"), ("broadcast", 0)) if c in bad})
     disposition = row["disposition"]
     if disposition not in _DISPOSITIONS:
-        disposition = fixes["disposition"] = ATTENTION  # at least once: shown again rather than lost
+        disposition = fixes["disposition"] = ATTENTION
     state = row["state"]
     if state not in _STATES or (disposition != ATTENTION and state != "done"):
-        state = fixes["state"] = "pending" if disposition == ATTENTION and msg is not None else "done"
-    for column in ("deliveries", "expired"):
-        if not isinstance(row[column], int) or isinstance(row[column], bool) or row[column] < 0:
-            fixes[column] = 0
+        deliverable = disposition == ATTENTION and (msg is not None or row["via"] == "import")
+        state = fixes["state"] = "pending" if deliverable else "done"
+    fixes.update({c: 0 for c in ("deliveries", "expired") if not _is_int(row[c]) or row[c] < 0})
     if row["ever_shown"] not in (0, 1):
         fixes["ever_shown"] = 0
-    due = row["due"]
-    if state in ("leased", "shown", "deferred") and not _is_number(due):
-        fixes["due"] = now  # comes back at once
-    elif due is not None and not _is_number(due):
-        fixes["due"] = None
-    finished_at = row["finished_at"]
-    if state in FINISHED_STATES and not _is_number(finished_at):
+    if not (row["due"] is None or _is_number(row["due"])) or (state in ("leased", "shown", "deferred") and row["due"] is None):
+        fixes["due"] = now if state in ("leased", "shown", "deferred") else None  # due: comes back at once
+    if state in FINISHED_STATES and not _is_number(row["finished_at"]):
         fixes["finished_at"] = now
-    elif state in OPEN_STATES and finished_at is not None:
+    elif state in OPEN_STATES and row["finished_at"] is not None:
         fixes["finished_at"] = None
     if not _is_number(row["received_at"]):
         fixes["received_at"] = now
     if not isinstance(row["via"], str) or not _clean_text(row["via"]):
         fixes["via"] = "poll"
-    if row["rule"] is not None and (not isinstance(row["rule"], int) or isinstance(row["rule"], bool)):
+    if row["rule"] is not None and not _is_int(row["rule"]):
         fixes["rule"] = None
-    if not fixes:
-        return Inspection(msg)
-    return Inspection(msg, "damaged cells: " + ", ".join(sorted(fixes)), fixes)
+    return fixes
 
 
 def open_record(row: Any) -> Record:
