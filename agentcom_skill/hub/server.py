@@ -205,16 +205,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _read_chunked(self) -> bytes:
         body = bytearray()
-        while True:
-            line = self.rfile.readline(MAX_CHUNK_LINE + 1)
-            if not line.endswith(b"\n"):
-                raise _Refused(HTTPStatus.BAD_REQUEST) if line else ConnectionError("the client went away")
-            size_text = line.split(b";", 1)[0].strip()
-            if not _HEX.match(size_text):
-                raise _Refused(HTTPStatus.BAD_REQUEST)
-            size = int(size_text, 16)
-            if size == 0:
-                break
+        while size := self._chunk_size():
             if len(body) + size > MAX_BODY_BYTES:
                 raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
             chunk = self.rfile.read(size)
@@ -224,12 +215,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if self.rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _Refused(HTTPStatus.BAD_REQUEST)
         for _ in range(MAX_TRAILERS + 1):  # trailer fields, then the empty line
-            line = self.rfile.readline(65537)
-            if line in (b"\r\n", b"\n"):
+            if self._line(65536) in (b"\r\n", b"\n"):
                 return bytes(body)
-            if not line.endswith(b"\n"):
-                raise _Refused(HTTPStatus.BAD_REQUEST) if line else ConnectionError("the client went away")
         raise _Refused(HTTPStatus.BAD_REQUEST)
+
+    def _chunk_size(self) -> int:
+        """The size on a chunk-size line (extensions after `;` ignored); 0 ends the body."""
+        size_text = self._line(MAX_CHUNK_LINE).split(b";", 1)[0].strip()
+        if not _HEX.match(size_text):
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        return int(size_text, 16)
+
+    def _line(self, limit: int) -> bytes:
+        """One line of the request, at most `limit` bytes before its end."""
+        line = self.rfile.readline(limit + 1)
+        if not line:
+            raise ConnectionError("the client went away")
+        if not line.endswith(b"\n"):
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        return line
 
     def _json_body(self) -> Any:
         """The request's JSON body (or schema.TOO_DEEP), or _Answered after answering 400/413/415/501.
