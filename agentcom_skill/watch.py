@@ -248,7 +248,7 @@ class Watch:
         now_listed = self._presence()
         hazards = []
         if now_listed is not None and now_listed != self.presence_since:
-            hazards = [f"another connection identified as {self.s.agent_id} on the hub: it now receives this agent's pushed messages, not this watch"]
+            hazards = [f"another connection identified as {self.s.agent_id} on the hub after this watch: direct messages still come to the first connection (this watch), broadcasts go to both (each gets a copy)"]
         if hazards != self.status["hazards"]:
             self.status["hazards"] = hazards
             self._event("hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id")

@@ -256,7 +256,8 @@ def test_a_connection_that_stops_answering_pings_is_dropped_and_redialled(hub_fa
 
 
 def test_another_connection_under_our_id_is_reported(rig, tmp_path):
-    """Guarantee 7: with our watch running, anything else identifying as us takes the pushes;
+    """Guarantee 7: with our watch running, anything else identifying as us shares the pushes
+    (on the real hub: direct messages stay with the first connection, broadcasts go to both);
     the watch notices (the hub lists a newer connection) and check and status say so."""
     from websockets.sync.client import connect
 
@@ -268,8 +269,9 @@ def test_another_connection_under_our_id_is_reported(rig, tmp_path):
         intruder.send(json.dumps({"type": "identify", "agent_id": "alice", "token": alice}))
         assert json.loads(intruder.recv(timeout=30))["type"] == "identified"
         w.wait_for("hazard")
-        assert any("another connection" in h for h in run_json("status", env=env)["hazards"])
-        assert any("another connection" in x for x in run_json("check", env=env)["warnings"])
+        said = "direct messages still come to the first connection (this watch), broadcasts go to both"
+        assert any("another connection" in h and said in h for h in run_json("status", env=env)["hazards"])
+        assert any("another connection" in x and said in x for x in run_json("check", env=env)["warnings"])
 
 
 def test_a_burst_of_pushed_messages_loses_none(rig, tmp_path):
