@@ -33,7 +33,7 @@ import urllib3
 
 from . import __version__
 from .errors import AuthError, ConfigError, HubProtocolError, HubUnavailableError, RateLimitedError, UsageError
-from .message import MailboxBatch, parse_mailbox
+from .message import MailboxBatch, parse_mailbox_bytes
 
 log = logging.getLogger("agentcom.http")
 
@@ -400,8 +400,10 @@ class HubClient:
         return agents
 
     def poll(self, agent_id: str, since: int = 0) -> MailboxBatch:
-        body = self._request("GET", f"/api/mailbox/{quote(agent_id, safe='')}?since={int(since)}")
-        return parse_mailbox(body, since)
+        # The body is parsed by message.py from its bytes: one entry too deep or otherwise
+        # unreadable is set aside there, and must not fail the whole reply here.
+        raw = self._request("GET", f"/api/mailbox/{quote(agent_id, safe='')}?since={int(since)}", raw=True)
+        return parse_mailbox_bytes(raw, since)
 
     def ack(self, agent_id: str, seq: int) -> int:
         body = self._request("POST", f"/api/mailbox/{quote(agent_id, safe='')}/ack", json_body={"seq": int(seq)})
@@ -432,7 +434,9 @@ class HubClient:
 
     # plumbing -----------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, json_body: Any = None, auth: bool = True, idempotent: bool = True) -> Any:
+    def _request(self, method: str, path: str, *, json_body: Any = None, auth: bool = True, idempotent: bool = True,
+                 raw: bool = False) -> Any:
+        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx reply's bytes)."""
         headers = {"Accept": "application/json"}
         data = None
         if json_body is not None:
@@ -487,6 +491,10 @@ class HubClient:
                 attempt += 1
                 self._sleep_backoff(attempt, give_up_at)
                 continue
+            if raw and 200 <= status < 300:
+                if not reply.body:
+                    raise HubProtocolError(f"hub reply to {method} {_route(path)} is empty")
+                return reply.body
             return self._decode(status, reply.body, method, path)
 
     def _sleep_backoff(self, attempt: int, give_up_at: float) -> None:

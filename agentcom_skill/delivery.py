@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from .message import MailboxBatch, Message
+from .message import MailboxBatch, Message, Unreadable
 from .tier0 import ATTENTION, AUTO_REPLY, DISPOSITIONS, STORE, Tier0Config, Tier0Decision, attention_order, classify, coalesce
 
 OPEN_STATES = ("pending", "leased", "shown", "deferred")
@@ -87,6 +87,7 @@ class CheckPlan:
     """What one check changes and returns. Applied by `MessageStore.apply_check`."""
 
     new: list[tuple[Message, Tier0Decision]] = field(default_factory=list)  # final dispositions
+    unreadable: list[Unreadable] = field(default_factory=list)  # set aside as poison, finished at once
     replies: list[AutoReply] = field(default_factory=list)
     leases: list[Lease] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
@@ -102,7 +103,8 @@ class CheckPlan:
 
     @property
     def changes(self) -> bool:
-        return bool(self.new or self.leases or self.dead or self.lost or self.cursor is not None or self.clear_recovered)
+        return bool(self.new or self.unreadable or self.leases or self.dead or self.lost or self.cursor is not None
+                    or self.clear_recovered)
 
 
 def tier0_config(settings: Any) -> Tier0Config:
@@ -116,9 +118,11 @@ def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, 
     candidates: list[tuple[Message, Tier0Decision]] = []
     regressed_at: int | None = None
     new_attention: list[OpenMessage] = []
+    seen: set[str] = set()
     for msg in batch.messages:
-        if msg.id in view.known:
+        if msg.id in view.known or msg.id in seen:
             continue  # rule 1: already processed
+        seen.add(msg.id)
         if view.cursor and msg.seq is not None and msg.seq <= view.cursor and regressed_at is None:
             regressed_at = msg.seq
         decision = classify(msg, config)
@@ -131,6 +135,13 @@ def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, 
             new_attention.append(OpenMessage(msg.id, msg.seq, msg, Record("pending", arrival=arrival, why=decision.reason)))
         else:
             plan.handled[decision.disposition] += 1
+    for item in batch.unreadable:
+        if item.key is None or item.key in view.known or item.key in seen:
+            continue
+        seen.add(item.key)
+        plan.unreadable.append(item)
+        plan.warnings.append(f"set aside {_unreadable_label(item)}, which cannot be read ({item.reason}); kept for a person"
+                             " in `agentcom inbox --state dead` and acked past at the hub")
     if regressed_at is not None:
         plan.warnings.append(
             f"the hub's seq counter went backwards (new message at seq {regressed_at}, cursor was {view.cursor}): "
@@ -229,12 +240,31 @@ def summary_text(msg: Message) -> str:
     return json.dumps(msg.payload, separators=(",", ":"), ensure_ascii=False)
 
 
+def _unreadable_label(item: Unreadable) -> str:
+    """How a warning names a message it could not read: never its sender or an id that does not
+    look like one (warnings reach an LLM outside the fence)."""
+    if item.seq is not None:
+        return f"message seq {item.seq}"
+    if item.id is not None and len(item.id) == 16 and all(c in "0123456789abcdef" for c in item.id):
+        return f"pushed message {item.id}"
+    return "a pushed message"
+
+
+def batch_keys(batch: MailboxBatch) -> list[str]:
+    """The keys the store knows a batch's entries by: message ids, and unreadable ones' keys."""
+    keys = [m.id for m in batch.messages]
+    keys += [u.key for u in batch.unreadable if u.key is not None]
+    return keys
+
+
 def hub_prefix(batch: MailboxBatch, finished: Iterable[str]) -> int | None:
-    """The highest seq below which every message at the hub is finished (guarantee 4)."""
+    """The highest seq below which every entry at the hub is finished (guarantee 4); a second
+    copy of an id counts as finished with it."""
     done = set(finished)
+    entries = batch.entries or tuple((m.seq, m.id) for m in batch.messages if m.seq is not None)
     up_to = None
-    for msg in batch.messages:
-        if msg.id not in done:
+    for seq, key in entries:
+        if key not in done:
             break
-        up_to = msg.seq
+        up_to = seq
     return up_to

@@ -16,15 +16,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .delivery import OPEN_STATES
 from .errors import BusyError, StateError
+from .message import PRIORITIES
+from .store import MessageStore, refuse_links
+from .tier0 import DISPOSITIONS
+
+LEGACY_STATE = "state.json"
+LEGACY_LOCK = "state.lock"
 
 
-def import_state_file(store: Any, directory: Path, lock_timeout: float) -> None:
-    from filelock import FileLock, Timeout
+def has_state_file(directory: Path) -> bool:
+    return os.path.lexists(directory / LEGACY_STATE)
 
-    from .store import LEGACY_LOCK, LEGACY_STATE
+
+def import_state_file(store: MessageStore, directory: Path, lock_timeout: float) -> None:
+    """Import `state.json` into `store` once (through its public interface), then rename it aside."""
+    from filelock import FileLock, Timeout  # late: only an upgrade from 0.1 needs it (~40 ms to import)
 
     path = directory / LEGACY_STATE
+    refuse_links(path, directory / LEGACY_LOCK)
     lock = FileLock(str(directory / LEGACY_LOCK), timeout=lock_timeout, mode=0o600)
     try:
         lock.acquire()
@@ -64,7 +75,7 @@ def _rename(src: Path, dst: Path) -> None:
         raise StateError(f"cannot move the old state file {src} aside: {exc.strerror}") from None
 
 
-def _import(store: Any, data: dict[str, Any]) -> None:
+def _import(store: MessageStore, data: dict[str, Any]) -> None:
     now = time.time()
     log = {e.get("id"): e for e in _list(data.get("log")) if isinstance(e, dict)}
     rows: list[tuple] = []
@@ -76,11 +87,11 @@ def _import(store: Any, data: dict[str, Any]) -> None:
         rows.append((
             msg_id, seq if isinstance(seq, int) else None, _str(extra.get("sender") or entry.get("from")),
             _str(extra.get("type") or entry.get("type")), _str(extra.get("text") or entry.get("text")),
-            entry.get("disposition") if entry.get("disposition") in ("auto_reply", "store", "drop") else disposition,
+            entry.get("disposition") if entry.get("disposition") in DISPOSITIONS else disposition,
             entry.get("rule") if isinstance(entry.get("rule"), int) else None, _str(entry.get("reason")) or reason, state,
-            extra.get("priority") if extra.get("priority") in ("low", "high", "urgent") else "normal",
+            extra.get("priority") if extra.get("priority") in PRIORITIES else "normal",
             int(bool(extra.get("broadcast"))), int(extra.get("deliveries", 0)), int(extra.get("expired", 0)),
-            int(bool(extra.get("shown"))), extra.get("due"), None if state in ("pending", "leased", "shown") else now, now,
+            int(bool(extra.get("shown"))), extra.get("due"), None if state in OPEN_STATES else now, now,
         ))
 
     for msg_id, e in _dict(data.get("attention")).items():
@@ -98,22 +109,13 @@ def _import(store: Any, data: dict[str, Any]) -> None:
                 type=d.get("type"), text=d.get("text"), deliveries=d.get("deliveries") if isinstance(d.get("deliveries"), int) else 0, shown=True)
     for msg_id, e in _dict(data.get("done")).items():
         add(msg_id, e.get("seq") if isinstance(e, dict) else None, "done", "attention", "finished (imported)")
-    store._many(
-        "INSERT OR IGNORE INTO messages (id, seq, sender, type, text, disposition, rule, reason, state, priority, broadcast,"
-        " deliveries, expired, ever_shown, due, finished_at, received_at, via) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'import')",
-        rows,
-    )
+    store.import_stubs(rows)
     for peer, info in _dict(data.get("roster")).items():
         if isinstance(info, dict):
-            store._exec(
-                "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, NULL, ?)",
-                (peer, _str(info.get("status")), info.get("timestamp") if isinstance(info.get("timestamp"), int) else None, now),
-            )
+            timestamp = info.get("timestamp") if isinstance(info.get("timestamp"), int) else None
+            store.set_peer(peer, _str(info.get("status")), timestamp, None, now)
     for sender, times in _dict(data.get("replies")).items():  # the per-minute budget carries over
-        for n, at in enumerate(_list(times)):
-            if isinstance(at, (int, float)):
-                store._exec("INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)", (f"import:{sender}:{n}", sender, at))
+        store.add_reply_times(sender, [at for at in _list(times) if isinstance(at, (int, float))])
     for key in ("cursor", "hub_acked", "agents_checked_at"):
         if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
             store.set_meta(key, data[key])

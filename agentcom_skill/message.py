@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Any, NamedTuple
 
 from .errors import HubProtocolError
 
-PRIORITY_RANK = {"urgent": 0, "high": 1}
+PRIORITIES = ("low", "normal", "high", "urgent")  # payload.priority; anything else reads as normal
+PRIORITY_RANK = {"urgent": 0, "high": 1}  # attention order: urgent, high, then the rest
 
 
 def fold(value: Any) -> str:
@@ -27,7 +30,8 @@ class Message(NamedTuple):
 
     @property
     def broadcast(self) -> bool:
-        return self.to is None or fold(self.to) == "broadcast"
+        to = self.to  # (read for every message of a check: kept cheap)
+        return to is None or to == "broadcast" or to.strip().casefold() == "broadcast"
 
     @property
     def text(self) -> str | None:
@@ -41,7 +45,7 @@ class Message(NamedTuple):
     @property
     def priority(self) -> str:
         value = fold(self.payload.get("priority"))
-        return value if value in ("low", "high", "urgent") else "normal"
+        return value if value in PRIORITIES else "normal"
 
     @property
     def needed_capabilities(self) -> frozenset[str]:
@@ -66,14 +70,53 @@ class Message(NamedTuple):
         }
 
 
+class Unreadable(NamedTuple):
+    """A mailbox entry or pushed frame that cannot be read as a message (nested too deep, a
+    field of the wrong type, a constant JSON does not have): set aside as a poison record,
+    with what could be read of it, so the rest of the batch goes on."""
+
+    seq: int | None
+    id: str | None
+    sender: str | None
+    reason: str
+    raw: str  # its JSON text, cut to RAW_LIMIT characters, for a human
+
+    @property
+    def key(self) -> str | None:
+        """What the store keeps it under: its id, or its seq when the id cannot be read."""
+        if self.id is not None:
+            return self.id
+        return f"unreadable-seq-{self.seq}" if self.seq is not None else None
+
+
 class MailboxBatch(NamedTuple):
-    messages: list[Message]
+    messages: list[Message]  # readable ones, one per id, sorted by seq
     last_seq: int
+    unreadable: tuple[Unreadable, ...] = ()
+    # (seq, id or key) of every entry the hub sent, duplicates included, sorted: what the hub's
+    # prefix ack covers. Empty for batches built by hand (pushed frames): `messages` stands in.
+    entries: tuple[tuple[int, str], ...] = ()
+
+
+MAX_DEPTH = 100  # nesting levels a payload may have (the payload object is level 1)
+RAW_LIMIT = 65536
 
 
 def _is_int(value: Any) -> bool:
     """An integer that fits the store's 64-bit columns."""
     return isinstance(value, int) and not isinstance(value, bool) and -(2**62) < value < 2**62
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests more than `limit` levels (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def parse_message(raw: Any, index: int = 0) -> Message:
@@ -94,40 +137,249 @@ def parse_message(raw: Any, index: int = 0) -> Message:
     type_ = raw.get("type")
     if type_ is not None and not isinstance(type_, str):
         raise HubProtocolError(f"hub sent mailbox message seq {seq} whose 'type' is not a string")
-    payload = raw.get("payload")
-    if not isinstance(payload, dict):
-        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload is not an object")
-    timestamp = raw.get("timestamp")
-    if timestamp is not None and not _is_int(timestamp):
-        if isinstance(timestamp, float) and math.isfinite(timestamp) and abs(timestamp) < 1e18:
-            timestamp = int(timestamp)
-        else:
-            raise HubProtocolError(f"hub sent mailbox message seq {seq} whose timestamp is not a number")
     return Message(
         seq=seq,
         id=raw["id"],
         sender=raw["from"],
         to=raw.get("to"),
         type=type_ or "chat",
-        payload=payload,
+        payload=_payload(raw.get("payload"), seq),
         reply_to=raw.get("reply_to"),
-        timestamp=timestamp,
+        timestamp=_timestamp(raw.get("timestamp"), seq),
     )
 
 
+def _payload(payload: Any, seq: int) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload is not an object")
+    if any(isinstance(v, (dict, list)) for v in payload.values()) and _deeper_than(payload, MAX_DEPTH):
+        raise HubProtocolError(f"hub sent mailbox message seq {seq} whose payload nests deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def _timestamp(timestamp: Any, seq: int) -> int | None:
+    if timestamp is None or _is_int(timestamp):
+        return timestamp
+    if isinstance(timestamp, float) and math.isfinite(timestamp) and abs(timestamp) < 1e18:
+        return int(timestamp)
+    raise HubProtocolError(f"hub sent mailbox message seq {seq} whose timestamp is not a number")
+
+
 def parse_mailbox(body: Any, since: int) -> MailboxBatch:
-    """Validate a `GET /api/mailbox` body; messages come back sorted by seq."""
+    """Validate a decoded `GET /api/mailbox` body. The whole reply must have the contract's
+    shape (else HubProtocolError); a single entry that does not is set aside as unreadable."""
     if not isinstance(body, dict):
         raise HubProtocolError("hub sent a mailbox reply that is not a JSON object")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise HubProtocolError("hub sent a mailbox reply without a 'messages' list")
-    messages = [parse_message(m, i) for i, m in enumerate(raw_messages)]
-    messages.sort(key=lambda m: m.seq)
-    last_seq = body.get("last_seq", messages[-1].seq if messages else since)
+    return _batch([(raw, None) for raw in raw_messages], body.get("last_seq"), since)
+
+
+def parse_mailbox_bytes(data: bytes, since: int) -> MailboxBatch:
+    """`parse_mailbox` from the reply's bytes. A body Python's parser cannot take whole (an
+    entry nested past its recursion limit, NaN) is split into its entries, so one bad entry
+    is set aside and the others are read."""
+    try:
+        text = data.decode("utf-8")
+        return parse_mailbox(json.loads(text, parse_constant=_refuse_constant), since)
+    except UnicodeDecodeError:
+        raise HubProtocolError("hub sent a mailbox reply that is not UTF-8 JSON") from None
+    except (RecursionError, _Constant):
+        pass
+    except ValueError:
+        raise HubProtocolError("hub sent a mailbox reply that is not JSON") from None
+    split = _split_mailbox(text)
+    if split is None:
+        raise HubProtocolError("hub sent a mailbox reply that is not JSON")
+    top, elements = split
+    entries: list[tuple[Any, str | None]] = []
+    for element in elements:
+        try:
+            entries.append((json.loads(element, parse_constant=_refuse_constant), element))
+        except (RecursionError, ValueError) as exc:
+            entries.append((_Broken(_why_unparsable(exc)), element))
+    return _batch(entries, top.get("last_seq"), since)
+
+
+class _Constant(ValueError):
+    """NaN or Infinity: Python reads them, JSON does not have them."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(f"{name} is not JSON")
+
+
+class _Broken(NamedTuple):
+    reason: str
+
+
+def _why_unparsable(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return f"nested deeper than this client's parser allows (limit {MAX_DEPTH} levels)"
+    return "not valid JSON (" + (str(exc)[:80] if isinstance(exc, _Constant) else "syntax") + ")"
+
+
+def _batch(raw_entries: list[tuple[Any, str | None]], last_seq: Any, since: int) -> MailboxBatch:
+    """Read every entry; dedupe by id (the first, lowest seq, wins); set aside the unreadable."""
+    read: list[Message] = []
+    unreadable: list[Unreadable] = []
+    for index, (raw, text) in enumerate(raw_entries):
+        if isinstance(raw, _Broken):
+            unreadable.append(_unreadable(_shallow(text or ""), raw.reason, text or ""))
+            continue
+        try:
+            read.append(parse_message(raw, index))
+        except HubProtocolError as exc:
+            reason = str(exc).removeprefix("hub sent ").removeprefix("a ")
+            unreadable.append(_unreadable(raw, reason, text if text is not None else _dump(raw)))
+    read.sort(key=lambda m: m.seq)
+    entries = [(m.seq, m.id) for m in read]
+    messages: list[Message] = []
+    seen: set[str] = set()
+    for msg in read:
+        if msg.id not in seen:
+            seen.add(msg.id)
+            messages.append(msg)
+    aside: list[Unreadable] = []
+    for item in unreadable:
+        if item.id is not None and item.id in seen:
+            continue  # a broken copy of a message read fine: the hub's prefix ack covers it by that id
+        if item.seq is not None and item.key is not None:
+            entries.append((item.seq, item.key))
+        aside.append(item)
+    entries.sort()
+    if last_seq is None:
+        last_seq = entries[-1][0] if entries else since
     if not _is_int(last_seq):
         raise HubProtocolError("hub sent a mailbox reply whose last_seq is not an integer")
-    return MailboxBatch(messages=messages, last_seq=last_seq)
+    return MailboxBatch(messages=messages, last_seq=last_seq, unreadable=tuple(aside), entries=tuple(entries))
+
+
+def _unreadable(raw: Any, reason: str, text: str) -> Unreadable:
+    """What can be read of a bad entry: its id, seq and sender when they have the right type."""
+    fields = raw if isinstance(raw, dict) else {}
+    msg_id = fields.get("id")
+    sender = fields.get("from")
+    ok_id = isinstance(msg_id, str) and 0 < len(msg_id) <= 128 and msg_id.isprintable() and msg_id.isascii()
+    return Unreadable(
+        seq=fields["seq"] if _is_int(fields.get("seq")) else None,
+        id=msg_id if ok_id else None,
+        sender=sender[:256] if isinstance(sender, str) and sender else None,
+        reason=reason,
+        raw=text[:RAW_LIMIT],
+    )
+
+
+def _dump(raw: Any) -> str:
+    try:
+        return json.dumps(raw, ensure_ascii=False)
+    except (ValueError, RecursionError, TypeError):
+        return repr(raw)[:RAW_LIMIT]
+
+
+# Strings (with their escapes), runs of openers, runs of closers, separators: all a scan of
+# JSON's structure needs. Numbers, literals and white space are the text between tokens.
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|[,:]')
+
+
+class _Structure:
+    """Where the `messages` array of a mailbox body starts and ends, and the commas between
+    its entries, found from the text's structure alone (fed one token at a time)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.key: str | None = None  # the last key read at the top level (with its quotes)
+        self.last_string: str | None = None
+        self.array_at = -1  # just after the array's `[`
+        self.end = -1  # at its `]`
+        self.commas: list[int] = []
+
+    def feed(self, token: str, at: int) -> bool:
+        """Take one token; True once the array has ended."""
+        first = token[0]
+        if first == '"':
+            self.last_string = token
+        elif first == ":":
+            if self.depth == 1:
+                self.key = self.last_string
+        elif first == ",":
+            if self.array_at >= 0 and self.depth == 2:
+                self.commas.append(at)
+        elif first in "[{":
+            self._open(token, at)
+        else:
+            return self._close(token, at)
+        return False
+
+    def _open(self, token: str, at: int) -> None:
+        if self.depth >= 3:  # inside an entry: a run of any length costs one step
+            self.depth += len(token)
+            return
+        for offset, char in enumerate(token):
+            self.depth += 1
+            if self.depth == 2 and char == "[" and self.key == '"messages"' and self.array_at < 0:
+                self.array_at = at + offset + 1
+
+    def _close(self, token: str, at: int) -> bool:
+        if self.depth - len(token) >= 2:
+            self.depth -= len(token)
+            return False
+        for offset in range(len(token)):
+            self.depth -= 1
+            if self.depth == 1 and self.array_at >= 0:
+                self.end = at + offset
+                return True
+        return False
+
+
+def _split_mailbox(text: str) -> tuple[dict[str, Any], list[str]] | None:
+    """The texts of the entries of a mailbox body's `messages` array, and the body's other
+    top-level fields, found by scanning its structure without parsing (so depth costs nothing).
+    None when the body is not an object holding a `messages` array."""
+    found = _Structure()
+    if not any(found.feed(match.group(), match.start()) for match in _TOKENS.finditer(text)):
+        return None
+    starts = [found.array_at, *(comma + 1 for comma in found.commas)]
+    ends = [*found.commas, found.end]
+    elements = [text[a:b] for a, b in zip(starts, ends) if text[a:b].strip()]
+    try:
+        top = json.loads(text[: found.array_at] + text[found.end :], parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return None
+    return (top, elements) if isinstance(top, dict) else None
+
+
+def _shallow(text: str) -> dict[str, Any]:
+    """An entry's own fields with every nested value replaced by null: what can be read of an
+    entry too deep to parse (its id, seq, sender). {} when even that fails."""
+    out: list[str] = []
+    depth, last = 0, 0
+    cut_from = -1
+    for match in _TOKENS.finditer(text):
+        token, at = match.group(), match.start()
+        if token[0] in "[{":
+            if depth == 0:
+                if token != "{":
+                    return {}
+                depth = 1
+            else:
+                if depth == 1:
+                    cut_from = at
+                depth += len(token)
+        elif token[0] in "]}":
+            before = depth
+            depth -= len(token)
+            if before > 1 and depth <= 1 and cut_from >= 0:
+                out.append(text[last:cut_from] + "null")
+                last = at + (before - 1)
+                cut_from = -1
+    out.append(text[last:])
+    try:
+        value = json.loads("".join(out), parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def parse_pushed(frame: Any, me: str) -> Message:
@@ -154,3 +406,29 @@ def parse_pushed(frame: Any, me: str) -> Message:
         seq=None, id=msg.id, sender=msg.sender, to=None if broadcast else me, type=msg.type,
         payload=msg.payload, reply_to=msg.reply_to, timestamp=msg.timestamp,
     )
+
+
+def decode_frame(data: str | bytes) -> tuple[dict[str, Any], str | None]:
+    """A WebSocket frame as a dict, and None. A frame Python's parser cannot take whole (too
+    deep, NaN): its top-level fields with nested values as null, and why. Not a JSON object:
+    ({}, why)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        frame = json.loads(text, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        return {}, "not UTF-8"
+    except (RecursionError, ValueError) as exc:
+        return _shallow(text), _why_unparsable(exc)
+    return (frame, None) if isinstance(frame, dict) else ({}, "not a JSON object")
+
+
+def pushed_message(frame: dict[str, Any], me: str, raw: str | bytes, problem: str | None = None) -> Message | Unreadable:
+    """A pushed `message` frame as a `Message`, or, when it cannot be read, as `Unreadable`
+    with its id and sender where they can be read (pushed messages have no seq)."""
+    if problem is None:
+        try:
+            return parse_pushed(frame, me)
+        except HubProtocolError as exc:
+            problem = str(exc).removeprefix("hub sent ").removeprefix("hub pushed ")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return _unreadable({"id": frame.get("id"), "from": frame.get("from")}, problem, text)

@@ -320,14 +320,20 @@ def render_show_text(msg: dict[str, Any]) -> str:
 def render_status_text(st: dict[str, Any]) -> str:
     """`agentcom status` for a person: what a glance needs, times as ages."""
     hub = st.get("hub") or {}
+    acked = f" (acked up to seq {st['hub_acked']})" if st.get("hub_acked") is not None else ""
+    if hub.get("error"):
+        hub_line = f"hub: unreachable: {hub['error']['message']}" if hub["error"]["kind"] in ("hub_unavailable", "rate_limited") \
+            else f"hub: {hub['error']['kind']} error: {hub['error']['message']}"
+        hub_line += f"; last successful contact {ago(hub['last_contact'])}" if hub.get("last_contact") else "; never reached from here"
+    else:
+        hub_line = (f"hub: {'ok' if hub.get('ok') else 'NOT OK'}, {hub.get('agents_connected')} agent(s) connected by WebSocket; "
+                    f"{st.get('mailbox')} message(s) in our mailbox there{acked}")
     lines = [
         f"{st['agent_id']} at {st['hub_url']} (token {st.get('token')}); state in {st['state_dir']}",
-        f"hub: {'ok' if hub.get('ok') else 'NOT OK'}, {hub.get('agents_connected')} agent(s) connected by WebSocket; "
-        f"{st.get('mailbox')} message(s) in our mailbox there"
-        + (f" (acked up to seq {st['hub_acked']})" if st.get("hub_acked") is not None else ""),
         f"messages: {st['pending']} pending, {st['in_lease']} shown and leased, {st['deferred']} deferred, "
         f"{st['dead_letters']} dead letter(s); {st['stored']} kept here",
         f"my status: {st.get('status')}",
+        hub_line,
     ]
     watch = st.get("watch")
     if watch:

@@ -7,19 +7,32 @@ commit the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
-from .delivery import FINISHED_STATES, OPEN_STATES, STATES, hub_prefix, message_view, plan_check
-from .errors import AgentComError, ConfigError, UsageError
+from .delivery import FINISHED_STATES, OPEN_STATES, STATES, batch_keys, hub_prefix, message_view, plan_check
+from .errors import (
+    AgentComError,
+    AuthError,
+    BusyError,
+    ConfigError,
+    HubProtocolError,
+    HubUnavailableError,
+    StateError,
+    UsageError,
+)
 from .watchstate import read_status, watch_alive
 from .message import MailboxBatch
+from .render import ago
+from .legacy import has_state_file, import_state_file
 from .store import MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
+HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
 THREAD_LIMIT = 200
 _MSG_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -56,7 +69,16 @@ def hub_client(settings: Settings) -> Any:
 
 
 def open_store(settings: Settings) -> MessageStore:
-    return MessageStore.open(settings.agent_state_dir(), settings.lock_timeout, on_wait=_say_waiting)
+    """The agent's message store, with 0.1's state.json imported into it the first time."""
+    directory = settings.agent_state_dir()
+    store = MessageStore.open(directory, settings.lock_timeout, on_wait=_say_waiting)
+    if has_state_file(directory):
+        try:
+            import_state_file(store, directory, settings.lock_timeout)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def parse_ref(ref: Any) -> int | str:
@@ -100,7 +122,31 @@ def check(
             store.warnings.extend(watch.get("hazards") or [])
             return run_check(None, store, s, max, peek, time.time(), emit)
         with hub_client(s) as hub:
-            return run_check(hub, store, s, max, peek, time.time(), emit)
+            try:
+                return run_check(hub, store, s, max, peek, time.time(), emit)
+            except HubUnavailableError as exc:
+                return _check_offline(store, s, max, peek, exc, emit)
+
+
+def _check_offline(store: MessageStore, s: Settings, limit: int | None, peek: bool, exc: HubUnavailableError,
+                   emit: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The hub cannot be reached: deliver what the store holds (pushed messages, defers and
+    leases that came due), with a warning saying since when. With nothing to deliver, the
+    hub's error stands (exit 4)."""
+    now = time.time()
+    last = store.get_number("hub_ok_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
+    since = f"last reached {when}, {ago(last, now)}" if last else "never reached from here"
+    store.warnings.append(f"the hub is unreachable ({since}): {exc}; delivering what is kept here")
+
+    def emit_found(result: dict[str, Any]) -> None:
+        if result["messages"] and emit is not None:
+            emit(result)
+
+    result = run_check(None, store, s, limit, peek, now, emit_found)
+    if not result["messages"]:
+        raise exc
+    return result
 
 
 def run_check(
@@ -126,15 +172,18 @@ def run_check(
     """
     batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
     agents_check = agents_check and hub is not None
-    ids = [m.id for m in batch.messages]
+    ids = batch_keys(batch)
     warnings = list(store.warnings)
     with store.snapshot():
         view = store.view(ids, now)
         finished = store.finished(ids)
         agents_due = agents_check and _agents_check_due(store, now)
+        contact_due = hub is not None and _hub_contact_due(store, now)
     has_new = any(i not in view.known for i in ids)
     plan = plan_check(batch, view, s, now, limit) if peek or not has_new else None
-    if plan is not None and (peek or not (plan.changes or plan.replies or agents_due or hub_prefix(batch, finished) is not None)):
+    idle = plan is not None and not (plan.changes or plan.replies or agents_due or contact_due
+                                     or hub_prefix(batch, finished) is not None)
+    if plan is not None and (peek or idle):
         result = _check_result(s, plan, warnings + plan.warnings)
         if emit:
             emit(result)
@@ -150,6 +199,8 @@ def run_check(
         status_text = current_status(store, s)
         if agents_due:
             store.set_meta("agents_checked_at", now)
+        if hub is not None:
+            store.set_meta("hub_ok_at", now)
         store.prune(ids, now, s.retention_days, s.retention_max)
     # Committed: leases and auto-reply intents are on disk before anything is sent or
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
@@ -194,7 +245,7 @@ def _check_result(s: Settings, plan: Any, warnings: list[str]) -> dict[str, Any]
 
 def _ack_hub(hub: Any, store: MessageStore, s: Settings, batch: MailboxBatch) -> tuple[int | None, str | None]:
     """Ack the hub up to the finished prefix of `batch`: (the seq acked or None, a warning or None)."""
-    up_to = hub_prefix(batch, store.finished([m.id for m in batch.messages]))
+    up_to = hub_prefix(batch, store.finished(batch_keys(batch)))
     if up_to is None:
         return None, None
     try:
@@ -209,8 +260,14 @@ def current_status(store: MessageStore, s: Settings) -> str:
     return str(store.get_meta("status") or s.status)
 
 
+def _hub_contact_due(store: MessageStore, now: float) -> bool:
+    """Whether this run should record that it reached the hub (what "last reached" says when
+    it is down): at most every HUB_CONTACT_EVERY seconds, so an idle check rarely writes."""
+    return not 0 <= now - store.get_number("hub_ok_at") < HUB_CONTACT_EVERY
+
+
 def _agents_check_due(store: MessageStore, now: float) -> bool:
-    return now - float(store.get_meta("agents_checked_at", 0) or 0) >= AGENTS_CHECK_INTERVAL
+    return now - store.get_number("agents_checked_at") >= AGENTS_CHECK_INTERVAL
 
 
 def _connected_hazard(hub: Any, s: Settings) -> list[str]:
@@ -579,34 +636,41 @@ def _check_limit(limit: Any) -> None:
 
 
 def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Where we stand: hub health, cursor, pending, leased and dead-lettered messages, hazards.
+    """Where we stand: everything kept here (pending, leased, deferred and dead-lettered
+    messages, the watch, hazards), then the hub's health.
 
-    Raises (exit 3 or 4) when the hub refuses the token or cannot be reached.
+    The hub being down or refusing the token does not raise: `hub.ok` is False and `hub.error`
+    says why, with the exit code the CLI ends with; everything local is there all the same.
     """
     s = resolve_settings(settings, overrides)
     now = time.time()
     with open_store(s) as store:
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
+        last_contact = store.get_number("hub_ok_at") or None
         warnings = list(store.warnings)
         my_status = current_status(store, s)
     watch = read_status(s.agent_state_dir())
-    hazards: list[str] = []
-    with hub_client(s) as hub:
-        health = hub.health()
-        mailbox = len(hub.poll(s.agent_id, 0).messages)
-        if mailbox >= 0.8 * s.mailbox_cap:
-            hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
-        if watch is None:  # our own watch is the one connection expected under our id
-            hazards += _connected_hazard(hub, s)
-        else:
-            hazards += watch.get("hazards") or []
+    hazards: list[str] = list(watch.get("hazards") or []) if watch is not None else []
+    hub_part: dict[str, Any] = {"ok": False, "agents_connected": None, "error": None, "last_contact": last_contact}
+    mailbox = None
+    try:
+        with hub_client(s) as hub:
+            health = hub.health()
+            mailbox = len(hub.poll(s.agent_id, 0).messages)
+            if mailbox >= 0.8 * s.mailbox_cap:
+                hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
+            if watch is None:  # our own watch is the one connection expected under our id
+                hazards += _connected_hazard(hub, s)
+        hub_part.update(ok=health.get("status") == "ok", agents_connected=health.get("agents_connected"), last_contact=now)
+    except (HubUnavailableError, AuthError, HubProtocolError) as exc:
+        hub_part["error"] = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
         "token": mask_token(s.token),
         "state_dir": str(s.agent_state_dir()),
-        "hub": {"ok": health.get("status") == "ok", "agents_connected": health.get("agents_connected")},
+        "hub": hub_part,
         "cursor": cursor,
         "hub_acked": hub_acked,
         "mailbox": mailbox,
@@ -671,7 +735,10 @@ def wait(
                 delay = 0.25
             else:
                 with hub_client(s) as hub:
-                    result = run_check(hub, store, s, max, False, now, emit_found)
+                    try:
+                        result = run_check(hub, store, s, max, False, now, emit_found)
+                    except HubUnavailableError as exc:  # what the store holds, as check does; else exit 4
+                        result = _check_offline(store, s, max, False, exc, emit_found)
             if result is not None and result["messages"]:
                 return result
             left = None if give_up_at is None else give_up_at - clock()

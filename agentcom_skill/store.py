@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
 from .errors import BusyError, StateError
-from .message import Message
+from .message import Message, Unreadable
+from .stored import inspect_row, open_record, raw_row, row_dict, row_message
+
+__all__ = ["MessageStore", "MIGRATIONS", "DB_NAME", "clean", "create_private", "row_dict", "row_message"]
 
 DB_NAME = "messages.sqlite3"
-LEGACY_STATE = "state.json"
-LEGACY_LOCK = "state.lock"
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -96,6 +97,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         "full-text search over message text and sender (FTS5 where SQLite has it)",
         "FTS5",  # built in code: an SQLite without FTS5 gets the plain fallback
     ),
+    (
+        "the full-text index is brought up to date by search, not by every insert",
+        "LAZY_FTS",  # built in code: only where migration 2 made an index
+    ),
+    (
+        "rows set aside: unreadable messages from the hub, damaged rows of this store",
+        """
+        CREATE TABLE set_aside (
+            key TEXT NOT NULL,          -- the message id, or unreadable-seq-N
+            kind TEXT NOT NULL,         -- unreadable | damaged
+            seq INTEGER,
+            sender TEXT,
+            reason TEXT NOT NULL,
+            raw TEXT,                   -- what was received or stored, for a person
+            at REAL NOT NULL
+        );
+        CREATE INDEX set_aside_key ON set_aside(key);
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -113,8 +133,43 @@ END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 """
 
-_OPEN = "('pending', 'leased', 'shown', 'deferred')"
-_FINISHED = "('done', 'dismissed', 'dead')"
+# Migration 3: inserting into the index with every message was most of a large check's
+# cost, so rows are indexed when `search` runs (`index_for_search`). Meta `fts_rowid` is the
+# highest rowid indexed: the delete and update triggers touch the index only at or below it,
+# and a delete that lowers the table's highest rowid lowers it too (SQLite may then hand
+# that rowid to a new, unindexed row).
+_LAZY_FTS_SQL = """
+DROP TRIGGER messages_fts_insert;
+DROP TRIGGER messages_fts_delete;
+DROP TRIGGER messages_fts_update;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text, sender)
+        SELECT 'delete', old.rowid, old.text, old.sender
+        WHERE old.rowid <= (SELECT value FROM meta WHERE key = 'fts_rowid');
+    UPDATE meta SET value = (SELECT COALESCE(MAX(rowid), 0) FROM messages)
+        WHERE key = 'fts_rowid' AND value > (SELECT COALESCE(MAX(rowid), 0) FROM messages);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, sender ON messages
+WHEN old.rowid <= (SELECT value FROM meta WHERE key = 'fts_rowid') BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
+    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
+END;
+INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM messages));
+"""
+
+_OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
+# The columns of our tables at the current schema, in order (a test checks them against the migrations).
+SCHEMA_COLUMNS = {
+    "messages": ("id", "seq", "sender", "recipient", "type", "body", "reply_to", "timestamp", "via", "received_at", "text",
+                 "disposition", "rule", "reason", "state", "priority", "broadcast", "deliveries", "expired", "ever_shown",
+                 "due", "finished_at"),
+    "sent": ("id", "recipient", "type", "payload", "reply_to", "kind", "sent_at"),
+    "auto_replies": ("message_id", "recipient", "kind", "at", "sent_id"),
+    "peers": ("agent_id", "status", "timestamp", "message_id", "at"),
+    "meta": ("key", "value"),
+    "set_aside": ("key", "kind", "seq", "sender", "reason", "raw", "at"),
+}
+_FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
 PRUNE_INTERVAL = 3600.0
 
 
@@ -127,9 +182,32 @@ def create_private(path: Path) -> None:
     our open connections, whose later commits nobody else would ever see.
     """
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     except FileExistsError:
         pass
+
+
+def refuse_links(*paths: Path) -> None:
+    """State files are never opened through a symbolic link: a link planted in the state folder
+    (even a dangling one) would make us create or write a file wherever it points."""
+    for path in paths:
+        if os.path.islink(path):
+            raise StateError(f"refusing to use {path}: it is a symbolic link (state files are never opened through one);"
+                             " remove it")
+
+
+def shared_folder_warning(directory: Path) -> str | None:
+    """A warning when the state folder (or the one holding it) can be written by others, who
+    could then replace the store or plant links in it."""
+    for folder in (directory, directory.parent):
+        try:
+            mode = folder.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o022 and not mode & 0o1000:  # group or others may write (the sticky bit limits that)
+            return (f"state folder {folder} is writable by others (mode {mode & 0o777:o}): they could replace the message"
+                    f" store; run chmod go-w {folder}")
+    return None
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -155,6 +233,9 @@ class MessageStore:
         self.on_wait = on_wait
         self.warnings: list[str] = []
         self._in_memory = str(path) == ":memory:"
+        self._writing = False
+        # (table, rowid) -> (row, problem, fixes): damaged rows found by reads, dealt with at the next write
+        self._damaged: dict[tuple[str, int], tuple[Any, str, dict[str, Any] | None]] = {}
         self._db = self._connect()
 
     @classmethod
@@ -163,17 +244,17 @@ class MessageStore:
 
     @classmethod
     def open(cls, directory: Path, busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None) -> "MessageStore":
-        """Open (creating, migrating, importing a previous release's state.json) the folder's store."""
+        """Open (creating and migrating) the folder's store."""
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StateError(f"cannot create state folder {directory}: {exc.strerror}") from None
+        refuse_links(*(directory / f"{DB_NAME}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")))
         store = cls(directory / DB_NAME, busy_timeout, on_wait)
-        if (directory / LEGACY_STATE).exists():
-            from .legacy import import_state_file
-
-            import_state_file(store, directory, busy_timeout)
+        warning = shared_folder_warning(directory)
+        if warning:
+            store.warnings.append(warning)
         return store
 
     # connection -----------------------------------------------------------
@@ -208,7 +289,8 @@ class MessageStore:
     def _prepare(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == len(MIGRATIONS):
-            return  # the common case: one cheap read, no write
+            self._check_schema(db)
+            return  # the common case: cheap reads, no write
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and not self._in_memory:
             db.execute("PRAGMA journal_mode=WAL")
         with self._transaction(db):
@@ -221,11 +303,25 @@ class MessageStore:
                 name, sql = MIGRATIONS[number - 1]
                 if sql == "FTS5":
                     self._create_fts(db)
+                elif sql == "LAZY_FTS":
+                    fts = db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
+                    if fts is not None and fts[0] == 1:
+                        for statement in _statements(_LAZY_FTS_SQL):
+                            db.execute(statement)
                 else:
                     for statement in _statements(sql):
                         db.execute(statement)
                 db.execute("INSERT INTO migrations VALUES (?, ?, ?)", (number, name, time.time()))
                 db.execute(f"PRAGMA user_version = {number}")
+
+    @staticmethod
+    def _check_schema(db: sqlite3.Connection) -> None:
+        """A store at our schema version must have our tables and columns (a renamed column made
+        every command fail): anything else is treated like a corrupt file."""
+        for table, columns in SCHEMA_COLUMNS.items():
+            found = tuple(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
+            if found != columns:
+                raise sqlite3.DatabaseError(f"table {table} does not have this version's columns")
 
     @staticmethod
     def _create_fts(db: sqlite3.Connection) -> None:
@@ -252,6 +348,9 @@ class MessageStore:
         self.warnings.append(f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub")
 
     def close(self) -> None:
+        if self._damaged:  # found by a read-only command: repair or set aside now, if the store lets us
+            with contextlib.suppress(StateError, BusyError), self.write():
+                pass
         self._db.close()
 
     def __enter__(self) -> "MessageStore":
@@ -277,12 +376,17 @@ class MessageStore:
             self._begin()
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc) from None
+        self._writing = True
         try:
+            self._fix_damaged()
             yield self
+            self._fix_damaged()
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._writing = False
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -321,8 +425,74 @@ class MessageStore:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise _state_error(self.path, exc) from None
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc) from None
+        # A cell of invalid UTF-8 (a damaged file): read again with its bad bytes kept as lone
+        # surrogates, which `inspect_row` recognises.
+        self._db.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from None
+        finally:
+            self._db.text_factory = str
+
+    def _message_rows(self, sql: str, params: Sequence[Any] = (), now: float | None = None) -> list[Any]:
+        """Rows of the messages table (`SELECT rowid, * ...`) that can be used: a damaged one is
+        returned repaired, or left out when it must be set aside (done at the next write)."""
+        out = []
+        for row in self._read(sql, params):
+            checked = inspect_row(row, time.time() if now is None else now, _derived_columns)
+            if checked.problem is None:
+                out.append(row)
+                continue
+            self._damaged[("messages", row["rowid"])] = (row, checked.problem, checked.fixes)
+            if checked.fixes is not None:
+                out.append({**row_dict(row), **checked.fixes})
+        if self._damaged and self._writing:
+            self._fix_damaged()
+        return out
+
+    def _fix_damaged(self) -> None:
+        """Inside a write: repair the damaged rows found by reads, or set them aside (kept for a
+        person in `set_aside`; a message the hub still holds comes back with the next poll)."""
+        for (table, rowid), (row, problem, fixes) in self._damaged.items():
+            label = _message_label(row["id"]) if table == "messages" else "a sent message"
+            if fixes is not None:
+                assignments = ", ".join(f"{column} = ?" for column in fixes)
+                self._exec(f"UPDATE messages SET {assignments} WHERE rowid = ?", (*fixes.values(), rowid))
+                self.warnings.append(f"repaired a damaged row of the message store ({label}: {problem})")
+                continue
+            key = row["id"] if isinstance(row["id"], str) and row["id"] else f"{table}-rowid-{rowid}"
+            seq = row["seq"] if table == "messages" and isinstance(row["seq"], int) else None
+            self._exec(
+                "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'damaged', ?, NULL, ?, ?, ?)",
+                (clean(key), seq, f"{table}: {problem}", raw_row(row), time.time()),
+            )
+            self._exec(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+            self.warnings.append(f"set aside a damaged row of the message store ({label}: {problem}); kept for a person"
+                                 " in the store's set_aside table" + (", and taken again from the hub if it still holds it"
+                                                                       if table == "messages" else ""))
+        self._damaged.clear()
+
+    def _sent_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of the sent table (`SELECT rowid, * ...`) whose id and payload can be read."""
+        out = []
+        for row in self._read(sql, params):
+            try:
+                ok = isinstance(row["id"], str) and isinstance(json.loads(row["payload"]), dict)
+            except (TypeError, ValueError, RecursionError):
+                ok = False
+            if ok:
+                out.append(row)
+            else:
+                self._damaged[("sent", row["rowid"])] = (row, "its payload cannot be read", None)
+        if self._damaged and self._writing:
+            self._fix_damaged()
+        return out
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -342,6 +512,11 @@ class MessageStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else default
 
+    def get_number(self, key: str, default: float = 0) -> float:
+        """A numeric meta value; the default when it is missing or damaged."""
+        value = self.get_meta(key, default)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
     def set_meta(self, key: str, value: Any) -> None:
         self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
@@ -353,16 +528,19 @@ class MessageStore:
         for chunk in _chunks(list(batch_ids), 500):
             marks = ",".join("?" * len(chunk))
             known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
-        open_rows = self._read(f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND disposition = 'attention'")
+        open_rows = self._message_rows(f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND disposition = 'attention'",
+                                       now=now)
         times: dict[str, list[float]] = {}
         for recipient, at in self._read("SELECT recipient, at FROM auto_replies WHERE at > ?", (now - 60,)):
-            times.setdefault(recipient, []).append(at)
+            if isinstance(recipient, str) and isinstance(at, (int, float)):
+                times.setdefault(recipient, []).append(at)
         return StoreView(
             known=frozenset(known),
-            open=tuple(_open_message(r) for r in open_rows),
+            open=tuple(OpenMessage(r["id"], r["seq"], row_message(r), open_record(r))
+                       for r in open_rows if r["state"] in OPEN_STATES and r["disposition"] == "attention"),
             reply_times=times,
-            cursor=int(self.get_meta("cursor", 0) or 0),
-            recovered=bool(self.get_meta("recovered", 0)),
+            cursor=int(self.get_number("cursor")),
+            recovered=bool(self.get_number("recovered")),
         )
 
     def finished(self, ids: Sequence[str]) -> set[str]:
@@ -376,30 +554,40 @@ class MessageStore:
 
     def apply_check(self, plan: CheckPlan, now: float, via: str = "poll") -> None:
         """Apply a plan inside `write()`: new messages, intents, leases, dead letters, roster, cursor."""
-        columns = [*_BODY_COLUMNS, "via", "received_at", "disposition", "rule", "reason", "state", "finished_at"]
+        columns = [*_BODY_COLUMNS, "via", "received_at", "disposition", "rule", "reason", "state",
+                   "deliveries", "expired", "due", "finished_at"]
+        leases = {lease.id: lease for lease in plan.leases}
         rows = []
         for msg, decision in plan.new:
-            attention = decision.disposition == "attention"
-            cols = _body_columns(msg)
-            rows.append((*(cols[c] for c in _BODY_COLUMNS), via, now, decision.disposition, decision.rule, decision.reason,
-                         "pending" if attention else "done", None if attention else now))
-        self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+            if decision.disposition != "attention":
+                state: tuple[Any, ...] = ("done", 0, 0, None, now)
+            elif msg.id in leases:  # stored and leased at once: one write a message, not two
+                lease = leases.pop(msg.id)
+                state = ("leased", lease.deliveries, lease.expired, lease.due, None)
+            else:
+                state = ("pending", 0, 0, None, None)
+            rows.append((*_body_columns(msg), via, now, decision.disposition, decision.rule,
+                         decision.reason, *state))
+        marks = ", ".join("?" * len(columns))
+        self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({marks})", rows)
         for msg, decision in plan.new:
             if decision.rule == 6:
                 status = msg.payload.get("status")
                 text = status if isinstance(status, str) else json.dumps(status, separators=(",", ":"))
-                self._exec("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)", (clean(msg.sender), clean(text), msg.timestamp, clean(msg.id), now))
+                self.set_peer(msg.sender, text, msg.timestamp, msg.id, now)
+        self._set_aside_unreadable(plan.unreadable, now, via)
         self._many(
             "INSERT OR IGNORE INTO auto_replies (message_id, recipient, kind, at) VALUES (?, ?, ?, ?)",
             [(r.reply_to, r.to, r.kind, now) for r in plan.replies],
         )
         self._many(
             "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ? WHERE id = ?",
-            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in plan.leases],
+            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in leases.values()],
         )
         self._many("UPDATE messages SET state = 'dead', finished_at = ? WHERE id = ?", [(now, i) for i in plan.dead])
         self._many(
-            "UPDATE messages SET state = 'dismissed', reason = 'body lost before this version kept it', finished_at = ? WHERE id = ?",
+            "UPDATE messages SET state = 'dismissed', reason = 'body lost before this version kept it', finished_at = ?"
+            " WHERE id = ?",
             [(now, i) for i in plan.lost],
         )
         if plan.cursor is not None:
@@ -407,17 +595,37 @@ class MessageStore:
         if plan.clear_recovered:
             self.set_meta("recovered", 0)
 
+    def _set_aside_unreadable(self, items: Sequence[Unreadable], now: float, via: str) -> None:
+        """Messages that could not be read: a finished (dead) row under their key, so the hub is
+        acked past them and a later poll drops them as known, and what arrived, for a person."""
+        rows = [
+            (item.key, item.seq, clean(item.sender), f"(unreadable: {item.reason})", via, now,
+             f"unreadable: {item.reason}", now)
+            for item in items if item.key is not None
+        ]
+        self._many(
+            "INSERT OR IGNORE INTO messages (id, seq, sender, text, via, received_at, disposition, reason, state,"
+            " finished_at) VALUES (?, ?, ?, ?, ?, ?, 'attention', ?, 'dead', ?)",
+            rows,
+        )
+        self._many(
+            "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'unreadable', ?, ?, ?, ?, ?)",
+            [(item.key or "", item.seq, clean(item.sender), item.reason, clean(item.raw), now) for item in items],
+        )
+
     def fill_bodies(self, messages: Iterable[Message], now: float) -> None:
         """Bodies for stubs imported from a previous release (a no-op for any message already whole)."""
-        names = [c for c in _BODY_COLUMNS if c != "id"]
+        names = _BODY_COLUMNS[1:]  # all but the id, which comes last, for the WHERE
         self._many(
             f"UPDATE messages SET {', '.join(f'{c} = ?' for c in names)} WHERE id = ? AND body IS NULL",
-            [tuple(cols[c] for c in names) + (cols["id"],) for cols in map(_body_columns, messages)],
+            [(*cols[1:], cols[0]) for cols in map(_body_columns, messages)],
         )
 
     def confirm_shown(self, ids: Sequence[str]) -> None:
         """The run that leased these printed them: `ack` may now finish them."""
-        self._many("UPDATE messages SET state = 'shown', ever_shown = 1 WHERE id = ? AND state = 'leased'", [(i,) for i in ids])
+        for chunk in _chunks(list(ids), 500):  # one statement a chunk: a large check confirms thousands
+            marks = ",".join("?" * len(chunk))
+            self._exec(f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk)
 
     def record_reply_sent(self, message_id: str, sent_id: str) -> None:
         self._exec("UPDATE auto_replies SET sent_id = ? WHERE message_id = ?", (sent_id, message_id))
@@ -431,7 +639,7 @@ class MessageStore:
     def prune(self, keep_ids: Iterable[str], now: float, days: float, most: int) -> int:
         """Drop finished messages older than `days` or beyond the newest `most`; never one in `keep_ids`
         (still at the hub) and never an unfinished one. Runs at most once an hour."""
-        if 0 <= now - float(self.get_meta("pruned_at", 0) or 0) < PRUNE_INTERVAL:
+        if 0 <= now - self.get_number("pruned_at") < PRUNE_INTERVAL:
             return 0  # (a clock that went back does not stop pruning for good)
         self.set_meta("pruned_at", now)
         self._exec("CREATE TEMP TABLE IF NOT EXISTS keep (id TEXT PRIMARY KEY)")
@@ -455,7 +663,7 @@ class MessageStore:
             where, param = "seq = ?", ref
         else:
             where, param = "id = ?", ref
-        rows = self._read(
+        rows = self._message_rows(
             f"SELECT rowid, * FROM messages WHERE {where} ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
             (param,),
         )
@@ -468,7 +676,7 @@ class MessageStore:
         if through is not None:
             sql += " AND seq <= ?"
             params = (through,)
-        return self._read(sql + " ORDER BY seq, rowid", params)
+        return self._message_rows(sql + " ORDER BY seq, rowid", params)
 
     def finish(self, ids: Sequence[str], state: str, now: float, reason: str | None = None) -> None:
         assert state in FINISHED_STATES
@@ -498,6 +706,29 @@ class MessageStore:
             "UPDATE messages SET state = ?, deliveries = ?, expired = ?, due = ? WHERE id = ? AND state = 'leased'",
             [(r.state, r.deliveries, r.expired, r.due, msg_id) for msg_id, r in records.items()],
         )
+
+    # the one-time import of 0.1's state (legacy.py) -----------------------------
+
+    def import_stubs(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Messages known to 0.1 without their bodies: (id, seq, sender, type, text, disposition,
+        rule, reason, state, priority, broadcast, deliveries, expired, ever_shown, due,
+        finished_at, received_at). The next poll fills in the bodies of those still at the hub."""
+        self._many(
+            "INSERT OR IGNORE INTO messages (id, seq, sender, type, text, disposition, rule, reason, state, priority,"
+            " broadcast, deliveries, expired, ever_shown, due, finished_at, received_at, via) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'import')",
+            rows,
+        )
+
+    def set_peer(self, agent_id: str, status: str | None, timestamp: int | None, message_id: str | None, at: float) -> None:
+        """A peer's latest status (the roster `agentcom log` shows)."""
+        self._exec("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
+                   (clean(agent_id), clean(status), timestamp, clean(message_id), at))
+
+    def add_reply_times(self, sender: str, times: Sequence[float]) -> None:
+        """Auto-replies already sent to `sender` (they count against its per-minute budget)."""
+        self._many("INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)",
+                   [(f"import:{sender}:{n}", sender, at) for n, at in enumerate(times)])
 
     # history ------------------------------------------------------------------
 
@@ -543,22 +774,44 @@ class MessageStore:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
         params.append(limit)
-        return self._read(f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params)
+        return self._message_rows(f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params)
+
+    def index_for_search(self) -> bool:
+        """Bring the full-text index up to date with the rows stored since the last search.
+        False when it cannot (no FTS5, or the store cannot be written now): scan without it."""
+        if self.get_number("fts") != 1:
+            return False
+        mark = self.get_number("fts_rowid")
+        if self._read("SELECT COALESCE(MAX(rowid), 0) FROM messages")[0][0] <= mark:
+            return True
+        try:
+            with self.write():
+                mark = self.get_number("fts_rowid")
+                top = self._read("SELECT COALESCE(MAX(rowid), 0) FROM messages")[0][0]
+                self._exec(
+                    "INSERT INTO messages_fts(rowid, text, sender)"
+                    " SELECT rowid, text, sender FROM messages WHERE rowid > ? ORDER BY rowid",
+                    (mark,),
+                )
+                self.set_meta("fts_rowid", top)
+        except (StateError, BusyError):
+            return False
+        return True
 
     def search(self, text: str, limit: int = 50) -> list[sqlite3.Row]:
-        if self.get_meta("fts", 0):
+        if self.index_for_search():
             query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
             if query:
                 try:
-                    return self._db.execute(
+                    return self._message_rows(
                         "SELECT m.rowid, m.* FROM messages_fts f JOIN messages m ON m.rowid = f.rowid"
                         " WHERE messages_fts MATCH ? ORDER BY m.rowid DESC LIMIT ?",
                         (query, limit),
-                    ).fetchall()
-                except sqlite3.OperationalError:
+                    )
+                except StateError:
                     pass  # an odd query: fall back to the plain scan
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return self._read(
+        return self._message_rows(
             "SELECT rowid, * FROM messages WHERE sender IS NOT NULL AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? ESCAPE '\\')"
             " ORDER BY rowid DESC LIMIT ?",
             (pattern, pattern, limit),
@@ -567,15 +820,15 @@ class MessageStore:
     def sent_messages(self, limit: int = 50, reply_to: Sequence[str] | None = None, ids: Sequence[str] | None = None) -> list[sqlite3.Row]:
         if reply_to is not None:
             marks = ",".join("?" * len(reply_to))
-            return self._read(f"SELECT * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to))
+            return self._sent_rows(f"SELECT rowid, * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to))
         if ids is not None:
             marks = ",".join("?" * len(ids))
-            return self._read(f"SELECT * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
-        return self._read("SELECT * FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,))
+            return self._sent_rows(f"SELECT rowid, * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
+        return self._sent_rows("SELECT rowid, * FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,))
 
     def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(ids))
-        return self._read(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND sender IS NOT NULL", list(ids))
+        return self._message_rows(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND sender IS NOT NULL", list(ids))
 
     def peers(self) -> dict[str, dict[str, Any]]:
         return {r[0]: {"status": r[1], "timestamp": r[2], "id": r[3], "at": r[4]} for r in self._read("SELECT * FROM peers ORDER BY agent_id")}
@@ -605,8 +858,8 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 def clean(text: str | None) -> str | None:
     """A copy of untrusted text SQLite can hold (lone surrogates become U+FFFD); the exact
     original stays in the message's JSON body."""
-    if text is None:
-        return None
+    if text is None or text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -617,35 +870,21 @@ def clean(text: str | None) -> str | None:
 _BODY_COLUMNS = ("id", "seq", "sender", "recipient", "type", "body", "reply_to", "timestamp", "text", "priority", "broadcast")
 
 
-def _body_columns(msg: Message) -> dict[str, Any]:
-    """What a message's body puts in its row: the exact JSON, and cleaned copies for queries."""
-    return {
-        "id": msg.id, "seq": msg.seq, "sender": clean(msg.sender), "recipient": clean(msg.to), "type": clean(msg.type),
-        "body": json.dumps(msg.to_json()), "reply_to": clean(msg.reply_to), "timestamp": msg.timestamp,
-        "text": clean(summary_text(msg)), "priority": msg.priority, "broadcast": int(msg.broadcast),
-    }
-
-
-def row_message(row: sqlite3.Row | dict) -> Message | None:
-    """The stored body as a `Message`, exactly as the hub sent it; None for an imported stub."""
-    r = row_dict(row)
-    if r["body"] is None:
-        return None
-    raw = json.loads(r["body"])
-    return Message(
-        seq=raw["seq"], id=raw["id"], sender=raw["from"], to=raw["to"], type=raw["type"] or "chat",
-        payload=raw["payload"], reply_to=raw["reply_to"], timestamp=raw["timestamp"],
+def _body_columns(msg: Message) -> tuple[Any, ...]:
+    """What a message's body puts in its row, in `_BODY_COLUMNS` order: the exact JSON, and
+    cleaned copies for queries."""
+    return (
+        msg.id, msg.seq, clean(msg.sender), clean(msg.to), clean(msg.type), json.dumps(msg.to_json()),
+        clean(msg.reply_to), msg.timestamp, clean(summary_text(msg)), msg.priority, int(msg.broadcast),
     )
 
 
-def _open_message(row: sqlite3.Row) -> OpenMessage:
-    r = row_dict(row)
-    rec = Record(
-        state=r["state"], deliveries=r["deliveries"], expired=r["expired"], due=r["due"],
-        ever_shown=bool(r["ever_shown"]), arrival=r["rowid"], why=r["reason"] or "",
-    )
-    return OpenMessage(r["id"], r["seq"], row_message(row), rec)
+def _derived_columns(msg: Message) -> dict[str, Any]:
+    return dict(zip(_BODY_COLUMNS, _body_columns(msg)))
 
 
-def row_dict(row: Any) -> dict[str, Any]:
-    return dict(zip(row.keys(), row)) if isinstance(row, sqlite3.Row) else row
+def _message_label(msg_id: Any) -> str:
+    """A stored id in a warning only when it looks like one (warnings reach an LLM unfenced)."""
+    if isinstance(msg_id, str) and len(msg_id) == 16 and all(c in "0123456789abcdef" for c in msg_id):
+        return f"message {msg_id}"
+    return "a message"

@@ -24,13 +24,15 @@ from typing import Any, Callable
 from .config import Settings
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError
-from .message import MailboxBatch, parse_pushed
+from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check
 from .wake import WakeBatcher, Waker
 from .watchstate import hold_watch_lock, write_status
 
 RECONNECT_MAX = 60.0
+FRAME_BATCH = 500  # pushed frames committed in one transaction at most
+FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
     "[AgentCom] Answer with `agentcom reply SEQ|ID \"...\"`; when a message is handled, "
     "`agentcom ack SEQ|ID`. Unacked ones come back later."
@@ -91,6 +93,8 @@ class Watch:
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
+        self.unstored: list[Message | Unreadable] = []  # pushed, not yet committed (the store failed)
+        self.retry_store_at = 0.0
 
     # the process --------------------------------------------------------------
 
@@ -146,6 +150,9 @@ class Watch:
             give_up_at = time.monotonic() + delay
             while not self.stopping and time.monotonic() < give_up_at:  # wakes go on meanwhile
                 time.sleep(min(0.2, max(0.0, give_up_at - time.monotonic())))
+        if self.unstored:  # a last try before exiting
+            self.retry_store_at = 0.0
+            self._take_in()
         self._event("stopped", "stopped")
         return 0
 
@@ -154,17 +161,17 @@ class Watch:
     def _session(self) -> bool:
         """Connect, identify, drain, then handle frames until the connection ends.
         True when it got as far as identified (the reconnect backoff starts over)."""
-        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
         url = self.s.hub_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
-        with connect(url, open_timeout=10, ping_interval=None, close_timeout=2, proxy=None, max_size=8 * 1024 * 1024) as ws:
+        with connect(url, open_timeout=10, ping_interval=None, close_timeout=2, proxy=None, max_size=8 * 1024 * 1024,
+                     max_queue=FRAME_QUEUE) as ws:
             status = current_status(self.store, self.s)
             ws.send(json.dumps({
                 "type": "identify", "agent_id": self.s.agent_id, "token": self.s.token, "name": self.s.agent_id,
                 "status": status, "capabilities": list(self.s.capabilities), "client_type": "sidecar", "protocol_version": 1,
             }))
-            reply = self._frame(ws.recv(timeout=15))
+            reply, _ = decode_frame(ws.recv(timeout=15))
             if reply.get("type") == "error" and reply.get("error") in ("invalid_token", "token_agent_mismatch"):
                 raise AuthError(f"{reply['error']} (the token from {self.s.sources.get('token', 'the settings')})")
             if reply.get("type") != "identified":
@@ -174,35 +181,56 @@ class Watch:
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
             self.presence_since = self._presence()
             self._drain()
-            interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
-            next_ping, awaiting_pong_since = time.monotonic() + interval, None
-            while not self.stopping:
-                try:
-                    raw = ws.recv(timeout=0.2)
-                except TimeoutError:
-                    raw = None
-                except ConnectionClosed:
-                    self._event("disconnected", "the hub closed the connection")
-                    return True
-                if raw is not None:
-                    frame = self._frame(raw)
-                    if frame.get("type") == "pong":
-                        awaiting_pong_since = None
-                    else:
-                        self._on_frame(frame)
-                mono = time.monotonic()
-                if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
-                    self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
-                    return True
-                if mono >= next_ping:
-                    ws.send(json.dumps({"type": "ping"}))
-                    next_ping = mono + interval
-                    if awaiting_pong_since is None:
-                        awaiting_pong_since = mono
-                    self._check_presence()
-                self._announce_status(ws)
-            ws.close()
+            try:
+                self._converse(ws)
+            finally:
+                # However the connection ends, the frames already read are kept first.
+                while frames := self._receive(ws, wait=0)[0]:
+                    self._on_frames(frames)
             return True
+
+    def _converse(self, ws: Any) -> None:
+        """Read frames and ping until the connection ends or the watch stops."""
+        interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
+        next_ping, awaiting_pong_since = time.monotonic() + interval, None
+        while not self.stopping:
+            frames, closed = self._receive(ws, wait=0.2)
+            if frames:
+                # Any frame is a sign of life: a hub pushing us a burst answers our ping
+                # only after the frames queued before it.
+                awaiting_pong_since = None
+            self._on_frames(frames)  # also retries messages a failing store could not take
+            if closed:
+                self._event("disconnected", "the hub closed the connection")
+                return
+            mono = time.monotonic()
+            if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
+                self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
+                return
+            if mono >= next_ping:
+                ws.send(json.dumps({"type": "ping"}))
+                next_ping = mono + interval
+                if awaiting_pong_since is None:
+                    awaiting_pong_since = mono
+                self._check_presence()
+            self._announce_status(ws)
+
+    @staticmethod
+    def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], bool]:
+        """The frames that have arrived (waiting up to `wait` s for a first one), at most
+        FRAME_BATCH; and whether the connection has ended (after these frames)."""
+        from websockets.exceptions import ConnectionClosed
+
+        frames: list[str | bytes] = []
+        try:
+            frames.append(ws.recv(timeout=wait))
+            while len(frames) < FRAME_BATCH:
+                frames.append(ws.recv(timeout=0))
+        except TimeoutError:
+            pass
+        except ConnectionClosed:
+            return frames, True
+        return frames, False
 
     def _presence(self) -> Any:
         """Our entry in the hub's list of connected agents (its connected_at), or None."""
@@ -220,32 +248,24 @@ class Watch:
         now_listed = self._presence()
         hazards = []
         if now_listed is not None and now_listed != self.presence_since:
-            hazards = [f"another connection identified as {self.s.agent_id} on the hub: it now receives this agent's pushed messages, not this watch"]
+            hazards = [f"another connection identified as {self.s.agent_id} on the hub after this watch: direct messages still come to the first connection (this watch), broadcasts go to both (each gets a copy)"]
         if hazards != self.status["hazards"]:
             self.status["hazards"] = hazards
             self._event("hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id")
 
-    def _frame(self, raw: Any) -> dict[str, Any]:
-        try:
-            frame = json.loads(raw)
-        except (ValueError, TypeError):
-            return {}
-        return frame if isinstance(frame, dict) else {}
-
-    def _on_frame(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "message":
-            try:
-                msg = parse_pushed(frame, self.s.agent_id)
-            except HubProtocolError as exc:
-                self._event("bad_frame", f"ignored a malformed pushed message: {exc}")
-                return
-            self.status["messages_received"] += 1
-            self._take_in(MailboxBatch([msg], 0), via="push")
-        elif kind == "error":
-            self._event("hub_error", f"hub error: {str(frame.get('error'))[:100]}")
-        elif kind == "rate_limited":
-            self._event("rate_limited", f"hub rate-limits us ({frame.get('retry_after_ms')} ms)")
+    def _on_frames(self, frames: list[str | bytes]) -> None:
+        """Pushed messages are kept (in one transaction for all of them) before anything acts
+        on them; other frames are reported."""
+        for raw in frames:
+            frame, problem = decode_frame(raw)
+            kind = frame.get("type")
+            if kind == "message":
+                self.unstored.append(pushed_message(frame, self.s.agent_id, raw, problem))
+            elif kind == "error":
+                self._event("hub_error", f"hub error: {str(frame.get('error'))[:100]}")
+            elif kind == "rate_limited":
+                self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
+        self._take_in()
 
     def _drain(self) -> None:
         """What arrived while we were not connected waits in the mailbox: take it in by HTTP."""
@@ -257,20 +277,40 @@ class Watch:
         for warning in result["warnings"]:
             self._event("warning", warning)
 
-    def _take_in(self, batch: MailboxBatch, via: str) -> None:
-        """Commit pushed messages with their Tier 0 decisions, then send the auto-replies."""
-        msg = batch.messages[0]
-        result = run_check(PushedFrames(self.hub, batch), self.store, self.s, 0, False, self.clock(), via=via, agents_check=False)
-        row = self.store.resolve(msg.id)
-        disposition = row["disposition"] if row is not None else "?"
-        reason = row["reason"] if row is not None else ""
-        self._event(
-            "message", f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
-            + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
-            id=msg.id, disposition=disposition,
-        )
+    def _take_in(self) -> None:
+        """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the
+        auto-replies. A store that cannot take them now (disk full, busy) keeps them here, in
+        memory, for the next try: a frame that reached this process is never dropped."""
+        if not self.unstored:
+            return
+        if self.clock() < self.retry_store_at:
+            return
+        taken = list(self.unstored)
+        readable = [m for m in taken if isinstance(m, Message)]
+        batch = MailboxBatch(readable, 0, unreadable=tuple(m for m in taken if isinstance(m, Unreadable)))
+        try:
+            result = run_check(PushedFrames(self.hub, batch), self.store, self.s, 0, False, self.clock(), via="push",
+                               agents_check=False)
+        except AgentComError as exc:
+            self.retry_store_at = self.clock() + 1.0
+            self._event("store_failed", f"could not store {len(taken)} pushed message(s), kept in memory and retried: {exc}")
+            return
+        del self.unstored[: len(taken)]
+        self.retry_store_at = 0.0
+        self.status["messages_received"] += len(taken)
+        rows = {r["id"]: r for r in self.store.messages(ids=[m.id for m in readable], limit=len(readable) or 1)}
+        for msg in {m.id: m for m in readable}.values():  # the same id pushed twice is one message
+            row = rows.get(msg.id)
+            disposition = row["disposition"] if row is not None else "?"
+            reason = row["reason"] if row is not None else ""
+            self._event(
+                "message", f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
+                + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
+                id=msg.id, disposition=disposition, persist=False,
+            )
         for warning in result["warnings"]:
-            self._event("warning", warning)
+            self._event("warning", warning, persist=False)
+        self._persist_status()
         self.arrived.set()
 
     def _announce_status(self, ws: Any) -> None:
@@ -339,11 +379,16 @@ class Watch:
 
     # reporting ------------------------------------------------------------------
 
-    def _event(self, kind: str, text: str, **fields: Any) -> None:
+    def _event(self, kind: str, text: str, persist: bool = True, **fields: Any) -> None:
         with self._lock:
             self.events(kind, text, **fields)
             self.status["last_event"] = f"{kind}: {neutralise(text)[:200]}"
             self.status["last_event_at"] = self.clock()
+            if persist:
+                write_status(self.directory, self.status)
+
+    def _persist_status(self) -> None:
+        with self._lock:
             write_status(self.directory, self.status)
 
 

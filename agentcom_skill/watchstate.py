@@ -13,13 +13,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import StateError
+
 LOCK_NAME = "watch.lock"
 STATUS_NAME = "watch.json"
 
 
 def _lock_fd(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:  # never through a symbolic link planted in the state folder
+        return os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open {directory / LOCK_NAME}: {exc.strerror} (a symbolic link there is refused)") from None
 
 
 def watch_alive(directory: Path) -> bool:
@@ -32,7 +37,7 @@ def watch_alive(directory: Path) -> bool:
     if not path.exists():
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
@@ -66,7 +71,9 @@ def write_status(directory: Path, status: dict[str, Any]) -> None:
     """watch.json, replaced atomically (readers never see half of it)."""
     tmp = directory / f".{STATUS_NAME}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)  # a stale one, or a link someone planted: never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(status, fh)
         os.replace(tmp, directory / STATUS_NAME)
@@ -79,7 +86,9 @@ def read_status(directory: Path) -> dict[str, Any] | None:
     if not watch_alive(directory):
         return None
     try:
-        data = json.loads((directory / STATUS_NAME).read_text(encoding="utf-8"))
+        fd = os.open(directory / STATUS_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="utf-8") as fh:
+            data = json.loads(fh.read())
     except (OSError, ValueError):
         return {"alive": True}
     return {**data, "alive": True} if isinstance(data, dict) else {"alive": True}

@@ -10,7 +10,7 @@ import pytest
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import hub_prefix, plan_check
 from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
-from agentcom_skill.message import parse_mailbox
+from agentcom_skill.message import parse_mailbox, parse_mailbox_bytes
 from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
 
 TOKEN = "a1" * 32
@@ -124,6 +124,44 @@ def test_search_falls_back_to_a_plain_scan(tmp_path):
     assert len(store.search("rate_limiter")) == 1 and store.search("zzz") == []
 
 
+def test_the_search_index_catches_up_at_search_time_and_survives_pruning_and_rowid_reuse(tmp_path):
+    """Migration 3: rows are indexed when `search` runs, not as they are stored. Pruning the
+    newest rows lets SQLite reuse their rowids; the index must never claim a row it lacks."""
+    s = settings(tmp_path)
+    store = MessageStore.memory()
+    apply(store, batch(*[(n, "loash", "chat", {"action": "notify", "text": f"alpha {n}"}) for n in range(1, 4)]), s, 1000.0)
+    assert store._read("SELECT COUNT(*) FROM messages_fts_docsize")[0][0] == 0, "nothing indexed while storing"
+    assert len(store.search("alpha")) == 3
+    apply(store, batch((4, "nathan", "chat", {"action": "notify", "text": "beta"})), s, 1001.0)
+    assert [r["seq"] for r in store.search("beta")] == [4]
+    with store.write():
+        assert store.prune([], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "every row, the newest included"
+    apply(store, batch((5, "nathan", "chat", {"action": "notify", "text": "gamma"})), s, 2000.0 + 31 * 86400)
+    assert [r["seq"] for r in store.search("gamma")] == [5] and store.search("alpha") == []
+    store._exec("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+
+
+def test_a_damaged_sent_row_is_set_aside_not_fatal(tmp_path):
+    store = MessageStore.memory()
+    with store.write():
+        store.record_sent("00000000000000a1", "bob", "chat", {"text": "fine"}, None, "send", 1.0)
+        store.record_sent("00000000000000a2", "bob", "chat", {"text": "soon broken"}, None, "send", 2.0)
+    store._exec("UPDATE sent SET payload = '{' WHERE id = '00000000000000a2'")
+    assert [r["id"] for r in store.sent_messages()] == ["00000000000000a1"]
+    with store.write():
+        pass
+    assert store._read("SELECT key, kind FROM set_aside")[0][:] == ("00000000000000a2", "damaged")
+    assert [r["id"] for r in store.sent_messages()] == ["00000000000000a1"] and len(store.warnings) == 1
+
+
+def test_the_schema_columns_the_store_checks_are_the_migrations_result():
+    from agentcom_skill.store import SCHEMA_COLUMNS
+
+    store = MessageStore.memory()
+    for table, columns in SCHEMA_COLUMNS.items():
+        assert tuple(r[1] for r in store._read(f"PRAGMA table_info({table})")) == columns
+
+
 # delivery planning ---------------------------------------------------------------------
 
 
@@ -202,16 +240,58 @@ def test_lone_surrogates_are_kept_exactly_in_the_body(tmp_path):
 
 
 def test_malformed_hub_bodies_are_protocol_errors():
-    bad = [
-        [], {"messages": "x"}, {"messages": [{"id": "a", "from": "b", "seq": True, "payload": {}}]},
-        {"messages": [{"id": "a", "from": "b", "seq": 1, "payload": []}]},
-        {"messages": [{"id": "a", "from": "b", "seq": 1, "payload": {}, "timestamp": float("inf")}]},
-        {"messages": [{"id": "a", "from": "b", "seq": 10**30, "payload": {}}]},
-        {"messages": [{"id": "a\x1b", "from": "b", "seq": 1, "payload": {}}]},
-    ]
-    for body in bad:
+    """The reply as a whole must have the contract's shape: else exit 5, nothing changed."""
+    for body in ([], {"messages": "x"}, {"agent_id": "gcu"}, {"messages": [], "last_seq": "7"}):
         with pytest.raises(HubProtocolError):
             parse_mailbox(body, 0)
+    for raw in (b"<html>", b"", b'{"messages": [', "\udcff".encode("utf-8", "surrogatepass")):
+        with pytest.raises(HubProtocolError):
+            parse_mailbox_bytes(raw, 0)
+
+
+def good(n: int, **fields) -> dict:
+    return {"id": f"{n:016x}", "from": "bob", "to": "gcu", "type": "chat", "payload": {"text": f"m{n}"},
+            "reply_to": None, "timestamp": 1, "seq": n, **fields}
+
+
+@pytest.mark.parametrize("bad,readable", [
+    ({"seq": True}, {"id": "0000000000000002"}),
+    ({"payload": []}, {"id": "0000000000000002", "seq": 2}),
+    ({"timestamp": float("inf")}, {"id": "0000000000000002", "seq": 2}),
+    ({"seq": 10**30}, {"id": "0000000000000002"}),
+    ({"id": "a\x1b"}, {"seq": 2}),
+    ({"payload": json.loads("[" * 150 + "]" * 150)}, {"id": "0000000000000002", "seq": 2}),
+])
+def test_one_unreadable_entry_is_set_aside_and_the_others_are_read(bad, readable):
+    """Issue 19.2: one entry the client cannot read must not take the batch with it."""
+    b = parse_mailbox({"messages": [good(1), good(2, **bad), good(3)]}, 0)
+    assert [m.seq for m in b.messages] == [1, 3]
+    (item,) = b.unreadable
+    assert item.sender == "bob" and all(getattr(item, k) == v for k, v in readable.items()), item
+    assert item.raw and item.reason
+
+
+def test_a_body_too_deep_for_the_parser_is_split_into_its_entries():
+    """Nesting past Python's recursion limit, and NaN: only the entry holding it is lost to
+    reading; its id, seq and sender are still read; the hub's prefix ack can pass it."""
+    deep = '{"k": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    entries = [json.dumps(good(1)), json.dumps(good(2)).replace('{"text": "m2"}', deep),
+               json.dumps(good(3)).replace('"timestamp": 1', '"timestamp": NaN'), json.dumps(good(4))]
+    raw = ('{"agent_id": "gcu", "messages": [' + ", ".join(entries) + '], "last_seq": 4, "count": 4}').encode()
+    b = parse_mailbox_bytes(raw, 0)
+    assert [m.seq for m in b.messages] == [1, 4] and b.last_seq == 4
+    assert [(u.seq, u.id, u.sender) for u in b.unreadable] == [(2, "0000000000000002", "bob"), (3, "0000000000000003", "bob")]
+    assert "deeper" in b.unreadable[0].reason and "NaN" in b.unreadable[1].reason
+    assert hub_prefix(b, {"0000000000000001", "0000000000000002"}) == 2
+    assert hub_prefix(b, {m.id for m in b.messages} | {u.id for u in b.unreadable}) == 4
+
+
+def test_the_same_id_twice_in_one_poll_is_one_message():
+    """Issue 19.7: numbered once, one body; the hub is acked past both copies together."""
+    b = parse_mailbox({"messages": [good(1), good(2), dict(good(5), id=good(1)["id"])]}, 0)
+    assert [m.seq for m in b.messages] == [1, 2]
+    assert hub_prefix(b, {good(1)["id"]}) == 1
+    assert hub_prefix(b, {good(1)["id"], good(2)["id"]}) == 5
 
 
 def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_path):

@@ -214,10 +214,46 @@ def test_the_token_is_never_printed_even_when_the_hub_echoes_it(duo, tmp_path):
     assert alice not in out.stdout + out.stderr
 
 
-def test_status_fails_with_the_hubs_exit_code(duo, tmp_path):
+def test_status_fails_with_the_hubs_exit_code_after_saying_everything_local(duo, tmp_path):
+    """Issue 20.2: `status` is the diagnostic command: with the hub down it still prints what
+    is kept here, the hub as unreachable with the reason, then exits 4 (3 for a refused token)."""
     hub, env, alice, bob = duo
-    assert run_cli("status", env={**env, "AGENTCOM_TOKEN": "e" * 64}).returncode == 3
-    assert run_cli("status", env={**env, "AGENTCOM_HUB_URL": f"http://127.0.0.1:{free_port()}"}).returncode == 4
+    hub.post(bob, {"to": "alice", "payload": {"text": "kept"}})
+    run_json("check", env=env)
+    refused = run_cli("status", env={**env, "AGENTCOM_TOKEN": "e" * 64})
+    assert refused.returncode == 3 and "messages: 0 pending, 1 shown and leased" in refused.stdout
+    hub.stop()
+    down = run_cli("status", env=env)
+    assert down.returncode == 4 and "Traceback" not in down.stderr
+    assert "1 shown and leased" in down.stdout and "hub: unreachable: " in down.stdout and "watch: not running" in down.stdout
+    assert "last successful contact" in down.stdout
+    as_json = run_cli("status", "--json", env=env)
+    assert as_json.returncode == 4 and json.loads(as_json.stdout)["hub"]["error"]["exit_code"] == 4
+
+
+def test_with_the_hub_down_check_delivers_what_the_store_holds_and_acks_reach_the_hub_later(duo, tmp_path):
+    """Issue 20.1: leases that ran out (and pushed or deferred messages) are in the store: with
+    the hub down `check` delivers them with a warning saying since when, and exits 4 only when
+    it has nothing to deliver. An ack made meanwhile reaches the hub with the next check."""
+    hub, env, alice, bob = duo
+    (tmp_path / "alice.toml").write_text("lease_seconds = 1\n")
+    first, second = (hub.post(bob, {"to": "alice", "payload": {"text": f"m{n}"}}).json()["id"] for n in range(2))
+    assert len(run_json("check", env=env)["messages"]) == 2
+    hub.stop()
+    time.sleep(1.5)  # the leases run out (a lower bound only)
+    out = run_cli("check", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {m["id"] for m in result["messages"]} == {first, second} and all(m["redelivered"] for m in result["messages"])
+    assert any("unreachable (last reached" in w for w in result["warnings"])
+    acked = run_json("ack", first, env=env)
+    assert acked["acked"] == [{"id": first, "seq": 1}] and any("could not ack the hub" in w for w in acked["warnings"])
+    nothing = run_cli("check", env={**env, "AGENTCOM_STATE_DIR": str(tmp_path / "other-state")})
+    assert nothing.returncode == 4 and nothing.stdout == ""
+    hub.start()
+    run_json("check", env=env)
+    assert [m["id"] for m in hub.poll("alice", alice)["messages"]] == [second], "the ack made offline reached the hub"
+    assert run_json("status", env=env)["hub"]["error"] is None
 
 
 def test_show_for_an_llm_is_fenced(duo, tmp_path):

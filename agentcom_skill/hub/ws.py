@@ -1,9 +1,17 @@
 """The local hub's WebSocket side (`GET /ws` on its HTTP port), with the real hub's frames.
 
 While an agent is connected, its direct messages and the broadcasts it receives are pushed
-to its socket and never stored in its mailbox (protocol part 1, push model). The upgrade
-is done with the `websockets` library's sans-I/O protocol on the socket `http.server`
-already accepted, so HTTP and WebSocket share one port as on the real hub.
+to its socket and never stored in its mailbox (push model). The upgrade is done with the
+`websockets` library's sans-I/O protocol on the socket `http.server` already accepted, so
+HTTP and WebSocket share one port as on the real hub.
+
+Presence follows the real hub's bookkeeping, because clients see its effects:
+- direct messages to an agent go to its *first* open socket (a later socket under the same
+  id does not take them over, not even once the first has closed: from then on they are
+  stored, as for an agent that is not connected);
+- broadcasts and presence events go to every identified socket, the sender's own included;
+- `/api/agents` holds one entry per agent id (the details of its latest identify), removed
+  when any socket of that agent closes; `agent_left` goes out once per closed socket.
 """
 
 from __future__ import annotations
@@ -11,83 +19,138 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-KNOWN_TYPES = ["identify", "message", "status", "ping", "list_agents"]
+from .limits import WS_TIERS, RateLimiter
+from .schema import parse_json, validate_frame
+
+# As on the real hub: this many validation errors within a minute on one socket close it.
+MAX_VIOLATIONS = 10
+VIOLATION_WINDOW_S = 60.0
+IDLE_CLOSE_CODE = 1002  # the real hub's close code for an idle socket, with an empty reason
 
 
-class Presence:
-    """Connected agents and their sockets; one lock around both."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._agents: dict[str, tuple[dict[str, Any], "Peer"]] = {}
-
-    def join(self, info: dict[str, Any], peer: "Peer") -> None:
-        """Register; a later connection of the same agent takes its place."""
-        with self._lock:
-            self._agents[info["agent_id"]] = (info, peer)
-
-    def leave(self, agent_id: str, peer: "Peer") -> bool:
-        with self._lock:
-            current = self._agents.get(agent_id)
-            if current is None or current[1] is not peer:
-                return False
-            del self._agents[agent_id]
-            return True
-
-    def set_status(self, agent_id: str, status: str) -> dict[str, Any] | None:
-        with self._lock:
-            if agent_id not in self._agents:
-                return None
-            self._agents[agent_id][0]["status"] = status
-            return dict(self._agents[agent_id][0])
-
-    def list(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(info) for info, _ in self._agents.values()]
-
-    def peers(self) -> dict[str, "Peer"]:
-        with self._lock:
-            return {agent_id: peer for agent_id, (_, peer) in self._agents.items()}
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self._agents)
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Peer:
-    """One WebSocket connection; `send` is safe from any thread and never raises."""
+    """One WebSocket connection; `send` is safe from any thread and never raises. Every frame
+    in either direction counts as activity for the idle timer."""
 
-    def __init__(self, connection: Any):
+    def __init__(self, connection: Any, clock: Callable[[], float] = time.monotonic):
         self.connection = connection
+        self.clock = clock
+        self.last_activity = clock()
+        self._held: list[dict[str, Any]] | None = None
+        self._hold_lock = threading.Lock()
+        if hasattr(connection, "on_activity"):  # ours (see _connection_class): it reports what it receives
+            connection.on_activity = self.touch
+
+    def touch(self) -> None:
+        self.last_activity = self.clock()
 
     def send(self, frame: dict[str, Any]) -> bool:
+        with self._hold_lock:
+            if self._held is not None:
+                self._held.append(frame)
+                return True
+        return self.write(frame)
+
+    def write(self, frame: dict[str, Any]) -> bool:
+        """Send now, even while pushes are held."""
         try:
             self.connection.send(json.dumps(frame, separators=(",", ":")))
-            return True
         except Exception:  # a dead socket: the push is lost, as on the real hub
             return False
+        self.touch()
+        return True
 
-    def close(self) -> None:
+    def hold(self) -> None:
+        """Queue pushes until `release`: the answer to a frame goes out before what handling it
+        pushed to this same socket (a sender's own broadcast), as on the real hub."""
+        with self._hold_lock:
+            self._held = []
+
+    def release(self) -> None:
+        with self._hold_lock:
+            held, self._held = self._held or [], None
+        for frame in held:
+            self.write(frame)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
         try:
-            self.connection.close()
+            self.connection.close(code, reason)
         except Exception:
             pass
 
 
-def upgrade(handler: Any) -> Any | None:
+class Presence:
+    """Who is connected (see the module docstring for the rules); one lock around it all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listing: dict[str, dict[str, Any]] = {}  # agent id -> details of its latest identify
+        self._first: dict[str, Peer] = {}  # agent id -> the socket its direct messages go to
+        self._sockets: dict[Peer, str] = {}  # every identified socket -> its agent id
+
+    def identify(self, peer: Peer, info: dict[str, Any]) -> None:
+        agent_id = info["agent_id"]
+        with self._lock:
+            self._sockets[peer] = agent_id
+            self._first.setdefault(agent_id, peer)
+            self._listing[agent_id] = info
+
+    def leave(self, peer: Peer) -> str | None:
+        """Forget a socket; the agent id it was identified as, or None."""
+        with self._lock:
+            agent_id = self._sockets.pop(peer, None)
+            if agent_id is None:
+                return None
+            if self._first.get(agent_id) is peer:
+                del self._first[agent_id]
+            self._listing.pop(agent_id, None)
+            return agent_id
+
+    def set_status(self, agent_id: str, status: str) -> dict[str, Any] | None:
+        with self._lock:
+            info = self._listing.get(agent_id)
+            if info is None:
+                return None
+            info["status"] = status
+            return dict(info)
+
+    def listing(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(info) for info in self._listing.values()]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._listing)
+
+    def routes(self) -> tuple[dict[str, Peer], list[Peer]]:
+        """(agent id -> the socket its direct messages go to, every identified socket)."""
+        with self._lock:
+            return dict(self._first), list(self._sockets)
+
+    def sockets(self, except_agent: str | None = None) -> list[Peer]:
+        with self._lock:
+            return [peer for peer, agent_id in self._sockets.items() if agent_id != except_agent]
+
+
+def upgrade(handler: Any, max_size: int) -> Any | None:
     """Answer the upgrade request `handler` (an http.server handler) has read; the open
     connection, or None after refusing it."""
+    from websockets.http11 import Request
     from websockets.server import ServerProtocol
-    from websockets.sync.connection import Connection
 
     lines = [handler.requestline] + [f"{k}: {v}" for k, v in handler.headers.items()]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-    protocol = ServerProtocol(max_size=8 * 1024 * 1024)
+    protocol = ServerProtocol(max_size=max_size)
     protocol.receive_data(raw)
     events = protocol.events_received()
-    if not events:
+    if not events or not isinstance(events[0], Request):
         return None
     response = protocol.accept(events[0])
     protocol.send_response(response)
@@ -97,104 +160,220 @@ def upgrade(handler: Any) -> Any | None:
         return None
     # Frames are read straight from the socket: the client sent nothing after its request
     # (it waits for our 101), so http.server's read buffer holds nothing of them.
-    return Connection(handler.connection, protocol, ping_interval=None, close_timeout=2)
+    handler.connection.settimeout(None)  # the idle timer below replaces the HTTP read timeout
+    return _connection_class()(handler.connection, protocol, ping_interval=None, close_timeout=2)
 
 
-def serve_socket(
-    connection: Any,
-    *,
-    agent_for_token: Callable[[str], str | None],
-    deliver: Callable[[str, str | None, str, dict, str | None], str],
-    presence: Presence,
-    idle_timeout: float,
-    log: Callable[[str], None],
-    answer_pings: bool = True,
-) -> None:
-    """Run one connection until it closes or stays idle for `idle_timeout` seconds."""
-    from websockets.exceptions import ConnectionClosed
+_TrackedConnection: Any = None
 
-    peer = Peer(connection)
-    agent_id: str | None = None
+
+def _connection_class() -> Any:
+    """websockets' sync Connection, noting every frame it receives (control frames included)."""
+    global _TrackedConnection
+    if _TrackedConnection is None:
+        from websockets.sync.connection import Connection
+
+        class TrackedConnection(Connection):  # type: ignore[misc]
+            on_activity: Callable[[], None] = staticmethod(lambda: None)
+
+            def process_event(self, event: Any) -> None:
+                self.on_activity()
+                super().process_event(event)
+
+        _TrackedConnection = TrackedConnection
+    return _TrackedConnection
+
+
+@dataclass
+class SocketContext:
+    """What a socket needs from the hub around it."""
+
+    agent_for_token: Callable[[str], str | None]
+    deliver: Callable[[str, str | None, str, dict, str | None], str]
+    presence: Presence
+    idle_timeout: float
+    log: Callable[[str], None]
+    limiter: RateLimiter | None = None
+    answer_pings: bool = True  # off only to let tests play a half-dead connection
+    clock: Callable[[], float] = time.monotonic  # injected by tests of the idle timer
+
+
+def serve_socket(connection: Any, context: SocketContext) -> None:
+    """Run one connection until it closes or no frame went either way for `idle_timeout` s."""
+    session = Session(connection, context)
     try:
-        while True:
-            try:
-                raw = connection.recv(timeout=idle_timeout)
-            except TimeoutError:
-                log(f"WS {agent_id or '-'} idle for {idle_timeout:g} s: closed")
-                break
-            except ConnectionClosed:
-                break
-            try:
-                frame = json.loads(raw)
-            except (ValueError, TypeError):
-                peer.send({"type": "error", "error": "invalid_json"})
-                continue
-            if not isinstance(frame, dict):
-                peer.send({"type": "error", "error": "invalid_json"})
-                continue
-            kind = frame.get("type")
-            if kind == "identify":
-                claimed = frame.get("agent_id")
-                owner = agent_for_token(frame["token"]) if isinstance(frame.get("token"), str) else None
-                if owner is None:
-                    peer.send({"type": "error", "error": "invalid_token"})
-                    continue
-                if owner != claimed:
-                    peer.send({"type": "error", "error": "token_agent_mismatch"})
-                    continue
-                if agent_id is not None and agent_id != owner:
-                    presence.leave(agent_id, peer)
-                agent_id = owner
-                info = {
-                    "agent_id": owner,
-                    "name": frame.get("name") if isinstance(frame.get("name"), str) else owner,
-                    "status": frame.get("status") if isinstance(frame.get("status"), str) else "connected",
-                    "capabilities": [c for c in frame.get("capabilities") or [] if isinstance(c, str)] if isinstance(frame.get("capabilities"), list) else [],
-                    "connected_at": int(time.time() * 1000),
-                    "fsm_state": "idle",
-                    "client_type": frame.get("client_type") if isinstance(frame.get("client_type"), str) else None,
-                }
-                # A second connection under the same id takes over the agent's pushes; the first
-                # stays open but hears nothing more (the hazard `agentcom watch` reports).
-                presence.join(info, peer)
-                peer.send({"type": "identified", "agent_id": owner})
-                log(f"WS {owner} identified")
-                for other_id, other in presence.peers().items():
-                    if other_id != owner:
-                        other.send({"type": "agent_joined", "agent": _public(info)})
-                continue
-            if agent_id is None:
-                peer.send({"type": "error", "error": "not_identified"})
-                continue
-            if kind == "ping":
-                if answer_pings:  # off only to let tests play a half-dead connection
-                    peer.send({"type": "pong", "timestamp": int(time.time() * 1000)})
-            elif kind == "message":
-                payload = frame.get("payload", {})
-                if not isinstance(payload, dict):
-                    peer.send({"type": "error", "error": "validation_failed", "errors": [{"field": "payload", "error": "must be an object"}]})
-                    continue
-                to = frame.get("to") if isinstance(frame.get("to"), str) else None
-                type_ = frame.get("message_type") if isinstance(frame.get("message_type"), str) else "chat"
-                reply_to = frame.get("reply_to") if isinstance(frame.get("reply_to"), str) else None
-                peer.send({"type": "message_sent", "id": deliver(agent_id, to, type_, payload, reply_to)})
-            elif kind == "status" and isinstance(frame.get("status"), str):
-                info = presence.set_status(agent_id, frame["status"])
-                peer.send({"type": "status_updated"})
-                if info is not None:
-                    for other in presence.peers().values():
-                        other.send({"type": "status_changed", "agent": _public(info)})
-            elif kind == "list_agents":
-                peer.send({"type": "agents", "agents": [_public(a) for a in presence.list()]})
-            else:
-                peer.send({"type": "error", "error": "validation_failed", "detail": "unknown frame type", "known_types": KNOWN_TYPES})
+        session.run()
     finally:
-        if agent_id is not None and presence.leave(agent_id, peer):
-            log(f"WS {agent_id} disconnected")
-            for other in presence.peers().values():
-                other.send({"type": "agent_left", "agent_id": agent_id})
-        peer.close()
+        session.leave()
+        session.peer.close()
 
 
-def _public(info: dict[str, Any]) -> dict[str, Any]:
+class Session:
+    """One socket: its identity and the handlers of the frames a client sends."""
+
+    def __init__(self, connection: Any, context: SocketContext):
+        self.connection = connection
+        self.context = context
+        self.peer = Peer(connection, context.clock)
+        self.agent_id: str | None = None
+        self.violations: list[float] = []
+
+    def run(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        idle = self.context.idle_timeout
+        while True:
+            left = self.peer.last_activity + idle - self.context.clock()
+            if left <= 0:
+                self.context.log(f"WS {self.agent_id or '-'} idle for {idle:g} s: closed")
+                self.peer.close(IDLE_CLOSE_CODE, "")
+                return
+            try:
+                raw = self.connection.recv(timeout=left)
+            except TimeoutError:
+                continue  # traffic the other way may have moved the deadline: look again
+            except ConnectionClosed:
+                return
+            self.peer.touch()  # (the connection notes control frames too: see _connection_class)
+            if self.handle(raw) == "close":
+                return
+
+    def handle(self, raw: Any) -> str | None:
+        """Answer one text frame; "close" when the socket must be closed."""
+        try:
+            frame = parse_json(raw)
+        except (ValueError, TypeError):
+            self.reply({"type": "error", "error": "invalid_json"})
+            return None
+        errors = validate_frame(frame)
+        if errors:
+            return self.refuse(frame, errors)
+        kind = frame["type"]
+        if kind == "identify":
+            return self.identify(frame) if self.allowed(kind) else None
+        if self.agent_id is None:
+            self.reply({"type": "error", "error": "not_identified"})
+            return None
+        if self.allowed(kind):
+            FRAME_HANDLERS.get(kind, Session.ignore)(self, frame)
+        return None
+
+    def reply(self, frame: dict[str, Any]) -> None:
+        self.peer.write(frame)
+
+    def refuse(self, frame: Any, errors: list[dict[str, Any]]) -> str | None:
+        """A validation error frame; too many of them within a minute close the socket."""
+        now = self.context.clock()
+        self.violations = [t for t in self.violations if now - t <= VIOLATION_WINDOW_S] + [now]
+        if len(self.violations) >= MAX_VIOLATIONS:
+            self.peer.close(1008, "too many validation errors")
+            return "close"
+        kind = frame.get("type", "unknown") if isinstance(frame, dict) else "unknown"
+        self.reply({"type": "error", "error": "validation_failed", "message_type": kind, "errors": errors})
+        return None
+
+    def allowed(self, kind: str) -> bool:
+        """The real hub's socket rate limits, once identified: a warning frame when the bucket
+        runs low, a `rate_limited` frame (and nothing done) when it is empty."""
+        limiter = self.context.limiter
+        if limiter is None or self.agent_id is None:
+            return True
+        verdict = limiter.check(("ws", self.agent_id), WS_TIERS.get(kind, "normal"))
+        if not verdict.allowed:
+            self.reply({"type": "rate_limited", "retry_after_ms": verdict.retry_after_ms, "tier": verdict.tier})
+        elif verdict.warn:
+            self.reply({"type": "rate_limit_warning", "tier": verdict.tier, "remaining": verdict.remaining,
+                        "capacity": verdict.capacity})
+        return verdict.allowed
+
+    # frames ---------------------------------------------------------------------------
+
+    def identify(self, frame: dict[str, Any]) -> str | None:
+        claimed = frame["agent_id"]
+        owner = self.context.agent_for_token(frame["token"])
+        if owner is None:
+            self.reply({"type": "error", "error": "invalid_token"})
+            return None
+        if owner != claimed:
+            self.reply({"type": "error", "error": "token_agent_mismatch"})
+            return None
+        if self.agent_id is not None and self.agent_id != owner:
+            self.leave()  # identifying as someone else: the old identity leaves first
+        self.agent_id = owner
+        info = {
+            "agent_id": owner,
+            "name": frame.get("name", owner),
+            "status": frame.get("status", "connected"),
+            "capabilities": frame.get("capabilities", []),
+            "connected_at": _now_ms(),
+        }
+        self.context.presence.identify(self.peer, info)
+        for other in self.context.presence.sockets(except_agent=owner):  # before the reply, as there
+            other.send({"type": "agent_joined", "agent": public_agent(info)})
+        self.reply({"type": "identified", "agent_id": owner})
+        self.context.log(f"WS {owner} identified")
+        return None
+
+    def leave(self) -> None:
+        agent_id = self.context.presence.leave(self.peer)
+        if agent_id is None:
+            return
+        self.context.log(f"WS {agent_id} disconnected")
+        for other in self.context.presence.sockets():
+            other.send({"type": "agent_left", "agent_id": agent_id})
+
+    def ping(self, frame: dict[str, Any]) -> None:
+        if self.context.answer_pings:
+            self.reply({"type": "pong", "timestamp": _now_ms()})
+
+    def message(self, frame: dict[str, Any]) -> None:
+        assert self.agent_id is not None
+        type_ = frame.get("message_type")
+        self.peer.hold()
+        try:
+            msg_id = self.context.deliver(self.agent_id, frame.get("to"), "chat" if type_ is None else type_,
+                                          frame["payload"], frame.get("reply_to"))
+            self.reply({"type": "message_sent", "id": msg_id})
+        finally:
+            self.peer.release()
+
+    def status(self, frame: dict[str, Any]) -> None:
+        assert self.agent_id is not None
+        info = self.context.presence.set_status(self.agent_id, frame["status"])
+        self.reply({"type": "status_updated"})
+        if info is not None:  # no entry any more (another socket of ours closed): nobody is told
+            for peer in self.context.presence.sockets():
+                peer.send({"type": "status_changed", "agent": public_agent(info)})
+
+    def list_agents(self, frame: dict[str, Any]) -> None:
+        self.reply({"type": "agents", "agents": [public_agent(a) for a in self.context.presence.listing()]})
+
+    def list_channels(self, frame: dict[str, Any]) -> None:
+        self.reply({"type": "channels", "channels": []})  # the local hub has no channels
+
+    def channel_not_found(self, frame: dict[str, Any]) -> None:
+        self.reply({"type": "error", "error": "channel_not_found"})
+
+    def channel_history(self, frame: dict[str, Any]) -> None:
+        self.reply({"type": "channel_history", "channel": frame["channel"], "messages": []})
+
+    def ignore(self, frame: dict[str, Any]) -> None:
+        """A type the real hub knows and the local hub does not implement (task and resource
+        reports of the hub's own sidecar): accepted silently."""
+
+
+FRAME_HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "ping": Session.ping,
+    "message": Session.message,
+    "status": Session.status,
+    "list_agents": Session.list_agents,
+    "list_channels": Session.list_channels,
+    "channel_subscribe": Session.channel_not_found,
+    "channel_unsubscribe": Session.channel_not_found,
+    "channel_publish": Session.channel_not_found,
+    "channel_history": Session.channel_history,
+}
+
+
+def public_agent(info: dict[str, Any]) -> dict[str, Any]:
     return {k: info.get(k) for k in ("agent_id", "name", "status", "capabilities", "connected_at")}
