@@ -18,7 +18,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 # Built from pieces, so this file does not match itself.
-OUTSIDE = re.compile("(" + r"\.\./" + "shared" + "|/work/" + "shared" + r"|(?<![\w.])" + "shared/" + ")")
+OUTSIDE = re.compile("(" + r"\.\./" + "shared" + "|/work/" + "shared" + r"|(?<![\w.])" + "shar" + "ed/" + ")")
 SKIP_DIRS = {".git", ".venv", ".ci-venv", ".ci-build", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis"}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
