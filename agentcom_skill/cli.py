@@ -258,8 +258,8 @@ def main(ctx: click.Context) -> None:
     before or after the command. `agentcom help COMMAND` shows a command's help.
 
     A message (REF) is named by its seq (12 or #12), its id, or a unique prefix of its id of
-    at least 4 hex digits; 4+ digits are a seq when a message kept here has that seq, else an
-    id prefix. Commands that print other agents' words take --format text|json|prompt:
+    at least 4 hex digits; 4-15 digits are a seq when a message kept here has that seq, else
+    an id prefix. Commands that print other agents' words take --format text|json|prompt:
     text when stdout is a terminal, else prompt (fenced for an LLM).
     """
     _cli_obj(ctx)
