@@ -49,7 +49,7 @@ class AgentComGroup(click.Group):
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(0)
         except click.ClickException as exc:  # usage errors: click's text, plus JSON under --json
-            if "--json" in argv:
+            if _wants_json(argv):
                 click.echo(json.dumps({"error": {"kind": "usage", "message": exc.format_message(), "exit_code": exc.exit_code}}))
             exc.show()
             sys.exit(exc.exit_code)
@@ -79,6 +79,11 @@ class AgentComGroup(click.Group):
             click.echo(f"agentcom: internal error: {type(exc).__name__}: {_one_line(str(exc))} (run with -v for details)", err=True)
             sys.exit(1)
         return rv
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv or "--format=json" in argv or any(
+        a == "--format" and b == "json" for a, b in zip(argv, argv[1:]))
 
 
 def _one_line(text: str) -> str:
@@ -167,13 +172,42 @@ def command(group: click.Group, name: str | None = None, examples: str = "", **k
     return decorate
 
 
-def _history_format(fmt: str | None, as_json: bool) -> str:
-    """Commands that print other agents' text: fenced for an LLM unless a person is at a terminal."""
+FORMAT_RULE = "text when stdout is a terminal, else prompt"
+_FORMAT_HELP = (f"text for a person, json for a program, prompt (fenced as untrusted) for an LLM "
+                f"[default: {FORMAT_RULE}].")
+
+
+def _format_options(f: Callable) -> Callable:
+    """--format text|json|prompt and --json (the same as --format json), for every command that
+    prints what other agents wrote."""
+    def mark(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value == "json":
+            _cli_obj(ctx).json_errors = True
+        return value
+
+    f = click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, callback=mark,
+                     help=_FORMAT_HELP)(f)
+    return _json_option(f)
+
+
+def output_format(fmt: str | None, as_json: bool) -> str:
+    """One rule for every reading command: what was asked for, else text for a person at a
+    terminal and the fenced prompt rendering for anything else (an agent's tool call, a pipe)."""
     if as_json:
+        if fmt not in (None, "json"):
+            raise UsageError(f"--json is --format json: give one of --json and --format {fmt}")
         return "json"
     if fmt:
         return fmt
     return "text" if sys.stdout.isatty() else "prompt"
+
+
+def _emit_formatted(result: dict[str, Any], fmt: str, text: Callable[[], str], prompt: Callable[[], str]) -> None:
+    """Print a result for its audience (the renderers are called only for the format printed)."""
+    if fmt == "json":
+        _emit(result, True)
+    else:
+        _emit(result, False, prompt() if fmt == "prompt" else text())
 
 
 def _read_text(text: str | None, text_file: str | None, allow_stdin: bool) -> str | None:
@@ -181,16 +215,23 @@ def _read_text(text: str | None, text_file: str | None, allow_stdin: bool) -> st
         if text is not None:
             raise UsageError("give the text as an argument or with --text-file, not both")
         try:
-            with open(text_file, encoding="utf-8") as fh:
-                return fh.read()
+            with open(text_file, encoding="utf-8", newline="") as fh:
+                return _without_final_newline(fh.read())
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --text-file {text_file}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
     if text == "-" or (text is None and allow_stdin and not sys.stdin.isatty()):
         try:
-            return sys.stdin.read()
+            return _without_final_newline(sys.stdin.read())
         except UnicodeDecodeError:
             raise UsageError("the text on stdin is not UTF-8") from None
     return text
+
+
+def _without_final_newline(text: str) -> str:
+    """The line break that ends a file or `echo`'s output is not part of the message."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -216,6 +257,11 @@ def main(ctx: click.Context) -> None:
 
     Global options (--hub-url, --agent-id, --token-file, --config, --state-dir, -v) go
     before or after the command. `agentcom help COMMAND` shows a command's help.
+
+    A message (REF) is named by its seq (12 or #12), its id, or a unique prefix of its id of
+    at least 4 hex digits; 4-15 digits are a seq when a message kept here has that seq, else
+    an id prefix. Commands that print other agents' words take --format text|json|prompt:
+    text when stdout is a terminal, else prompt (fenced for an LLM).
     """
     _cli_obj(ctx)
 
@@ -226,8 +272,7 @@ agentcom check --json           # for a program
 agentcom check --format prompt  # for an LLM, fenced as untrusted content
 agentcom check --cron           # NO_REPLY when nothing needs attention
 """)
-@_json_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, help="Output for a person, a program or an LLM.")
+@_format_options
 @click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages; the rest stay pending.")
 @click.option("--peek", is_flag=True, help="Show what would be returned; change and send nothing.")
 @click.option("--cron", is_flag=True, help="For cron and heartbeat jobs: NO_REPLY when nothing needs attention, else the prompt rendering.")
@@ -239,7 +284,7 @@ def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, 
 
     obj = _cli_obj(ctx)
     settings = obj.settings()
-    fmt = "json" if as_json else fmt or ("prompt" if cron else "text")
+    fmt = output_format(fmt or ("prompt" if cron and not as_json else None), as_json)
     emit = _check_emitter(obj, fmt, settings.prompt_text_limit, cron=cron, peek=peek)
     result = skill.check(max=max_, peek=peek, emit=emit, settings=settings)
     if exit_code and result["messages"]:
@@ -308,12 +353,9 @@ def send(ctx: click.Context, to: str, text: str | None, text_file: str | None, t
             raise UsageError("--payload must be a JSON object, like '{\"priority\": \"high\"}'")
     body = _read_text(text, text_file, allow_stdin=parsed is None)
     result = skill.send(to, body, type_, reply_to, parsed, priority=priority, needs=needs, respond_with=respond_with, settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, _sent_line(result))
+    from .render import sent_line
 
-
-def _sent_line(result: dict[str, Any]) -> str:
-    reply = f", reply to {result['reply_to']}" if result.get("reply_to") else ""
-    return f"sent {result['type']} to {result['to']}{reply} (id {result['id']})"
+    _emit(result, as_json, sent_line(result))
 
 
 @command(main, examples="""
@@ -321,7 +363,7 @@ agentcom reply 12 "On it."
 agentcom reply 3f9a0c1d2e3b4a59 "Done, see PR 14."
 agentcom reply 12 - < answer.txt
 """)
-@click.argument("ref", metavar="SEQ|ID")
+@click.argument("ref", metavar="REF")
 @click.argument("text", required=False)
 @click.option("--text-file", metavar="PATH", help="Read the text from a file.")
 @_json_option
@@ -330,9 +372,11 @@ def reply(ctx: click.Context, ref: str, text: str | None, text_file: str | None,
     """Answer a message: TEXT goes to its sender as a response to it."""
     from . import skill
 
+    from .render import sent_line
+
     body = _read_text(text, text_file, allow_stdin=True)
     result = skill.reply(ref, body or "", settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, _sent_line(result))
+    _emit(result, as_json, sent_line(result))
 
 
 @command(main, examples="""
@@ -342,8 +386,8 @@ agentcom ack --id 3f9a0c1d2e3b4a59
 agentcom ack --through 15  # every shown message up to #15
 agentcom ack               # every message shown so far
 """)
-@click.argument("refs", nargs=-1, metavar="[SEQ|ID]...")
-@click.option("--id", "ids", multiple=True, metavar="ID", help="A message id (repeat).")
+@click.argument("refs", nargs=-1, metavar="[REF]...")
+@click.option("--id", "ids", multiple=True, metavar="ID", help="A message id or unique id prefix, never a seq (repeat).")
 @click.option("--through", type=int, metavar="SEQ", help="Every shown message with seq up to SEQ.")
 @_json_option
 @click.pass_context
@@ -351,82 +395,66 @@ def ack(ctx: click.Context, refs: tuple[str, ...], ids: tuple[str, ...], through
     """Finish the messages named (none named: all shown)."""
     from . import skill
 
-    result = skill.ack(list(refs), ids=ids, through=through, settings=_cli_obj(ctx).settings())
-    from .render import refs_text
+    from .render import ack_text
 
-    text = f"acked {refs_text(result['acked'])}"
-    if result["already_finished"]:
-        text += f"; already finished: {refs_text(result['already_finished'])}"
-    text += f". {result['unacked']} shown and not acked; hub acked up to seq {result['hub_acked_up_to']}."
-    _emit(result, as_json, text)
+    result = skill.ack(list(refs), ids=ids, through=through, settings=_cli_obj(ctx).settings())
+    _emit(result, as_json, ack_text(result))
 
 
 @command(main, examples="""
 agentcom defer 12 --for 30m
 agentcom defer 12 14 --for 2h
 """)
-@click.argument("refs", nargs=-1, required=True, metavar="SEQ|ID...")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @click.option("--for", "for_", default="30m", show_default=True, metavar="DURATION", help="How long: 90s, 30m, 2h, 1d.")
 @_json_option
 @click.pass_context
 def defer(ctx: click.Context, refs: tuple[str, ...], for_: str, as_json: bool) -> None:
     """Put shown messages aside; they come back after --for."""
     from . import skill
-    from .render import ago, refs_text
+    from .render import deferred_text
 
     result = skill.defer(list(refs), parse_duration(for_, "--for"), settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, f"deferred {refs_text(result['deferred'])}; back {ago(result['until'])}")
+    _emit(result, as_json, deferred_text(result))
 
 
 @command(main, examples="""
 agentcom dismiss 12
 """)
-@click.argument("refs", nargs=-1, required=True, metavar="SEQ|ID...")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @_json_option
 @click.pass_context
 def dismiss(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
     """Finish messages without acting on them (kept in the history)."""
     from . import skill
-    from .render import refs_text
+    from .render import dismissed_text
 
     result = skill.dismiss(list(refs), settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, f"dismissed {refs_text(result['dismissed'])}")
-
-
-_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None,
-                       help="text for a person, prompt (fenced) for an LLM [default: text at a terminal, else prompt].")
+    _emit(result, as_json, dismissed_text(result))
 
 
 @command(main, examples="""
 agentcom show 12
 agentcom show 3f9a0c1d2e3b4a59 --json
 """)
-@click.argument("ref", metavar="SEQ|ID")
-@_json_option
-@_FORMAT
+@click.argument("ref", metavar="REF")
+@_format_options
 @click.pass_context
 def show(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
     """Show one stored message in full (also after an ack)."""
     from . import skill
     from .render import render_show_prompt, render_show_text
 
+    fmt = output_format(fmt, as_json)
     msg = skill.show(ref, settings=_cli_obj(ctx).settings())
-    fmt = _history_format(fmt, as_json)
-    if fmt == "json":
-        _emit(msg, True)
-    else:
-        click.echo(render_show_prompt(msg) if fmt == "prompt" else render_show_text(msg))
+    _emit_formatted(msg, fmt, lambda: render_show_text(msg), lambda: render_show_prompt(msg))
 
 
 def _emit_history(result: dict[str, Any], fmt: str, empty: str) -> None:
     from .render import render_history_prompt, render_history_text
 
-    if fmt == "json":
-        _emit(result, True)
-    elif fmt == "prompt":
-        click.echo(render_history_prompt(result["messages"]))
-    else:
-        click.echo(render_history_text(result["messages"], empty))
+    _emit_formatted(result, fmt, lambda: render_history_text(result["messages"], empty),
+                    lambda: render_history_prompt(result["messages"]))
 
 
 @command(main, examples="""
@@ -440,8 +468,7 @@ agentcom inbox --state dead      # dead letters
 @click.option("--state", type=click.Choice(["pending", "leased", "shown", "deferred", "done", "dismissed", "dead"]), help="Only in this state.")
 @click.option("--since", metavar="DURATION", help="Only received in the last DURATION (30m, 2h, 1d).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@_json_option
-@_FORMAT
+@_format_options
 @click.pass_context
 def inbox(ctx: click.Context, sender: str | None, type_: str | None, state: str | None, since: str | None, limit: int, as_json: bool, fmt: str | None) -> None:
     """Recent messages of every kind and state, newest first."""
@@ -449,22 +476,21 @@ def inbox(ctx: click.Context, sender: str | None, type_: str | None, state: str 
 
     seconds = parse_duration(since, "--since") if since else None
     result = skill.inbox(sender, type_, state, seconds, limit, settings=_cli_obj(ctx).settings())
-    _emit_history(result, _history_format(fmt, as_json), "No messages kept here yet.")
+    _emit_history(result, output_format(fmt, as_json), "No messages kept here yet.")
 
 
 @command(main, examples="""
 agentcom thread 12
 """)
-@click.argument("ref", metavar="SEQ|ID")
-@_json_option
-@_FORMAT
+@click.argument("ref", metavar="REF")
+@_format_options
 @click.pass_context
 def thread(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
     """A message with its replies and what it answers, in time order."""
     from . import skill
 
     result = skill.thread(ref, settings=_cli_obj(ctx).settings())
-    _emit_history(result, _history_format(fmt, as_json), "Nothing in this thread.")
+    _emit_history(result, output_format(fmt, as_json), "Nothing in this thread.")
 
 
 @command(main, examples="""
@@ -473,30 +499,29 @@ agentcom search loash --limit 5
 """)
 @click.argument("text")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@_json_option
-@_FORMAT
+@_format_options
 @click.pass_context
 def search(ctx: click.Context, text: str, limit: int, as_json: bool, fmt: str | None) -> None:
     """Find stored messages by words in their text or sender."""
     from . import skill
 
     result = skill.search(text, limit, settings=_cli_obj(ctx).settings())
-    _emit_history(result, _history_format(fmt, as_json), "No stored message matches.")
+    _emit_history(result, output_format(fmt, as_json), "No stored message matches.")
 
 
 @command(main, examples="""
 agentcom sent --limit 5
 """)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@_json_option
+@_format_options
 @click.pass_context
-def sent(ctx: click.Context, limit: int, as_json: bool) -> None:
+def sent(ctx: click.Context, limit: int, as_json: bool, fmt: str | None) -> None:
     """Messages this agent sent, auto-replies included, newest first."""
     from . import skill
-    from .render import render_history_text
 
+    fmt = output_format(fmt, as_json)
     result = skill.sent(limit, settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, render_history_text(result["messages"], "Nothing sent yet."))
+    _emit_history(result, fmt, "Nothing sent yet.")
 
 
 @main.group(invoke_without_command=True, context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom status\n  agentcom status --json\n  agentcom status set \"reviewing PR 12\"")
@@ -525,10 +550,10 @@ agentcom status set "reviewing PR 12"
 def status_set(ctx: click.Context, text: str, as_json: bool) -> None:
     """Set my status (auto-replies, and the hub's presence)."""
     from . import skill
+    from .render import status_set_text
 
     result = skill.set_status(text, settings=_cli_obj(ctx).settings())
-    how = "announced by the running watch" if result["via"] == "watch" else "broadcast as a status message"
-    _emit(result, as_json, f"status set: {result['status']} ({how})")
+    _emit(result, as_json, status_set_text(result))
 
 
 @command(main, examples="""
@@ -564,8 +589,7 @@ agentcom wait --format prompt
 """)
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1).")
 @click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages.")
-@_json_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, help="Output for a person, a program or an LLM.")
+@_format_options
 @click.pass_context
 def wait(ctx: click.Context, timeout: float | None, max_: int | None, as_json: bool, fmt: str | None) -> None:
     """Block until something needs attention; print it like check."""
@@ -573,24 +597,55 @@ def wait(ctx: click.Context, timeout: float | None, max_: int | None, as_json: b
 
     obj = _cli_obj(ctx)
     settings = obj.settings()
-    emit = _check_emitter(obj, "json" if as_json else fmt or "text", settings.prompt_text_limit)
+    emit = _check_emitter(obj, output_format(fmt, as_json), settings.prompt_text_limit)
     if skill.wait(timeout, max_, emit=emit, settings=settings) is None:
         sys.exit(1)
 
 
 @command(main, examples="""
-agentcom agents
+agentcom ping bob                  # pong from bob in 35 ms
+agentcom ping bob --timeout 600    # a peer without a watch answers at its next check
 """)
+@click.argument("agent")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=86400), default=10.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for the pong (exit 1 without one).")
 @_json_option
 @click.pass_context
-def agents(ctx: click.Context, as_json: bool) -> None:
+def ping(ctx: click.Context, agent: str, timeout: float, as_json: bool) -> None:
+    """Ping AGENT and print the round trip of its pong.
+
+    Waiting takes nothing from your own mailbox: messages that arrive meanwhile are stored
+    for `check`, never shown here. Exit 1 when no pong came within --timeout.
+    """
+    from . import skill
+    from .render import ping_text
+
+    result = skill.ping(agent, timeout, settings=_cli_obj(ctx).settings())
+    if result["pong_id"] is None:
+        if as_json:
+            _emit(result, True)
+        else:
+            _emit({"warnings": result["warnings"]}, False)
+            click.echo(f"agentcom: {ping_text(result)}", err=True)
+        sys.exit(1)
+    _emit(result, as_json, ping_text(result))
+
+
+@command(main, examples="""
+agentcom agents
+agentcom agents --format prompt   # for an LLM: their names and statuses fenced
+""")
+@_format_options
+@click.pass_context
+def agents(ctx: click.Context, as_json: bool, fmt: str | None) -> None:
     """Who is online (connected to the hub by WebSocket)."""
     from . import skill
-    from .render import safe_sender
+    from .render import render_agents_prompt, render_agents_text
 
+    fmt = output_format(fmt, as_json)
     result = skill.agents(settings=_cli_obj(ctx).settings())
-    lines = [f"{safe_sender(a.get('agent_id'))}  {str(a.get('status') or '')[:100]}  {', '.join(str(c)[:40] for c in a.get('capabilities') or [])}" for a in result["agents"]]
-    _emit(result, as_json, "\n".join(lines) or "No agent is connected.")
+    _emit_formatted(result, fmt, lambda: render_agents_text(result["agents"]),
+                    lambda: render_agents_prompt(result["agents"]))
 
 
 @command(main, examples="""
@@ -599,15 +654,19 @@ agentcom log --disposition drop --limit 10
 """)
 @click.option("--disposition", type=click.Choice(["auto_reply", "store", "drop"]), help="Only this disposition.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N entries.")
-@_json_option
+@_format_options
 @click.pass_context
-def log(ctx: click.Context, disposition: str | None, limit: int, as_json: bool) -> None:
+def log(ctx: click.Context, disposition: str | None, limit: int, as_json: bool, fmt: str | None) -> None:
     """What Tier 0 handled and why; peers' statuses; dead letters."""
     from . import skill
-    from .render import render_log_text
+    from .render import render_log_prompt, render_log_text
 
-    result = skill.log(disposition, limit, settings=_cli_obj(ctx).settings())
-    _emit(result, as_json, render_log_text(result))
+    fmt = output_format(fmt, as_json)
+    obj = _cli_obj(ctx)
+    settings = obj.settings()
+    result = skill.log(disposition, limit, settings=settings)
+    _emit_formatted(result, fmt, lambda: render_log_text(result),
+                    lambda: render_log_prompt(result, min(300, settings.prompt_text_limit)))
 
 
 @main.group(context_settings=CONTEXT)
@@ -790,7 +849,11 @@ def help_command(ctx: click.Context, command_path: tuple[str, ...]) -> None:
     click.echo(current.get_help())
 
 
-@main.command(context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom completion bash >> ~/.bashrc\n  agentcom completion zsh > ~/.zfunc/_agentcom\n  agentcom completion fish > ~/.config/fish/completions/agentcom.fish")
+@main.command(context_settings=CONTEXT, epilog=(
+    "\b\nExamples (in your shell's start-up file):\n"
+    "  eval \"$(agentcom completion bash)\"    # ~/.bashrc\n"
+    "  eval \"$(agentcom completion zsh)\"     # ~/.zshrc\n"
+    "  agentcom completion fish | source     # ~/.config/fish/config.fish"))
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script for bash, zsh or fish."""

@@ -204,7 +204,30 @@ def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str,
         if kind is None:
             raise ConfigError(f"unknown setting {prefix}{key!r} in {where}")
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise ConfigError(f"setting {prefix}{key} in {where} has the wrong type")
+            expected, got = type_name(kind), type_name(type(value))
+            raise ConfigError(f"setting {prefix}{key} in {where} must be {expected}, not {got}")
+
+
+_TYPE_NAMES = {
+    str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table", bool: "a boolean",
+}
+
+
+def type_name(kind: Any) -> str:
+    """A TOML type in words, for error messages: 'a number', 'a string or a list'."""
+    if kind == (int, float):
+        return "a number"
+    if isinstance(kind, tuple):
+        return " or ".join(type_name(k) for k in kind)
+    return _TYPE_NAMES.get(kind, getattr(kind, "__name__", "a value"))
+
+
+def _shown_value(value: Any) -> str:
+    """A wrong value in an error: its type, and the value itself when short (never a token: only
+    settings with a type of their own reach here)."""
+    if isinstance(value, str):
+        return f"{value[:40]!r}"
+    return type_name(type(value))
 
 
 def _read_token_file(path_text: str, where: str) -> str:
@@ -398,7 +421,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         else:
             value = str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting {name} from {source} has the wrong type") from None
+        if name in ("capabilities", "ignore_from", "allow_from"):
+            expected = "a list of strings (or one comma-separated string)"
+        else:
+            expected = type_name(kind)
+        raise ConfigError(f"setting {name} from {source} must be {expected}, not {_shown_value(value)}") from None
     if name in _POSITIVE and value <= 0:
         raise ConfigError(f"setting {name} from {source} must be positive")
     if name == "lock_timeout" and value < 0:

@@ -30,6 +30,7 @@ _MARKERS = re.compile(r"<{3,}|>{3,}")
 _SAFE_AGENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
 _SAFE_ID = re.compile(r"^[0-9a-f]{16}$")
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_SAFE_HEX_PREFIX = re.compile(r"^[0-9a-f]{1,16}$")
 FIELD_LIMIT = 64
 
 
@@ -41,6 +42,14 @@ def safe_field(value: Any, pattern: re.Pattern = _SAFE_AGENT) -> str:
     cut = text[:FIELD_LIMIT]
     quoted = json.dumps(cut, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")
     return quoted + ("…" if len(text) > FIELD_LIMIT else "")
+
+
+def one_line(value: Any, limit: int = 200) -> str:
+    """Free text from another agent (a status, a name) on one line: neutralised, line breaks
+    shown as escapes, cut at `limit` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    cut = neutralise(text[:limit])
+    return cut + ("…" if len(text) > limit else "")
 
 
 def safe_sender(value: Any) -> str:
@@ -56,21 +65,22 @@ def safe_msg_id(value: Any) -> str:
 
 
 def ago(at: float | None, now: float | None = None) -> str:
-    """A time as a person reads it next to a message: '3m ago', 'in 4m'."""
+    """A time as a person reads it next to a message: '3m ago', 'in 4m' (rounded to the
+    nearest unit, so a deferral of 30 minutes reads 'in 30m', not 'in 29m')."""
     import time
 
     if at is None:
         return "?"
     delta = (time.time() if now is None else now) - at
     future, delta = delta < 0, abs(delta)
-    if delta < 60:
-        text = f"{int(delta)}s"
-    elif delta < 3600:
-        text = f"{int(delta // 60)}m"
-    elif delta < 86400 * 2:
-        text = f"{int(delta // 3600)}h"
+    if round(delta) < 60:
+        text = f"{round(delta)}s"
+    elif round(delta / 60) < 60:
+        text = f"{round(delta / 60)}m"
+    elif round(delta / 3600) < 48:
+        text = f"{round(delta / 3600)}h"
     else:
-        text = f"{int(delta // 86400)}d"
+        text = f"{round(delta / 86400)}d"
     return f"in {text}" if future else f"{text} ago"
 
 
@@ -240,10 +250,20 @@ def render_show_prompt(msg: dict[str, Any], nonce: str | None = None) -> str:
 # for a terminal ---------------------------------------------------------------
 
 
+CONTINUATION = "    "  # continuation lines of a message, under its header: content never starts a line
+
+
+def body_lines(text: str) -> str:
+    """A message's text for a terminal: neutralised, its own line breaks kept, every line
+    after the first indented (so no line of content can pose as a header of ours)."""
+    return neutralise(text.replace("\r\n", "\n"), keep_newlines=True).replace("\n", "\n" + CONTINUATION)
+
+
 def message_line(msg: dict[str, Any], text_limit: int = 200, extra: str = "") -> str:
-    """One message on one line for a terminal: ref, time, sender, type, flags, text, id."""
+    """One message for a terminal: ref, time, sender, type, flags, text, id on its header
+    line; the text's own line breaks kept as indented continuation lines."""
     flags = []
-    if msg.get("priority") not in (None, "normal"):
+    if msg.get("priority") in ("low", "high", "urgent"):
         flags.append(msg["priority"])
     if msg.get("redelivered"):
         flags.append(f"redelivered x{msg.get('deliveries', 2) - 1}")
@@ -253,8 +273,12 @@ def message_line(msg: dict[str, Any], text_limit: int = 200, extra: str = "") ->
         who = f"{safe_sender(msg['from'])} -> {'all' if msg.get('broadcast') else safe_sender(msg.get('to') or '?')}"
     flag_text = f" [{', '.join(flags)}]" if flags else ""
     ref = f"#{msg['seq']} " if msg.get("seq") is not None else ""
-    text = truncate(message_text(msg), text_limit, ref_of(msg)) if msg.get("payload") is not None or msg.get("text") else "(body not kept)"
-    return neutralise(f"{ref}{ago(message_time(msg))} {who} {safe_type(msg.get('type') or 'chat')}{flag_text}: {text}  [{safe_msg_id(msg.get('id'))}{extra}]")
+    if msg.get("payload") is not None or msg.get("text"):
+        text = body_lines(truncate(message_text(msg), text_limit, ref_of(msg)))
+    else:
+        text = "(body not kept)"
+    head = neutralise(f"{ref}{ago(message_time(msg))} {who} {safe_type(msg.get('type') or 'chat')}{flag_text}")
+    return f"{head}: {text}  " + neutralise(f"[{safe_msg_id(msg.get('id'))}{extra}]")
 
 
 def render_check_text(result: dict[str, Any], text_limit: int = 200, peek: bool = False) -> str:
@@ -277,24 +301,139 @@ def render_check_text(result: dict[str, Any], text_limit: int = 200, peek: bool 
     return "\n".join(lines)
 
 
-def render_log_text(result: dict[str, Any]) -> str:
+def _log_time(at: Any) -> str:
     import time
 
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at if isinstance(at, (int, float)) else 0))
+
+
+def render_log_text(result: dict[str, Any]) -> str:
+    """`agentcom log` for a terminal: one line an entry; every field from another agent on one line."""
     lines = []
     for e in result["entries"]:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("received_at") or 0))
-        text = str(e.get("text") or "")[:120]
-        lines.append(neutralise(f"{when} {refs_text([e])} {safe_sender(e.get('from'))} {safe_type(e.get('type'))}: {e.get('disposition')} ({e.get('why')}) {text}"))
+        lines.append(
+            neutralise(f"{_log_time(e.get('received_at'))} {refs_text([e])} {safe_sender(e.get('from'))} "
+                       f"{safe_type(e.get('type'))}: {e.get('disposition')} ({e.get('why')}) ")
+            + one_line(message_text(e), 120)
+        )
     if not lines:
         lines.append("Tier 0 has handled nothing yet.")
     if result["roster"]:
         lines.append("Peers' latest statuses:")
-        lines += [neutralise(f"  {safe_sender(peer)}: {str(info.get('status'))[:200]}") for peer, info in sorted(result["roster"].items())]
+        lines += [f"  {safe_sender(peer)}: {one_line(info.get('status'), 200)}"
+                  for peer, info in sorted(result["roster"].items())]
     if result["dead_letters"]:
         lines.append("Dead letters (returned too often without ack):")
-        lines += [neutralise(f"  {refs_text([d])} {safe_sender(d.get('from'))} {safe_type(d.get('type'))} after {d.get('deliveries')} deliveries: {str(d.get('text') or '')[:120]}") for d in result["dead_letters"]]
+        lines += [
+            neutralise(f"  {refs_text([d])} {safe_sender(d.get('from'))} {safe_type(d.get('type'))} "
+                       f"after {d.get('deliveries')} deliveries: ")
+            + one_line(message_text(d), 120)
+            for d in result["dead_letters"]
+        ]
     lines += [f"warning: {neutralise(w)}" for w in result.get("warnings", [])]
     return "\n".join(lines)
+
+
+def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
+    """`agentcom log` for an LLM: our headings outside, notice texts and peers' statuses
+    (other agents' words) inside fences."""
+    lines = [f"[AgentCom] Tier 0 log: {len(result['entries'])} handled message(s), oldest first."]
+    if result["entries"]:
+        lines += fenced([_unfence(f"[{neutralise(str(e.get('disposition')))}: {one_line(e.get('why'), 100)}] ")
+                         + _prompt_entry(e, text_limit) for e in result["entries"]])
+    if result["roster"]:
+        lines.append("[AgentCom] Peers' latest statuses:")
+        lines += fenced([_unfence(f"{safe_sender(peer)}: {one_line(info.get('status'), 200)}")
+                         for peer, info in sorted(result["roster"].items())])
+    if result["dead_letters"]:
+        lines.append("[AgentCom] Dead letters (returned too often without ack):")
+        lines += fenced([_prompt_entry(d, text_limit) + f"  [dead after {d.get('deliveries')} deliveries]"
+                         for d in result["dead_letters"]])
+    lines += [f"[AgentCom] warning: {_unfence(neutralise(w))}" for w in result.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def render_agents_text(agents: list[dict[str, Any]]) -> str:
+    """`agentcom agents` for a terminal: one line an agent, each of its fields on that line."""
+    lines = [_agent_line(a) for a in agents]
+    return "\n".join(lines) or "No agent is connected."
+
+
+def render_agents_prompt(agents: list[dict[str, Any]]) -> str:
+    """`agentcom agents` for an LLM: a count, then the agents (their own words) fenced."""
+    head = f"[AgentCom] {len(agents)} agent(s) connected to the hub by WebSocket."
+    return "\n".join([head, *fenced([_unfence(_agent_line(a)) for a in agents])]) if agents else head
+
+
+def _agent_line(agent: dict[str, Any]) -> str:
+    name = agent.get("name")
+    named = f" ({one_line(name, 60)})" if name not in (None, "", agent.get("agent_id")) else ""
+    caps = agent.get("capabilities") or []
+    caps_text = ", ".join(one_line(c, 40) for c in (caps[:20] if isinstance(caps, list) else [caps]))
+    more = f", … {len(caps) - 20} more" if isinstance(caps, list) and len(caps) > 20 else ""
+    status = one_line(agent.get("status") or "", 200)
+    can = f" [can: {caps_text}{more}]" if caps_text else ""
+    return f"{safe_sender(agent.get('agent_id'))}{named}: {status or '(no status)'}{can}"
+
+
+def sent_line(result: dict[str, Any]) -> str:
+    """What `send` and `reply` did, on one line: every id and name through the safe_* rules."""
+    reply = f", reply to {safe_msg_id(result['reply_to'])}" if result.get("reply_to") else ""
+    return (f"sent {safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply} "
+            f"(id {safe_msg_id(result.get('id'))})")
+
+
+def ack_text(result: dict[str, Any]) -> str:
+    """What `ack` did here and at the hub, in words (the hub is acked only past a finished prefix)."""
+    text = f"acked {refs_text(result['acked'])}"
+    if result["already_finished"]:
+        text += f"; already finished: {refs_text(result['already_finished'])}"
+    text += f". {result['unacked']} shown and not acked. "
+    if result.get("hub_acked_up_to") is not None:
+        return text + f"Hub acked up to seq {result['hub_acked_up_to']}."
+    waiting = result.get("hub_waiting_on")
+    if any(w.startswith("could not ack the hub") for w in result.get("warnings") or []):
+        return text + "The hub was not acked this time (the next check or the watch retries)."
+    if waiting:
+        return text + (f"The hub was not acked: it keeps every message from {refs_text([waiting])} on until "
+                       f"{refs_text([waiting])} is finished here.")
+    return text + "Nothing at the hub needed acking."
+
+
+def deferred_text(result: dict[str, Any]) -> str:
+    text = f"deferred {refs_text(result['deferred'])}; back {ago(result['until'])}"
+    if result.get("already_finished"):
+        text += f"; already finished: {refs_text(result['already_finished'])}"
+    return text
+
+
+def dismissed_text(result: dict[str, Any]) -> str:
+    text = f"dismissed {refs_text(result['dismissed'])}"
+    if result.get("already_finished"):
+        text += f"; already finished: {refs_text(result['already_finished'])}"
+    return text
+
+
+def status_set_text(result: dict[str, Any]) -> str:
+    how = "announced by the running watch" if result["via"] == "watch" else "broadcast as a status message"
+    return neutralise(f"status set: {result['status']} ({how})")
+
+
+def ping_text(result: dict[str, Any]) -> str:
+    """`agentcom ping`: the round trip, or what was waited for."""
+    who = safe_sender(result.get("agent"))
+    if result.get("pong_id") is None:
+        return f"no pong from {who} within {result['timeout']:g} s (ping {safe_msg_id(result.get('ping_id'))})"
+    return f"pong from {who} in {result['round_trip'] * 1000:.0f} ms (ping {safe_msg_id(result.get('ping_id'))})"
+
+
+def ambiguous_ref_text(prefix: str, candidates: list[dict[str, Any]], more: bool) -> str:
+    """A short id that names several messages: the candidates, each on safe terms."""
+    listed = ", ".join(f"{safe_msg_id(c.get('id'))} ({refs_text([c]) if c.get('seq') is not None else 'no seq'}, "
+                       f"from {safe_sender(c.get('sender'))})" for c in candidates)
+    more_text = ", …" if more else ""
+    named = safe_field(prefix, _SAFE_HEX_PREFIX)
+    return f"id prefix {named} names several messages: {listed}{more_text}; give more digits"
 
 
 def render_history_text(messages: list[dict[str, Any]], empty: str, text_limit: int = 160) -> str:
@@ -309,12 +448,15 @@ def render_history_text(messages: list[dict[str, Any]], empty: str, text_limit: 
 
 
 def render_show_text(msg: dict[str, Any]) -> str:
-    """`show` for a terminal: a header line, then the whole text, neutralised."""
+    """`show` for a terminal: a header line, then the whole text, neutralised and indented."""
     text = msg["text"] if msg.get("text") is not None else json.dumps(msg.get("payload"), ensure_ascii=False, indent=2)
     ref = f"#{msg['seq']} " if msg.get("seq") is not None else ""
     to = "all" if msg.get("broadcast") else safe_sender(msg.get("to") or "?")
-    head = f"{ref}{ago(message_time(msg))} {safe_sender(msg.get('from'))} -> {to} {safe_type(msg.get('type') or 'chat')}  [{safe_msg_id(msg.get('id'))}; {msg.get('state')}]"
-    return neutralise(head) + "\n" + neutralise(text, keep_newlines=True)
+    flags = f" [{msg['priority']}]" if msg.get("priority") in ("low", "high", "urgent") else ""
+    who = f"{safe_sender(msg.get('from'))} -> {to}"
+    head = f"{ref}{ago(message_time(msg))} {who} {safe_type(msg.get('type') or 'chat')}{flags}"
+    head += f"  [{safe_msg_id(msg.get('id'))}; {msg.get('state')}]"
+    return neutralise(head) + "\n" + CONTINUATION + body_lines(text)
 
 
 def render_status_text(st: dict[str, Any]) -> str:

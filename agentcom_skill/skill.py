@@ -25,10 +25,10 @@ from .errors import (
     UsageError,
 )
 from .watchstate import read_status, watch_alive
-from .message import MailboxBatch
-from .render import ago
 from .legacy import has_state_file, import_state_file
-from .store import MessageStore, row_dict, row_message
+from .message import PRIORITIES, MailboxBatch, Message
+from .render import ago
+from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
@@ -81,19 +81,33 @@ def open_store(settings: Settings) -> MessageStore:
     return store
 
 
+MAX_SEQ = 2**63 - 1  # SQLite's integers: a larger number names no message
+_HEX_REF = re.compile(r"^[0-9a-f]{4,16}$")
+REF_RULE = "its seq (a number), its id (16 hex digits) or a unique id prefix (at least 4 hex digits)"
+
+
 def parse_ref(ref: Any) -> int | str:
-    """A message reference: its seq (an integer) or its id (16 hex digits)."""
+    """A message reference: an int is a seq; a string is a seq (`12`, `#12`), an id, or an id
+    prefix of at least 4 hex digits (any case).
+
+    An all-digit string of 4 or more digits is ambiguous on its face: it stays a string, and
+    `MessageStore.resolve` reads it as a seq when a kept message has that seq, else as an id
+    prefix. `#` forces a seq; 1-3 digits are always a seq (too short for a prefix)."""
     if isinstance(ref, bool):
-        raise UsageError("a message is named by its seq (a number) or its id (16 hex digits)")
+        raise UsageError(f"a message is named by {REF_RULE}")
     if isinstance(ref, int):
+        if not 0 <= ref <= MAX_SEQ:
+            raise UsageError(f"seq {str(ref)[:24]} names no message: a seq is a number from 0 to {MAX_SEQ}")
         return ref
     if isinstance(ref, str):
-        text = ref.strip().lstrip("#")
-        if _MSG_ID.match(text):
+        text = ref.strip()
+        forced_seq = text.startswith("#")
+        text = text.lstrip("#").lower() if forced_seq else text.lower()
+        if text.isascii() and text.isdigit() and (forced_seq or len(text) < 4):
+            return parse_ref(int(text))
+        if not forced_seq and _HEX_REF.match(text):
             return text
-        if text.isdigit() and len(text) < 16:
-            return int(text)
-    raise UsageError(f"{str(ref)[:40]!r} names no message: give its seq (a number) or its id (16 hex digits)")
+    raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 
 
 # check ------------------------------------------------------------------------
@@ -309,12 +323,17 @@ def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str
             targets += [r for r in store.shown_open(through) if r["id"] not in named]
         store.finish([r["id"] for r in targets], "done", now)
     warnings = list(store.warnings)
+    waiting_on = None
+    up_to: int | None = None
+    error: str | None = None
     try:
         batch = hub.poll(s.agent_id, 0)
     except AgentComError as exc:
-        up_to, error = None, f"could not ack the hub (it will be retried): {exc}"
+        error = f"could not ack the hub (it will be retried): {exc}"
     else:
         up_to, error = _ack_hub(hub, store, s, batch)
+        if up_to is None and error is None:
+            waiting_on = _first_open_at_hub(store, batch)
     if error:
         warnings.append(error)
     if up_to is not None:
@@ -324,10 +343,20 @@ def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str
         "agent_id": s.agent_id,
         "acked": [{"id": r["id"], "seq": r["seq"]} for r in sorted(targets, key=lambda r: (r["seq"] is None, r["seq"] or 0))],
         "already_finished": [{"id": r["id"], "seq": r["seq"]} for r in already],
-        "hub_acked_up_to": store.get_meta("hub_acked"),
+        "hub_acked_up_to": up_to,
+        "hub_waiting_on": waiting_on,
         "unacked": len(store.shown_open()),
         "warnings": warnings,
     }
+
+
+def _first_open_at_hub(store: MessageStore, batch: MailboxBatch) -> dict[str, Any] | None:
+    """The oldest message at the hub not finished here: the hub is acked only past it."""
+    finished = store.finished([m.id for m in batch.messages])
+    for msg in batch.messages:
+        if msg.id not in finished:
+            return {"id": msg.id, "seq": msg.seq}
+    return None
 
 
 def defer(
@@ -387,10 +416,11 @@ def _refs(seqs: Any, ids: Iterable[str], required_for: str | None = None) -> lis
         ids = [ids]
     refs = [parse_ref(x) for x in items]
     for i in ids:
-        ref = parse_ref(i)
+        ref = parse_ref(i) if isinstance(i, str) and not i.strip().startswith("#") else None
         if not isinstance(ref, str):
-            raise UsageError(f"{str(i)[:40]!r} is not a message id (16 hex digits)")
-        refs.append(ref)
+            raise UsageError(f"{str(i)[:40]!r} is not a message id: give its 16 hex digits or a unique prefix "
+                             "of at least 4")
+        refs.append(IdPrefix(ref))  # named as an id: never read as a seq
     if required_for and not refs:
         raise UsageError(f"name the message(s) to {required_for} by seq or id")
     return refs
@@ -468,18 +498,45 @@ def send(
     for name, value in (("type", type), ("reply_to", reply_to)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise UsageError(f"{name} must be a non-empty string")
-    return _send_and_record(s, to, type, body, reply_to, "send", warnings)
+    known_anyway = to in ("broadcast", s.agent_id)
+    return _send_and_record(s, to, type, body, reply_to, "send", warnings, check_known=not known_anyway)
 
 
-def _send_and_record(s: Settings, to: str, type_: str | None, body: dict[str, Any], reply_to: str | None, kind: str, warnings: list[str]) -> dict[str, Any]:
+def _send_and_record(s: Settings, to: str, type_: str | None, body: dict[str, Any], reply_to: str | None, kind: str,
+                     warnings: list[str], check_known: bool = False) -> dict[str, Any]:
+    """Send, then record in the local history. With `check_known`, warn (after sending) when
+    nobody knows the recipient: never heard from here, and not connected to the hub."""
     with hub_client(s) as hub:
         msg_id = hub.send(to, type_, body, reply_to)
+        if check_known:
+            warnings += _unknown_recipient(hub, s, to)
     try:
         with open_store(s) as store, store.write():
             store.record_sent(msg_id, to, type_, body, reply_to, kind, time.time())
     except AgentComError as exc:  # sent all the same: say so rather than fail
         warnings.append(f"sent, but not recorded in the local history: {exc}")
     return {"id": msg_id, "to": to, "type": type_ or "chat", "reply_to": reply_to, "warnings": warnings}
+
+
+def _unknown_recipient(hub: Any, s: Settings, to: str) -> list[str]:
+    """A warning when `to` never wrote to us (local store) and is not among the agents the hub
+    lists as connected; none for a known sender. The hub's list is read only when needed."""
+    try:
+        with open_store(s) as store:
+            if store.peers().get(to) is not None or store.messages(sender=to, limit=1):
+                return []
+    except AgentComError:
+        pass  # no usable store: the hub's list alone decides
+    from .render import safe_sender
+
+    try:
+        if any(a.get("agent_id") == to for a in hub.agents()):
+            return []
+    except AgentComError as exc:
+        return [f"sent, but {safe_sender(to)} never wrote to us and the hub's agent list could not be read ({exc}): "
+                "check the agent id"]
+    return [f"sent, but {safe_sender(to)} is unknown: it never wrote to us and is not connected to the hub "
+            "(a typo? `agentcom agents` lists who is connected)"]
 
 
 def reply(ref: int | str, text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -491,7 +548,10 @@ def reply(ref: int | str, text: str, *, settings: Settings | None = None, **over
     s = resolve_settings(settings, overrides)
     if not isinstance(text, str) or not text.strip():
         raise UsageError("the reply is empty: give a text")
-    msg = row_message(_stored_row(s, parse_ref(ref)))
+    parsed = parse_ref(ref)
+    msg = row_message(_stored_row(s, parsed))
+    if msg is None:
+        raise _not_kept(parsed)
     return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", [])
 
 
@@ -505,7 +565,15 @@ def _stored_row(s: Settings, ref: int | str) -> Any:
 
 
 def _ref_label(ref: int | str) -> str:
-    return f"seq {ref}" if isinstance(ref, int) else f"id {ref}"
+    from .render import safe_field
+
+    if isinstance(ref, int):
+        return f"seq {ref}"
+    if len(ref) >= 16:
+        return f"id {safe_field(ref, _MSG_ID)}"
+    if ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
+        return f"seq or id prefix {ref}"
+    return f"id prefix {ref}"
 
 
 def _not_kept(ref: int | str) -> UsageError:
@@ -548,9 +616,11 @@ def sent_entry(row: Any) -> dict[str, Any]:
     r = row_dict(row)
     payload = json.loads(r["payload"])
     text = payload.get("text") if isinstance(payload.get("text"), str) else None
+    priority = payload.get("priority") if payload.get("priority") in PRIORITIES else "normal"
     return {
         "direction": "out", "id": r["id"], "seq": None, "from": None, "to": r["recipient"], "type": r["type"],
-        "text": text, "payload": payload, "reply_to": r["reply_to"], "kind": r["kind"], "sent_at": r["sent_at"],
+        "text": text, "payload": payload, "reply_to": r["reply_to"], "priority": priority, "kind": r["kind"],
+        "sent_at": r["sent_at"],
     }
 
 
@@ -603,10 +673,13 @@ def thread(ref: int | str, *, settings: Settings | None = None, **overrides: Any
     with open_store(s) as store:
         start = store.resolve(parsed)
         if start is None:
-            rows = store.sent_messages(ids=[parsed]) if isinstance(parsed, str) else []
-            if not rows:
+            sent_ids = store.sent_ids(parsed) if isinstance(parsed, str) else []
+            if not sent_ids:
                 raise _not_kept(parsed)
-            frontier = {parsed}
+            if len(sent_ids) > 1:
+                ours = [{"id": i, "seq": None, "sender": s.agent_id} for i in sent_ids[:AMBIGUOUS_SHOWN]]
+                raise AmbiguousRef(str(parsed), ours, more=len(sent_ids) > AMBIGUOUS_SHOWN)
+            frontier = {sent_ids[0]}
         else:
             frontier = {start["id"]}
         received: dict[str, Any] = {}
@@ -749,6 +822,63 @@ def wait(
                 delay = min(30.0, delay * 2)
 
 
+def ping(
+    agent: str,
+    timeout: float = 10.0,
+    *,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Send `agent` a ping and wait up to `timeout` seconds for its pong (a `response` with
+    payload.action pong, reply_to the ping). `pong_id` is None at the timeout.
+
+    Waiting takes nothing from the agent: the mailbox is taken in as the watch's drain does
+    (Tier 0 files the pong; attention messages are stored, never leased or shown), and with a
+    live watch only the store is read (the watch files the pong as it is pushed).
+    """
+    s = resolve_settings(settings, overrides)
+    if not isinstance(agent, str) or not agent.strip():
+        raise UsageError("ping needs an agent id")
+    agent = agent.strip()
+    if agent.casefold() == "broadcast" or agent == s.agent_id:
+        raise UsageError("ping one other agent by its id (not broadcast, not yourself)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
+        raise UsageError("the ping timeout must be between 0 and 86400 seconds")
+    give_up_at = clock() + timeout
+    sent_at = time.time()
+    sent = _send_and_record(s, agent, "ping", {"action": "ping"}, None, "send", [], check_known=True)
+    result = {"agent": agent, "ping_id": sent["id"], "pong_id": None, "round_trip": None, "status": None,
+              "timeout": float(timeout), "warnings": sent["warnings"]}
+    delay = 0.1
+    with open_store(s) as store, hub_client(s) as hub:
+        while True:
+            if not watch_alive(s.agent_state_dir()):
+                run_check(hub, store, s, 0, False, time.time(), agents_check=False)
+            pong = _pong(store, sent["id"], agent)
+            if pong is not None:
+                status = pong.payload.get("status")
+                row = store.resolve(pong.id)
+                received_at = row["received_at"] if row is not None else time.time()
+                result.update(pong_id=pong.id, round_trip=max(0.0, received_at - sent_at),
+                              status=status if isinstance(status, str) else None)
+                return result
+            left = give_up_at - clock()
+            if left <= 0:
+                return result
+            sleep(min(delay, left))
+            delay = min(1.0, delay * 2)
+
+
+def _pong(store: MessageStore, ping_id: str, agent: str) -> Message | None:
+    for row in store.replies_to([ping_id]):
+        msg = row_message(row)
+        if msg is not None and msg.sender == agent and msg.action == "pong":
+            return msg
+    return None
+
+
 def agents(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """Agents connected to the hub by WebSocket (the hub lists no others)."""
     s = resolve_settings(settings, overrides)
@@ -816,6 +946,9 @@ def init_config(
             values["token"] = hub.register(values["agent_id"])["token"]
     elif overrides.get("token_file") or env.get(ENV_VARS["token_file"]):
         values["token_file"] = os.path.abspath(overrides.get("token_file") or env[ENV_VARS["token_file"]])
+    state_dir = overrides.get("state_dir") or env.get(ENV_VARS["state_dir"])
+    if state_dir:
+        values["state_dir"] = os.path.abspath(os.path.expanduser(str(state_dir)))
     if capabilities is not None:
         values["capabilities"] = [c.strip() for c in capabilities.split(",") if c.strip()]
     if ignore_from is not None:
@@ -828,5 +961,5 @@ def init_config(
 
 __all__ = [
     "check", "ack", "defer", "dismiss", "send", "reply", "show", "inbox", "search", "sent", "thread",
-    "status", "set_status", "wait", "agents", "log", "init_config", "OPEN_STATES",
+    "status", "set_status", "wait", "agents", "log", "ping", "init_config", "OPEN_STATES",
 ]

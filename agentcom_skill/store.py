@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
-from .errors import BusyError, StateError
+from .errors import BusyError, StateError, UsageError
 from .message import Message, Unreadable
 from .stored import inspect_row, open_record, raw_row, row_dict, row_message
 
@@ -171,6 +171,28 @@ SCHEMA_COLUMNS = {
 }
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
 PRUNE_INTERVAL = 3600.0
+
+
+AMBIGUOUS_SHOWN = 10  # candidates an ambiguous id prefix error lists
+
+
+class IdPrefix(str):
+    """A reference given as an id (`ack --id`): a full id or a prefix, never read as a seq."""
+
+
+class AmbiguousRef(UsageError):
+    """An id prefix that names several messages: the error lists them (on safe terms)."""
+
+    def __init__(self, prefix: str, candidates: list[dict[str, Any]], more: bool = False):
+        from .render import ambiguous_ref_text
+
+        super().__init__(ambiguous_ref_text(prefix, candidates, more))
+        self.candidates = candidates
+
+
+def _prefix_end(prefix: str) -> str:
+    """The smallest string above every string starting with `prefix` (a range scan on the id key)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def create_private(path: Path) -> None:
@@ -658,16 +680,42 @@ class MessageStore:
     # finishing messages -------------------------------------------------------
 
     def resolve(self, ref: str | int) -> sqlite3.Row | None:
-        """The message a seq or id names: the open one first (seqs can be reused), then the newest."""
+        """The message a reference names (see `skill.parse_ref`): an int is a seq; a string is
+        an exact id, or, from 4 hex digits, a unique id prefix (as git does; several matches
+        raise `AmbiguousRef`). A plain all-digit string of 4-15 digits without a leading zero
+        is a seq when a kept message has that seq, else an id prefix. A seq picks the open
+        message first (seqs can be reused), then the newest."""
         if isinstance(ref, int):
-            where, param = "seq = ?", ref
-        else:
-            where, param = "id = ?", ref
+            return self._resolve_seq(ref)
+        rows = self._message_rows("SELECT rowid, * FROM messages WHERE id = ?", (ref,))
+        if rows or not 4 <= len(ref) < 16:
+            return rows[0] if rows else None
+        if ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
+            row = self._resolve_seq(int(ref))
+            if row is not None:
+                return row
         rows = self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE {where} ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
-            (param,),
+            "SELECT rowid, * FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+        )
+        if len(rows) > 1:
+            raise AmbiguousRef(ref, [row_dict(r) for r in rows[:AMBIGUOUS_SHOWN]], more=len(rows) > AMBIGUOUS_SHOWN)
+        return rows[0] if rows else None
+
+    def _resolve_seq(self, seq: int) -> sqlite3.Row | None:
+        rows = self._message_rows(
+            f"SELECT rowid, * FROM messages WHERE seq = ?"
+            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
+            (seq,),
         )
         return rows[0] if rows else None
+
+    def sent_ids(self, ref: str) -> list[str]:
+        """Ids of messages we sent that `ref` names: the exact id, or those it is a prefix of."""
+        if len(ref) >= 16:
+            return [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        return [r[0] for r in self._read("SELECT id FROM sent WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                          (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1))]
 
     def shown_open(self, through: int | None = None) -> list[sqlite3.Row]:
         """Messages the agent was shown and has not finished (bare ack, ack --through)."""

@@ -31,6 +31,10 @@ from .wake import WakeBatcher, Waker
 from .watchstate import hold_watch_lock, write_status
 
 RECONNECT_MAX = 60.0
+FIRST_HAZARD = ("another connection was identified as {agent} on the hub before this watch: direct messages go to it,"
+                " not to this watch (broadcasts go to both); stop it, or stop this watch")
+LATER_HAZARD = ("another connection identified as {agent} on the hub after this watch: direct messages still come to the"
+                " first connection (this watch), broadcasts go to both (each gets a copy)")
 FRAME_BATCH = 500  # pushed frames committed in one transaction at most
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
@@ -90,6 +94,8 @@ class Watch:
             "last_event_at": None, "wakes_sent": 0, "reconnects": 0, "messages_received": 0, "hazards": [],
         }
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
+        self.first_hazard: list[str] = []  # another connection under our id was there before us
+        self.rejoin = False  # the hub sent agent_left for our id: identify again
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
@@ -167,6 +173,8 @@ class Watch:
         with connect(url, open_timeout=10, ping_interval=None, close_timeout=2, proxy=None, max_size=8 * 1024 * 1024,
                      max_queue=FRAME_QUEUE) as ws:
             status = current_status(self.store, self.s)
+            already_listed = self._presence() is not None  # another connection under our id, before us
+            self.rejoin = False
             ws.send(json.dumps({
                 "type": "identify", "agent_id": self.s.agent_id, "token": self.s.token, "name": self.s.agent_id,
                 "status": status, "capabilities": list(self.s.capabilities), "client_type": "sidecar", "protocol_version": 1,
@@ -180,6 +188,8 @@ class Watch:
             self.status["connected_since"] = self.clock()
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
             self.presence_since = self._presence()
+            self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
+            self._set_hazards(self.first_hazard)
             self._drain()
             try:
                 self._converse(ws)
@@ -202,6 +212,10 @@ class Watch:
             self._on_frames(frames)  # also retries messages a failing store could not take
             if closed:
                 self._event("disconnected", "the hub closed the connection")
+                return
+            if self.rejoin:
+                self._event("disconnected", "the hub dropped our listing (another connection under our id closed):"
+                            " reconnecting, so direct messages come here again")
                 return
             mono = time.monotonic()
             if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
@@ -241,14 +255,16 @@ class Watch:
         return listed[-1].get("connected_at") if listed else None
 
     def _check_presence(self) -> None:
-        """Something else connected under our id takes our pushes: say so, loudly, once."""
+        """Another connection under our id gets our broadcasts too, and our direct messages when
+        it connected first: say so, loudly, once."""
         if self.presence_since is None:
             self.presence_since = self._presence()
             return
         now_listed = self._presence()
-        hazards = []
-        if now_listed is not None and now_listed != self.presence_since:
-            hazards = [f"another connection identified as {self.s.agent_id} on the hub after this watch: direct messages still come to the first connection (this watch), broadcasts go to both (each gets a copy)"]
+        later = [LATER_HAZARD.format(agent=self.s.agent_id)] if now_listed is not None and now_listed != self.presence_since else []
+        self._set_hazards(self.first_hazard + later)
+
+    def _set_hazards(self, hazards: list[str]) -> None:
         if hazards != self.status["hazards"]:
             self.status["hazards"] = hazards
             self._event("hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id")
@@ -261,6 +277,8 @@ class Watch:
             kind = frame.get("type")
             if kind == "message":
                 self.unstored.append(pushed_message(frame, self.s.agent_id, raw, problem))
+            elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
+                self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
             elif kind == "error":
                 self._event("hub_error", f"hub error: {str(frame.get('error'))[:100]}")
             elif kind == "rate_limited":

@@ -32,7 +32,7 @@ def test_send_check_ack_round_trip(pair):
     assert out.returncode == 0
     msg_id = out.stdout.strip().rsplit("(id ", 1)[1].rstrip(")")
     assert out.stdout.startswith("sent chat to alice") and len(msg_id) == 16
-    text = run_cli("check", env=alice_env)
+    text = run_cli("check", "--format", "text", env=alice_env)
     assert text.returncode == 0 and "hello there" in text.stdout and "[high]" in text.stdout
     reply = run_json("send", "bob", "got it", "--reply-to", msg_id, "--type", "response", env=alice_env)
     assert reply["reply_to"] == msg_id
@@ -194,7 +194,7 @@ def test_show_prints_a_message_in_full_and_unknown_seq_is_exit_2(pair):
     run_cli("send", "alice", "line one\nline two", env=bob_env)
     seq = run_json("check", env=alice_env)["messages"][0]["seq"]
     out = run_cli("show", str(seq), "--format", "text", env=alice_env)
-    assert out.returncode == 0 and "line one\nline two" in out.stdout
+    assert out.returncode == 0 and "\n    line one\n    line two\n" in out.stdout, "its lines, indented under the header"
     run_json("ack", env=alice_env)
     again = run_json("show", str(seq), env=alice_env)
     assert again["text"] == "line one\nline two" and again["state"] == "done", "show works from the local copy after an ack"

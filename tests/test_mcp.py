@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from conftest import agent_env
+from conftest import ROOT, agent_env
 
 anyio = pytest.importorskip("anyio")
 mcp = pytest.importorskip("mcp")
@@ -17,6 +19,7 @@ mcp = pytest.importorskip("mcp")
 from mcp import Client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters  # noqa: E402
 
+from agentcom_skill import __version__  # noqa: E402
 from agentcom_skill.mcpserver import INBOX_URI, TOOLS  # noqa: E402
 
 
@@ -53,6 +56,8 @@ def test_tools_are_small_and_the_mailbox_round_trips(pair):
             assert names == list(TOOLS)
             size = len(json.dumps([t.model_dump(by_alias=True, exclude_none=True) for t in listed.tools], separators=(",", ":")))
             assert size <= 6000, f"tool definitions are {size} characters"
+            assert f"together are {size:,} characters" in (ROOT / "README.md").read_text(), "the README's figure is current"
+            assert client.server_info.version == __version__
             assert all("untrusted" in t.description for t in listed.tools if t.name == "check")
 
             checked = await client.call_tool("check", {})
@@ -147,3 +152,66 @@ def test_a_2025_era_client_gets_the_same_tools(pair):
             assert "old client" in text(await client.call_tool("check", {}))
 
     run(main)
+
+
+def test_unknown_arguments_and_wrong_types_finish_nothing(pair):
+    """Issue 19, item 8: `ack {"ids": [...]}` or `{"seq": 5}` (names the server does not know)
+    once finished every shown message; now every tool refuses what it does not know, `ack`
+    with nothing named is an error, and finishing everything takes `all: true`."""
+    hub, env, alice, bob = pair
+    first = hub.post(bob, {"to": "alice", "payload": {"text": "one"}}).json()["id"]
+    second = hub.post(bob, {"to": "alice", "payload": {"text": "two"}}).json()["id"]
+
+    async def main():
+        async with Client(server(env)) as client:
+            await client.call_tool("check", {})
+            for tool, args in (("ack", {"ids": [first]}), ("ack", {"seq": 5}), ("ack", {}), ("ack", {"all": False}),
+                               ("ack", {"refs": first}), ("ack", {"all": True, "refs": [first]}), ("check", {"nonsense": 1}),
+                               ("check", {"max": "3"}), ("show", {"ref": 2**70}), ("show", {"ref": "3f9"}),
+                               ("status", {"verbose": True}), ("defer", {"refs": [first]})):
+                bad = await client.call_tool(tool, args)
+                assert bad.is_error and text(bad).startswith("usage: "), (tool, args, text(bad))
+                assert "\n" not in text(bad) and alice not in text(bad)
+            state = (await client.call_tool("check", {"format": "json"})).structured_content
+            assert state["in_lease"] == 2, "nothing was finished"
+            acked = await client.call_tool("ack", {"refs": [first[:6]]})
+            assert [a["id"] for a in acked.structured_content["acked"]] == [first], "an id prefix names a message"
+            shown = await client.call_tool("show", {"ref": second[:8], "format": "json"})
+            assert shown.structured_content["id"] == second
+            rest = await client.call_tool("ack", {"all": True})
+            assert [a["id"] for a in rest.structured_content["acked"]] == [second]
+
+    run(main)
+
+
+def test_a_malformed_json_rpc_line_gets_no_reply_and_the_server_goes_on(pair):
+    """What the README says a client sees: no reply at all for a line that is not a JSON-RPC
+    message (the SDK drops it), -32601 for an unknown method, and the server answers on."""
+    hub, env, alice, bob = pair
+    proc = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "mcp"], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    replies: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [replies.put(json.loads(line)) for line in proc.stdout if line.strip()], daemon=True).start()
+    try:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+        lines = [json.dumps(init), json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                 "not json at all", '{"jsonrpc": "2.0", "id": 7, "method": ', "[1, 2]", '{"id": 8, "method": "ping"}',
+                 json.dumps({"jsonrpc": "2.0", "id": 9, "method": "no/such"}), json.dumps({"jsonrpc": "2.0", "id": 10, "method": "ping"})]
+        proc.stdin.write("\n".join(lines).encode() + b"\n")
+        proc.stdin.flush()
+        got = {}
+        while 10 not in got:  # the last line's answer: every line before it was read
+            reply = replies.get(timeout=120)
+            got[reply.get("id")] = reply
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        while not replies.empty():
+            reply = replies.get()
+            got[reply.get("id")] = reply
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sorted(got) == [1, 9, 10], got
+    assert got[9]["error"]["code"] == -32601 and got[10]["result"] == {}
+    assert got[1]["result"]["serverInfo"]["version"] == __version__

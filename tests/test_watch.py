@@ -308,3 +308,23 @@ def test_a_burst_of_pushed_messages_loses_none(rig, tmp_path):
 
     eventually(accounted, "every message kept by the watch or still at the hub", deadline=120)
     w.stop()
+
+
+def test_a_connection_there_before_the_watch_is_reported_and_its_leaving_brings_our_messages_back(rig, tmp_path):
+    """On the real hub direct messages go to the first socket under an id. A watch that comes
+    second says so at once; when the first one closes, the hub drops the listing (and would
+    store our messages): the watch identifies again, so they are pushed to it."""
+    from websockets.sync.client import connect
+
+    hub, env, alice, bob, gateway, start = rig
+    with connect(hub.url.replace("http://", "ws://") + "/ws", proxy=None) as first:
+        first.send(json.dumps({"type": "identify", "agent_id": "alice", "token": alice}))
+        assert json.loads(first.recv(timeout=30))["type"] == "identified"
+        w = start()
+        hazard = w.wait_for("hazard")[0]["text"]
+        assert "before this watch" in hazard and "direct messages go to it" in hazard
+        assert any("before this watch" in x for x in run_json("check", env=env)["warnings"])
+    w.wait_for("connected", 2)
+    msg = post(hub, bob, payload={"text": "after the other one left"})
+    eventually(lambda: any(e.get("id") == msg for e in w.events()), "the message reached the watch")
+    eventually(lambda: run_json("status", env=env)["hazards"] == [], "the hazard is cleared")
