@@ -7,8 +7,10 @@ In one run, alternating the commands:
   2. backlogs of 1,000 / 10,000 / 100,000 mixed messages: wall time and peak RSS of one check
   3. `agentcom send` vs a minimal standard-library POST
 Prints medians and ratios of wall time and of CPU time (user + system; on a machine shared
-with other work, CPU time moves far less than wall time).
-Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000]
+with other work, CPU time moves far less than wall time). With --instructions, also the
+instructions each empty-mailbox command executes, counted by valgrind (the same on a busy
+machine as on an idle one; valgrind must be installed).
+Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000] [--instructions]
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], r
               f"cpu {median(cpu[base]) / median(cpu[name]):.2f}x")
 
 
+def instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """Instructions one run executes (user space), counted by valgrind's callgrind."""
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                         env=env, capture_output=True, text=True, check=True)
+    return int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1])
+
+
+def count_instructions(commands: dict[str, tuple[list[str], dict[str, str]]]) -> None:
+    counts = {name: instructions(cmd, env) for name, (cmd, env) in commands.items() if not name.startswith("node")}
+    base = next(iter(counts))
+    print("\n1b. empty mailbox, instructions executed (valgrind; node is left out)")
+    for name, n in counts.items():
+        print(f"  {name:30} {n / 1e6:8.1f} M" + (f"   ratio {counts[base] / n:.2f}x" if name != base else ""))
+
+
 def configured_env(hub: LocalHub, agent: str, token: str) -> dict[str, str]:
     """How agentcom is set up in real use: a config file in the default place (platformdirs
     and TOML on the path), state in the default place; no AGENTCOM_* variables."""
@@ -102,6 +119,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--backlog-runs", type=int, default=5)
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip() if shutil.which('node') else 'missing'}")
@@ -121,6 +139,8 @@ def main() -> None:
             commands["node poll_min.js"] = (["node", str(POLL_MIN_JS)], env)
         timed(*check)  # warm the page cache and create the state folder
         compare("1. empty mailbox", commands, args.runs)
+        if args.instructions and shutil.which("valgrind"):
+            count_instructions(commands)
         compare(
             "3. send one message",
             {"agentcom send": (AGENTCOM + ["send", "alice", "hello"], env), "python3 minimal POST": ([sys.executable, "-c", SEND_MIN, "alice", "hello"], env)},
