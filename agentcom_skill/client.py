@@ -25,7 +25,8 @@ import logging
 import os
 import random
 import time
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -186,63 +187,100 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _transport_error(exc: BaseException, url: str, peer: Peer) -> TransportError:
+    """What went wrong below HTTP, in one line that says what to check."""
     chain = list(_causes(exc))
-
-    def has(*kinds: type) -> bool:
-        return any(isinstance(e, kinds) for e in chain)
-
-    https = url.lower().startswith("https:")
-    setting = peer.url_setting
     if isinstance(exc, requests.exceptions.ProxyError):
         return _proxy_error(chain, url)
-    if has(requests.exceptions.SSLError, urllib3.exceptions.SSLError) or any(type(e).__module__ == "ssl" for e in chain):
-        if any(type(e).__name__ == "SSLCertVerificationError" for e in chain):
-            return TransportError(
-                f"the {peer.name}'s TLS certificate is not trusted (for a self-signed {peer.name}, set ca_bundle in the "
-                f"config file or REQUESTS_CA_BUNDLE to its CA certificate)", sent=False, hopeless=True)
-        if https:
-            return TransportError(f"TLS handshake failed (is the {peer.name} plain http? then use an http:// {setting})",
-                                  sent=False, hopeless=True)
-        return TransportError("TLS error", sent=True, hopeless=True)
-    if has(urllib3.exceptions.NameResolutionError) or any(type(e).__name__ == "gaierror" for e in chain):
-        return TransportError(f"the host name does not resolve (check {setting})", sent=False, hopeless=True)
-    if has(ConnectionRefusedError):
+    https = url.lower().startswith("https:")
+    return (
+        _tls_error(chain, https, peer)
+        or _connect_error(chain, peer)
+        or _exchange_error(chain, https, peer)
+        or TransportError(f"connection failed ({type(exc).__name__})", sent=True)
+    )
+
+
+def _has(chain: list[BaseException], *kinds: type[BaseException]) -> bool:
+    return any(isinstance(e, kinds) for e in chain)
+
+
+def _named(chain: list[BaseException], *names: str) -> bool:
+    # socket.gaierror, ssl.SSLCertVerificationError, http.client.BadStatusLine: by name, so
+    # this module need not import ssl or http.client for an isinstance check
+    return any(type(e).__name__ in names for e in chain)
+
+
+def _resolve_failed(chain: list[BaseException]) -> bool:
+    return _has(chain, urllib3.exceptions.NameResolutionError) or _named(chain, "gaierror")
+
+
+def _connect_timed_out(chain: list[BaseException]) -> bool:
+    # urllib3's NewConnectionError (refused, unresolvable, no route) is also a
+    # ConnectTimeoutError: only the others are timeouts
+    errors = urllib3.exceptions
+    return _has(chain, requests.exceptions.ConnectTimeout) or any(
+        isinstance(e, errors.ConnectTimeoutError) and not isinstance(e, errors.NewConnectionError) for e in chain
+    )
+
+
+def _tls_error(chain: list[BaseException], https: bool, peer: Peer) -> TransportError | None:
+    if not (_has(chain, requests.exceptions.SSLError, urllib3.exceptions.SSLError)
+            or any(type(e).__module__ == "ssl" for e in chain)):
+        return None
+    if _named(chain, "SSLCertVerificationError"):
+        return TransportError(
+            f"the {peer.name}'s TLS certificate is not trusted (for a self-signed {peer.name}, set ca_bundle "
+            f"in the config file or REQUESTS_CA_BUNDLE to its CA certificate)", sent=False, hopeless=True)
+    if https:
+        return TransportError(
+            f"TLS handshake failed (is the {peer.name} plain http? then use an http:// {peer.url_setting})",
+            sent=False, hopeless=True)
+    return TransportError("TLS error", sent=True, hopeless=True)
+
+
+def _connect_error(chain: list[BaseException], peer: Peer) -> TransportError | None:
+    """The connection could not be made: the request was not sent."""
+    if _resolve_failed(chain):
+        return TransportError(f"the host name does not resolve (check {peer.url_setting})", sent=False, hopeless=True)
+    if _has(chain, ConnectionRefusedError):
         return TransportError(f"connection refused (is the {peer.name} running, the port right?)", sent=False)
-    # (urllib3's NewConnectionError is also a ConnectTimeoutError: the cases above go first)
-    if has(requests.exceptions.ConnectTimeout) or any(
-        isinstance(e, urllib3.exceptions.ConnectTimeoutError) and not isinstance(e, urllib3.exceptions.NewConnectionError)
-        for e in chain
-    ):
+    if _connect_timed_out(chain):
         return TransportError("connection timed out (is the host reachable, the port right?)", sent=False)
-    if has(urllib3.exceptions.NewConnectionError):
+    if _has(chain, urllib3.exceptions.NewConnectionError):
         reason = next((e.strerror for e in chain if isinstance(e, OSError) and e.strerror), None)
         return TransportError(f"cannot connect ({reason or 'no route'})", sent=False)
-    if has(requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
+    invalid = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
+    if _has(chain, *invalid):
+        return TransportError(f"the URL cannot be used (check {peer.url_setting})", sent=False, hopeless=True)
+    return None
+
+
+def _exchange_error(chain: list[BaseException], https: bool, peer: Peer) -> TransportError | None:
+    """The request went out and the reply did not come back whole."""
+    if _has(chain, requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
         return TransportError("no reply in time (read timeout)", sent=True)
-    if any(type(e).__name__ in ("BadStatusLine", "LineTooLong") for e in chain):
-        hint = f" (an https {peer.name}? then use an https:// {setting})" if not https else ""
+    if _named(chain, "BadStatusLine", "LineTooLong"):
+        hint = "" if https else f" (an https {peer.name}? then use an https:// {peer.url_setting})"
         return TransportError(f"the {peer.name} answered something that is not HTTP{hint}", sent=True, hopeless=True)
-    if has(ConnectionError, urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError):
-        hint = f" (if the {peer.name} serves https, use an https:// {setting})" if not https else ""
+    if _has(chain, ConnectionError, urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError):
+        hint = "" if https else f" (if the {peer.name} serves https, use an https:// {peer.url_setting})"
         return TransportError(f"connection reset or closed by the {peer.name}{hint}", sent=True)
-    if has(requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
-        return TransportError(f"the URL cannot be used (check {setting})", sent=False, hopeless=True)
-    return TransportError(f"connection failed ({type(exc).__name__})", sent=True)
+    return None
 
 
 def _proxy_error(chain: list[BaseException], url: str) -> TransportError:
     proxy = describe_proxy(url)
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return TransportError(f"the proxy {proxy} refused the connection (is the proxy running? or list the hub in NO_PROXY)",
-                              sent=False)
-    if any(isinstance(e, urllib3.exceptions.NameResolutionError) or type(e).__name__ == "gaierror" for e in chain):
+    if _has(chain, ConnectionRefusedError):
+        return TransportError(
+            f"the proxy {proxy} refused the connection (is the proxy running? or list the hub in NO_PROXY)", sent=False)
+    if _resolve_failed(chain):
         return TransportError(f"the proxy {proxy}: its host name does not resolve", sent=False, hopeless=True)
-    if any(isinstance(e, TimeoutError) or (isinstance(e, urllib3.exceptions.ConnectTimeoutError)
-                                           and not isinstance(e, urllib3.exceptions.NewConnectionError)) for e in chain):
+    if _connect_timed_out(chain):
         return TransportError(f"the proxy {proxy} did not answer in time", sent=False)
-    tunnel = next((str(e) for e in chain if str(e).startswith("Tunnel connection failed")), None)
+    prefix = "Tunnel connection failed: "
+    tunnel = next((str(e) for e in chain if str(e).startswith(prefix)), None)
     if tunnel:  # the proxy answered CONNECT with an error status
-        return TransportError(f"the proxy {proxy} would not connect to it ({tunnel[len('Tunnel connection failed: '):][:80]})",
+        return TransportError(f"the proxy {proxy} would not connect to it ({tunnel[len(prefix):][:80]})",
                               sent=False, hopeless=True)
     return TransportError(f"cannot go through the proxy {proxy}", sent=False)
 
@@ -393,8 +431,8 @@ class HubClient:
             if not isinstance(a.get("agent_id"), str) or (
                 caps is not None and not (isinstance(caps, list) and all(isinstance(c, str) for c in caps))
             ):
-                raise HubProtocolError(
-                    "hub sent an /api/agents entry without a string agent_id or with capabilities that are not a list of strings")
+                raise HubProtocolError("hub sent an /api/agents entry without a string agent_id "
+                                       "or with capabilities that are not a list of strings")
             if a.get("status") is not None and not isinstance(a["status"], str):
                 raise HubProtocolError("hub sent an /api/agents entry whose status is not a string")
         return agents
@@ -427,7 +465,8 @@ class HubClient:
         return msg_id
 
     def register(self, agent_id: str) -> dict[str, Any]:
-        body = self._request("POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False, idempotent=False)
+        body = self._request("POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False,
+                             idempotent=False)
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise HubProtocolError("hub sent a register reply without a 'token'")
         return body
@@ -443,37 +482,21 @@ class HubClient:
             data = json.dumps(json_body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         bearer = BearerAuth(self._token) if auth else NO_AUTH
+        call = f"{method} {_route(path)}"
         attempt, waited_for_limit, rate_limited = 0, 0.0, 0
         give_up_at = time.monotonic() + self.deadline
         while True:
             started = time.monotonic()
-            left = give_up_at - started
-            if left <= 0:
-                raise HubUnavailableError(
-                    f"hub {self.base_url} gave no complete reply to {method} {_route(path)} within the {self.deadline:g} s deadline")
-            timeouts = (min(self.timeout[0], left), min(self.timeout[1], left))
             try:
-                reply = exchange(self.session, method, self.base_url + path, headers=headers, body=data, auth=bearer,
-                                 verify=self.ca_bundle, timeouts=timeouts, give_up_at=give_up_at,
-                                 max_bytes=self.max_response_bytes, peer=HUB)
+                reply = self._exchange(call, method, path, headers, data, bearer, give_up_at)
             except TransportError as exc:
-                log.debug("%s %s failed: %s (%.1f ms)", method, _route(path), exc.reason, (time.monotonic() - started) * 1000)
+                log.debug("%s failed: %s (%.1f ms)", call, exc.reason, (time.monotonic() - started) * 1000)
                 if (idempotent or not exc.sent) and not exc.hopeless and attempt < self.retries:
                     attempt += 1
                     self._sleep_backoff(attempt, give_up_at)
                     continue
                 where = f" (hub_url from {self.url_source})" if self.url_source else ""
                 raise HubUnavailableError(f"hub {self.base_url}{where} unreachable: {exc.reason}") from None
-            except BodyTooLarge as exc:
-                size = f"{exc.size} bytes, " if exc.size else ""
-                raise HubProtocolError(
-                    f"hub reply to {method} {_route(path)} is {size}over the {self.max_response_bytes}-byte limit") from None
-            except UndecodableBody:
-                raise HubProtocolError(f"hub reply to {method} {_route(path)} cannot be decoded (its content-encoding)") from None
-            except DeadlinePassed:
-                raise HubUnavailableError(
-                    f"hub {self.base_url} did not finish its reply to {method} {_route(path)} "
-                    f"within the {self.deadline:g} s deadline") from None
             status = reply.status
             log.debug("%s %s -> %d (%.1f ms)", method, path, status, (time.monotonic() - started) * 1000)
             if status == 429:
@@ -486,16 +509,39 @@ class HubClient:
                     waited_for_limit += wait
                     self._sleep(wait)
                     continue
-                raise RateLimitedError(f"hub {self.base_url} is rate-limiting {method} {_route(path)}; retry after {wait:g} s")
+                raise RateLimitedError(f"hub {self.base_url} is rate-limiting {call}; retry after {wait:g} s")
             if status in RETRY_STATUSES and idempotent and attempt < self.retries:
                 attempt += 1
                 self._sleep_backoff(attempt, give_up_at)
                 continue
             if raw and 200 <= status < 300:
                 if not reply.body:
-                    raise HubProtocolError(f"hub reply to {method} {_route(path)} is empty")
+                    raise HubProtocolError(f"hub reply to {call} is empty")
                 return reply.body
             return self._decode(status, reply.body, method, path)
+
+    def _exchange(self, call: str, method: str, path: str, headers: Mapping[str, str], data: bytes | None,
+                  bearer: BearerAuth, give_up_at: float) -> Reply:
+        """One exchange within what is left of the deadline; a reply that cannot be used
+        is an error here (only failures below HTTP come out as TransportError)."""
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            raise HubUnavailableError(
+                f"hub {self.base_url} gave no complete reply to {call} within the {self.deadline:g} s deadline")
+        timeouts = (min(self.timeout[0], left), min(self.timeout[1], left))
+        try:
+            return exchange(self.session, method, self.base_url + path, headers=headers, body=data, auth=bearer,
+                            verify=self.ca_bundle, timeouts=timeouts, give_up_at=give_up_at,
+                            max_bytes=self.max_response_bytes, peer=HUB)
+        except BodyTooLarge as exc:
+            size = f"{exc.size} bytes, " if exc.size else ""
+            raise HubProtocolError(
+                f"hub reply to {call} is {size}over the {self.max_response_bytes}-byte limit") from None
+        except UndecodableBody:
+            raise HubProtocolError(f"hub reply to {call} cannot be decoded (its content-encoding)") from None
+        except DeadlinePassed:
+            raise HubUnavailableError(f"hub {self.base_url} did not finish its reply to {call} "
+                                      f"within the {self.deadline:g} s deadline") from None
 
     def _sleep_backoff(self, attempt: int, give_up_at: float) -> None:
         # Exponential backoff with full jitter, so parallel clients do not retry in step.
@@ -503,32 +549,39 @@ class HubClient:
         self._sleep(max(0.0, min(random.uniform(0, ceiling), give_up_at - time.monotonic())))
 
     def _decode(self, status: int, raw: bytes, method: str, path: str) -> Any:
+        call = f"{method} {_route(path)}"
         body: Any = None
         if raw:
             try:
                 body = json.loads(raw, parse_constant=_no_constant)
             except (ValueError, RecursionError):
                 if 200 <= status < 300:
-                    raise HubProtocolError(f"hub reply to {method} {_route(path)} is not JSON") from None
+                    raise HubProtocolError(f"hub reply to {call} is not JSON") from None
         if 200 <= status < 300:
             if body is None:
-                raise HubProtocolError(f"hub reply to {method} {_route(path)} is empty")
+                raise HubProtocolError(f"hub reply to {call} is empty")
             return body
+        raise self._status_error(status, body, call, path)
+
+    def _status_error(self, status: int, body: Any, call: str, path: str) -> Exception:
+        """The error for a reply that is not a success, as one line saying what to fix."""
         if status in (401, 403):
             where = f" from {self.token_source}" if self.token_source else ""
-            raise AuthError(f"hub {self.base_url} refused the token{where} ({status}) for {method} {_route(path)}: "
-                            f"check it belongs to this agent id at this hub")
+            return AuthError(f"hub {self.base_url} refused the token{where} ({status}) for {call}: "
+                             f"check it belongs to this agent id at this hub")
         if status == 404 and path.startswith("/api/"):
-            raise HubProtocolError(f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api")
+            return HubProtocolError(
+                f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api")
+        detail = self._scrub(_error_text(body))
         if status == 409:
-            raise ConfigError(f"hub refused {method} {_route(path)}: {self._scrub(_error_text(body)) or 'conflict'}")
+            return ConfigError(f"hub refused {call}: {detail or 'conflict'}")
         if status in (400, 413, 415, 422):
-            raise UsageError(f"hub rejected {method} {_route(path)} ({status}): {self._scrub(_error_text(body)) or 'invalid request'}")
+            return UsageError(f"hub rejected {call} ({status}): {detail or 'invalid request'}")
         if status == 407:
-            raise HubUnavailableError(f"the proxy {describe_proxy(self.base_url)} wants credentials (407) for {method} {_route(path)}")
+            return HubUnavailableError(f"the proxy {describe_proxy(self.base_url)} wants credentials (407) for {call}")
         if status >= 500:
-            raise HubUnavailableError(f"hub {self.base_url} failed ({status}) on {method} {_route(path)}")
-        raise HubProtocolError(f"hub answered {status} to {method} {_route(path)}")
+            return HubUnavailableError(f"hub {self.base_url} failed ({status}) on {call}")
+        return HubProtocolError(f"hub answered {status} to {call}")
 
     def _scrub(self, text: str) -> str:
         """Never repeat our own token, even when the hub echoes it back."""

@@ -101,7 +101,8 @@ class Waker:
     def _post(self, path: str, body: dict, key: str | None) -> WakeOutcome:
         # The network client pulls in requests: imported here, on the first wake, not at start.
         from .client import (
-            BearerAuth, BodyTooLarge, DeadlinePassed, Peer, TransportError, UndecodableBody, check_proxy, exchange, new_session,
+            BearerAuth, BodyTooLarge, DeadlinePassed, Peer, TransportError, UndecodableBody, check_proxy, exchange,
+            new_session,
         )
 
         assert self.wake.url is not None
@@ -118,7 +119,8 @@ class Waker:
         try:
             reply = exchange(session, "POST", self.wake.url + path, headers=headers, body=json.dumps(body).encode(),
                              auth=BearerAuth(self.wake.token), verify=None, timeouts=(min(5.0, timeout), timeout),
-                             give_up_at=time.monotonic() + timeout, max_bytes=1024 * 1024, peer=Peer("gateway", "wake.url"))
+                             give_up_at=time.monotonic() + timeout, max_bytes=1024 * 1024,
+                             peer=Peer("gateway", "wake.url"))
         except TransportError as exc:
             return WakeOutcome("retry", f"{gateway} unreachable: {exc.reason}")
         except (BodyTooLarge, DeadlinePassed, UndecodableBody):

@@ -30,7 +30,7 @@ class LocalHub(RunningHub):
         self.dir = Path(self._tmp.name)
         super().__init__(self.dir, *args)
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Floor for a Python poller on requests (agentcom's own stack): one GET of the mailbox, JSON parsed, one line printed.
 
-usage: AGENTCOM_HUB_URL=http://127.0.0.1:4000 AGENTCOM_AGENT_ID=bob AGENTCOM_TOKEN=... python3 poll_min_requests.py [SINCE]
+usage: AGENTCOM_HUB_URL=http://127.0.0.1:4000 AGENTCOM_AGENT_ID=bob AGENTCOM_TOKEN=... \
+       python3 poll_min_requests.py [SINCE]
 """
 import os
 import sys

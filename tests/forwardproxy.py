@@ -13,8 +13,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding",
-              "upgrade"}
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade",
+}
 
 
 class ForwardProxy:
@@ -58,7 +60,8 @@ class ForwardProxy:
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
         upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=30)
         try:
-            upstream.request(h.command, target.path + (f"?{target.query}" if target.query else ""), body=body, headers=headers)
+            path = target.path + (f"?{target.query}" if target.query else "")
+            upstream.request(h.command, path, body=body, headers=headers)
             reply = upstream.getresponse()
             data = reply.read()
         except OSError:

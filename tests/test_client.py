@@ -16,19 +16,24 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import agent_env, free_port, run_cli, run_json
+from faultproxy import FaultProxy
+from forwardproxy import ForwardProxy
 from requests.adapters import BaseAdapter
 from urllib3 import HTTPResponse
 
 from agentcom_skill.client import HubClient
 from agentcom_skill.config import WakeSettings, load_settings
 from agentcom_skill.errors import (
-    AgentComError, ConfigError, HubProtocolError, HubUnavailableError, RateLimitedError, UsageError,
+    AgentComError,
+    ConfigError,
+    HubProtocolError,
+    HubUnavailableError,
+    RateLimitedError,
+    UsageError,
 )
 from agentcom_skill.wake import Waker
 from agentcom_skill.watchstate import hold_watch_lock
-from conftest import agent_env, free_port, run_cli, run_json
-from faultproxy import FaultProxy
-from forwardproxy import ForwardProxy
 
 HUB = "http://hub.test"
 TOKEN = "t" * 40
@@ -206,7 +211,8 @@ def state_rows(tmp_path: Path) -> dict[str, Any]:
     for path in sorted((tmp_path / "state").rglob("messages.sqlite3")):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            out[str(path)] = [db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("messages", "meta", "sent")]
+            tables = ("messages", "meta", "sent")
+            out[str(path)] = [db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables]
         finally:
             db.close()
     return out
@@ -292,7 +298,8 @@ def test_a_proxy_without_an_http_scheme_is_exit_2_naming_it_and_changes_nothing(
     before = state_rows(tmp_path)
     for command in (["check"], ["send", "bob", "hi"]):
         out = run_cli(*command, env={**env, "http_proxy": value})
-        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
         assert "environment variable http_proxy" in out.stderr and "http://" in out.stderr
     assert state_rows(tmp_path) == before
 
@@ -340,7 +347,8 @@ def test_paths_that_need_no_network_do_not_import_requests(duo, tmp_path):
     fd = hold_watch_lock(settings.agent_state_dir())  # as a live watch does
     assert fd is not None
     try:
-        for command in (["check", "--json"], ["inbox"], ["show", msg_id], ["thread", msg_id], ["search", "kept"], ["log"]):
+        commands = (["check", "--json"], ["inbox"], ["show", msg_id], ["thread", msg_id], ["search", "kept"], ["log"])
+        for command in commands:
             marker = tmp_path / "loaded.txt"
             done = subprocess.run([sys.executable, "-c", PROBE, str(marker), *command], env=env, capture_output=True,
                                   text=True, timeout=60)
