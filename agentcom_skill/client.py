@@ -311,19 +311,24 @@ def _proxy_variable(key: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL without its user:password part."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    """A URL without its user:password part (also when the URL is malformed, as a proxy
+    setting without a scheme is: everything before the last `@` goes)."""
+    if "@" not in url:
         return url
-    host = parts.hostname or ""
-    netloc = f"****@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    parts = urlsplit(url)
+    if parts.netloc and "@" in parts.netloc:
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        return urlunsplit((parts.scheme, f"****@{parts.hostname or ''}{port}", parts.path, parts.query, parts.fragment))
+    return "****@" + url.rsplit("@", 1)[1]
 
 
 def describe_proxy(url: str) -> str:
     found = environment_proxy(url)
     if found is None:
-        return "(none set?)"
+        return "(from the environment)"
     return f"{redact_url(found[0])} (from environment variable {found[1]})"
 
 

@@ -290,7 +290,9 @@ def test_a_proxy_that_refuses_is_exit_4_naming_it_and_changes_nothing(duo, tmp_p
     assert state_rows(tmp_path) == before
 
 
-@pytest.mark.parametrize("value", ["proxy.example:3128", "127.0.0.1:3128", "socks5://127.0.0.1:1080"])
+@pytest.mark.parametrize("value", [
+    "proxy.example:3128", "127.0.0.1:3128", "socks5://127.0.0.1:1080", "me:secret@proxy.example:3128",
+])
 def test_a_proxy_without_an_http_scheme_is_exit_2_naming_it_and_changes_nothing(duo, tmp_path, value):
     hub, env, alice, bob = duo
     run_json("check", env=env)
@@ -301,6 +303,7 @@ def test_a_proxy_without_an_http_scheme_is_exit_2_naming_it_and_changes_nothing(
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
         assert "environment variable http_proxy" in out.stderr and "http://" in out.stderr
+        assert "secret" not in out.stderr, "proxy credentials are never printed"
     assert state_rows(tmp_path) == before
 
 
