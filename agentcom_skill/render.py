@@ -500,3 +500,17 @@ def render_mapping(data: dict[str, Any]) -> str:
             value = "; ".join(str(v) for v in value) if value else "none"
         lines.append(neutralise(f"{key}: {value}"))
     return "\n".join(lines)
+
+
+def render_doctor_text(result: dict[str, Any]) -> str:
+    """`agentcom doctor` for a person: one line a check, with what to do when it is not ok."""
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "--  "}
+    lines = []
+    for check in result["checks"]:
+        line = f"{check['check']}: {check['detail']}"
+        if check["outcome"] in ("warn", "fail") and check.get("fix"):
+            line += f" -> {check['fix']}"
+        lines.append(f"{marks.get(check['outcome'], '?   ')}  {neutralise(' '.join(line.split()))}")
+    code = result["exit_code"]
+    lines.append("everything needed works" if code == 0 else f"exit {code}: the first failure above")
+    return "\n".join(lines)

@@ -528,6 +528,10 @@ class MessageStore:
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc) from None
 
+    def quick_check(self) -> str:
+        """SQLite's own consistency check of the file: 'ok', or what is wrong."""
+        return str(self._read("PRAGMA quick_check")[0][0])
+
     # meta -----------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
