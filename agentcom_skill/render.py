@@ -336,6 +336,19 @@ def render_status_text(st: dict[str, Any]) -> str:
             f"watch: running (pid {watch.get('pid')}), {connected}; {watch.get('wakes_sent', 0)} wake(s) sent, "
             f"{watch.get('reconnects', 0)} reconnect(s); last event {ago(watch.get('last_event_at'))}: {watch.get('last_event')}"
         )
+        a2a = watch.get("a2a")
+        if a2a:
+            last = a2a.get("last_failure") or {}
+            lines.append(
+                f"a2a: {a2a.get('in_flight', 0)} task(s) in flight, {a2a.get('answered', 0)} answer(s) sent back, "
+                f"{a2a.get('no_reply', 0)} without an answer, {a2a.get('failed', 0)} failed"
+                + (f" (last {ago(last.get('at'))}: {last.get('outcome')}: {str(last.get('error'))[:160]})" if last else "")
+                + (f", {a2a['held']} held for check by the loop guard" if a2a.get("held") else "")
+            )
+        error = watch.get("last_wake_error")
+        if error and error.get("cleared_at"):  # an uncleared one is a hazard, below
+            lines.append(f"last wake error {ago(error.get('at'))} (wakes work again since {ago(error['cleared_at'])}): "
+                         f"{str(error.get('detail'))[:200]}")
     else:
         lines.append("watch: not running (check polls the hub)")
     lines += [f"hazard: {h}" for h in st.get("hazards") or []] or ["hazards: none"]
