@@ -44,7 +44,12 @@ from .skill import _ack_hub, history_entry  # the same hub-ack prefix rule as `c
 from .store import MessageStore
 from .wake import WakeOutcome, wake_error
 
-NO_REPLY = "NO_REPLY"
+# The answer that sends nothing. Not OpenClaw's own silent token NO_REPLY: in an A2A session
+# OpenClaw takes a NO_REPLY turn for an empty answer, asks the model again (a second model
+# call) and then completes the task with an error text meant for a user. NO_REPLY itself
+# (another runtime passing it through) and an empty answer send nothing either.
+NO_REPLY = "AGENTCOM_NO_REPLY"
+SILENT_ANSWERS = (NO_REPLY, "NO_REPLY")
 OPEN_STATES = ("sending", "working", "answering")
 MAX_ATTEMPTS = 2  # a lost task is resent once
 POLL_FIRST = 1.0  # seconds from acceptance to the first GetTask (a warm answer takes 0.7-2 s)
@@ -247,7 +252,7 @@ def _number(value: Any) -> float | None:
 
 def answer_action(text: str | None, replied_already: bool) -> str:
     """What to do with a completed task's text: send | no_reply | replied_already."""
-    if not text or not text.strip() or text.strip() == NO_REPLY:
+    if not text or not text.strip() or text.strip() in SILENT_ANSWERS:
         return "no_reply"
     if replied_already:
         return "replied_already"

@@ -9,6 +9,7 @@ matters). Usage: python benchmarks/bench_tokens.py
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -38,7 +39,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-m", "agentcom_skill", "check", "--peek", *args], env=env, capture_output=True, text=True, check=True)
             outputs[name] = out.stdout
     returned = len(json.loads(outputs["json"])["messages"])
-    prompt_entries = outputs["prompt"].count(" (seq ")
+    prompt_entries = len(re.findall(r"^\[\d+\] ", outputs["prompt"], re.M))  # one entry a message: `[seq] sender...`
     assert returned == attention == prompt_entries, (returned, attention, prompt_entries)
 
     rows = [

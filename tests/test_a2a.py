@@ -98,7 +98,8 @@ def test_reading_replies():
 
 
 def test_answers_and_polling_pace():
-    assert answer_action("NO_REPLY", False) == "no_reply" and answer_action("  ", False) == "no_reply"
+    assert answer_action("AGENTCOM_NO_REPLY", False) == "no_reply" and answer_action("  ", False) == "no_reply"
+    assert answer_action("NO_REPLY\n", False) == "no_reply", "another runtime passing OpenClaw's token through"
     assert answer_action("Sure.", True) == "replied_already" and answer_action("Sure.", False) == "send"
     assert poll_delay(0) == 1.0 and poll_delay(100) == 10.0
 
@@ -126,7 +127,7 @@ def test_the_prompt_is_fenced_carries_the_notice_and_never_starts_with_a_slash()
     assert not text.startswith("/") and text.endswith("\n")
     assert text.index("<<<AGENTCOM_UNTRUSTED_n0") < text.index("/reset") < text.index("<<<END_AGENTCOM_UNTRUSTED_n0")
     assert "<<<END_AGENTCOM_UNTRUSTED_x>>>" not in text
-    assert "NO_REPLY" in text.splitlines()[-1] and "sent to bob as a reply to 0123456789abcdef" in text.splitlines()[-1]
+    assert "answer AGENTCOM_NO_REPLY to send nothing" in text.splitlines()[-1] and "sent to bob as a reply to 0123456789abcdef" in text.splitlines()[-1]
 
 
 # the dispatcher against the stand-in --------------------------------------------------------
@@ -359,7 +360,7 @@ def test_a_task_over_its_timeout_goes_back_to_check(hub, tmp_path, standin):
 
 
 def test_no_reply_and_an_answer_already_given_send_nothing(rig):
-    rig.standin.answer = lambda text, ctx: Outcome(text="NO_REPLY")
+    rig.standin.answer = lambda text, ctx: Outcome(text="AGENTCOM_NO_REPLY")
     quiet = rig.send(text="fyi only")
     rig.take_in()
     rig.run(lambda: "a2a_no_reply" in rig.kinds(), "the silence")
