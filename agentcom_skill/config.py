@@ -305,14 +305,18 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         raise ConfigError(f"wake.mode in {where} must be one of {', '.join(WAKE_MODES)}")
     needed = _WAKE_NEEDS[mode]
     if values and needed not in values:
-        raise ConfigError(f"wake.{needed} is missing in {where}: mode = \"{mode}\" needs it ({_WAKE_NEED_HELP[needed]})")
+        raise ConfigError(
+            f"wake.{needed} is missing in {where}: mode = \"{mode}\" needs it ({_WAKE_NEED_HELP[needed]})"
+        )
     url = values.get("url")
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"wake.url in {where} must be an http:// URL, like {_URL_EXAMPLE[mode]}")
         if mode == "a2a" and parts.path.strip("/") == "":
-            raise ConfigError(f"wake.url in {where} must be the A2A JSON-RPC endpoint (mode a2a), like {_URL_EXAMPLE['a2a']}")
+            raise ConfigError(
+                f"wake.url in {where} must be the A2A JSON-RPC endpoint (mode a2a), like {_URL_EXAMPLE['a2a']}"
+            )
         url = url.rstrip("/")
     token = env.get(ENV_VARS["wake_token"]) or values.get("token")
     if not token and values.get("token_file"):
@@ -332,13 +336,15 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
     for key in ("window", "min_interval"):
         if key in values and values[key] < 0:
             raise ConfigError(f"wake.{key} in {where} must not be negative")
-    for key in ("max_batch", "timeout", "answer_budget", "answer_window", "requests_per_minute", "task_timeout", "max_tasks"):
+    positive = ("max_batch", "timeout", "answer_budget", "answer_window", "requests_per_minute", "task_timeout", "max_tasks")
+    for key in positive:
         if key in values and values[key] <= 0:
             raise ConfigError(f"wake.{key} in {where} must be positive")
     defaults = WakeSettings()
     return WakeSettings(
         mode=mode, url=url, token=token, session_key=session_key, agent_id=values.get("agent_id"),
-        window=float(values.get("window", defaults.window)), min_interval=float(values.get("min_interval", defaults.min_interval)),
+        window=float(values.get("window", defaults.window)),
+        min_interval=float(values.get("min_interval", defaults.min_interval)),
         max_batch=int(values.get("max_batch", defaults.max_batch)), command=command, shell=shell,
         timeout=float(values.get("timeout", defaults.timeout)), context=context,
         answer_budget=int(values.get("answer_budget", defaults.answer_budget)),
@@ -350,7 +356,7 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
 
 
 _WAKE_NEED_HELP = {
-    "url": "the gateway, like url = \"http://127.0.0.1:18789\"; for a2a the endpoint, like \"http://127.0.0.1:18789/a2a/v1\"",
+    "url": 'the gateway, like url = "http://127.0.0.1:18789"; for a2a the endpoint, like "http://127.0.0.1:18789/a2a/v1"',
     "command": "like command = [\"my-runtime\", \"--stdin\"]",
 }
 _URL_EXAMPLE = {
@@ -376,7 +382,9 @@ def _wake_command(command: Any, shell: bool, where: str) -> tuple[str, ...]:
             raise ConfigError(f"wake.command in {where} is empty")
         return (command,)
     if shell:
-        raise ConfigError(f"wake.shell = true in {where} needs wake.command as one string (a shell command line), not a list")
+        raise ConfigError(
+            f"wake.shell = true in {where} needs wake.command as one string (a shell command line), not a list"
+        )
     if not command or not all(isinstance(c, str) and c for c in command):
         raise ConfigError(f"wake.command in {where} must be a non-empty list of non-empty strings")
     return tuple(command)

@@ -210,8 +210,8 @@ def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
     error = watch.get("last_wake_error")
     if isinstance(error, Mapping) and not error.get("cleared_at"):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
-        out.append(f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): {error.get('detail')}; "
-                   f"to fix: {error.get('fix')}")
+        out.append(f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
+                   f"{error.get('detail')}; to fix: {error.get('fix')}")
     return out
 
 

@@ -115,7 +115,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             next_at REAL NOT NULL,          -- when to send, poll or deliver next
             finished_at REAL,
             answer TEXT,                    -- the agent's final text, kept until delivered
-            outcome TEXT,                   -- answered | no_reply | replied_already | failed | rejected | timeout | lost
+            -- outcome: answered | no_reply | replied_already | failed | rejected | timeout | lost
+            outcome TEXT,
             sent_id TEXT,                   -- the hub id of the answer sent back
             error TEXT
         );
@@ -125,7 +126,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE a2a_messages (
             message_id TEXT PRIMARY KEY,
             task INTEGER,                   -- a2a_tasks.id; NULL: held back for `check` (the loop guard)
-            prev TEXT,                      -- its delivery record before the task leased it (JSON), to undo an unsent task
+            prev TEXT,                      -- its delivery record before the task (JSON): undoes an unsent task
             note TEXT
         );
         CREATE INDEX a2a_messages_task ON a2a_messages(task);
@@ -149,6 +150,7 @@ INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 """
 
 _OPEN = "('pending', 'leased', 'shown', 'deferred')"
+_A2A_OPEN = "('sending', 'working', 'answering')"
 _FINISHED = "('done', 'dismissed', 'dead')"
 PRUNE_INTERVAL = 3600.0
 
@@ -541,14 +543,16 @@ class MessageStore:
         out: set[str] = set()
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
-            out.update(r[0] for r in self._read(f"SELECT message_id FROM a2a_messages WHERE message_id IN ({marks})", chunk))
+            sql = f"SELECT message_id FROM a2a_messages WHERE message_id IN ({marks})"
+            out.update(r[0] for r in self._read(sql, chunk))
         return out
 
     def received_at(self, ids: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
-            out.update((r[0], r[1]) for r in self._read(f"SELECT id, received_at FROM messages WHERE id IN ({marks})", chunk))
+            sql = f"SELECT id, received_at FROM messages WHERE id IN ({marks})"
+            out.update((r[0], r[1]) for r in self._read(sql, chunk))
         return out
 
     def thread_root(self, reply_to: str | None, own_id: str, most: int = 50) -> str:
@@ -564,16 +568,19 @@ class MessageStore:
         return root
 
     def a2a_open_tasks(self) -> list[sqlite3.Row]:
-        return self._read("SELECT * FROM a2a_tasks WHERE state IN ('sending', 'working', 'answering') ORDER BY next_at, id")
+        return self._read(f"SELECT * FROM a2a_tasks WHERE state IN {_A2A_OPEN} ORDER BY next_at, id")
 
     def a2a_task(self, task: int) -> sqlite3.Row | None:
         rows = self._read("SELECT * FROM a2a_tasks WHERE id = ?", (task,))
         return rows[0] if rows else None
 
-    def a2a_create(self, peer: str, context_id: str, reply_to: str, message_id: str, carried: dict[str, Record], now: float) -> int:
+    def a2a_create(
+        self, peer: str, context_id: str, reply_to: str, message_id: str, carried: dict[str, Record], now: float
+    ) -> int:
         """A task about to be sent, with the messages it carries and their records before the lease."""
         cur = self._exec(
-            "INSERT INTO a2a_tasks (peer, context_id, reply_to, message_id, state, created_at, next_at) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
+            "INSERT INTO a2a_tasks (peer, context_id, reply_to, message_id, state, created_at, next_at)"
+            " VALUES (?, ?, ?, ?, 'sending', ?, ?)",
             (clean(peer), context_id, reply_to, message_id, now, now),
         )
         task = int(cur.lastrowid or 0)
@@ -585,7 +592,8 @@ class MessageStore:
 
     def a2a_hold(self, ids: Sequence[str], note: str) -> None:
         """Held back by the loop guard: these wait for `check`, never for an A2A task."""
-        self._many("INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)", [(i, note) for i in ids])
+        self._many("INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)",
+                   [(i, note) for i in ids])
         self._many(f"UPDATE messages SET reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN {_OPEN}",
                    [(f"; {note}", i) for i in ids])
 
@@ -594,7 +602,8 @@ class MessageStore:
                    "finished_at", "answer", "outcome", "sent_id", "error"}
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
-        self._exec(f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?", [changes[n] for n in names] + [task])
+        self._exec(f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+                   [changes[n] for n in names] + [task])
 
     def a2a_carried(self, task: int) -> list[str]:
         return [r[0] for r in self._read("SELECT message_id FROM a2a_messages WHERE task = ? ORDER BY rowid", (task,))]
@@ -613,7 +622,7 @@ class MessageStore:
 
     def a2a_return(self, ids: Sequence[str], now: float, note: str) -> None:
         """A task that failed: its messages come back to `check` now, with why in their reason."""
-        self._many(f"UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', 'shown')",
+        self._many("UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', 'shown')",
                    [(now, f"; {note}", i) for i in ids])
 
     def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
@@ -621,24 +630,28 @@ class MessageStore:
         return self._exec(
             "UPDATE messages SET due = ? WHERE state IN ('leased', 'shown') AND due < ? AND id IN ("
             " SELECT a.message_id FROM a2a_messages a JOIN a2a_tasks t ON a.task = t.id"
-            " WHERE t.state IN ('sending', 'working', 'answering'))",
+            f" WHERE t.state IN {_A2A_OPEN})",
             (now + lease_seconds, now + lease_seconds / 2),
         ).rowcount
 
     def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
         """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
         out: dict[str, list[float]] = {}
-        for peer, at in self._read("SELECT peer, finished_at FROM a2a_tasks WHERE outcome = 'answered' AND finished_at > ?", (since,)):
+        sql = "SELECT peer, finished_at FROM a2a_tasks WHERE outcome = 'answered' AND finished_at > ?"
+        for peer, at in self._read(sql, (since,)):
             out.setdefault(peer, []).append(at)
         return out
 
     def a2a_summary(self) -> dict[str, Any]:
         """For `status`: tasks in flight, answers sent, silences, failures, held messages, the last failure."""
-        by_state = dict(self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state"))
-        by_outcome = dict(self._read("SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome"))
+        by_state: dict[str, int] = {
+            r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state")}
+        by_outcome: dict[str, int] = {r[0]: r[1] for r in self._read(
+            "SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome")}
         held = self._read(f"SELECT COUNT(*) FROM a2a_messages a JOIN messages m ON m.id = a.message_id"
                           f" WHERE a.task IS NULL AND m.state IN {_OPEN}")[0][0]
-        last = self._read("SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1")
+        last = self._read(
+            "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1")
         return {
             "in_flight": sum(by_state.get(s, 0) for s in ("sending", "working", "answering")),
             "answered": by_outcome.get("answered", 0),
@@ -652,7 +665,8 @@ class MessageStore:
         """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
         rows = self._read("SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
                           " ORDER BY finished_at DESC LIMIT ?", (limit,))
-        return [{"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])} for r in rows]
+        return [{"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
+                for r in rows]
 
     def a2a_prune(self, now: float, days: float) -> None:
         """Finished tasks older than `days`, and the records of messages no longer kept; hourly."""

@@ -139,16 +139,18 @@ class Waker:
         data = prompt if prompt.endswith("\n") else prompt + "\n"  # a text file ends with a newline
         try:
             done = subprocess.run(
-                self.wake.argv(), input=data.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=self.wake.timeout,
+                self.wake.argv(), input=data.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                timeout=self.wake.timeout,
             )
         except subprocess.TimeoutExpired:
             return WakeOutcome("retry", f"wake command ran over its {self.wake.timeout:g} s timeout", status="timeout")
         except (OSError, subprocess.SubprocessError) as exc:
-            return WakeOutcome("retry", f"wake command failed to run: {type(exc).__name__}: {getattr(exc, 'strerror', '') or ''}".rstrip(": "),
-                               status="not run")
+            why = f"{type(exc).__name__}: {getattr(exc, 'strerror', '') or ''}".rstrip(": ")
+            return WakeOutcome("retry", f"wake command failed to run: {why}", status="not run")
         if done.returncode == 0:
             return WakeOutcome("ok", "command exited 0")
-        return WakeOutcome("retry", f"wake command exited {done.returncode}" + stderr_excerpt(done.stderr), status=f"exit {done.returncode}")
+        detail = f"wake command exited {done.returncode}" + stderr_excerpt(done.stderr)
+        return WakeOutcome("retry", detail, status=f"exit {done.returncode}")
 
 
 def stderr_excerpt(raw: bytes, lines: int = STDERR_LINES, width: int = 200) -> str:
@@ -165,12 +167,12 @@ def wake_error(outcome: WakeOutcome, wake: WakeSettings, now: float) -> dict[str
     """What `status`, `check` and watch.json keep of a failed wake: when, what, what to fix."""
     where = " ".join(wake.argv())[:120] if wake.mode == "command" else str(wake.url)
     if outcome.kind == "unauthorized":
-        fix = "the wake token was refused: fix [wake] token / token_file (or AGENTCOM_WAKE_TOKEN), then restart the watch"
+        fix = "the wake token was refused: fix [wake] token / token_file (or AGENTCOM_WAKE_TOKEN), restart the watch"
     elif outcome.kind == "refused":
         fix = f"{where} refused the request: check the [wake] settings against the gateway's config"
     elif wake.mode == "command":
         fix = "fix [wake] command (a list of words, or a string with shell = true); its stderr is in the detail"
     else:
-        fix = f"is the gateway running and reachable at {where}? retried with backoff; messages wait for `agentcom check`"
+        fix = f"is the gateway running and reachable at {where}? retried with backoff; messages wait for `check`"
     return {"at": now, "mode": wake.mode, "kind": outcome.kind, "status": outcome.status or outcome.kind,
             "detail": outcome.detail, "fix": fix}

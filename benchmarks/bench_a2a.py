@@ -51,7 +51,11 @@ class Agent:
 
     def __call__(self, request: dict) -> Turn:
         messages = request.get("messages", [])
-        wakes = [(i, text_of(m)) for i, m in enumerate(messages) if m.get("role") == "user" and "AGENTCOM_UNTRUSTED_" in text_of(m)]
+        wakes = [
+            (i, text_of(m))
+            for i, m in enumerate(messages)
+            if m.get("role") == "user" and "AGENTCOM_UNTRUSTED_" in text_of(m)
+        ]
         if not wakes:
             return Turn(text="NO_REPLY")
         at, latest = wakes[-1]
@@ -71,14 +75,28 @@ class Agent:
         return Turn(text="Answered and acked.")
 
 
-def run_mode(mode: str, wake: str, hub: RunningHub, tokens: dict, env: dict, config: Path, agent: Agent,
-             texts: list[str], first: int, tmp: Path) -> list[float]:
+def run_mode(
+    mode: str,
+    wake: str,
+    hub: RunningHub,
+    tokens: dict,
+    env: dict,
+    config: Path,
+    agent: Agent,
+    texts: list[str],
+    first: int,
+    tmp: Path,
+) -> list[float]:
     """Send each text (one at a time) and time hub POST -> answer at bob's; returns the latencies."""
     agent.mode = mode
     config.write_text(wake)
     out = tmp / f"watch-{mode}.jsonl"
-    watch = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"], env=env,
-                             stdout=open(out, "w"), stderr=open(tmp / f"watch-{mode}.err", "w"))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"],
+        env=env,
+        stdout=open(out, "w"),
+        stderr=open(tmp / f"watch-{mode}.err", "w"),
+    )
     try:
         wait_for(lambda: '"connected"' in out.read_text(), "the watch connected", 60)
         if mode == "a2a":
@@ -88,8 +106,12 @@ def run_mode(mode: str, wake: str, hub: RunningHub, tokens: dict, env: dict, con
             print(f"  {mode}: BENCH-{n}", file=sys.stderr, flush=True)
             sent_at = time.perf_counter()
             msg_id = hub.post(tokens["bob"], {"to": "gcu", "payload": {"text": f"{text} (BENCH-{n})"}}).json()["id"]
-            wait_for(lambda: any(m["reply_to"] == msg_id for m in hub.poll("bob", tokens["bob"])["messages"]),
-                     f"the answer to BENCH-{n}", 300, pause=0.02)
+            wait_for(
+                lambda: any(m["reply_to"] == msg_id for m in hub.poll("bob", tokens["bob"])["messages"]),
+                f"the answer to BENCH-{n}",
+                300,
+                pause=0.02,
+            )
             latencies.append(time.perf_counter() - sent_at)
             if mode == "hooks":  # let the run finish (ack, final text) before the next wake
                 wait_for(lambda: agent.calls.get(n, 0) >= 3, f"the end of BENCH-{n}'s run", 120)
@@ -115,7 +137,9 @@ def openclaw_figures(samples: int, keep: bool = False) -> None:
         print(f"OpenClaw figures skipped: {exc}")
         return
     _, lines = load_trace()
-    texts = [line["payload"]["text"] for line in lines if line["expect"] == "attention" and line["payload"].get("text")][:samples]
+    texts = [
+        line["payload"]["text"] for line in lines if line["expect"] == "attention" and line["payload"].get("text")
+    ][:samples]
     tmp = Path(tempfile.mkdtemp(prefix="agentcom-bench-a2a-"))
     try:
         hub = RunningHub(tmp)
@@ -124,7 +148,12 @@ def openclaw_figures(samples: int, keep: bool = False) -> None:
         model = FakeModel(agent)
         oc = OpenClawHome(paths, tmp / "home", Path(sys.executable).parent)
         state, config = tmp / "state", tmp / "gcu.toml"
-        skill_env = {"AGENTCOM_HUB_URL": hub.url, "AGENTCOM_AGENT_ID": "gcu", "AGENTCOM_STATE_DIR": str(state), "AGENTCOM_CONFIG": str(config)}
+        skill_env = {
+            "AGENTCOM_HUB_URL": hub.url,
+            "AGENTCOM_AGENT_ID": "gcu",
+            "AGENTCOM_STATE_DIR": str(state),
+            "AGENTCOM_CONFIG": str(config),
+        }
         port = oc.configure_gateway(model.base_url, skill_env, api_key=tokens["gcu"])
         cfg = oc.config()
         cfg["channels"]["a2a"]["rateLimitPerMinute"] = 600
@@ -135,9 +164,13 @@ def openclaw_figures(samples: int, keep: bool = False) -> None:
         print(f"gateway: hooks after a moment, A2A channel {time.perf_counter() - started:.0f} s after start")
         env = agent_env(hub, "gcu", tokens["gcu"], tmp, AGENTCOM_STATE_DIR=str(state), AGENTCOM_CONFIG=str(config))
         try:
-            hooks_wake = f'[wake]\nmode = "agent"\nurl = "{gateway.url}"\ntoken = "{HOOK_TOKEN}"\nwindow = 0\nmin_interval = 0\n'
-            a2a_wake = (f'[wake]\nmode = "a2a"\nurl = "{gateway.a2a_url}"\ntoken = "{A2A_TOKEN}"\nwindow = 0\n'
-                        "requests_per_minute = 300\nanswer_budget = 1000\n")  # one peer, many messages: not a loop
+            hooks_wake = (
+                f'[wake]\nmode = "agent"\nurl = "{gateway.url}"\ntoken = "{HOOK_TOKEN}"\nwindow = 0\nmin_interval = 0\n'
+            )
+            a2a_wake = (
+                f'[wake]\nmode = "a2a"\nurl = "{gateway.a2a_url}"\ntoken = "{A2A_TOKEN}"\nwindow = 0\n'
+                "requests_per_minute = 300\nanswer_budget = 1000\n"
+            )  # one peer, many messages: not a loop
             results = {}
             for mode, wake in (("hooks", hooks_wake), ("a2a", a2a_wake)):
                 run_mode(mode, wake, hub, tokens, env, config, agent, ["warm-up, please answer"], 1000, tmp)  # warm
@@ -158,7 +191,8 @@ def openclaw_figures(samples: int, keep: bool = False) -> None:
     print(f"{'mode':8} {'model calls / message':>22} {'hub -> answer, median':>22} {'min':>8} {'max':>8}")
     for mode, (calls, latencies) in results.items():
         per = sum(calls) / len(calls)
-        print(f"{mode:8} {per:22.2f} {median(latencies) * 1000:19.0f} ms {min(latencies) * 1000:5.0f} ms {max(latencies) * 1000:5.0f} ms")
+        low, mid, high = (x * 1000 for x in (min(latencies), median(latencies), max(latencies)))
+        print(f"{mode:8} {per:22.2f} {mid:19.0f} ms {low:5.0f} ms {high:5.0f} ms")
     print("model calls per message, each:", json.dumps({m: c for m, (c, _) in results.items()}))
 
 
@@ -171,8 +205,10 @@ def main() -> None:
     from bench_tokens import measure
 
     m = measure()
-    print(f"prompt rendering on tests/data: {m['prompt']} of {m['raw']} chars of raw mailbox JSON = {m['prompt'] / m['raw']:.1%} "
-          f"({m['attention']} attention messages of {m['messages']})")
+    print(
+        f"prompt rendering on tests/data: {m['prompt']} of {m['raw']} chars of raw mailbox JSON = "
+        f"{m['prompt'] / m['raw']:.1%} ({m['attention']} attention messages of {m['messages']})"
+    )
     if not args.no_openclaw:
         openclaw_figures(args.samples, args.keep)
 

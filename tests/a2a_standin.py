@@ -64,9 +64,16 @@ class A2AStandIn:
 
             def do_GET(self):
                 if self.path in ("/.well-known/agent-card.json", "/.well-known/agent.json"):
-                    return self._send(200, {"name": "standin", "supportedInterfaces": [
-                        {"url": standin.url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
-                        "capabilities": {"streaming": False, "pushNotifications": False}})
+                    return self._send(
+                        200,
+                        {
+                            "name": "standin",
+                            "supportedInterfaces": [
+                                {"url": standin.url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+                            ],
+                            "capabilities": {"streaming": False, "pushNotifications": False},
+                        },
+                    )
                 self._send(404, {"error": "not found"})
 
             def do_POST(self):
@@ -76,11 +83,15 @@ class A2AStandIn:
                 if self.headers.get("authorization") != f"Bearer {standin.token}":
                     with standin._lock:
                         standin.requests.append({"method": None, "params": None, "at": time.monotonic(), "status": 401})
-                    return self._send(401, {"error": "Unauthorized; configure channels.a2a.peers with a matching Bearer token"})
+                    return self._send(
+                        401, {"error": "Unauthorized; configure channels.a2a.peers with a matching Bearer token"}
+                    )
                 try:
                     request = json.loads(raw)
                 except ValueError:
-                    return self._send(200, {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}})
+                    return self._send(
+                        200, {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
+                    )
                 self._send(200, standin._handle(request))
 
             def _send(self, status, body):
@@ -116,7 +127,9 @@ class A2AStandIn:
     def sends(self) -> list[dict[str, Any]]:
         """The SendMessage requests accepted so far (params.message of each)."""
         with self._lock:
-            return [r["params"]["message"] for r in self.requests if r["method"] == "SendMessage" and r["status"] == 200]
+            return [
+                r["params"]["message"] for r in self.requests if r["method"] == "SendMessage" and r["status"] == 200
+            ]
 
     def working(self) -> list[Task]:
         with self._lock:
@@ -151,7 +164,11 @@ class A2AStandIn:
         message = params.get("message") or {}
         parts = message.get("parts") or []
         if not message.get("messageId") or not parts:
-            return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "Invalid SendMessage params: message and parts required"}}
+            return {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "error": {"code": -32602, "message": "Invalid SendMessage params: message and parts required"},
+            }
         text = "\n".join(p.get("text", "") for p in parts)
         context = message.get("contextId") or uuid.uuid4().hex
         with self._lock:

@@ -182,7 +182,8 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the gateway exited: {self.out.read_text()[-1500:]}")
             try:
-                r = requests.post(self.url + "/hooks/wake", json={}, headers={"Authorization": "Bearer wrong"}, timeout=5)
+                r = requests.post(self.url + "/hooks/wake", json={}, headers={"Authorization": "Bearer wrong"},
+                                  timeout=5)
                 if r.status_code in (400, 401, 429):
                     self.ready = True
                     return self
@@ -209,8 +210,9 @@ class Gateway:
             try:
                 card = requests.get(self.url + "/.well-known/agent-card.json", timeout=5)
                 if card.status_code == 200:
-                    probe = requests.post(self.a2a_url, json={"jsonrpc": "2.0", "id": "p", "method": "GetTask", "params": {"id": "none"}},
-                                          headers={"Authorization": f"Bearer {A2A_TOKEN}"}, timeout=10)
+                    rpc = {"jsonrpc": "2.0", "id": "p", "method": "GetTask", "params": {"id": "none"}}
+                    probe = requests.post(self.a2a_url, json=rpc, headers={"Authorization": f"Bearer {A2A_TOKEN}"},
+                                          timeout=10)
                     if probe.status_code == 200 and probe.json().get("error", {}).get("code") == -32001:
                         return
             except (requests.RequestException, ValueError):

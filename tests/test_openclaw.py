@@ -102,8 +102,8 @@ def started(openclaw, tmp_path_factory):
     gateway = Gateway(oc, port, wait=False)
     env = agent_env(hub, "gcu", gcu, tmp)  # the same agent, outside OpenClaw
     env.update(AGENTCOM_STATE_DIR=str(state), AGENTCOM_CONFIG=str(config))
-    yield {"hub": hub, "gcu": gcu, "bob": bob, "carol": carol, "model": model, "script": script, "oc": oc, "gateway": gateway,
-           "env": env, "config": config, "tmp": tmp}
+    yield {"hub": hub, "gcu": gcu, "bob": bob, "carol": carol, "model": model, "script": script, "oc": oc,
+           "gateway": gateway, "env": env, "config": config, "tmp": tmp}
     gateway.stop()
     model.close()
     if hub.proc and hub.proc.poll() is None:
@@ -194,7 +194,8 @@ def test_push_path_watch_wakes_openclaw_which_replies_and_pings_never_reach_the_
         msg_id = hub.post(world["bob"], {"to": "gcu", "payload": {"text": "Pushed question: ship it?"}}).json()["id"]
         answer = eventually(lambda: [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == msg_id], "the answer at bob's mailbox")
         assert answer[0]["payload"]["text"] == "Pushed answer."
-        assert [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == ping], "the ping was answered by code"
+        pong = [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == ping]
+        assert pong, "the ping was answered by code"
         assert not model.errors, model.errors
         wrapped = seen[0]
         outer = (wrapped.index("<<<EXTERNAL_UNTRUSTED_CONTENT"), wrapped.index("<<<END_EXTERNAL_UNTRUSTED_CONTENT"))
@@ -254,7 +255,8 @@ def _terminal(gateway, task_id: str) -> str | None:
 
 def ours(request: dict) -> list[str]:
     """The user turns of a model request that carry agentcom's fenced prompt, oldest first."""
-    return [text_of(m) for m in request.get("messages", []) if m.get("role") == "user" and "AGENTCOM_UNTRUSTED_" in text_of(m)]
+    users = [text_of(m) for m in request.get("messages", []) if m.get("role") == "user"]
+    return [text for text in users if "AGENTCOM_UNTRUSTED_" in text]
 
 
 def test_a2a_path_one_model_call_per_message_answers_go_back_and_each_peer_is_its_own_conversation(world, a2a_gateway):
@@ -292,7 +294,8 @@ def test_a2a_path_one_model_call_per_message_answers_go_back_and_each_peer_is_it
         ping = hub.post(world["bob"], {"to": "gcu", "type": "ping", "payload": {}}).json()["id"]
         q1, got = ask("bob", "QUESTION-ONE: what is the capital of France?")
         assert [(a["type"], a["payload"]["text"]) for a in got] == [("response", "Answer one: Paris.")]
-        assert [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == ping], "the ping was answered by code"
+        pong = [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == ping]
+        assert pong, "the ping was answered by code"
 
         q2, got = ask("bob", "QUESTION-TWO: and still?")
         assert got[0]["payload"]["text"] == "Answer two: still Paris."
@@ -314,7 +317,8 @@ def test_a2a_path_one_model_call_per_message_answers_go_back_and_each_peer_is_it
         body_at, end_at = seen.index("INJECTION"), seen.index("<<<END_AGENTCOM_UNTRUSTED_")
         assert seen.index("<<<AGENTCOM_UNTRUSTED_") < body_at < seen.index("rm -rf") < end_at, "inside our fence"
         assert "<<<END_AGENTCOM_UNTRUSTED_0000>>>" not in seen, "the fake fence end is neutralised"
-        assert all(line.startswith("  ") for line in seen[body_at:end_at].splitlines()[1:]), "content never starts a line"
+        inside = seen[body_at:end_at].splitlines()[1:]
+        assert all(line.startswith("  ") for line in inside), "content never starts a line"
 
         assert {k: len(v) for k, v in turns.items()} == dict.fromkeys(answers_for, 1), "one model call per message"
         every_request = json.dumps(model.requests)

@@ -63,7 +63,9 @@ def test_a_message_becomes_one_task_and_its_answer_comes_back(rig):
     assert ping not in json.dumps(standin.requests), "a ping never reaches the agent"
     st = run_json("status", env=env)
     assert st["watch"]["wake_mode"] == "a2a"
-    eventually(lambda: run_json("status", env=env)["watch"].get("a2a", {}).get("answered") == 1, "status counts the answer")
+    eventually(
+        lambda: run_json("status", env=env)["watch"].get("a2a", {}).get("answered") == 1, "status counts the answer"
+    )
     assert "a2a_answered" in w.kinds() and "a2a_task" in w.kinds()
     text = __import__("conftest").run_cli("status", env=env).stdout
     assert "a2a: 0 task(s) in flight, 1 answer(s) sent back" in text
