@@ -72,14 +72,14 @@ FAILED_STATES = {"TASK_STATE_FAILED": "failed", "TASK_STATE_REJECTED": "rejected
 
 
 def _label(text: str) -> str:
-    """A peer id or thread root as a context-id part: as is when it fits A2A's grammar in
-    lowercase (OpenClaw lowercases context ids, so `Bob` and `bob` would share a session),
-    else a readable stem plus a hash of the exact text."""
+    """A peer id as a context-id part: as is when it fits A2A's grammar in lowercase (OpenClaw
+    lowercases context ids, so `Bob` and `bob` would share a session), else a readable stem, a
+    colon and a hash of the exact id. A literal label never holds a colon, so no agent can pick
+    an id that spells another one's hashed label and join its conversation."""
     if _CONTEXT_LABEL.match(text):
         return text
     stem = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:40]
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{stem}-{digest}" if stem else digest
+    return f"{stem}:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def context_id(peer: str, broadcast: bool, mode: str, root: str | None = None) -> str:

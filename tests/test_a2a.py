@@ -58,6 +58,10 @@ def test_context_per_peer_per_thread_and_broadcasts_apart():
     assert context_id("loash", False, "peer") == "agentcom:peer:loash"
     assert context_id("loash", True, "peer") == "agentcom:broadcast:loash"
     assert context_id("Loash", False, "peer") != context_id("loash", False, "peer")
+    hashed = context_id("Loash", False, "peer")
+    assert hashed.startswith("agentcom:peer:loash:"), "readable, then a hash"
+    impostor = hashed.split(":", 2)[2].replace(":", "-")  # an agent id spelling that label as closely as it can
+    assert context_id(impostor, False, "peer") != hashed
     assert context_id("loash", False, "thread", "0123456789abcdef") == "agentcom:thread:loash:0123456789abcdef"
     assert context_id("loash", False, "thread", "a") != context_id("loash", False, "thread", "b")
 
