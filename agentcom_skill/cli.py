@@ -632,6 +632,25 @@ def ping(ctx: click.Context, agent: str, timeout: float, as_json: bool) -> None:
 
 
 @command(main, examples="""
+agentcom doctor          # one line a check, with what to do
+agentcom doctor --json
+""")
+@_json_option
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check the setup in order: config, hub, token, store, watch, wake, OpenClaw.
+
+    Exits 0 when everything needed works, else with the exit code of the first failure.
+    Never prints a token."""
+    from .doctor import run_doctor
+    from .render import render_doctor_text
+
+    result = run_doctor(_cli_obj(ctx).overrides)
+    _emit(result, as_json, render_doctor_text(result))
+    sys.exit(result["exit_code"])
+
+
+@command(main, examples="""
 agentcom agents
 agentcom agents --format prompt   # for an LLM: their names and statuses fenced
 """)

@@ -42,27 +42,40 @@ _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")
 
 
-WAKE_MODES = ("agent", "wake", "command")
+WAKE_MODES = ("agent", "wake", "command", "a2a")
+A2A_CONTEXTS = ("peer", "thread")
 
 
 @dataclass(frozen=True)
 class WakeSettings:
     """How `agentcom watch` wakes the agent (the config file's `[wake]` table)."""
 
-    mode: str = "agent"  # agent: POST /hooks/agent; wake: POST /hooks/wake; command: run `command`
-    url: str | None = None  # the OpenClaw gateway's base URL
+    mode: str = "agent"  # agent: POST /hooks/agent; wake: POST /hooks/wake; command: run `command`; a2a: A2A tasks
+    url: str | None = None  # the OpenClaw gateway's base URL; for a2a, the JSON-RPC endpoint
     token: str | None = field(default=None, repr=False)
     session_key: str = "hook:agentcom"
     agent_id: str | None = None  # the gateway's agent (agentId); its default when None
     window: float = 2.0  # seconds to gather messages into one wake
     min_interval: float = 10.0  # seconds between two wakes
     max_batch: int = 20  # messages in one wake at most
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # argv; with `shell`, one shell command line
+    shell: bool = False  # run `command` through /bin/sh -c
     timeout: float = 30.0  # seconds for one wake request or command
+    # a2a mode
+    context: str = "peer"  # peer: one conversation per agent; thread: one per reply_to chain
+    answer_budget: int = 6  # automatic answers per peer within answer_window (the loop guard)
+    answer_window: float = 600.0
+    requests_per_minute: int = 20  # A2A requests (sends and polls) in any 60 s, well inside the peer's limit
+    task_timeout: float = 900.0  # seconds a task may run before its messages go back to `check`
+    max_tasks: int = 4  # tasks in flight at once (one per context)
 
     @property
     def configured(self) -> bool:
         return bool(self.command) if self.mode == "command" else bool(self.url)
+
+    def argv(self) -> list[str]:
+        """The wake command to run: the list as given, or the line through the shell."""
+        return ["/bin/sh", "-c", self.command[0]] if self.shell else list(self.command)
 
 
 @dataclass(frozen=True)
@@ -203,7 +216,7 @@ def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str,
         kind = kinds.get(key)
         if kind is None:
             raise ConfigError(f"unknown setting {prefix}{key!r} in {where}")
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             expected, got = type_name(kind), type_name(type(value))
             raise ConfigError(f"setting {prefix}{key} in {where} must be {expected}, not {got}")
 
@@ -293,12 +306,19 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
 
 _WAKE_KEYS = {
     "mode": str, "url": str, "token": str, "token_file": str, "session_key": str, "agent_id": str,
-    "window": (int, float), "min_interval": (int, float), "max_batch": int, "command": (str, list), "timeout": (int, float),
+    "window": (int, float), "min_interval": (int, float), "max_batch": int, "command": (str, list), "shell": bool,
+    "timeout": (int, float), "context": str, "answer_budget": int, "answer_window": (int, float),
+    "requests_per_minute": int, "task_timeout": (int, float), "max_tasks": int,
 }
+_WAKE_NEEDS = {"agent": "url", "wake": "url", "a2a": "url", "command": "command"}
 
 
 def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettings:
-    """The `[wake]` table, validated; the token from env > `token` > `token_file`."""
+    """The `[wake]` table, validated; the token from env > `token` > `token_file`.
+
+    No table (or an empty one) means no wake. A table that is there must be complete for
+    its mode: a wake that cannot work is an error at start, never a watch that wakes nobody.
+    """
     if table is None:
         table = {}
     if not isinstance(table, Mapping):
@@ -308,11 +328,20 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
     mode = values.get("mode", "agent")
     if mode not in WAKE_MODES:
         raise ConfigError(f"wake.mode in {where} must be one of {', '.join(WAKE_MODES)}")
+    needed = _WAKE_NEEDS[mode]
+    if values and needed not in values:
+        raise ConfigError(
+            f"wake.{needed} is missing in {where}: mode = \"{mode}\" needs it ({_WAKE_NEED_HELP[needed]})"
+        )
     url = values.get("url")
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"wake.url in {where} must be the gateway's http:// URL, like http://127.0.0.1:18789")
+            raise ConfigError(f"wake.url in {where} must be an http:// URL, like {_URL_EXAMPLE[mode]}")
+        if mode == "a2a" and parts.path.strip("/") == "":
+            raise ConfigError(
+                f"wake.url in {where} must be the A2A JSON-RPC endpoint (mode a2a), like {_URL_EXAMPLE['a2a']}"
+            )
         url = url.rstrip("/")
     token = env.get(ENV_VARS["wake_token"]) or values.get("token")
     if not token and values.get("token_file"):
@@ -324,24 +353,66 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
     session_key = values.get("session_key", "hook:agentcom")
     if not session_key.startswith("hook:"):
         raise ConfigError(f"wake.session_key in {where} must start with 'hook:' (OpenClaw's allowed prefix for hook sessions)")
-    command = values.get("command", ())
-    if isinstance(command, str):
-        import shlex
-
-        command = shlex.split(command)
-    if not all(isinstance(c, str) for c in command):
-        raise ConfigError(f"wake.command in {where} must be a string or a list of strings")
+    shell = values.get("shell", False)
+    command = _wake_command(values.get("command"), shell, where)
+    context = values.get("context", "peer")
+    if context not in A2A_CONTEXTS:
+        raise ConfigError(f"wake.context in {where} must be one of {', '.join(A2A_CONTEXTS)}")
     for key in ("window", "min_interval"):
         if key in values and values[key] < 0:
             raise ConfigError(f"wake.{key} in {where} must not be negative")
-    for key in ("max_batch", "timeout"):
+    positive = ("max_batch", "timeout", "answer_budget", "answer_window", "requests_per_minute", "task_timeout", "max_tasks")
+    for key in positive:
         if key in values and values[key] <= 0:
             raise ConfigError(f"wake.{key} in {where} must be positive")
+    defaults = WakeSettings()
     return WakeSettings(
         mode=mode, url=url, token=token, session_key=session_key, agent_id=values.get("agent_id"),
-        window=float(values.get("window", 2.0)), min_interval=float(values.get("min_interval", 10.0)),
-        max_batch=int(values.get("max_batch", 20)), command=tuple(command), timeout=float(values.get("timeout", 30.0)),
+        window=float(values.get("window", defaults.window)),
+        min_interval=float(values.get("min_interval", defaults.min_interval)),
+        max_batch=int(values.get("max_batch", defaults.max_batch)), command=command, shell=shell,
+        timeout=float(values.get("timeout", defaults.timeout)), context=context,
+        answer_budget=int(values.get("answer_budget", defaults.answer_budget)),
+        answer_window=float(values.get("answer_window", defaults.answer_window)),
+        requests_per_minute=int(values.get("requests_per_minute", defaults.requests_per_minute)),
+        task_timeout=float(values.get("task_timeout", defaults.task_timeout)),
+        max_tasks=int(values.get("max_tasks", defaults.max_tasks)),
     )
+
+
+_WAKE_NEED_HELP = {
+    "url": 'the gateway, like url = "http://127.0.0.1:18789"; for a2a the endpoint, like "http://127.0.0.1:18789/a2a/v1"',
+    "command": "like command = [\"my-runtime\", \"--stdin\"]",
+}
+_URL_EXAMPLE = {
+    "agent": "http://127.0.0.1:18789", "wake": "http://127.0.0.1:18789", "command": "http://127.0.0.1:18789",
+    "a2a": "http://127.0.0.1:18789/a2a/v1",
+}
+
+
+def _wake_command(command: Any, shell: bool, where: str) -> tuple[str, ...]:
+    """A list of words, run as is; or one string run by the shell, only when `shell = true` says so
+    (a string split into words without a shell would break quoting and redirections)."""
+    if command is None:
+        if shell:
+            raise ConfigError(f"wake.shell in {where} is set but wake.command is missing")
+        return ()
+    if isinstance(command, str):
+        if not shell:
+            raise ConfigError(
+                f"wake.command in {where} is a string: give a list of words, like [\"my-runtime\", \"--stdin\"], "
+                "or set wake.shell = true to run the string through /bin/sh"
+            )
+        if not command.strip():
+            raise ConfigError(f"wake.command in {where} is empty")
+        return (command,)
+    if shell:
+        raise ConfigError(
+            f"wake.shell = true in {where} needs wake.command as one string (a shell command line), not a list"
+        )
+    if not command or not all(isinstance(c, str) and c for c in command):
+        raise ConfigError(f"wake.command in {where} must be a non-empty list of non-empty strings")
+    return tuple(command)
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -10,7 +10,7 @@ from typing import Callable
 from . import skill
 from .client import HubClient
 from .config import load_settings
-from .render import render_check_text, render_log_text
+from .render import render_check_text, render_log_text, sent_line
 
 # (sender, to, type, payload): a small slice of a realistic day.
 TRAFFIC = [
@@ -77,13 +77,10 @@ def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
 
     first = result["messages"][0]
     echo(f"\n$ agentcom reply {first['seq']} 'On it.'   (the agent answers; goes to {first['from']}, as a reply)")
-    echo(render_sent(skill.reply(first["seq"], "On it.", settings=settings)))
+    echo(sent_line(skill.reply(first["seq"], "On it.", settings=settings)))
     echo(f"\n$ agentcom ack {first['seq']}            (done with that one; the others stay leased)")
     acked = skill.ack(first["seq"], settings=settings)
     echo(f"acked #{acked['acked'][0]['seq']}; {acked['unacked']} shown and not yet acked")
     echo("\n$ agentcom check      (a second look: nothing new, and it says what is still out)")
     echo(render_check_text(skill.check(settings=settings)))
 
-
-def render_sent(result: dict) -> str:
-    return f"sent {result['type']} to {result['to']}, reply to {result['reply_to']} (id {result['id']})"

@@ -69,7 +69,7 @@ class BusyError(AgentComError):
 
 EXIT_CODES = {
     0: "success (also when nothing is pending)",
-    1: "check --exit-code: messages need attention; wait: timed out; otherwise an unexpected error",
+    1: "check --exit-code: messages need attention; wait, ping: timed out; otherwise an unexpected error",
     2: "usage or configuration error",
     3: "authentication refused by the hub",
     4: "hub unreachable or failing after retries",

@@ -133,7 +133,7 @@ def check(
         watch = read_status(s.agent_state_dir())
         if watch is not None:
             # The live watch holds everything the hub sent: serve from the store alone.
-            store.warnings.extend(watch.get("hazards") or [])
+            store.warnings.extend(watch_warnings(watch))
             return run_check(None, store, s, max, peek, time.time(), emit)
         with hub_client(s) as hub:
             try:
@@ -267,6 +267,18 @@ def _ack_hub(hub: Any, store: MessageStore, s: Settings, batch: MailboxBatch) ->
     except AgentComError as exc:
         return None, f"could not ack the hub (it will be retried): {exc}"
     return up_to, None
+
+
+def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
+    """What a live watch reports that the agent or a person should know: its hazards, and its
+    last wake error while no wake has gone through since."""
+    out = [str(h) for h in watch.get("hazards") or []]
+    error = watch.get("last_wake_error")
+    if isinstance(error, Mapping) and not error.get("cleared_at"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
+        out.append(f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
+                   f"{error.get('detail')}; to fix: {error.get('fix')}")
+    return out
 
 
 def current_status(store: MessageStore, s: Settings) -> str:
@@ -724,7 +736,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         warnings = list(store.warnings)
         my_status = current_status(store, s)
     watch = read_status(s.agent_state_dir())
-    hazards: list[str] = list(watch.get("hazards") or []) if watch is not None else []
+    hazards: list[str] = watch_warnings(watch) if watch is not None else []
     hub_part: dict[str, Any] = {"ok": False, "agents_connected": None, "error": None, "last_contact": last_contact}
     mailbox = None
     try:
@@ -901,11 +913,17 @@ def log(disposition: str | None = None, limit: int = 50, *, settings: Settings |
         dead = list(reversed(store.messages(state="dead", limit=limit)))
         peers = store.peers()
         warnings = list(store.warnings)
+        a2a_failures = store.a2a_failures(10)
+    for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))
+        warnings.append(f"A2A task {f['task']} for {f['peer']} ({len(f['ids'])} message(s)) {f['outcome']} at {when}: "
+                        f"{f['error']}; its messages went back to `agentcom check`")
     return {
         "agent_id": s.agent_id,
         "entries": [history_entry(r) for r in rows],
         "roster": peers,
         "dead_letters": [history_entry(r) for r in dead],
+        "a2a_failures": a2a_failures,
         "warnings": warnings,
     }
 

@@ -116,6 +116,42 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX set_aside_key ON set_aside(key);
         """,
     ),
+    (
+        "A2A tasks handed to an agent by `agentcom watch` (mode a2a), and the messages each carries",
+        """
+        CREATE TABLE a2a_tasks (
+            id INTEGER PRIMARY KEY,
+            peer TEXT NOT NULL,             -- the AgentCom sender: the answer goes back to it
+            context_id TEXT NOT NULL,       -- the A2A contextId (one task in flight per context)
+            reply_to TEXT NOT NULL,         -- the newest message carried: the answer replies to it
+            message_id TEXT NOT NULL UNIQUE,-- the A2A messageId of the latest send; new for every send
+            task_id TEXT,                   -- the agent's task id, stored before waiting on it
+            state TEXT NOT NULL,            -- sending | working | answering | done | failed
+            attempts INTEGER NOT NULL DEFAULT 0,  -- sends that may have reached the agent
+            polls INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            sent_at REAL,                   -- the latest send began (NULL: not tried since the last loss)
+            accepted_at REAL,
+            next_at REAL NOT NULL,          -- when to send, poll or deliver next
+            finished_at REAL,
+            answer TEXT,                    -- the agent's final text, kept until delivered
+            -- outcome: answered | no_reply | replied_already | failed | rejected | timeout | lost
+            outcome TEXT,
+            sent_id TEXT,                   -- the hub id of the answer sent back
+            error TEXT
+        );
+        CREATE INDEX a2a_tasks_open ON a2a_tasks(state) WHERE state IN ('sending', 'working', 'answering');
+        CREATE INDEX a2a_tasks_peer ON a2a_tasks(peer, finished_at);
+        -- a message is handed to A2A at most once (a lost task is resent under a new messageId)
+        CREATE TABLE a2a_messages (
+            message_id TEXT PRIMARY KEY,
+            task INTEGER,                   -- a2a_tasks.id; NULL: held back for `check` (the loop guard)
+            prev TEXT,                      -- its delivery record before the task (JSON): undoes an unsent task
+            note TEXT
+        );
+        CREATE INDEX a2a_messages_task ON a2a_messages(task);
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -168,8 +204,12 @@ SCHEMA_COLUMNS = {
     "peers": ("agent_id", "status", "timestamp", "message_id", "at"),
     "meta": ("key", "value"),
     "set_aside": ("key", "kind", "seq", "sender", "reason", "raw", "at"),
+    "a2a_tasks": ("id", "peer", "context_id", "reply_to", "message_id", "task_id", "state", "attempts", "polls",
+                  "created_at", "sent_at", "accepted_at", "next_at", "finished_at", "answer", "outcome", "sent_id", "error"),
+    "a2a_messages": ("message_id", "task", "prev", "note"),
 }
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
+_A2A_OPEN = "('sending', 'working', 'answering')"
 PRUNE_INTERVAL = 3600.0
 
 
@@ -528,6 +568,10 @@ class MessageStore:
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc) from None
 
+    def quick_check(self) -> str:
+        """SQLite's own consistency check of the file: 'ok', or what is wrong."""
+        return str(self._read("PRAGMA quick_check")[0][0])
+
     # meta -----------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -777,6 +821,146 @@ class MessageStore:
         """Auto-replies already sent to `sender` (they count against its per-minute budget)."""
         self._many("INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)",
                    [(f"import:{sender}:{n}", sender, at) for n, at in enumerate(times)])
+    # A2A tasks (watch, mode a2a) ------------------------------------------------
+
+    def a2a_handed(self, ids: Sequence[str]) -> set[str]:
+        """Which of these messages A2A already took (carried by a task, or held back for `check`)."""
+        out: set[str] = set()
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT message_id FROM a2a_messages WHERE message_id IN ({marks})"
+            out.update(r[0] for r in self._read(sql, chunk))
+        return out
+
+    def received_at(self, ids: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, received_at FROM messages WHERE id IN ({marks})"
+            out.update((r[0], r[1]) for r in self._read(sql, chunk))
+        return out
+
+    def thread_root(self, reply_to: str | None, own_id: str, most: int = 50) -> str:
+        """The first message of a reply_to chain, through what we received and what we sent;
+        an unknown parent is the root (messages answering the same unknown one share it)."""
+        root, parent, seen = own_id, reply_to, {own_id}
+        while parent and parent not in seen and len(seen) < most:
+            seen.add(parent)
+            root = parent
+            rows = self._read("SELECT reply_to FROM messages WHERE id = ? LIMIT 1", (parent,)) or self._read(
+                "SELECT reply_to FROM sent WHERE id = ? LIMIT 1", (parent,))
+            parent = rows[0][0] if rows else None
+        return root
+
+    def a2a_open_tasks(self) -> list[sqlite3.Row]:
+        return self._read(f"SELECT * FROM a2a_tasks WHERE state IN {_A2A_OPEN} ORDER BY next_at, id")
+
+    def a2a_task(self, task: int) -> sqlite3.Row | None:
+        rows = self._read("SELECT * FROM a2a_tasks WHERE id = ?", (task,))
+        return rows[0] if rows else None
+
+    def a2a_create(
+        self, peer: str, context_id: str, reply_to: str, message_id: str, carried: dict[str, Record], now: float
+    ) -> int:
+        """A task about to be sent, with the messages it carries and their records before the lease."""
+        cur = self._exec(
+            "INSERT INTO a2a_tasks (peer, context_id, reply_to, message_id, state, created_at, next_at)"
+            " VALUES (?, ?, ?, ?, 'sending', ?, ?)",
+            (clean(peer), context_id, reply_to, message_id, now, now),
+        )
+        task = int(cur.lastrowid or 0)
+        self._many(
+            "INSERT OR REPLACE INTO a2a_messages (message_id, task, prev) VALUES (?, ?, ?)",
+            [(i, task, json.dumps([r.state, r.deliveries, r.expired, r.due])) for i, r in carried.items()],
+        )
+        return task
+
+    def a2a_hold(self, ids: Sequence[str], note: str) -> None:
+        """Held back by the loop guard: these wait for `check`, never for an A2A task."""
+        self._many("INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)",
+                   [(i, note) for i in ids])
+        self._many(f"UPDATE messages SET reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN {_OPEN}",
+                   [(f"; {note}", i) for i in ids])
+
+    def a2a_update(self, task: int, **changes: Any) -> None:
+        allowed = {"message_id", "task_id", "state", "attempts", "polls", "sent_at", "accepted_at", "next_at",
+                   "finished_at", "answer", "outcome", "sent_id", "error"}
+        assert changes and set(changes) <= allowed, changes
+        names = sorted(changes)
+        self._exec(f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+                   [changes[n] for n in names] + [task])
+
+    def a2a_carried(self, task: int) -> list[str]:
+        return [r[0] for r in self._read("SELECT message_id FROM a2a_messages WHERE task = ? ORDER BY rowid", (task,))]
+
+    def a2a_release(self, task: int) -> None:
+        """Undo a task that never reached the agent: its messages are as they were before it
+        leased them (for `check` and a later task), and the task is forgotten."""
+        rows = self._read("SELECT message_id, prev FROM a2a_messages WHERE task = ?", (task,))
+        records = {}
+        for msg_id, prev in rows:
+            state, deliveries, expired, due = json.loads(prev)
+            records[msg_id] = Record(state, deliveries, expired, due)
+        self.restore(records)
+        self._exec("DELETE FROM a2a_messages WHERE task = ?", (task,))
+        self._exec("DELETE FROM a2a_tasks WHERE id = ?", (task,))
+
+    def a2a_return(self, ids: Sequence[str], now: float, note: str) -> None:
+        """A task that failed: its messages come back to `check` now, with why in their reason."""
+        self._many("UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', 'shown')",
+                   [(now, f"; {note}", i) for i in ids])
+
+    def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
+        """Messages of tasks still running stay leased to them: `check` does not hand them out."""
+        return self._exec(
+            "UPDATE messages SET due = ? WHERE state IN ('leased', 'shown') AND due < ? AND id IN ("
+            " SELECT a.message_id FROM a2a_messages a JOIN a2a_tasks t ON a.task = t.id"
+            f" WHERE t.state IN {_A2A_OPEN})",
+            (now + lease_seconds, now + lease_seconds / 2),
+        ).rowcount
+
+    def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
+        """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
+        out: dict[str, list[float]] = {}
+        sql = "SELECT peer, finished_at FROM a2a_tasks WHERE outcome = 'answered' AND finished_at > ?"
+        for peer, at in self._read(sql, (since,)):
+            out.setdefault(peer, []).append(at)
+        return out
+
+    def a2a_summary(self) -> dict[str, Any]:
+        """For `status`: tasks in flight, answers sent, silences, failures, held messages, the last failure."""
+        by_state: dict[str, int] = {
+            r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state")}
+        by_outcome: dict[str, int] = {r[0]: r[1] for r in self._read(
+            "SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome")}
+        held = self._read(f"SELECT COUNT(*) FROM a2a_messages a JOIN messages m ON m.id = a.message_id"
+                          f" WHERE a.task IS NULL AND m.state IN {_OPEN}")[0][0]
+        last = self._read(
+            "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1")
+        return {
+            "in_flight": sum(by_state.get(s, 0) for s in ("sending", "working", "answering")),
+            "answered": by_outcome.get("answered", 0),
+            "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
+            "failed": by_state.get("failed", 0),
+            "held": held,
+            "last_failure": {"at": last[0][0], "outcome": last[0][1], "error": last[0][2]} if last else None,
+        }
+
+    def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
+        """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
+        rows = self._read("SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
+                          " ORDER BY finished_at DESC LIMIT ?", (limit,))
+        return [{"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
+                for r in rows]
+
+    def a2a_prune(self, now: float, days: float) -> None:
+        """Finished tasks older than `days`, and the records of messages no longer kept; hourly."""
+        if 0 <= now - float(self.get_meta("a2a_pruned_at", 0) or 0) < PRUNE_INTERVAL:
+            return
+        self.set_meta("a2a_pruned_at", now)
+        self._exec("DELETE FROM a2a_messages WHERE message_id NOT IN (SELECT id FROM messages)")
+        self._exec("DELETE FROM a2a_tasks WHERE state IN ('done', 'failed') AND finished_at < ?"
+                   " AND id NOT IN (SELECT task FROM a2a_messages WHERE task IS NOT NULL)", (now - days * 86400,))
 
     # history ------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ Modes (the config's `[wake]` table):
   waiting messages (OpenClaw wraps it as untrusted external content; our fence is inside).
 - `wake`: `POST /hooks/wake` with a fixed notice we wrote. Never message content: OpenClaw
   hands that text to the model unwrapped, as trusted system context.
-- `command`: run a command with the prompt rendering on stdin (other runtimes).
+- `command`: run a command with the prompt rendering on stdin (other runtimes): a list of
+  words as given, or one string through `/bin/sh -c` when `shell = true`.
+- `a2a`: send the prompt rendering as an A2A task and the agent's answer back to the sender
+  (`a2a.py`; driven by the watch, not by `Waker`).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import random
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from .config import WakeSettings
 from .errors import ConfigError
+from .render import neutralise
 
 WAKE_NOTICE = "{n} AgentCom message(s) need attention; run `agentcom check` to read them."
 MAX_BACKOFF = 60.0
+STDERR_LINES = 3
 
 
 class WakeBatcher:
@@ -75,6 +80,7 @@ class WakeOutcome:
     kind: str  # ok | retry | unauthorized | refused
     detail: str = ""
     retry_after: float | None = None
+    status: str = ""  # a short status for `agentcom status`: "exit 1", "timeout"; HTTP ones are in `detail`
 
 
 def idempotency_key(ids: Sequence[str], deliveries: Sequence[int]) -> str:
@@ -141,10 +147,43 @@ class Waker:
         return WakeOutcome("refused", f"gateway answered {reply.status} to {path}: check the [wake] settings (session_key, agent_id, hooks config)")
 
     def _command(self, prompt: str) -> WakeOutcome:
+        data = prompt if prompt.endswith("\n") else prompt + "\n"  # a text file ends with a newline
         try:
-            done = subprocess.run(list(self.wake.command), input=prompt.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=self.wake.timeout)
+            done = subprocess.run(
+                self.wake.argv(), input=data.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                timeout=self.wake.timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return WakeOutcome("retry", f"wake command ran over its {self.wake.timeout:g} s timeout", status="timeout")
         except (OSError, subprocess.SubprocessError) as exc:
-            return WakeOutcome("retry", f"wake command failed to run: {type(exc).__name__}")
+            why = f"{type(exc).__name__}: {getattr(exc, 'strerror', '') or ''}".rstrip(": ")
+            return WakeOutcome("retry", f"wake command failed to run: {why}", status="not run")
         if done.returncode == 0:
             return WakeOutcome("ok", "command exited 0")
-        return WakeOutcome("retry", f"wake command exited {done.returncode}")
+        detail = f"wake command exited {done.returncode}" + stderr_excerpt(done.stderr)
+        return WakeOutcome("retry", detail, status=f"exit {done.returncode}")
+
+
+def stderr_excerpt(raw: bytes, lines: int = STDERR_LINES, width: int = 200) -> str:
+    """The first lines of a failing command's stderr, neutralised, for the event and `status`."""
+    text = raw.decode("utf-8", "replace").strip()
+    if not text:
+        return " (no stderr)"
+    shown = [neutralise(line)[:width] for line in text.splitlines()[:lines]]
+    more = " ..." if len(text.splitlines()) > lines else ""
+    return ": stderr: " + " | ".join(shown) + more
+
+
+def wake_error(outcome: WakeOutcome, wake: WakeSettings, now: float) -> dict[str, Any]:
+    """What `status`, `check` and watch.json keep of a failed wake: when, what, what to fix."""
+    where = " ".join(wake.argv())[:120] if wake.mode == "command" else str(wake.url)
+    if outcome.kind == "unauthorized":
+        fix = "the wake token was refused: fix [wake] token / token_file (or AGENTCOM_WAKE_TOKEN), restart the watch"
+    elif outcome.kind == "refused":
+        fix = f"{where} refused the request: check the [wake] settings against the gateway's config"
+    elif wake.mode == "command":
+        fix = "fix [wake] command (a list of words, or a string with shell = true); its stderr is in the detail"
+    else:
+        fix = f"is the gateway running and reachable at {where}? retried with backoff; messages wait for `check`"
+    return {"at": now, "mode": wake.mode, "kind": outcome.kind, "status": outcome.status or outcome.kind,
+            "detail": outcome.detail, "fix": fix}

