@@ -638,10 +638,12 @@ agentcom doctor --json
 @_json_option
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Check the setup in order: config, hub, token, store, watch, wake, OpenClaw.
+    """Check the setup step by step and say what to fix.
 
-    Exits 0 when everything needed works, else with the exit code of the first failure.
-    Never prints a token."""
+    In order: the config file, the hub (through the proxy if one is set) and its health, the
+    token, the state folder and store, a live watch, the wake endpoint and its token, the
+    OpenClaw skill. Exits 0 when everything needed works, else with the exit code of the
+    first failure. Never prints a token."""
     from .doctor import run_doctor
     from .render import render_doctor_text
 
