@@ -22,7 +22,7 @@ from .errors import (
     UsageError,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _ACTIONS = (
     "check", "send", "reply", "ack", "defer", "dismiss", "show", "inbox", "thread", "search", "sent",

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import click
 
+from . import __version__
 from .errors import EXIT_CODES, AgentComError, UsageError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
@@ -249,7 +250,7 @@ def parse_duration(text: str, what: str) -> float:
 
 @click.group(cls=AgentComGroup, epilog=EXIT_CODE_HELP, context_settings=CONTEXT, invoke_without_command=False)
 @global_options
-@click.version_option(package_name="agentcom-skill", prog_name="agentcom")
+@click.version_option(__version__, prog_name="agentcom")  # the one source of the version
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """agentcom: read an AgentCom mailbox, let code handle what it can, hand the rest to the agent.

@@ -1,30 +1,48 @@
 """HubClient: the hub's HTTP contract, its errors and our retry policy, in one place.
 
 Every reply is validated here before anything else sees it. The token travels only in
-the Authorization header and appears in no log line or error message.
+the Authorization header and appears in no log line or error message, even when a hub
+echoes it back.
 
-The wire is a `Transport`: the default speaks HTTP/1.1 through the standard library's
-`http.client` (one kept-alive connection per client, which is all a CLI run needs, and
-about 70 ms less start-up than a general HTTP library); a test can pass another.
+The wire is `requests`: one `requests.Session` per client (kept-alive connections, and the
+proxy and CA settings people already give to Python programs: `HTTP_PROXY`, `HTTPS_PROXY`,
+`NO_PROXY`, `REQUESTS_CA_BUNDLE`, as requests reads them; the config's `ca_bundle` wins
+over the environment's bundle). A test that needs a stand-in hub mounts a requests
+transport adapter on `client.session`. What requests does not give, this module adds:
+- one deadline for a whole call (retries, waits and a reply dripping in byte by byte);
+- our retry policy (idempotent calls only, or any call that cannot have been sent;
+  exponential backoff with full jitter; a bounded wait for 429);
+- a size limit on replies, declared and streamed;
+- errors as `AgentComError` kinds with one line saying what to fix.
+
+This module is imported only on paths that talk to a hub (it pulls in requests).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
-import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import requests
+import urllib3
+
+from . import __version__
 from .errors import AuthError, ConfigError, HubProtocolError, HubUnavailableError, RateLimitedError, UsageError
 from .message import MailboxBatch, parse_mailbox_bytes
 
 log = logging.getLogger("agentcom.http")
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+USER_AGENT = f"agentcom/{__version__}"
+CHUNK_BYTES = 256 * 1024
+PROXY_SCHEMES = ("http", "https")
+CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what requests reads, in its order
 
 
 # the wire ----------------------------------------------------------------------------
@@ -32,25 +50,11 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 
 class TransportError(Exception):
     """The exchange failed below HTTP. `sent` is False when the request cannot have reached
-    the hub (safe to retry any call); `hopeless` when retrying cannot help."""
+    the peer (safe to retry any call); `hopeless` when retrying cannot help."""
 
     def __init__(self, reason: str, *, sent: bool, hopeless: bool = False):
         super().__init__(reason)
         self.reason, self.sent, self.hopeless = reason, sent, hopeless
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-
-class Transport(Protocol):
-    def request(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
-                timeouts: tuple[float, float], give_up_at: float, max_bytes: int) -> Reply: ...
-
-    def close(self) -> None: ...
 
 
 class BodyTooLarge(Exception):
@@ -62,104 +66,309 @@ class DeadlinePassed(Exception):
     pass
 
 
-class HttpTransport:
-    """HTTP/1.1 over one kept-alive `http.client` connection."""
+class UndecodableBody(Exception):
+    pass
 
-    def __init__(self, base_url: str):
-        parts = urlsplit(base_url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.https else 80)
-        self.prefix = parts.path.rstrip("/")
-        self._conn: Any = None
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+class Peer(NamedTuple):
+    """Who is at the other end, for error messages: "hub" and its `hub_url` setting, or
+    "gateway" and `wake.url`."""
 
-    def _connect(self, connect_timeout: float) -> Any:
-        import http.client
+    name: str
+    url_setting: str
 
-        if self.https:
-            import ssl
 
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=connect_timeout, context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=connect_timeout)
+HUB = Peer("hub", "hub_url")
+
+
+class Reply(NamedTuple):
+    status: int
+    headers: Mapping[str, str]  # case-insensitive (requests' own mapping)
+    body: bytes
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """The token as a bearer header. Always passing an auth object (NO_AUTH when a call
+    needs none) also stops requests from sending ~/.netrc credentials to the hub."""
+
+    def __init__(self, token: str | None):
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._token:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+
+NO_AUTH = BearerAuth(None)
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    # urllib3 disables Nagle's algorithm on every connection (TCP_NODELAY, its default
+    # socket options): a small request is not held back waiting for the reply's ACK.
+    return session
+
+
+def exchange(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    auth: BearerAuth,
+    verify: str | None,
+    timeouts: tuple[float, float],
+    give_up_at: float,
+    max_bytes: int,
+    peer: Peer,
+) -> Reply:
+    """One HTTP exchange, its body read to the end in chunks (the deadline is checked
+    between them, so a peer dripping its reply still meets it), at most `max_bytes`."""
+    try:
+        resp = session.request(
+            method, url, headers=dict(headers), data=body, auth=auth, timeout=timeouts, stream=True,
+            allow_redirects=False, verify=verify,
+        )
+    except requests.RequestException as exc:
+        raise _transport_error(exc, url, peer) from None
+    try:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise BodyTooLarge(int(declared))
+        chunks, size = [], 0
+        for chunk in _chunks(resp.raw):
+            size += len(chunk)
+            if size > max_bytes:
+                raise BodyTooLarge(None)
+            chunks.append(chunk)
+            if time.monotonic() > give_up_at:
+                raise DeadlinePassed()
+    except urllib3.exceptions.DecodeError:
+        resp.close()
+        raise UndecodableBody() from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        resp.close()
+        raise _transport_error(exc, url, peer) from None
+    except BaseException:
+        resp.close()  # the rest of the body is unread: this connection cannot be reused
+        raise
+    release = getattr(resp.raw, "release_conn", None)
+    if release is not None:
+        release()  # read to the end: the connection is ready for the next call
+    return Reply(resp.status_code, resp.headers, b"".join(chunks))
+
+
+def _chunks(raw: Any) -> Iterator[bytes]:
+    # read1: whatever one socket read brings (urllib3 >= 2.3), not a full chunk, so the
+    # caller sees a slow body arrive and can give up on time.
+    read: Callable[[int], bytes] = getattr(raw, "read1", None) or raw.read
+    while True:
+        chunk = read(CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """An exception and everything it wraps (requests -> urllib3 -> socket), outermost first."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        inner = [getattr(e, "reason", None), *e.args, e.__cause__, e.__context__]
+        todo.extend(i for i in inner if isinstance(i, BaseException))
+
+
+def _transport_error(exc: BaseException, url: str, peer: Peer) -> TransportError:
+    """What went wrong below HTTP, in one line that says what to check."""
+    chain = list(_causes(exc))
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return _proxy_error(chain, url)
+    https = url.lower().startswith("https:")
+    return (
+        _tls_error(chain, https, peer)
+        or _connect_error(chain, peer)
+        or _exchange_error(chain, https, peer)
+        or TransportError(f"connection failed ({type(exc).__name__})", sent=True)
+    )
+
+
+def _has(chain: list[BaseException], *kinds: type[BaseException]) -> bool:
+    return any(isinstance(e, kinds) for e in chain)
+
+
+def _named(chain: list[BaseException], *names: str) -> bool:
+    # socket.gaierror, ssl.SSLCertVerificationError, http.client.BadStatusLine: by name, so
+    # this module need not import ssl or http.client for an isinstance check
+    return any(type(e).__name__ in names for e in chain)
+
+
+def _resolve_failed(chain: list[BaseException]) -> bool:
+    return _has(chain, urllib3.exceptions.NameResolutionError) or _named(chain, "gaierror")
+
+
+def _connect_timed_out(chain: list[BaseException]) -> bool:
+    # urllib3's NewConnectionError (refused, unresolvable, no route) is also a
+    # ConnectTimeoutError: only the others are timeouts
+    errors = urllib3.exceptions
+    return _has(chain, requests.exceptions.ConnectTimeout) or any(
+        isinstance(e, errors.ConnectTimeoutError) and not isinstance(e, errors.NewConnectionError) for e in chain
+    )
+
+
+def _tls_error(chain: list[BaseException], https: bool, peer: Peer) -> TransportError | None:
+    if not (_has(chain, requests.exceptions.SSLError, urllib3.exceptions.SSLError)
+            or any(type(e).__module__ == "ssl" for e in chain)):
+        return None
+    if _named(chain, "SSLCertVerificationError"):
+        return TransportError(
+            f"the {peer.name}'s TLS certificate is not trusted (for a self-signed {peer.name}, set ca_bundle "
+            f"in the config file or REQUESTS_CA_BUNDLE to its CA certificate)", sent=False, hopeless=True)
+    if https:
+        return TransportError(
+            f"TLS handshake failed (is the {peer.name} plain http? then use an http:// {peer.url_setting})",
+            sent=False, hopeless=True)
+    return TransportError("TLS error", sent=True, hopeless=True)
+
+
+def _connect_error(chain: list[BaseException], peer: Peer) -> TransportError | None:
+    """The connection could not be made: the request was not sent."""
+    if _resolve_failed(chain):
+        return TransportError(f"the host name does not resolve (check {peer.url_setting})", sent=False, hopeless=True)
+    if _has(chain, ConnectionRefusedError):
+        return TransportError(f"connection refused (is the {peer.name} running, the port right?)", sent=False)
+    if _connect_timed_out(chain):
+        return TransportError("connection timed out (is the host reachable, the port right?)", sent=False)
+    if _has(chain, urllib3.exceptions.NewConnectionError):
+        reason = next((e.strerror for e in chain if isinstance(e, OSError) and e.strerror), None)
+        return TransportError(f"cannot connect ({reason or 'no route'})", sent=False)
+    invalid = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
+    if _has(chain, *invalid):
+        return TransportError(f"the URL cannot be used (check {peer.url_setting})", sent=False, hopeless=True)
+    return None
+
+
+def _exchange_error(chain: list[BaseException], https: bool, peer: Peer) -> TransportError | None:
+    """The request went out and the reply did not come back whole."""
+    if _has(chain, requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        return TransportError("no reply in time (read timeout)", sent=True)
+    if _named(chain, "BadStatusLine", "LineTooLong"):
+        hint = "" if https else f" (an https {peer.name}? then use an https:// {peer.url_setting})"
+        return TransportError(f"the {peer.name} answered something that is not HTTP{hint}", sent=True, hopeless=True)
+    if _has(chain, ConnectionError, urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError):
+        hint = "" if https else f" (if the {peer.name} serves https, use an https:// {peer.url_setting})"
+        return TransportError(f"connection reset or closed by the {peer.name}{hint}", sent=True)
+    return None
+
+
+def _proxy_error(chain: list[BaseException], url: str) -> TransportError:
+    proxy = describe_proxy(url)
+    if _has(chain, ConnectionRefusedError):
+        return TransportError(
+            f"the proxy {proxy} refused the connection (is the proxy running? or list the hub in NO_PROXY)", sent=False)
+    if _resolve_failed(chain):
+        return TransportError(f"the proxy {proxy}: its host name does not resolve", sent=False, hopeless=True)
+    if _connect_timed_out(chain):
+        return TransportError(f"the proxy {proxy} did not answer in time", sent=False)
+    prefix = "Tunnel connection failed: "
+    tunnel = next((str(e) for e in chain if str(e).startswith(prefix)), None)
+    if tunnel:  # the proxy answered CONNECT with an error status
+        return TransportError(f"the proxy {proxy} would not connect to it ({tunnel[len(prefix):][:80]})",
+                              sent=False, hopeless=True)
+    return TransportError(f"cannot go through the proxy {proxy}", sent=False)
+
+
+# proxies and CA bundles, as requests reads them -----------------------------------------
+
+
+def environment_proxy(url: str) -> tuple[str, str] | None:
+    """The proxy requests will use for `url` (NO_PROXY applied) and the environment variable
+    it came from, or None."""
+    if not any(name[-6:].lower() == "_proxy" for name in os.environ):
+        return None  # the common case, decided without asking urllib for the proxy table
+    proxies = requests.utils.get_environ_proxies(url)
+    if not proxies:
+        return None
+    parts = urlsplit(url)
+    for key in (f"{parts.scheme}://{parts.hostname}", parts.scheme, f"all://{parts.hostname}", "all"):
+        if proxies.get(key):
+            return proxies[key], _proxy_variable(key)
+    return None
+
+
+def _proxy_variable(key: str) -> str:
+    # urllib's reading, which requests uses: a lower-case variable beats an upper-case one.
+    wanted = f"{key}_proxy"
+    names = [n for n in os.environ if n.lower() == wanted and os.environ[n]]
+    return wanted if wanted in names else (names[0] if names else wanted.upper())
+
+
+def redact_url(url: str) -> str:
+    """A URL without its user:password part (also when the URL is malformed, as a proxy
+    setting without a scheme is: everything before the last `@` goes)."""
+    if "@" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.netloc and "@" in parts.netloc:
         try:
-            conn.connect()
-        except socket.gaierror:
-            raise TransportError("the host name does not resolve (check hub_url)", sent=False, hopeless=True) from None
-        except ConnectionRefusedError:
-            raise TransportError("connection refused (is the hub running, the port right?)", sent=False) from None
-        except TimeoutError:
-            raise TransportError("connection timed out (is the host reachable, the port right?)", sent=False) from None
-        except OSError as exc:
-            if _is_tls_error(exc):
-                raise TransportError("TLS handshake failed (is the hub plain http? then use an http:// hub_url)", sent=False, hopeless=True) from None
-            raise TransportError(f"cannot connect ({exc.strerror or type(exc).__name__})", sent=False) from None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-
-    def request(self, method, path, headers, body, timeouts, give_up_at, max_bytes) -> Reply:
-        import http.client
-
-        reused = self._conn is not None
-        if self._conn is None:
-            self._conn = self._connect(timeouts[0])
-        conn = self._conn
-        try:
-            conn.sock.settimeout(timeouts[1])
-            conn.request(method, self.prefix + path, body=body, headers={**headers, "user-agent": "agentcom"})
-            resp = conn.getresponse()
-            status, reply_headers = resp.status, {k.lower(): v for k, v in resp.getheaders()}
-            declared = reply_headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise BodyTooLarge(int(declared))
-            chunks, size = [], 0
-            while True:
-                # read1: whatever one socket read brings, so a hub dripping its reply
-                # byte by byte still meets the overall deadline.
-                chunk = resp.read1(256 * 1024)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BodyTooLarge(None)
-                chunks.append(chunk)
-                if time.monotonic() > give_up_at:
-                    raise DeadlinePassed()
-            resp.close()  # read to the end: the connection is ready for the next request
-            if resp.will_close:
-                self.close()
-            return Reply(status, reply_headers, b"".join(chunks))
-        except (BodyTooLarge, DeadlinePassed):
-            self.close()
-            raise
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-            self.close()
-            if reused:  # the hub closed an idle kept-alive connection: once more on a new one
-                return self.request(method, path, headers, body, timeouts, give_up_at, max_bytes)
-            hint = "" if self.https else " (if the hub serves https, use an https:// hub_url)"
-            raise TransportError(f"connection reset or closed by the hub{hint}", sent=True) from exc
-        except TimeoutError:
-            self.close()
-            raise TransportError("no reply in time (read timeout)", sent=True) from None
-        except http.client.BadStatusLine:
-            self.close()
-            hint = " (an https hub? then use an https:// hub_url)" if not self.https else ""
-            raise TransportError(f"the hub answered something that is not HTTP{hint}", sent=True, hopeless=True) from None
-        except (http.client.HTTPException, OSError) as exc:
-            self.close()
-            if _is_tls_error(exc):
-                raise TransportError("TLS error", sent=True, hopeless=True) from None
-            raise TransportError(f"connection failed ({type(exc).__name__})", sent=True) from None
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        return urlunsplit((parts.scheme, f"****@{parts.hostname or ''}{port}", parts.path, parts.query, parts.fragment))
+    return "****@" + url.rsplit("@", 1)[1]
 
 
-def _is_tls_error(exc: BaseException) -> bool:
-    ssl = __import__("sys").modules.get("ssl")
-    return ssl is not None and isinstance(exc, ssl.SSLError)
+def describe_proxy(url: str) -> str:
+    found = environment_proxy(url)
+    if found is None:
+        return "(from the environment)"
+    return f"{redact_url(found[0])} (from environment variable {found[1]})"
+
+
+def check_proxy(url: str) -> None:
+    """A proxy for `url` must be an http:// or https:// URL: requests reads `proxy:3128` as a
+    URL whose scheme is `proxy` and fails with a riddle; say what to write instead."""
+    found = environment_proxy(url)
+    if found is None:
+        return
+    value, variable = found
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname or not port_ok:
+        raise ConfigError(
+            f"proxy {redact_url(value)[:80]!r} from environment variable {variable} is not an http:// or https:// URL "
+            f"with a host: write it like http://proxy.example:3128 (or list the hub in NO_PROXY)")
+
+
+def environment_ca_bundle() -> tuple[str, str] | None:
+    for variable in CA_BUNDLE_VARS:
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    return None
+
+
+def check_ca_bundle_environment(url: str) -> None:
+    """requests only looks at a CA bundle for https; a missing one would fail there with a
+    long OSError. Name the variable instead."""
+    if not url.lower().startswith("https:"):
+        return
+    found = environment_ca_bundle()
+    if found is not None and not os.path.exists(found[0]):
+        raise ConfigError(f"the CA bundle {found[0]} from environment variable {found[1]} does not exist "
+                          f"(point it at a PEM file of CA certificates, or unset it)")
+
+
+# the hub -----------------------------------------------------------------------------
 
 
 class HubClient:
@@ -177,9 +386,11 @@ class HubClient:
         retries: int = 3,
         backoff: float = 0.2,
         max_rate_limit_wait: float = 10.0,
+        ca_bundle: str | None = None,
         token_source: str = "",
         url_source: str = "",
-        transport: Transport | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -191,12 +402,17 @@ class HubClient:
         self.retries = retries
         self.backoff = backoff
         self.max_rate_limit_wait = max_rate_limit_wait
-        self.transport: Transport = transport if transport is not None else HttpTransport(self.base_url)
+        self.ca_bundle = ca_bundle  # validated by the config; None: the environment's or certifi's
+        self._sleep = sleep
+        check_proxy(self.base_url)
+        if ca_bundle is None:
+            check_ca_bundle_environment(self.base_url)
+        self.session = session if session is not None else new_session()
 
     def close(self) -> None:
-        self.transport.close()
+        self.session.close()
 
-    def __enter__(self) -> "HubClient":
+    def __enter__(self) -> HubClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -217,8 +433,11 @@ class HubClient:
             raise HubProtocolError("hub sent an /api/agents reply without an 'agents' list of objects")
         for a in agents:
             caps = a.get("capabilities")
-            if not isinstance(a.get("agent_id"), str) or (caps is not None and not (isinstance(caps, list) and all(isinstance(c, str) for c in caps))):
-                raise HubProtocolError("hub sent an /api/agents entry without a string agent_id or with capabilities that are not a list of strings")
+            if not isinstance(a.get("agent_id"), str) or (
+                caps is not None and not (isinstance(caps, list) and all(isinstance(c, str) for c in caps))
+            ):
+                raise HubProtocolError("hub sent an /api/agents entry without a string agent_id "
+                                       "or with capabilities that are not a list of strings")
             if a.get("status") is not None and not isinstance(a["status"], str):
                 raise HubProtocolError("hub sent an /api/agents entry whose status is not a string")
         return agents
@@ -251,7 +470,8 @@ class HubClient:
         return msg_id
 
     def register(self, agent_id: str) -> dict[str, Any]:
-        body = self._request("POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False, idempotent=False)
+        body = self._request("POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False,
+                             idempotent=False)
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise HubProtocolError("hub sent a register reply without a 'token'")
         return body
@@ -261,36 +481,27 @@ class HubClient:
     def _request(self, method: str, path: str, *, json_body: Any = None, auth: bool = True, idempotent: bool = True,
                  raw: bool = False) -> Any:
         """One call with retries; the decoded JSON body (or, with `raw`, a 2xx reply's bytes)."""
-        headers = {"accept": "application/json"}
-        if auth:
-            headers["authorization"] = f"Bearer {self._token}"
+        headers = {"Accept": "application/json"}
         data = None
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
-            headers["content-type"] = "application/json"
+            headers["Content-Type"] = "application/json"
+        bearer = BearerAuth(self._token) if auth else NO_AUTH
+        call = f"{method} {_route(path)}"
         attempt, waited_for_limit, rate_limited = 0, 0.0, 0
         give_up_at = time.monotonic() + self.deadline
         while True:
             started = time.monotonic()
-            left = give_up_at - started
-            if left <= 0:
-                raise HubUnavailableError(f"hub {self.base_url} gave no complete reply to {method} {_route(path)} within the {self.deadline:g} s deadline")
-            timeouts = (min(self.timeout[0], left), min(self.timeout[1], left))
             try:
-                reply = self.transport.request(method, path, headers, data, timeouts, give_up_at, self.max_response_bytes)
+                reply = self._exchange(call, method, path, headers, data, bearer, give_up_at)
             except TransportError as exc:
-                log.debug("%s %s failed: %s (%.1f ms)", method, _route(path), exc.reason, (time.monotonic() - started) * 1000)
+                log.debug("%s failed: %s (%.1f ms)", call, exc.reason, (time.monotonic() - started) * 1000)
                 if (idempotent or not exc.sent) and not exc.hopeless and attempt < self.retries:
                     attempt += 1
                     self._sleep_backoff(attempt, give_up_at)
                     continue
                 where = f" (hub_url from {self.url_source})" if self.url_source else ""
                 raise HubUnavailableError(f"hub {self.base_url}{where} unreachable: {exc.reason}") from None
-            except BodyTooLarge as exc:
-                size = f"{exc.size} bytes, " if exc.size else ""
-                raise HubProtocolError(f"hub reply to {method} {_route(path)} is {size}over the {self.max_response_bytes}-byte limit") from None
-            except DeadlinePassed:
-                raise HubUnavailableError(f"hub {self.base_url} did not finish its reply to {method} {_route(path)} within the {self.deadline:g} s deadline") from None
             status = reply.status
             log.debug("%s %s -> %d (%.1f ms)", method, path, status, (time.monotonic() - started) * 1000)
             if status == 429:
@@ -298,50 +509,84 @@ class HubClient:
                 # number of tries is bounded: a hub answering 429 at once cannot spin us.
                 wait = _retry_after(reply.headers.get("retry-after"))
                 rate_limited += 1
-                if rate_limited <= 5 and waited_for_limit + wait <= self.max_rate_limit_wait and time.monotonic() + wait < give_up_at:
+                if (rate_limited <= 5 and waited_for_limit + wait <= self.max_rate_limit_wait
+                        and time.monotonic() + wait < give_up_at):
                     waited_for_limit += wait
-                    time.sleep(wait)
+                    self._sleep(wait)
                     continue
-                raise RateLimitedError(f"hub {self.base_url} is rate-limiting {method} {_route(path)}; retry after {wait:g} s")
+                raise RateLimitedError(f"hub {self.base_url} is rate-limiting {call}; retry after {wait:g} s")
             if status in RETRY_STATUSES and idempotent and attempt < self.retries:
                 attempt += 1
                 self._sleep_backoff(attempt, give_up_at)
                 continue
             if raw and 200 <= status < 300:
                 if not reply.body:
-                    raise HubProtocolError(f"hub reply to {method} {_route(path)} is empty")
+                    raise HubProtocolError(f"hub reply to {call} is empty")
                 return reply.body
             return self._decode(status, reply.body, method, path)
 
+    def _exchange(self, call: str, method: str, path: str, headers: Mapping[str, str], data: bytes | None,
+                  bearer: BearerAuth, give_up_at: float) -> Reply:
+        """One exchange within what is left of the deadline; a reply that cannot be used
+        is an error here (only failures below HTTP come out as TransportError)."""
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            raise HubUnavailableError(
+                f"hub {self.base_url} gave no complete reply to {call} within the {self.deadline:g} s deadline")
+        timeouts = (min(self.timeout[0], left), min(self.timeout[1], left))
+        try:
+            return exchange(self.session, method, self.base_url + path, headers=headers, body=data, auth=bearer,
+                            verify=self.ca_bundle, timeouts=timeouts, give_up_at=give_up_at,
+                            max_bytes=self.max_response_bytes, peer=HUB)
+        except BodyTooLarge as exc:
+            size = f"{exc.size} bytes, " if exc.size else ""
+            raise HubProtocolError(
+                f"hub reply to {call} is {size}over the {self.max_response_bytes}-byte limit") from None
+        except UndecodableBody:
+            raise HubProtocolError(f"hub reply to {call} cannot be decoded (its content-encoding)") from None
+        except DeadlinePassed:
+            raise HubUnavailableError(f"hub {self.base_url} did not finish its reply to {call} "
+                                      f"within the {self.deadline:g} s deadline") from None
+
     def _sleep_backoff(self, attempt: int, give_up_at: float) -> None:
         # Exponential backoff with full jitter, so parallel clients do not retry in step.
-        time.sleep(max(0.0, min(random.uniform(0, self.backoff * 2 ** (attempt - 1)), give_up_at - time.monotonic())))
+        ceiling = self.backoff * 2 ** (attempt - 1)
+        self._sleep(max(0.0, min(random.uniform(0, ceiling), give_up_at - time.monotonic())))
 
     def _decode(self, status: int, raw: bytes, method: str, path: str) -> Any:
+        call = f"{method} {_route(path)}"
         body: Any = None
         if raw:
             try:
                 body = json.loads(raw, parse_constant=_no_constant)
             except (ValueError, RecursionError):
                 if 200 <= status < 300:
-                    raise HubProtocolError(f"hub reply to {method} {_route(path)} is not JSON") from None
+                    raise HubProtocolError(f"hub reply to {call} is not JSON") from None
         if 200 <= status < 300:
             if body is None:
-                raise HubProtocolError(f"hub reply to {method} {_route(path)} is empty")
+                raise HubProtocolError(f"hub reply to {call} is empty")
             return body
+        raise self._status_error(status, body, call, path)
+
+    def _status_error(self, status: int, body: Any, call: str, path: str) -> Exception:
+        """The error for a reply that is not a success, as one line saying what to fix."""
         if status in (401, 403):
             where = f" from {self.token_source}" if self.token_source else ""
-            raise AuthError(f"hub {self.base_url} refused the token{where} ({status}) for {method} {_route(path)}: check it belongs to this agent id at this hub")
+            return AuthError(f"hub {self.base_url} refused the token{where} ({status}) for {call}: "
+                             f"check it belongs to this agent id at this hub")
         if status == 404 and path.startswith("/api/"):
-            raise HubProtocolError(f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api")
+            return HubProtocolError(
+                f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api")
+        detail = self._scrub(_error_text(body))
         if status == 409:
-            raise ConfigError(f"hub refused {method} {_route(path)}: {self._scrub(_error_text(body)) or 'conflict'}")
+            return ConfigError(f"hub refused {call}: {detail or 'conflict'}")
         if status in (400, 413, 415, 422):
-            raise UsageError(f"hub rejected {method} {_route(path)} ({status}): {self._scrub(_error_text(body)) or 'invalid request'}")
+            return UsageError(f"hub rejected {call} ({status}): {detail or 'invalid request'}")
+        if status == 407:
+            return HubUnavailableError(f"the proxy {describe_proxy(self.base_url)} wants credentials (407) for {call}")
         if status >= 500:
-            raise HubUnavailableError(f"hub {self.base_url} failed ({status}) on {method} {_route(path)}")
-        raise HubProtocolError(f"hub answered {status} to {method} {_route(path)}")
-
+            return HubUnavailableError(f"hub {self.base_url} failed ({status}) on {call}")
+        return HubProtocolError(f"hub answered {status} to {call}")
 
     def _scrub(self, text: str) -> str:
         """Never repeat our own token, even when the hub echoes it back."""

@@ -99,6 +99,7 @@ class Settings:
     read_timeout: float = 30.0
     max_response_bytes: int = 64 * 1024 * 1024
     request_deadline: float = 60.0
+    ca_bundle: str | None = None  # CA certificates for an https hub (a self-signed one); None: REQUESTS_CA_BUNDLE or certifi
     lock_timeout: float = 10.0
     prompt_text_limit: int = 1500
     retention_days: float = 30.0
@@ -153,6 +154,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "read_timeout": (int, float),
     "max_response_bytes": int,
     "request_deadline": (int, float),
+    "ca_bundle": str,
     "lock_timeout": (int, float),
     "prompt_text_limit": int,
     "retention_days": (int, float),
@@ -499,7 +501,18 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"setting {name} from {source} must be positive")
     if name == "lock_timeout" and value < 0:
         raise ConfigError(f"setting {name} from {source} must not be negative")
+    if name == "ca_bundle":
+        return check_ca_bundle(value, source)
     return value
+
+
+def check_ca_bundle(path_text: str, source: str) -> str:
+    """A CA bundle: a PEM file of certificates, or a folder of them (as requests takes it)."""
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise ConfigError(f"ca_bundle {str(path)[:200]!r} from {source} does not exist: give the path of a PEM file "
+                          f"holding the hub's CA certificate")
+    return str(path.resolve())
 
 
 def _where_to_set(name: str, config_path: Path) -> str:

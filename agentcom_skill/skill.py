@@ -62,6 +62,7 @@ def hub_client(settings: Settings) -> Any:
         read_timeout=settings.read_timeout,
         deadline=settings.request_deadline,
         max_response_bytes=settings.max_response_bytes,
+        ca_bundle=settings.ca_bundle,
         token_source=settings.sources.get("token", ""),
         url_source=settings.sources.get("hub_url", ""),
     )

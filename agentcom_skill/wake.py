@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .config import WakeSettings
+from .errors import ConfigError
 from .render import neutralise
 
 WAKE_NOTICE = "{n} AgentCom message(s) need attention; run `agentcom check` to read them."
@@ -104,24 +105,34 @@ class Waker:
         return self._post("/hooks/agent", body, idempotency_key(ids, deliveries))
 
     def _post(self, path: str, body: dict, key: str | None) -> WakeOutcome:
-        from .client import BodyTooLarge, DeadlinePassed, HttpTransport, TransportError
+        # The network client pulls in requests: imported here, on the first wake, not at start.
+        from .client import (
+            BearerAuth, BodyTooLarge, DeadlinePassed, Peer, TransportError, UndecodableBody, check_proxy, exchange,
+            new_session,
+        )
 
         assert self.wake.url is not None
-        transport = HttpTransport(self.wake.url)
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        if self.wake.token:
-            headers["authorization"] = f"Bearer {self.wake.token}"
-        if key:
-            headers["idempotency-key"] = key
-        timeout = self.wake.timeout
         try:
-            reply = transport.request("POST", path, headers, json.dumps(body).encode(), (min(5.0, timeout), timeout), time.monotonic() + timeout, 1024 * 1024)
+            check_proxy(self.wake.url)
+        except ConfigError as exc:
+            return WakeOutcome("refused", str(exc))
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if key:
+            headers["Idempotency-Key"] = key
+        timeout = self.wake.timeout
+        gateway = f"gateway {self.wake.url} (wake.url)"
+        session = new_session()
+        try:
+            reply = exchange(session, "POST", self.wake.url + path, headers=headers, body=json.dumps(body).encode(),
+                             auth=BearerAuth(self.wake.token), verify=None, timeouts=(min(5.0, timeout), timeout),
+                             give_up_at=time.monotonic() + timeout, max_bytes=1024 * 1024,
+                             peer=Peer("gateway", "wake.url"))
         except TransportError as exc:
-            return WakeOutcome("retry", f"gateway {self.wake.url} unreachable: {exc.reason}")
-        except (BodyTooLarge, DeadlinePassed):
-            return WakeOutcome("retry", f"gateway {self.wake.url} gave no usable reply in time")
+            return WakeOutcome("retry", f"{gateway} unreachable: {exc.reason}")
+        except (BodyTooLarge, DeadlinePassed, UndecodableBody):
+            return WakeOutcome("retry", f"{gateway} gave no usable reply in time")
         finally:
-            transport.close()
+            session.close()
         if 200 <= reply.status < 300:
             return WakeOutcome("ok", f"{path} {reply.status}")
         if reply.status in (401, 403):

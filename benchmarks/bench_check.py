@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Cold-start and backlog cost of `agentcom check`, against the baselines in ../shared/bench/.
+"""Cold-start and backlog cost of `agentcom check`, against the baselines beside this script.
 
 In one run, alternating the commands:
-  1. empty mailbox: `agentcom check --json` vs poll_min.js (Node.js) and poll_min.py (stdlib)
+  1. empty mailbox: `agentcom check --json` vs poll_min_requests.py (requests, the floor for
+     agentcom's stack: target at most 1.3x), poll_min.py (stdlib) and poll_min.js (Node.js)
   2. backlogs of 1,000 / 10,000 / 100,000 mixed messages: wall time and peak RSS of one check
   3. `agentcom send` vs a minimal standard-library POST
-Prints medians and ratios. Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000]
+Prints medians and ratios of wall time and of CPU time (user + system; on a machine shared
+with other work, CPU time moves far less than wall time). With --instructions, also the
+instructions each empty-mailbox command executes, counted by valgrind (the same on a busy
+machine as on an idle one; valgrind must be installed).
+Usage: python benchmarks/bench_check.py [--runs N] [--sizes 1000,10000,100000] [--instructions]
 """
 
 from __future__ import annotations
@@ -24,9 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SHARED, LocalHub, load_trace, median
+from common import AGENTCOM, POLL_MIN_JS, POLL_MIN_PY, POLL_MIN_REQUESTS, LocalHub, load_trace, median
 
-AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
 SEND_MIN = r"""
 import json, os, sys, urllib.request
 hub, token = os.environ["AGENTCOM_HUB_URL"], os.environ["AGENTCOM_TOKEN"]
@@ -37,8 +41,8 @@ with urllib.request.urlopen(req, timeout=10) as r:
 """
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of one child process."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -47,21 +51,39 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
         raise RuntimeError(f"{cmd} failed: {proc.stderr.read().decode()}")
     proc.stderr.close()
     proc.returncode = 0
-    return wall, usage.ru_maxrss
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in commands}
+def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> None:
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, (cmd, env) in commands.items():  # alternate, so drift hits all alike
-            times[name].append(timed(cmd, env)[0])
+            w, c, _ = timed(cmd, env)
+            wall[name].append(w)
+            cpu[name].append(c)
     base = next(iter(commands))
-    print(f"\n{label} ({runs} runs each, alternating)")
-    for name, values in times.items():
-        print(f"  {name:28} median {median(values) * 1000:7.1f} ms")
-    for name in list(times)[1:]:
-        print(f"  ratio {base} / {name}: {median(times[base]) / median(times[name]):.2f}x")
-    return times
+    print(f"\n{label} ({runs} runs each, alternating; medians)")
+    for name in commands:
+        print(f"  {name:30} wall {median(wall[name]) * 1000:7.1f} ms   cpu {median(cpu[name]) * 1000:7.1f} ms")
+    for name in list(commands)[1:]:
+        print(f"  ratio {base} / {name}: wall {median(wall[base]) / median(wall[name]):.2f}x, "
+              f"cpu {median(cpu[base]) / median(cpu[name]):.2f}x")
+
+
+def instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """Instructions one run executes (user space), counted by valgrind's callgrind."""
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                         env=env, capture_output=True, text=True, check=True)
+    return int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1])
+
+
+def count_instructions(commands: dict[str, tuple[list[str], dict[str, str]]]) -> None:
+    counts = {name: instructions(cmd, env) for name, (cmd, env) in commands.items() if not name.startswith("node")}
+    base = next(iter(counts))
+    print("\n1b. empty mailbox, instructions executed (valgrind; node is left out)")
+    for name, n in counts.items():
+        print(f"  {name:30} {n / 1e6:8.1f} M" + (f"   ratio {counts[base] / n:.2f}x" if name != base else ""))
 
 
 def configured_env(hub: LocalHub, agent: str, token: str) -> dict[str, str]:
@@ -97,6 +119,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--backlog-runs", type=int, default=5)
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip() if shutil.which('node') else 'missing'}")
@@ -106,11 +129,18 @@ def main() -> None:
         hub.mint("alice")
         env = hub.env("bob", token)
         check = (AGENTCOM + ["check", "--json"], configured_env(hub, "bob", token))
-        commands = {"agentcom check --json": check, "python3 poll_min.py": ([sys.executable, str(SHARED / "bench" / "poll_min.py")], env)}
+        print(f"agentcom: {' '.join(AGENTCOM)}")
+        commands = {
+            "agentcom check --json": check,
+            "python3 poll_min_requests.py": ([sys.executable, str(POLL_MIN_REQUESTS)], env),
+            "python3 poll_min.py": ([sys.executable, str(POLL_MIN_PY)], env),
+        }
         if shutil.which("node"):
-            commands["node poll_min.js"] = (["node", str(SHARED / "bench" / "poll_min.js")], env)
+            commands["node poll_min.js"] = (["node", str(POLL_MIN_JS)], env)
         timed(*check)  # warm the page cache and create the state folder
         compare("1. empty mailbox", commands, args.runs)
+        if args.instructions and shutil.which("valgrind"):
+            count_instructions(commands)
         compare(
             "3. send one message",
             {"agentcom send": (AGENTCOM + ["send", "alice", "hello"], env), "python3 minimal POST": ([sys.executable, "-c", SEND_MIN, "alice", "hello"], env)},
@@ -131,7 +161,7 @@ def main() -> None:
             walls, rss = [], []
             for i in range(args.backlog_runs):
                 state = tempfile.mkdtemp(dir=hub.dir)
-                wall, peak = timed(AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state))
+                wall, _, peak = timed(AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state))
                 walls.append(wall)
                 rss.append(peak)
             print(f"  {n:>7} messages: median {median(walls):6.2f} s  peak RSS {median(rss) / 1024:6.1f} MB  "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What `agentcom watch` costs and how fast it reacts, against ../shared/bench/ in the same run.
+"""What `agentcom watch` costs and how fast it reacts, against the baselines beside this script in the same run.
 
   1. hub receives a message -> the wake request reaches the gateway (window 2 s, and 0)
   2. a ping -> the pong at the sender's mailbox
@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from common import SHARED, LocalHub, median
+from common import AGENTCOM, POLL_MIN_JS, LocalHub, median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from gateway import RecordingGateway  # noqa: E402
 
-AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
 
 
 def start_watch(hub: LocalHub, env: dict[str, str], gateway: RecordingGateway, window: float) -> subprocess.Popen:
@@ -61,6 +60,17 @@ def pong_latency(hub: LocalHub, bob: str, samples: int) -> list[float]:
     return out
 
 
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} exited {proc.returncode}")
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+
+
 def proc_usage(pid: int) -> tuple[float, float]:
     """(RSS in MB, CPU seconds so far) of a process, from /proc."""
     rss = 0.0
@@ -92,17 +102,20 @@ def main() -> None:
                     print(f"2. ping -> pong at the sender's mailbox: median {median(pongs) * 1000:7.1f} ms ({args.samples} samples)")
                     subprocess.run(AGENTCOM + ["ack"], env=env, capture_output=True)  # the samples' leases: finished
                     check_cmd = (AGENTCOM + ["check", "--json"], env)
-                    node = (["node", str(SHARED / "bench" / "poll_min.js")], env)
-                    runs: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
+                    node = (["node", str(POLL_MIN_JS)], env)
+                    wall: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
+                    cpu: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
                     for _ in range(21):
-                        for name, (cmd, e) in zip(runs, (check_cmd, node)):
+                        for name, (cmd, e) in zip(wall, (check_cmd, node)):
                             if name.startswith("node") and not shutil.which("node"):
                                 continue
-                            started = time.perf_counter()
-                            subprocess.run(cmd, env=e, capture_output=True, check=True)
-                            runs[name].append(time.perf_counter() - started)
-                    c, n = median(runs["check (live watch)"]), median(runs["node poll_min.js"] or [float("nan")])
-                    print(f"3. empty mailbox: check with a live watch median {c * 1000:.1f} ms, node poll_min.js {n * 1000:.1f} ms: {c / n:.2f}x (21 runs each, alternating)")
+                            w, c = timed(cmd, e)
+                            wall[name].append(w)
+                            cpu[name].append(c)
+                    (cw, nw), (cc, nc) = ([median(d[k] or [float("nan")]) for k in d] for d in (wall, cpu))
+                    print(f"3. empty mailbox: check with a live watch median {cw * 1000:.1f} ms wall / {cc * 1000:.1f} ms cpu, "
+                          f"node poll_min.js {nw * 1000:.1f} / {nc * 1000:.1f} ms: wall {cw / nw:.2f}x, cpu {cc / nc:.2f}x "
+                          f"(21 runs each, alternating)")
                     rss0, cpu0 = proc_usage(watch.pid)
                     time.sleep(args.rest)
                     rss1, cpu1 = proc_usage(watch.pid)

@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark scripts: a local hub in a temporary folder, the labelled
-trace (both from the tests' `hubprocess` helper), and medians."""
+trace (both from the tests' `hubprocess` helper), the baselines beside this file, and medians."""
 
 from __future__ import annotations
 
@@ -7,9 +7,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
 
-from hubprocess import SHARED, RunningHub, agent_env, load_trace  # noqa: E402,F401 - re-exported
+from hubprocess import RunningHub, agent_env, load_trace  # noqa: E402,F401 - re-exported
+
+# The minimal pollers agentcom is measured against (one GET of the mailbox, one line printed).
+POLL_MIN_PY = HERE / "poll_min.py"  # Python, standard library only
+POLL_MIN_REQUESTS = HERE / "poll_min_requests.py"  # Python on requests: the floor for agentcom's own stack
+POLL_MIN_JS = HERE / "poll_min.js"  # Node.js
+
+# `agentcom` as people run it: the console script installed beside this Python (no runpy).
+_SCRIPT = Path(sys.executable).parent / "agentcom"
+AGENTCOM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "agentcom_skill"]
 
 
 class LocalHub(RunningHub):
@@ -20,7 +30,7 @@ class LocalHub(RunningHub):
         self.dir = Path(self._tmp.name)
         super().__init__(self.dir, *args)
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,11 +2,13 @@
 
 Forwards every request to the hub unless a fault is armed; an armed fault answers the
 next `times` requests (or all, with times=None) that match `path_prefix` instead.
+With `tls=(certificate, key)` it serves https (a hub with a self-signed certificate).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,7 @@ FAULTS = (
 
 
 class FaultProxy:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, tls: tuple[str, str] | None = None):
         self.upstream = upstream.rstrip("/")
         self.fault: str | None = None
         self.times: int | None = None
@@ -47,6 +49,12 @@ class FaultProxy:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            # the handshake happens in the handler's thread, so a failing client blocks no one
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
+            self.url = f"https://localhost:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 

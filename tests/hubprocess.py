@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"  # the benchmarks' baselines; the tests need nothing from it
-TRACE = ROOT / "tests" / "data" / "day-gcu.jsonl"  # a copy of shared/traces/day-gcu.jsonl
+TRACE = ROOT / "tests" / "data" / "day-gcu.jsonl"  # the project's labelled day of traffic (tests/data/README.md)
 
 def free_port() -> int:
     with socket.socket() as s:
