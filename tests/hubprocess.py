@@ -51,7 +51,7 @@ class RunningHub:
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # seconds on an idle machine; a busy one is slow, never wrong
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
@@ -80,11 +80,15 @@ class RunningHub:
         self.start()
 
     def mint(self, agent_id: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "agentcom_skill", "hub", "token", agent_id, "--db", str(self.db)],
-            capture_output=True, text=True, check=True,
-        )
-        return out.stdout.strip()
+        """A token for `agent_id`, minted into the running hub's database (what `agentcom hub
+        token` does, in this process: a command per token cost the suite tens of seconds)."""
+        from agentcom_skill.hub.store import HubStore
+
+        store = HubStore(self.db)
+        try:
+            return store.mint_token(agent_id)
+        finally:
+            store.close()
 
     def post(self, token: str, body: dict[str, Any]) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"}

@@ -159,23 +159,29 @@ def test_transient_503_is_retried(duo):
 def test_lease_redelivery_and_dead_letter(duo, tmp_path):
     """Guarantees 2 and 6: a returned message is not returned again while leased; after the
     lease it comes back flagged and counted; after max_deliveries it is dead-lettered,
-    reported once, and acked at the hub so it stops blocking the prefix."""
+    reported once, and acked at the hub so it stops blocking the prefix. The real hub and
+    store, with the time injected (a check's `now`), so no assertion waits on the clock."""
+    from agentcom_skill.config import load_settings
+    from agentcom_skill.skill import hub_client, open_store, run_check
+
     hub, env, alice, bob = duo
-    # A 6 s lease: the check right after the first starts well inside it even with both
-    # cores busy (a loaded check takes about 1.25 s); each wait is past it with a margin.
-    write_config(tmp_path, "alice", lease_seconds=6, max_deliveries=2)
+    write_config(tmp_path, "alice", lease_seconds=60, max_deliveries=2)
+    settings = load_settings({}, env=env)
     (msg_id,) = post(hub, bob, "alice", 1)
-    first = run_json("check", env=env)["messages"]
+    start = time.time()
+
+    def check(after: float) -> dict:
+        with hub_client(settings) as client, open_store(settings) as store:
+            return run_check(client, store, settings, None, False, start + after)
+
+    first = check(0)["messages"]
     assert [(m["id"], m["redelivered"], m["deliveries"]) for m in first] == [(msg_id, False, 1)]
-    assert run_json("check", env=env)["messages"] == []
-    for n in (2,):
-        time.sleep(6.2)
-        again = run_json("check", env=env)["messages"]
-        assert [(m["id"], m["redelivered"], m["deliveries"]) for m in again] == [(msg_id, True, n)]
-    time.sleep(6.2)
-    dead = run_json("check", env=env)
+    assert check(59)["messages"] == [], "leased"
+    again = check(61)["messages"]
+    assert [(m["id"], m["redelivered"], m["deliveries"]) for m in again] == [(msg_id, True, 2)]
+    dead = check(122)
     assert dead["messages"] == [] and len(dead["warnings"]) == 1 and "dead-lettered" in dead["warnings"][0]
-    assert run_json("check", env=env)["warnings"] == [], "reported once"
+    assert check(123)["warnings"] == [], "reported once"
     assert run_json("status", env=env)["dead_letters"] == 1
     assert run_json("log", env=env)["dead_letters"][0]["id"] == msg_id
     assert hub.poll("alice", alice)["messages"] == []

@@ -178,7 +178,7 @@ def test_429_with_retry_after_zero_or_negative_does_not_spin(duo, tmp_path):
     hub, env, alice, bob = duo
     proxy = FaultProxy(hub.url)
     try:
-        for value in ("0", "-5", "nan"):
+        for value in ("0",):  # negative and nonsense values: test_client.py, in process
             proxy.seen.clear()
             proxy.retry_after = value
             proxy.arm("429", path_prefix="/api/mailbox")
