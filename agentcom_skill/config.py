@@ -10,9 +10,9 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -46,13 +46,58 @@ WAKE_MODES = ("agent", "wake", "command", "a2a")
 A2A_CONTEXTS = ("peer", "thread")
 
 
-@dataclass(frozen=True)
-class WakeSettings:
+class Record:
+    """A read-only record built from its class's annotated fields, whose class attributes are
+    the defaults. Not a dataclass: the code a dataclass generates costs about half a million
+    instructions a field at import, and these two records load on every command."""
+
+    _secret: ClassVar[frozenset[str]] = frozenset()  # left out of repr
+    _uncompared: ClassVar[frozenset[str]] = frozenset()  # left out of == and hash
+
+    def __init__(self, **values: Any) -> None:
+        names = self.field_names()
+        unknown = [n for n in values if n not in names]
+        missing = [n for n in names if n not in values and not hasattr(type(self), n)]
+        if unknown or missing:
+            problem = f"no field {unknown[0]!r}" if unknown else f"needs {missing[0]!r}"
+            raise TypeError(f"{type(self).__name__}: {problem}")
+        self.__dict__.update(values)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(cls.__annotations__)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    def replace(self, **changes: Any) -> Any:
+        return type(self)(**{**self.as_dict(), **changes})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def _compared(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in self.field_names() if n not in self._uncompared)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._compared() == other._compared()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.field_names() if n not in self._secret)
+        return f"{type(self).__name__}({shown})"
+
+
+class WakeSettings(Record):
     """How `agentcom watch` wakes the agent (the config file's `[wake]` table)."""
+
+    _secret = frozenset({"token"})
 
     mode: str = "agent"  # agent: POST /hooks/agent; wake: POST /hooks/wake; command: run `command`; a2a: A2A tasks
     url: str | None = None  # the OpenClaw gateway's base URL; for a2a, the JSON-RPC endpoint
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
     session_key: str = "hook:agentcom"
     agent_id: str | None = None  # the gateway's agent (agentId); its default when None
     window: float = 2.0  # seconds to gather messages into one wake
@@ -78,13 +123,15 @@ class WakeSettings:
         return ["/bin/sh", "-c", self.command[0]] if self.shell else list(self.command)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """Effective settings of one agent at one hub."""
+
+    _secret = frozenset({"token", "sources"})
+    _uncompared = frozenset({"sources"})
 
     hub_url: str
     agent_id: str
-    token: str = field(repr=False)
+    token: str
     state_dir: Path
     config_path: Path
     capabilities: tuple[str, ...] = ()
@@ -106,8 +153,8 @@ class Settings:
     retention_max: int = 50_000
     watch_ping_interval: float = 30.0
     watch_pong_timeout: float = 10.0
-    wake: WakeSettings = field(default_factory=WakeSettings)
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    wake: WakeSettings = WakeSettings()
+    sources: Mapping[str, str] = MappingProxyType({})  # setting -> where it came from
 
     def agent_state_dir(self) -> Path:
         """One folder per (hub URL, agent id): two hubs never share a cursor."""
@@ -120,19 +167,20 @@ class Settings:
     def public(self) -> dict[str, Any]:
         """Settings as plain data with the token masked, for `config show` and `status`."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name == "sources":
+        for name in self.field_names():
+            if name == "sources":
                 continue
-            value = getattr(self, f.name)
-            if f.name == "token":
+            value = getattr(self, name)
+            if name == "token":
                 value = mask_token(value)
-            elif f.name == "wake":
-                value = {k: (mask_token(v) if k == "token" else list(v) if isinstance(v, tuple) else v) for k, v in value.__dict__.items()}
+            elif name == "wake":
+                value = {k: (mask_token(v) if k == "token" else list(v) if isinstance(v, tuple) else v)
+                         for k, v in value.as_dict().items()}
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            out[f.name] = value
+            out[name] = value
         return out
 
 
@@ -294,13 +342,13 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
         "config_path": config_path,
     }
     values["wake"] = _wake_settings(overrides.get("wake", file_values.get("wake")), env, "wake" in overrides and source_name or f"the [wake] table of {where_file}")
-    for f in fields(Settings):
-        if f.name in values or f.name == "sources":
+    for name in Settings.field_names():
+        if name in values or name == "sources":
             continue
-        value = get(f.name)
+        value = get(name)
         if value is None:
             continue
-        values[f.name] = _coerce(f.name, value, sources[f.name])
+        values[name] = _coerce(name, value, sources[name])
     return Settings(**values, sources=sources)
 
 
@@ -413,10 +461,6 @@ def _wake_command(command: Any, shell: bool, where: str) -> tuple[str, ...]:
     if not command or not all(isinstance(c, str) and c for c in command):
         raise ConfigError(f"wake.command in {where} must be a non-empty list of non-empty strings")
     return tuple(command)
-
-
-def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **changes)
 
 
 def _pick(name: str, overrides: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any], where_file: str | None, source_name: str):

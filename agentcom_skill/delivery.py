@@ -20,7 +20,6 @@ Message states (the `state` column):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
@@ -82,24 +81,27 @@ class Lease(NamedTuple):
     due: float
 
 
-@dataclass
 class CheckPlan:
-    """What one check changes and returns. Applied by `MessageStore.apply_check`."""
+    """What one check changes and returns. Applied by `MessageStore.apply_check`.
 
-    new: list[tuple[Message, Tier0Decision]] = field(default_factory=list)  # final dispositions
-    unreadable: list[Unreadable] = field(default_factory=list)  # set aside as poison, finished at once
-    replies: list[AutoReply] = field(default_factory=list)
-    leases: list[Lease] = field(default_factory=list)
-    dead: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)  # imported stubs whose body is gone from the hub
-    cursor: int | None = None
-    clear_recovered: bool = False
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    handled: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DISPOSITIONS, 0))
-    pending: int = 0
-    in_lease: int = 0
-    next_due: float | None = None
-    warnings: list[str] = field(default_factory=list)
+    (A plain class, filled in by `plan_check`: a dataclass's generated code would cost more
+    at import, on every command's path, than it saves here.)"""
+
+    def __init__(self) -> None:
+        self.new: list[tuple[Message, Tier0Decision]] = []  # final dispositions
+        self.unreadable: list[Unreadable] = []  # set aside as poison, finished at once
+        self.replies: list[AutoReply] = []
+        self.leases: list[Lease] = []
+        self.dead: list[str] = []
+        self.lost: list[str] = []  # imported stubs whose body is gone from the hub
+        self.cursor: int | None = None
+        self.clear_recovered = False
+        self.messages: list[dict[str, Any]] = []
+        self.handled: dict[str, int] = dict.fromkeys(DISPOSITIONS, 0)
+        self.pending = 0
+        self.in_lease = 0
+        self.next_due: float | None = None
+        self.warnings: list[str] = []
 
     @property
     def changes(self) -> bool:

@@ -280,7 +280,7 @@ def _dump(raw: Any) -> str:
 
 # Strings (with their escapes), runs of openers, runs of closers, separators: all a scan of
 # JSON's structure needs. Numbers, literals and white space are the text between tokens.
-_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|[,:]')
+_TOKENS = r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|[,:]'  # compiled (by re's cache) when first used
 
 
 class _Structure:
@@ -338,7 +338,7 @@ def _split_mailbox(text: str) -> tuple[dict[str, Any], list[str]] | None:
     top-level fields, found by scanning its structure without parsing (so depth costs nothing).
     None when the body is not an object holding a `messages` array."""
     found = _Structure()
-    if not any(found.feed(match.group(), match.start()) for match in _TOKENS.finditer(text)):
+    if not any(found.feed(match.group(), match.start()) for match in re.finditer(_TOKENS, text)):
         return None
     starts = [found.array_at, *(comma + 1 for comma in found.commas)]
     ends = [*found.commas, found.end]
@@ -356,7 +356,7 @@ def _shallow(text: str) -> dict[str, Any]:
     out: list[str] = []
     depth, last = 0, 0
     cut_from = -1
-    for match in _TOKENS.finditer(text):
+    for match in re.finditer(_TOKENS, text):
         token, at = match.group(), match.start()
         if token[0] in "[{":
             if depth == 0:

@@ -24,20 +24,20 @@ _WORD_FIELDS = {
     "feedback": "{}",
 }
 _QUIET_FIELDS = {"text", "priority", "needed_capabilities", "auction", "respond_with"}
-_MARKERS = re.compile(r"<{3,}|>{3,}")
+_MARKERS = r"<{3,}|>{3,}"
 # The hub's own grammar for agent ids and message ids, and a plain word for types: anything
 # else from another agent is shown quoted, escaped and cut, so it cannot pose as our text.
-_SAFE_AGENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
-_SAFE_ID = re.compile(r"^[0-9a-f]{16}$")
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-_SAFE_HEX_PREFIX = re.compile(r"^[0-9a-f]{1,16}$")
+_SAFE_AGENT = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$"
+_SAFE_ID = r"^[0-9a-f]{16}$"
+_SAFE_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+_SAFE_HEX_PREFIX = r"^[0-9a-f]{1,16}$"
 FIELD_LIMIT = 64
 
 
-def safe_field(value: Any, pattern: re.Pattern = _SAFE_AGENT) -> str:
+def safe_field(value: Any, pattern: str = _SAFE_AGENT) -> str:
     """An id or type from another agent: as is when it fits the grammar, else quoted, escaped, cut."""
     text = "" if value is None else str(value)
-    if pattern.match(text):
+    if re.match(pattern, text):
         return text
     cut = text[:FIELD_LIMIT]
     quoted = json.dumps(cut, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")
@@ -119,7 +119,7 @@ def json_text(data: Any) -> str:
 
 def _unfence(text: str) -> str:
     """Neutralise anything that looks like a fence, ours or OpenClaw's external-content markers."""
-    return _MARKERS.sub(lambda m: ("‹" if m.group()[0] == "<" else "›") * len(m.group()), text)
+    return re.sub(_MARKERS, lambda m: ("‹" if m.group()[0] == "<" else "›") * len(m.group()), text)
 
 
 def payload_words(payload: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ commit the outcome.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -17,11 +16,9 @@ from .delivery import FINISHED_STATES, OPEN_STATES, STATES, batch_keys, hub_pref
 from .errors import (
     AgentComError,
     AuthError,
-    BusyError,
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
-    StateError,
     UsageError,
 )
 from .watchstate import read_status, watch_alive
@@ -34,7 +31,7 @@ from .tier0 import DISPOSITIONS, auto_reply_payload
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
 HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
 THREAD_LIMIT = 200
-_MSG_ID = re.compile(r"^[0-9a-f]{16}$")
+_MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
 
 
 
@@ -82,7 +79,7 @@ def open_store(settings: Settings) -> MessageStore:
 
 
 MAX_SEQ = 2**63 - 1  # SQLite's integers: a larger number names no message
-_HEX_REF = re.compile(r"^[0-9a-f]{4,16}$")
+_HEX_REF = r"^[0-9a-f]{4,16}$"
 REF_RULE = "its seq (a number), its id (16 hex digits) or a unique id prefix (at least 4 hex digits)"
 
 
@@ -105,7 +102,7 @@ def parse_ref(ref: Any) -> int | str:
         text = text.lstrip("#").lower() if forced_seq else text.lower()
         if text.isascii() and text.isdigit() and (forced_seq or len(text) < 4):
             return parse_ref(int(text))
-        if not forced_seq and _HEX_REF.match(text):
+        if not forced_seq and re.match(_HEX_REF, text):
             return text
     raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 

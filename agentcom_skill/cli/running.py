@@ -1,0 +1,166 @@
+"""Commands about the running setup: status, watch, mcp, doctor, config, demo, help, completion."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from click.shell_completion import get_completion_class
+
+from .. import skill
+from ..errors import UsageError
+from ..render import (
+    render_doctor_text,
+    render_mapping,
+    render_status_text,
+    status_set_text,
+)
+from . import main
+from .base import CONTEXT, cli_obj, command, emit, global_options, json_option
+
+
+@click.group(invoke_without_command=True, context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom status\n  agentcom status --json\n  agentcom status set \"reviewing PR 12\"")
+@global_options
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Hub health, pending and leased messages, the watch, hazards."""
+    if ctx.invoked_subcommand is not None:
+        return
+    result = skill.status(settings=cli_obj(ctx).settings())
+    emit(result, as_json, render_status_text(result))
+    if result["hub"]["error"]:  # everything local was printed; the hub's trouble is the exit code
+        sys.exit(result["hub"]["error"]["exit_code"])
+
+
+@command(status, "set", examples="""
+agentcom status set "reviewing PR 12"
+""")
+@click.argument("text")
+@json_option
+@click.pass_context
+def status_set(ctx: click.Context, text: str, as_json: bool) -> None:
+    """Set my status (auto-replies, and the hub's presence)."""
+    result = skill.set_status(text, settings=cli_obj(ctx).settings())
+    emit(result, as_json, status_set_text(result))
+
+
+
+@command(examples="""
+agentcom watch                # one line per event on stderr
+agentcom watch --jsonl        # and a JSON object per event on stdout
+""")
+@click.option("--jsonl", is_flag=True, help="Also print each event as one JSON object on stdout.")
+@click.pass_context
+def watch(ctx: click.Context, jsonl: bool) -> None:
+    """Hold the hub's WebSocket; handle and wake in real time."""
+    from ..watch import run_watch
+
+    sys.exit(run_watch(cli_obj(ctx).settings(), jsonl))
+
+
+@command(examples="""
+agentcom mcp                        # for an MCP client: command "agentcom", args ["mcp"]
+agentcom mcp --tools check,reply,ack
+""")
+@click.option("--tools", metavar="LIST", help="Comma-separated tools to expose [default: all].")
+@click.pass_context
+def mcp(ctx: click.Context, tools: str | None) -> None:
+    """Serve this mailbox to an MCP client over stdio."""
+    from ..mcpserver import run_mcp
+
+    names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
+    sys.exit(run_mcp(cli_obj(ctx).settings(), names))
+
+
+
+@command(examples="""
+agentcom doctor          # one line a check, with what to do
+agentcom doctor --json
+""")
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check the setup step by step and say what to fix.
+
+    In order: the config file, the hub (through the proxy if one is set) and its health, the
+    token, the state folder and store, a live watch, the wake endpoint and its token, the
+    OpenClaw skill. Exits 0 when everything needed works, else with the exit code of the
+    first failure. Never prints a token."""
+    from ..doctor import run_doctor
+    result = run_doctor(cli_obj(ctx).overrides)
+    emit(result, as_json, render_doctor_text(result))
+    sys.exit(result["exit_code"])
+
+
+
+@click.group(context_settings=CONTEXT)
+def config() -> None:
+    """Write or show the configuration."""
+
+
+@command(config, "init", examples="""
+agentcom config init --hub-url http://localhost:4000 --agent-id alice --register
+agentcom config init --hub-url http://hub:4000 --agent-id gcu --token-file ~/.gcu-token --capabilities code,review
+""")
+@click.option("--register", is_flag=True, help="Register the agent id at the hub and store the token it gives.")
+@click.option("--capabilities", metavar="LIST", help="Comma-separated capabilities.")
+@click.option("--ignore-from", metavar="LIST", help="Comma-separated sender globs to ignore.")
+@click.option("--status", "status_text", metavar="TEXT", help="Status text sent in auto-replies.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def config_init(ctx: click.Context, register: bool, capabilities: str | None, ignore_from: str | None, status_text: str | None, force: bool) -> None:
+    """Write a config file (mode 0600) from the options and environment."""
+    path = skill.init_config(cli_obj(ctx).overrides, register=register, capabilities=capabilities, ignore_from=ignore_from, status=status_text, force=force)
+    click.echo(f"wrote {path}")
+
+
+@command(config, "show", examples="""
+agentcom config show
+""")
+@json_option
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """The effective settings, token masked, and where each came from."""
+    settings = cli_obj(ctx).settings()
+    data = settings.public()
+    data["sources"] = dict(settings.sources)
+    emit(data, as_json, render_mapping(data))
+
+
+
+@click.command(context_settings=CONTEXT)
+def demo() -> None:
+    """A tour on an embedded hub: traffic, Tier 0, a reply, an ack."""
+    from ..demo import run_demo
+
+    run_demo(click.echo)
+
+
+@click.command("help", context_settings=CONTEXT)
+@click.argument("command_path", nargs=-1, metavar="[COMMAND]...")
+@click.pass_context
+def help_command(ctx: click.Context, command_path: tuple[str, ...]) -> None:
+    """Show help for agentcom or one of its commands."""
+    cmd: click.Command = main
+    current = ctx.find_root()
+    for name in command_path:
+        sub = cmd.get_command(current, name) if isinstance(cmd, click.Group) else None
+        if sub is None:
+            raise UsageError(f"no command {name!r}: `agentcom help` lists them")
+        current = click.Context(sub, info_name=name, parent=current)
+        cmd = sub
+    click.echo(current.get_help())
+
+
+@click.command(context_settings=CONTEXT, epilog=(
+    "\b\nExamples (in your shell's start-up file):\n"
+    "  eval \"$(agentcom completion bash)\"    # ~/.bashrc\n"
+    "  eval \"$(agentcom completion zsh)\"     # ~/.zshrc\n"
+    "  agentcom completion fish | source     # ~/.config/fish/config.fish"))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish."""
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "agentcom", "_AGENTCOM_COMPLETE").source())
