@@ -25,14 +25,35 @@ from .errors import (
 __version__ = "0.3.0"
 
 _ACTIONS = (
-    "check", "send", "reply", "ack", "defer", "dismiss", "show", "inbox", "thread", "search", "sent",
-    "status", "set_status", "wait", "agents", "log",
+    "check",
+    "send",
+    "reply",
+    "ack",
+    "defer",
+    "dismiss",
+    "show",
+    "inbox",
+    "thread",
+    "search",
+    "sent",
+    "status",
+    "set_status",
+    "wait",
+    "agents",
+    "log",
 )
 
 __all__ = [
     *_ACTIONS,
-    "AgentComError", "AuthError", "BusyError", "ConfigError", "HubProtocolError",
-    "HubUnavailableError", "RateLimitedError", "StateError", "UsageError",
+    "AgentComError",
+    "AuthError",
+    "BusyError",
+    "ConfigError",
+    "HubProtocolError",
+    "HubUnavailableError",
+    "RateLimitedError",
+    "StateError",
+    "UsageError",
 ]
 
 

@@ -31,17 +31,19 @@ import re
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import requests
 
 from .config import Settings, WakeSettings
-from .delivery import StoreView, plan_check
+from .delivery import OpenMessage, StoreView, plan_check
 from .errors import AgentComError, UsageError
 from .message import MailboxBatch
 from .render import render_prompt, safe_msg_id, safe_sender
-from .skill import _ack_hub, history_entry  # the same hub-ack prefix rule as `check` and `ack`
+from .skill import Hub, ack_hub_prefix, history_entry  # the same hub-ack prefix rule as `check` and `ack`
 from .store import MessageStore
+from .tier0 import attention_order
 from .wake import WakeOutcome, wake_error
 
 # The answer that sends nothing. Not OpenClaw's own silent token NO_REPLY: in an A2A session
@@ -405,7 +407,7 @@ class A2ADispatcher:
         self,
         settings: Settings,
         store: MessageStore,
-        hub: Any,
+        hub: Hub,
         report: Report,
         clock: Callable[[], float] = time.time,
         client: A2AClient | None = None,
@@ -700,7 +702,7 @@ class A2ADispatcher:
             batch = self.hub.poll(self.s.agent_id, 0)
         except AgentComError:
             return  # the next drain or check acks it
-        up_to, _ = _ack_hub(self.hub, self.store, self.s, batch)
+        up_to, _ = ack_hub_prefix(self.hub, self.store, self.s, batch)
         if up_to is not None:
             with self.store.write():
                 self.store.set_meta("hub_acked", up_to)
@@ -750,21 +752,10 @@ class A2ADispatcher:
             if not deliverable:
                 return
             handed = self.store.a2a_handed([o.id for o in deliverable])
-            fresh = [o for o in deliverable if o.id not in handed]
-            if not fresh:
+            unhanded = [o for o in deliverable if o.id not in handed]
+            if not unhanded:
                 return
-            times = self.store.received_at([o.id for o in fresh])
-            candidates = []
-            for o in fresh:
-                assert o.msg is not None
-                root = self.store.thread_root(o.msg.reply_to, o.id) if self.wake.context == "thread" else None
-                context = context_id(o.msg.sender, o.msg.broadcast, self.wake.context, root)
-                order = (
-                    0 if o.msg.priority == "urgent" else 1 if o.msg.priority == "high" else 2,
-                    int(o.msg.broadcast),
-                    o.rec.arrival,
-                )
-                candidates.append(Candidate(o.id, o.msg.sender, context, times.get(o.id, now), order))
+            candidates = self._candidates(unhanded, now)
             by_peer: dict[str, int] = {}
             for t in open_tasks:
                 by_peer[t["peer"]] = by_peer.get(t["peer"], 0) + 1
@@ -785,7 +776,27 @@ class A2ADispatcher:
                 task = self._lease(view, batch, now)
                 if task is not None:
                     created.append(task)
-        for peer, ids in plan.held.items():
+        self._report_held(plan.held, now)
+        for task in created:
+            row = self.store.a2a_task(task)
+            if row is None or not self._advance(row, self.clock()):
+                break
+
+    def _candidates(self, fresh: list[OpenMessage], now: float) -> list[Candidate]:
+        """Waiting messages with their conversation (context) and the order they go in."""
+        times = self.store.received_at([o.id for o in fresh])
+        out = []
+        for o in fresh:
+            assert o.msg is not None
+            root = self.store.thread_root(o.msg.reply_to, o.id) if self.wake.context == "thread" else None
+            context = context_id(o.msg.sender, o.msg.broadcast, self.wake.context, root)
+            order = attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival)
+            out.append(Candidate(o.id, o.msg.sender, context, times.get(o.id, now), order))
+        return out
+
+    def _report_held(self, held: Mapping[str, Sequence[str]], now: float) -> None:
+        """The loop guard held a peer's messages back: say so once per answer window."""
+        for peer, ids in held.items():
             self.changed = True
             if now - self.warned_peers.get(peer, -1e18) >= self.wake.answer_window:
                 self.warned_peers[peer] = now
@@ -797,10 +808,6 @@ class A2ADispatcher:
                     peer=peer,
                     ids=list(ids),
                 )
-        for task in created:
-            row = self.store.a2a_task(task)
-            if row is None or not self._advance(row, self.clock()):
-                break
 
     def _lease(self, view: StoreView, batch: Batch, now: float) -> int | None:
         """Inside the dispatch transaction: lease the batch's messages to a new task (the same

@@ -129,8 +129,15 @@ def exchange(
     between them, so a peer dripping its reply still meets it), at most `max_bytes`."""
     try:
         resp = session.request(
-            method, url, headers=dict(headers), data=body, auth=auth, timeout=timeouts, stream=True,
-            allow_redirects=False, verify=verify,
+            method,
+            url,
+            headers=dict(headers),
+            data=body,
+            auth=auth,
+            timeout=timeouts,
+            stream=True,
+            allow_redirects=False,
+            verify=verify,
         )
     except requests.RequestException as exc:
         raise _transport_error(exc, url, peer) from None
@@ -224,17 +231,24 @@ def _connect_timed_out(chain: list[BaseException]) -> bool:
 
 
 def _tls_error(chain: list[BaseException], https: bool, peer: Peer) -> TransportError | None:
-    if not (_has(chain, requests.exceptions.SSLError, urllib3.exceptions.SSLError)
-            or any(type(e).__module__ == "ssl" for e in chain)):
+    if not (
+        _has(chain, requests.exceptions.SSLError, urllib3.exceptions.SSLError)
+        or any(type(e).__module__ == "ssl" for e in chain)
+    ):
         return None
     if _named(chain, "SSLCertVerificationError"):
         return TransportError(
             f"the {peer.name}'s TLS certificate is not trusted (for a self-signed {peer.name}, set ca_bundle "
-            f"in the config file or REQUESTS_CA_BUNDLE to its CA certificate)", sent=False, hopeless=True)
+            f"in the config file or REQUESTS_CA_BUNDLE to its CA certificate)",
+            sent=False,
+            hopeless=True,
+        )
     if https:
         return TransportError(
             f"TLS handshake failed (is the {peer.name} plain http? then use an http:// {peer.url_setting})",
-            sent=False, hopeless=True)
+            sent=False,
+            hopeless=True,
+        )
     return TransportError("TLS error", sent=True, hopeless=True)
 
 
@@ -272,7 +286,8 @@ def _proxy_error(chain: list[BaseException], url: str) -> TransportError:
     proxy = describe_proxy(url)
     if _has(chain, ConnectionRefusedError):
         return TransportError(
-            f"the proxy {proxy} refused the connection (is the proxy running? or list the hub in NO_PROXY)", sent=False)
+            f"the proxy {proxy} refused the connection (is the proxy running? or list the hub in NO_PROXY)", sent=False
+        )
     if _resolve_failed(chain):
         return TransportError(f"the proxy {proxy}: its host name does not resolve", sent=False, hopeless=True)
     if _connect_timed_out(chain):
@@ -280,8 +295,9 @@ def _proxy_error(chain: list[BaseException], url: str) -> TransportError:
     prefix = "Tunnel connection failed: "
     tunnel = next((str(e) for e in chain if str(e).startswith(prefix)), None)
     if tunnel:  # the proxy answered CONNECT with an error status
-        return TransportError(f"the proxy {proxy} would not connect to it ({tunnel[len(prefix):][:80]})",
-                              sent=False, hopeless=True)
+        return TransportError(
+            f"the proxy {proxy} would not connect to it ({tunnel[len(prefix) :][:80]})", sent=False, hopeless=True
+        )
     return TransportError(f"cannot go through the proxy {proxy}", sent=False)
 
 
@@ -347,7 +363,8 @@ def check_proxy(url: str) -> None:
     if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname or not port_ok:
         raise ConfigError(
             f"proxy {redact_url(value)[:80]!r} from environment variable {variable} is not an http:// or https:// URL "
-            f"with a host: write it like http://proxy.example:3128 (or list the hub in NO_PROXY)")
+            f"with a host: write it like http://proxy.example:3128 (or list the hub in NO_PROXY)"
+        )
 
 
 def environment_ca_bundle() -> tuple[str, str] | None:
@@ -364,8 +381,10 @@ def check_ca_bundle_environment(url: str) -> None:
         return
     found = environment_ca_bundle()
     if found is not None and not os.path.exists(found[0]):
-        raise ConfigError(f"the CA bundle {found[0]} from environment variable {found[1]} does not exist "
-                          f"(point it at a PEM file of CA certificates, or unset it)")
+        raise ConfigError(
+            f"the CA bundle {found[0]} from environment variable {found[1]} does not exist "
+            f"(point it at a PEM file of CA certificates, or unset it)"
+        )
 
 
 # the hub -----------------------------------------------------------------------------
@@ -436,8 +455,10 @@ class HubClient:
             if not isinstance(a.get("agent_id"), str) or (
                 caps is not None and not (isinstance(caps, list) and all(isinstance(c, str) for c in caps))
             ):
-                raise HubProtocolError("hub sent an /api/agents entry without a string agent_id "
-                                       "or with capabilities that are not a list of strings")
+                raise HubProtocolError(
+                    "hub sent an /api/agents entry without a string agent_id "
+                    "or with capabilities that are not a list of strings"
+                )
             if a.get("status") is not None and not isinstance(a["status"], str):
                 raise HubProtocolError("hub sent an /api/agents entry whose status is not a string")
         return agents
@@ -470,16 +491,25 @@ class HubClient:
         return msg_id
 
     def register(self, agent_id: str) -> dict[str, Any]:
-        body = self._request("POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False,
-                             idempotent=False)
+        body = self._request(
+            "POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False, idempotent=False
+        )
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise HubProtocolError("hub sent a register reply without a 'token'")
         return body
 
     # plumbing -----------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, json_body: Any = None, auth: bool = True, idempotent: bool = True,
-                 raw: bool = False) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        auth: bool = True,
+        idempotent: bool = True,
+        raw: bool = False,
+    ) -> Any:
         """One call with retries; the decoded JSON body (or, with `raw`, a 2xx reply's bytes)."""
         headers = {"Accept": "application/json"}
         data = None
@@ -509,8 +539,11 @@ class HubClient:
                 # number of tries is bounded: a hub answering 429 at once cannot spin us.
                 wait = _retry_after(reply.headers.get("retry-after"))
                 rate_limited += 1
-                if (rate_limited <= 5 and waited_for_limit + wait <= self.max_rate_limit_wait
-                        and time.monotonic() + wait < give_up_at):
+                if (
+                    rate_limited <= 5
+                    and waited_for_limit + wait <= self.max_rate_limit_wait
+                    and time.monotonic() + wait < give_up_at
+                ):
                     waited_for_limit += wait
                     self._sleep(wait)
                     continue
@@ -525,28 +558,49 @@ class HubClient:
                 return reply.body
             return self._decode(status, reply.body, method, path)
 
-    def _exchange(self, call: str, method: str, path: str, headers: Mapping[str, str], data: bytes | None,
-                  bearer: BearerAuth, give_up_at: float) -> Reply:
+    def _exchange(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        data: bytes | None,
+        bearer: BearerAuth,
+        give_up_at: float,
+    ) -> Reply:
         """One exchange within what is left of the deadline; a reply that cannot be used
         is an error here (only failures below HTTP come out as TransportError)."""
         left = give_up_at - time.monotonic()
         if left <= 0:
             raise HubUnavailableError(
-                f"hub {self.base_url} gave no complete reply to {call} within the {self.deadline:g} s deadline")
+                f"hub {self.base_url} gave no complete reply to {call} within the {self.deadline:g} s deadline"
+            )
         timeouts = (min(self.timeout[0], left), min(self.timeout[1], left))
         try:
-            return exchange(self.session, method, self.base_url + path, headers=headers, body=data, auth=bearer,
-                            verify=self.ca_bundle, timeouts=timeouts, give_up_at=give_up_at,
-                            max_bytes=self.max_response_bytes, peer=HUB)
+            return exchange(
+                self.session,
+                method,
+                self.base_url + path,
+                headers=headers,
+                body=data,
+                auth=bearer,
+                verify=self.ca_bundle,
+                timeouts=timeouts,
+                give_up_at=give_up_at,
+                max_bytes=self.max_response_bytes,
+                peer=HUB,
+            )
         except BodyTooLarge as exc:
             size = f"{exc.size} bytes, " if exc.size else ""
             raise HubProtocolError(
-                f"hub reply to {call} is {size}over the {self.max_response_bytes}-byte limit") from None
+                f"hub reply to {call} is {size}over the {self.max_response_bytes}-byte limit"
+            ) from None
         except UndecodableBody:
             raise HubProtocolError(f"hub reply to {call} cannot be decoded (its content-encoding)") from None
         except DeadlinePassed:
-            raise HubUnavailableError(f"hub {self.base_url} did not finish its reply to {call} "
-                                      f"within the {self.deadline:g} s deadline") from None
+            raise HubUnavailableError(
+                f"hub {self.base_url} did not finish its reply to {call} within the {self.deadline:g} s deadline"
+            ) from None
 
     def _sleep_backoff(self, attempt: int, give_up_at: float) -> None:
         # Exponential backoff with full jitter, so parallel clients do not retry in step.
@@ -572,11 +626,14 @@ class HubClient:
         """The error for a reply that is not a success, as one line saying what to fix."""
         if status in (401, 403):
             where = f" from {self.token_source}" if self.token_source else ""
-            return AuthError(f"hub {self.base_url} refused the token{where} ({status}) for {call}: "
-                             f"check it belongs to this agent id at this hub")
+            return AuthError(
+                f"hub {self.base_url} refused the token{where} ({status}) for {call}: "
+                f"check it belongs to this agent id at this hub"
+            )
         if status == 404 and path.startswith("/api/"):
             return HubProtocolError(
-                f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api")
+                f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api"
+            )
         detail = self._scrub(_error_text(body))
         if status == 409:
             return ConfigError(f"hub refused {call}: {detail or 'conflict'}")

@@ -10,9 +10,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -80,7 +81,7 @@ class Record:
         return tuple(getattr(self, n) for n in self.field_names() if n not in self._uncompared)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._compared() == other._compared()  # type: ignore[attr-defined]
+        return isinstance(other, Record) and type(other) is type(self) and self._compared() == other._compared()
 
     def __hash__(self) -> int:
         return hash(self._compared())
@@ -146,7 +147,9 @@ class Settings(Record):
     read_timeout: float = 30.0
     max_response_bytes: int = 64 * 1024 * 1024
     request_deadline: float = 60.0
-    ca_bundle: str | None = None  # CA certificates for an https hub (a self-signed one); None: REQUESTS_CA_BUNDLE or certifi
+    ca_bundle: str | None = (
+        None  # CA certificates for an https hub (a self-signed one); None: REQUESTS_CA_BUNDLE or certifi
+    )
     lock_timeout: float = 10.0
     prompt_text_limit: int = 1500
     retention_days: float = 30.0
@@ -174,8 +177,10 @@ class Settings(Record):
             if name == "token":
                 value = mask_token(value)
             elif name == "wake":
-                value = {k: (mask_token(v) if k == "token" else list(v) if isinstance(v, tuple) else v)
-                         for k, v in value.as_dict().items()}
+                value = {
+                    k: (mask_token(v) if k == "token" else list(v) if isinstance(v, tuple) else v)
+                    for k, v in value.as_dict().items()
+                }
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
@@ -214,9 +219,19 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 _POSITIVE = {
-    "lease_seconds", "auto_reply_limit", "max_deliveries", "mailbox_cap", "connect_timeout",
-    "read_timeout", "max_response_bytes", "prompt_text_limit", "request_deadline", "retention_days", "retention_max",
-    "watch_ping_interval", "watch_pong_timeout",
+    "lease_seconds",
+    "auto_reply_limit",
+    "max_deliveries",
+    "mailbox_cap",
+    "connect_timeout",
+    "read_timeout",
+    "max_response_bytes",
+    "prompt_text_limit",
+    "request_deadline",
+    "retention_days",
+    "retention_max",
+    "watch_ping_interval",
+    "watch_pong_timeout",
 }
 
 
@@ -270,7 +285,12 @@ def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str,
 
 
 _TYPE_NAMES = {
-    str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table", bool: "a boolean",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+    bool: "a boolean",
 }
 
 
@@ -300,7 +320,11 @@ def _read_token_file(path_text: str, where: str) -> str:
         raise ConfigError(f"cannot read token file {path} (from {where}): {reason}") from None
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, source_name: str = "the command line") -> Settings:
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    source_name: str = "the command line",
+) -> Settings:
     """Build `Settings` from overrides (command line or API keywords) > environment > config file.
 
     `source_name` says where the overrides came from, for error messages.
@@ -341,7 +365,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
         "state_dir": Path(state_dir).expanduser() if state_dir else default_state_dir(),
         "config_path": config_path,
     }
-    values["wake"] = _wake_settings(overrides.get("wake", file_values.get("wake")), env, "wake" in overrides and source_name or f"the [wake] table of {where_file}")
+    values["wake"] = _wake_settings(
+        overrides.get("wake", file_values.get("wake")),
+        env,
+        "wake" in overrides and source_name or f"the [wake] table of {where_file}",
+    )
     for name in Settings.field_names():
         if name in values or name == "sources":
             continue
@@ -353,10 +381,24 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
 
 
 _WAKE_KEYS = {
-    "mode": str, "url": str, "token": str, "token_file": str, "session_key": str, "agent_id": str,
-    "window": (int, float), "min_interval": (int, float), "max_batch": int, "command": (str, list), "shell": bool,
-    "timeout": (int, float), "context": str, "answer_budget": int, "answer_window": (int, float),
-    "requests_per_minute": int, "task_timeout": (int, float), "max_tasks": int,
+    "mode": str,
+    "url": str,
+    "token": str,
+    "token_file": str,
+    "session_key": str,
+    "agent_id": str,
+    "window": (int, float),
+    "min_interval": (int, float),
+    "max_batch": int,
+    "command": (str, list),
+    "shell": bool,
+    "timeout": (int, float),
+    "context": str,
+    "answer_budget": int,
+    "answer_window": (int, float),
+    "requests_per_minute": int,
+    "task_timeout": (int, float),
+    "max_tasks": int,
 }
 _WAKE_NEEDS = {"agent": "url", "wake": "url", "a2a": "url", "command": "command"}
 
@@ -378,19 +420,8 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         raise ConfigError(f"wake.mode in {where} must be one of {', '.join(WAKE_MODES)}")
     needed = _WAKE_NEEDS[mode]
     if values and needed not in values:
-        raise ConfigError(
-            f"wake.{needed} is missing in {where}: mode = \"{mode}\" needs it ({_WAKE_NEED_HELP[needed]})"
-        )
-    url = values.get("url")
-    if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"wake.url in {where} must be an http:// URL, like {_URL_EXAMPLE[mode]}")
-        if mode == "a2a" and parts.path.strip("/") == "":
-            raise ConfigError(
-                f"wake.url in {where} must be the A2A JSON-RPC endpoint (mode a2a), like {_URL_EXAMPLE['a2a']}"
-            )
-        url = url.rstrip("/")
+        raise ConfigError(f'wake.{needed} is missing in {where}: mode = "{mode}" needs it ({_WAKE_NEED_HELP[needed]})')
+    url = _wake_url(values.get("url"), mode, where)
     token = env.get(ENV_VARS["wake_token"]) or values.get("token")
     if not token and values.get("token_file"):
         token = _read_token_file(values["token_file"], where)
@@ -400,40 +431,71 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
             raise ConfigError(f"the wake token (from {where} or {ENV_VARS['wake_token']}) is malformed")
     session_key = values.get("session_key", "hook:agentcom")
     if not session_key.startswith("hook:"):
-        raise ConfigError(f"wake.session_key in {where} must start with 'hook:' (OpenClaw's allowed prefix for hook sessions)")
+        raise ConfigError(
+            f"wake.session_key in {where} must start with 'hook:' (OpenClaw's allowed prefix for hook sessions)"
+        )
     shell = values.get("shell", False)
-    command = _wake_command(values.get("command"), shell, where)
     context = values.get("context", "peer")
     if context not in A2A_CONTEXTS:
         raise ConfigError(f"wake.context in {where} must be one of {', '.join(A2A_CONTEXTS)}")
-    for key in ("window", "min_interval"):
-        if key in values and values[key] < 0:
-            raise ConfigError(f"wake.{key} in {where} must not be negative")
-    positive = ("max_batch", "timeout", "answer_budget", "answer_window", "requests_per_minute", "task_timeout", "max_tasks")
-    for key in positive:
-        if key in values and values[key] <= 0:
-            raise ConfigError(f"wake.{key} in {where} must be positive")
-    defaults = WakeSettings()
     return WakeSettings(
-        mode=mode, url=url, token=token, session_key=session_key, agent_id=values.get("agent_id"),
-        window=float(values.get("window", defaults.window)),
-        min_interval=float(values.get("min_interval", defaults.min_interval)),
-        max_batch=int(values.get("max_batch", defaults.max_batch)), command=command, shell=shell,
-        timeout=float(values.get("timeout", defaults.timeout)), context=context,
-        answer_budget=int(values.get("answer_budget", defaults.answer_budget)),
-        answer_window=float(values.get("answer_window", defaults.answer_window)),
-        requests_per_minute=int(values.get("requests_per_minute", defaults.requests_per_minute)),
-        task_timeout=float(values.get("task_timeout", defaults.task_timeout)),
-        max_tasks=int(values.get("max_tasks", defaults.max_tasks)),
+        mode=mode,
+        url=url,
+        token=token,
+        session_key=session_key,
+        agent_id=values.get("agent_id"),
+        command=_wake_command(values.get("command"), shell, where),
+        shell=shell,
+        context=context,
+        **_wake_numbers(values, where),
     )
+
+
+def _wake_url(url: str | None, mode: str, where: str) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"wake.url in {where} must be an http:// URL, like {_URL_EXAMPLE[mode]}")
+    if mode == "a2a" and parts.path.strip("/") == "":
+        example = _URL_EXAMPLE["a2a"]
+        raise ConfigError(f"wake.url in {where} must be the A2A JSON-RPC endpoint (mode a2a), like {example}")
+    return url.rstrip("/")
+
+
+# the [wake] table's numbers, each with the type of its default: >= 0 for these two, > 0 for the rest
+_WAKE_NOT_NEGATIVE = ("window", "min_interval")
+_WAKE_POSITIVE = (
+    "max_batch",
+    "timeout",
+    "answer_budget",
+    "answer_window",
+    "requests_per_minute",
+    "task_timeout",
+    "max_tasks",
+)
+
+
+def _wake_numbers(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = {}
+    for key in (*_WAKE_NOT_NEGATIVE, *_WAKE_POSITIVE):
+        if key not in values:
+            continue
+        if values[key] < 0 or (key in _WAKE_POSITIVE and values[key] == 0):
+            bound = "positive" if key in _WAKE_POSITIVE else "not negative"
+            raise ConfigError(f"wake.{key} in {where} must be {bound}")
+        out[key] = type(getattr(WakeSettings, key))(values[key])  # int or float, as the default
+    return out
 
 
 _WAKE_NEED_HELP = {
     "url": 'the gateway, like url = "http://127.0.0.1:18789"; for a2a the endpoint, like "http://127.0.0.1:18789/a2a/v1"',
-    "command": "like command = [\"my-runtime\", \"--stdin\"]",
+    "command": 'like command = ["my-runtime", "--stdin"]',
 }
 _URL_EXAMPLE = {
-    "agent": "http://127.0.0.1:18789", "wake": "http://127.0.0.1:18789", "command": "http://127.0.0.1:18789",
+    "agent": "http://127.0.0.1:18789",
+    "wake": "http://127.0.0.1:18789",
+    "command": "http://127.0.0.1:18789",
     "a2a": "http://127.0.0.1:18789/a2a/v1",
 }
 
@@ -448,7 +510,7 @@ def _wake_command(command: Any, shell: bool, where: str) -> tuple[str, ...]:
     if isinstance(command, str):
         if not shell:
             raise ConfigError(
-                f"wake.command in {where} is a string: give a list of words, like [\"my-runtime\", \"--stdin\"], "
+                f'wake.command in {where} is a string: give a list of words, like ["my-runtime", "--stdin"], '
                 "or set wake.shell = true to run the string through /bin/sh"
             )
         if not command.strip():
@@ -463,7 +525,14 @@ def _wake_command(command: Any, shell: bool, where: str) -> tuple[str, ...]:
     return tuple(command)
 
 
-def _pick(name: str, overrides: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any], where_file: str | None, source_name: str):
+def _pick(
+    name: str,
+    overrides: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    where_file: str | None,
+    source_name: str,
+):
     if name in overrides:
         return overrides[name], source_name
     var = ENV_VARS.get(name)
@@ -513,7 +582,9 @@ def check_hub_url(url: str, source: str) -> str:
         raise ConfigError(f"hub_url from {source} must be an http:// or https:// URL, like http://localhost:4000")
     path = parts.path.rstrip("/")
     if path.endswith("/api") or path.endswith("/api/mailbox"):
-        raise ConfigError(f"hub_url from {source} ends in {path!r}: give the hub's base URL without it, like {parts.scheme}://{parts.netloc}")
+        raise ConfigError(
+            f"hub_url from {source} ends in {path!r}: give the hub's base URL without it, like {parts.scheme}://{parts.netloc}"
+        )
     return url.strip().rstrip("/")
 
 
@@ -554,8 +625,10 @@ def check_ca_bundle(path_text: str, source: str) -> str:
     """A CA bundle: a PEM file of certificates, or a folder of them (as requests takes it)."""
     path = Path(path_text).expanduser()
     if not path.exists():
-        raise ConfigError(f"ca_bundle {str(path)[:200]!r} from {source} does not exist: give the path of a PEM file "
-                          f"holding the hub's CA certificate")
+        raise ConfigError(
+            f"ca_bundle {str(path)[:200]!r} from {source} does not exist: give the path of a PEM file "
+            f"holding the hub's CA certificate"
+        )
     return str(path.resolve())
 
 

@@ -20,11 +20,25 @@ Message states (the `state` column):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .message import MailboxBatch, Message, Unreadable
-from .tier0 import ATTENTION, AUTO_REPLY, DISPOSITIONS, STORE, Tier0Config, Tier0Decision, attention_order, classify, coalesce
+
+if TYPE_CHECKING:  # for the annotations only: the pure core imports no shell
+    from .config import Settings
+from .tier0 import (
+    ATTENTION,
+    AUTO_REPLY,
+    DISPOSITIONS,
+    STORE,
+    Tier0Config,
+    Tier0Decision,
+    attention_order,
+    classify,
+    coalesce,
+)
 
 OPEN_STATES = ("pending", "leased", "shown", "deferred")
 FINISHED_STATES = ("done", "dismissed", "dead")
@@ -105,15 +119,24 @@ class CheckPlan:
 
     @property
     def changes(self) -> bool:
-        return bool(self.new or self.unreadable or self.leases or self.dead or self.lost or self.cursor is not None
-                    or self.clear_recovered)
+        return bool(
+            self.new
+            or self.unreadable
+            or self.leases
+            or self.dead
+            or self.lost
+            or self.cursor is not None
+            or self.clear_recovered
+        )
 
 
-def tier0_config(settings: Any) -> Tier0Config:
+def tier0_config(settings: Settings) -> Tier0Config:
     return Tier0Config.build(settings.agent_id, settings.capabilities, settings.ignore_from, settings.allow_from)
 
 
-def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, limit: int | None = None) -> CheckPlan:
+def plan_check(
+    batch: MailboxBatch, view: StoreView, settings: Settings, now: float, limit: int | None = None
+) -> CheckPlan:
     """Classify new messages, pick what to return now, and say what to change."""
     plan = CheckPlan()
     config = tier0_config(settings)
@@ -134,7 +157,9 @@ def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, 
         plan.new.append((msg, decision))
         if decision.disposition == ATTENTION:
             arrival = (1 << 62) + len(plan.new)  # after everything already stored
-            new_attention.append(OpenMessage(msg.id, msg.seq, msg, Record("pending", arrival=arrival, why=decision.reason)))
+            new_attention.append(
+                OpenMessage(msg.id, msg.seq, msg, Record("pending", arrival=arrival, why=decision.reason))
+            )
         else:
             plan.handled[decision.disposition] += 1
     for item in batch.unreadable:
@@ -142,8 +167,10 @@ def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, 
             continue
         seen.add(item.key)
         plan.unreadable.append(item)
-        plan.warnings.append(f"set aside {_unreadable_label(item)}, which cannot be read ({item.reason}); kept for a person"
-                             " in `agentcom inbox --state dead` and acked past at the hub")
+        plan.warnings.append(
+            f"set aside {_unreadable_label(item)}, which cannot be read ({item.reason}); kept for a person"
+            " in `agentcom inbox --state dead` and acked past at the hub"
+        )
     if regressed_at is not None:
         plan.warnings.append(
             f"the hub's seq counter went backwards (new message at seq {regressed_at}, cursor was {view.cursor}): "
@@ -163,53 +190,71 @@ def plan_check(batch: MailboxBatch, view: StoreView, settings: Any, now: float, 
     return plan
 
 
-def _plan_replies(candidates, reply_times: Mapping[str, Sequence[float]], budget: int, now: float, plan: CheckPlan) -> None:
+def _plan_replies(
+    candidates, reply_times: Mapping[str, Sequence[float]], budget: int, now: float, plan: CheckPlan
+) -> None:
     """Coalesce auto-replies and apply the per-sender budget; every candidate ends finished."""
     chosen = {id(pair[1]) for pair in coalesce(candidates)}
     spent = {sender: sum(1 for t in times if t > now - REPLY_WINDOW) for sender, times in reply_times.items()}
     for msg, decision in candidates:
         if id(decision) in chosen:
             if spent.get(msg.sender, 0) >= budget:
-                decision = Tier0Decision(STORE, decision.rule, f"{decision.reason}: auto-reply limit of {budget}/min reached")
+                decision = Tier0Decision(
+                    STORE, decision.rule, f"{decision.reason}: auto-reply limit of {budget}/min reached"
+                )
             else:
                 spent[msg.sender] = spent.get(msg.sender, 0) + 1
                 plan.replies.append(AutoReply(to=msg.sender, reply_to=msg.id, kind=decision.reply or ""))
         else:
-            decision = Tier0Decision(AUTO_REPLY, decision.rule, f"{decision.reason}: answered by the reply to a newer one")
+            decision = Tier0Decision(
+                AUTO_REPLY, decision.rule, f"{decision.reason}: answered by the reply to a newer one"
+            )
         plan.new.append((msg, decision))
         plan.handled[decision.disposition] += 1
 
 
-def _plan_leases(batch: MailboxBatch, open_messages: list[OpenMessage], recovered: bool, settings: Any, now: float, limit: int | None, plan: CheckPlan) -> None:
+def _plan_leases(
+    batch: MailboxBatch,
+    open_messages: list[OpenMessage],
+    recovered: bool,
+    settings: Settings,
+    now: float,
+    limit: int | None,
+    plan: CheckPlan,
+) -> None:
     """Pick the attention messages to return now, lease them, dead-letter poison ones."""
     at_hub = {m.id: m for m in batch.messages}
-    deliverable: list[OpenMessage] = []
+    deliverable: list[tuple[Message, OpenMessage]] = []  # each with its body (from the store or the hub)
     for item in open_messages:
         rec = item.rec
         msg = item.msg or at_hub.get(item.id)
         if msg is None:
             plan.lost.append(item.id)
-            plan.warnings.append(f"message seq {item.seq} was kept by an older agentcom without its text and is no longer at the hub")
+            plan.warnings.append(
+                f"message seq {item.seq} was kept by an older agentcom without its text and is no longer at the hub"
+            )
             continue
         if rec.state in ("pending",) or (rec.due is not None and rec.due <= now):
             expired = rec.expired + (1 if rec.lease_ran_out else 0)
             if rec.lease_ran_out and expired >= settings.max_deliveries:
                 plan.dead.append(item.id)
                 plan.warnings.append(
-                    f"dead-lettered message seq {msg.seq} after {rec.deliveries} deliveries without ack; see `agentcom inbox --state dead`"
+                    f"dead-lettered message seq {msg.seq} after {rec.deliveries} deliveries without ack; see "
+                    f"`agentcom inbox --state dead`"
                 )
                 continue
-            deliverable.append(OpenMessage(item.id, item.seq, msg, Record(rec.state, rec.deliveries, expired, rec.due, rec.ever_shown, rec.arrival, rec.why)))
+            record = Record(rec.state, rec.deliveries, expired, rec.due, rec.ever_shown, rec.arrival, rec.why)
+            deliverable.append((msg, OpenMessage(item.id, item.seq, msg, record)))
         elif rec.state in ("leased", "shown"):
             plan.in_lease += 1
             plan.next_due = rec.due if plan.next_due is None else min(plan.next_due, rec.due or now)
-    deliverable.sort(key=lambda o: attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival))
+    deliverable.sort(key=lambda pair: attention_order(pair[0].priority, pair[0].broadcast, pair[1].rec.arrival))
     chosen = deliverable if limit is None else deliverable[: max(0, limit)]
     plan.pending = len(deliverable) - len(chosen)
-    for item in chosen:
+    for msg, item in chosen:
         deliveries = item.rec.deliveries + 1
         plan.leases.append(Lease(item.id, deliveries, item.rec.expired, now + settings.lease_seconds))
-        plan.messages.append(message_view(item.msg, item.rec.why, deliveries, deliveries > 1 or recovered))
+        plan.messages.append(message_view(msg, item.rec.why, deliveries, deliveries > 1 or recovered))
     if chosen and recovered:
         plan.clear_recovered = True
 

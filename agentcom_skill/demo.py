@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from . import skill
 from .client import HubClient
@@ -13,7 +14,7 @@ from .config import load_settings
 from .render import render_check_text, render_log_text, sent_line
 
 # (sender, to, type, payload): a small slice of a realistic day.
-TRAFFIC = [
+TRAFFIC: list[tuple[str, str | None, str, dict[str, Any]]] = [
     ("loash", "gcu", "chat", {"text": "I pushed a fix for goal backlog ordering, could you review?"}),
     ("nathan", "gcu", "request", {"action": "ping"}),
     ("nathan", "gcu", "request", {"action": "ping"}),
@@ -21,7 +22,12 @@ TRAFFIC = [
     ("ocean-ai", "broadcast", "status", {"status": "deploying staging"}),
     ("nathan", "gcu", "chat", {"action": "notify", "text": "FYI: merged rate limiter config"}),
     ("skaffen", None, "request", {"text": "Need help with the heartbeat reaper", "needed_capabilities": ["rust"]}),
-    ("flere-imsaho", "broadcast", "request", {"text": "Who can review the Elixir supervisor tree?", "needed_capabilities": ["elixir"]}),
+    (
+        "flere-imsaho",
+        "broadcast",
+        "request",
+        {"text": "Who can review the Elixir supervisor tree?", "needed_capabilities": ["elixir"]},
+    ),
     ("spammy-bot", "gcu", "chat", {"text": "BUY NOW \x1b[31mcheap tokens\x1b[0m"}),
     ("loash", "gcu", "delegate", {"task_id": "task-071", "title": "Fix DETS compaction", "priority": "urgent"}),
     ("loash", "gcu", "progress", {"task_id": "task-067", "percent": 80, "note": "tests green"}),
@@ -50,7 +56,10 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
 def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
     echo("AgentCom is a message hub for AI agents. This tour runs one on this machine, at")
     echo(f"{url}, with agent gcu (us: capabilities code, elixir, review) and five peers.")
-    tokens = {name: store.mint_token(name) for name in ["gcu", "loash", "nathan", "skaffen", "ocean-ai", "flere-imsaho", "spammy-bot"]}
+    tokens = {
+        name: store.mint_token(name)
+        for name in ["gcu", "loash", "nathan", "skaffen", "ocean-ai", "flere-imsaho", "spammy-bot"]
+    }
     for sender, to, type_, payload in TRAFFIC:
         with HubClient(url, tokens[sender]) as hub:
             hub.send(to, type_, payload)
@@ -59,9 +68,14 @@ def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
 
     settings = load_settings(
         {
-            "hub_url": url, "agent_id": "gcu", "token": tokens["gcu"], "state_dir": str(tmp / "state"),
-            "config": str(tmp / "none.toml"), "capabilities": ["code", "elixir", "review"],
-            "ignore_from": ["spammy-bot"], "status": "reviewing PRs",
+            "hub_url": url,
+            "agent_id": "gcu",
+            "token": tokens["gcu"],
+            "state_dir": str(tmp / "state"),
+            "config": str(tmp / "none.toml"),
+            "capabilities": ["code", "elixir", "review"],
+            "ignore_from": ["spammy-bot"],
+            "status": "reviewing PRs",
         },
         env={},
     )
@@ -83,4 +97,3 @@ def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
     echo(f"acked #{acked['acked'][0]['seq']}; {acked['unacked']} shown and not yet acked")
     echo("\n$ agentcom check      (a second look: nothing new, and it says what is still out)")
     echo(render_check_text(skill.check(settings=settings)))
-

@@ -17,8 +17,9 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
@@ -44,7 +45,9 @@ def run_doctor(overrides: Mapping[str, Any], env: Mapping[str, str] | None = Non
     findings: list[Finding] = []
     settings = _config(overrides, env, findings)
     if settings is None:
-        findings += [Finding(c, SKIP, "needs a working configuration") for c in ("hub", "token", "store", "watch", "wake")]
+        findings += [
+            Finding(c, SKIP, "needs a working configuration") for c in ("hub", "token", "store", "watch", "wake")
+        ]
     else:
         hub_ok = _hub(settings, findings)
         if hub_ok:
@@ -66,15 +69,20 @@ def _config(overrides: Mapping[str, Any], env: Mapping[str, str] | None, finding
         findings.append(Finding("config", FAIL, str(exc), "fix the setting named above", exc.exit_code))
         return None
     path = settings.config_path
-    sources = ", ".join(sorted({f"{k} from {v}" for k, v in settings.sources.items() if k in ("hub_url", "agent_id", "token")}))
+    sources = ", ".join(
+        sorted({f"{k} from {v}" for k, v in settings.sources.items() if k in ("hub_url", "agent_id", "token")})
+    )
     if not path.exists():
         findings.append(Finding("config", OK, f"no config file at {path}; {sources}"))
         return settings
     mode = stat.S_IMODE(path.stat().st_mode)
     holds_token = "config file" in settings.sources.get("token", "")
     if holds_token and mode & 0o077:
-        findings.append(Finding("config", WARN, f"{path} holds the token and is readable by others (mode {mode:o})",
-                                f"chmod 600 {path}"))
+        findings.append(
+            Finding(
+                "config", WARN, f"{path} holds the token and is readable by others (mode {mode:o})", f"chmod 600 {path}"
+            )
+        )
     else:
         findings.append(Finding("config", OK, f"{path} (mode {mode:o}); {sources}"))
     return settings
@@ -93,10 +101,19 @@ def _hub(settings: Settings, findings: list[Finding]) -> bool:
     ms = (time.monotonic() - started) * 1000
     where = f"{settings.hub_url} answered in {ms:.0f} ms" + (f" through the proxy {via}" if via else "")
     if health.get("status") != "ok":
-        findings.append(Finding("hub", FAIL, f"{where}, but its health is {str(health.get('status'))[:40]!r}",
-                                "look at the hub's own logs", HubUnavailableError.exit_code))
+        findings.append(
+            Finding(
+                "hub",
+                FAIL,
+                f"{where}, but its health is {str(health.get('status'))[:40]!r}",
+                "look at the hub's own logs",
+                HubUnavailableError.exit_code,
+            )
+        )
         return False
-    findings.append(Finding("hub", OK, f"{where}: healthy, {health.get('agents_connected')} agent(s) connected by WebSocket"))
+    findings.append(
+        Finding("hub", OK, f"{where}: healthy, {health.get('agents_connected')} agent(s) connected by WebSocket")
+    )
     return True
 
 
@@ -118,14 +135,19 @@ def _token(settings: Settings, findings: list[Finding]) -> None:
         with hub_client(settings) as hub:
             waiting = len(hub.poll(settings.agent_id, 0).messages)
     except AuthError as exc:
-        findings.append(Finding("token", FAIL, str(exc), f"mint or register a token for {settings.agent_id} at this hub",
-                                exc.exit_code))
+        findings.append(
+            Finding(
+                "token", FAIL, str(exc), f"mint or register a token for {settings.agent_id} at this hub", exc.exit_code
+            )
+        )
         return
     except AgentComError as exc:
         findings.append(Finding("token", FAIL, str(exc), "see the hub check above", exc.exit_code))
         return
     source = settings.sources.get("token", "the settings")
-    findings.append(Finding("token", OK, f"accepted for {settings.agent_id} (from {source}); {waiting} message(s) at the hub"))
+    findings.append(
+        Finding("token", OK, f"accepted for {settings.agent_id} (from {source}); {waiting} message(s) at the hub")
+    )
 
 
 def _store(settings: Settings, findings: list[Finding]) -> None:
@@ -138,14 +160,23 @@ def _store(settings: Settings, findings: list[Finding]) -> None:
             counts = store.counts(time.time())
             warnings = list(store.warnings)
     except StateError as exc:
-        findings.append(Finding("store", FAIL, str(exc), f"make {directory} writable by you (and only you)", exc.exit_code))
+        findings.append(
+            Finding("store", FAIL, str(exc), f"make {directory} writable by you (and only you)", exc.exit_code)
+        )
         return
     except AgentComError as exc:
         findings.append(Finding("store", FAIL, str(exc), "try again when the other run has finished", exc.exit_code))
         return
     if health != "ok":
-        findings.append(Finding("store", FAIL, f"{directory}: the database reports {str(health)[:80]!r}",
-                                "move messages.sqlite3 aside; the next check rebuilds it from the hub", StateError.exit_code))
+        findings.append(
+            Finding(
+                "store",
+                FAIL,
+                f"{directory}: the database reports {str(health)[:80]!r}",
+                "move messages.sqlite3 aside; the next check rebuilds it from the hub",
+                StateError.exit_code,
+            )
+        )
         return
     detail = f"{directory}: {counts['stored']} message(s) kept, {counts['open']} open, {counts['dead']} dead letter(s)"
     if warnings:
@@ -161,8 +192,14 @@ def _watch(settings: Settings, findings: list[Finding]) -> None:
         return
     pid = status.get("pid", "?")
     if not status.get("connected_since"):
-        findings.append(Finding("watch", WARN, f"running (pid {pid}) but not connected; last event: {status.get('last_event')}",
-                                "check the hub check above and the watch's log; meanwhile `check` reads only the store"))
+        findings.append(
+            Finding(
+                "watch",
+                WARN,
+                f"running (pid {pid}) but not connected; last event: {status.get('last_event')}",
+                "check the hub check above and the watch's log; meanwhile `check` reads only the store",
+            )
+        )
         return
     problems = list(status.get("hazards") or [])
     wake_error = status.get("wake_error")
@@ -185,8 +222,15 @@ def _wake(settings: Settings, findings: list[Finding]) -> None:
         if getattr(wake, "shell", False) or shutil.which(program):
             findings.append(Finding("wake", OK, f"command mode: {program[:60]} found"))
         else:
-            findings.append(Finding("wake", FAIL, f"command mode: {program[:60]!r} is not on PATH",
-                                    "give the full path in [wake] command", ConfigError.exit_code))
+            findings.append(
+                Finding(
+                    "wake",
+                    FAIL,
+                    f"command mode: {program[:60]!r} is not on PATH",
+                    "give the full path in [wake] command",
+                    ConfigError.exit_code,
+                )
+            )
         return
     probe: Callable[[Any], Finding] = _probe_a2a if wake.mode == "a2a" else _probe_hooks
     findings.append(probe(wake))
@@ -198,11 +242,20 @@ def _probe_hooks(wake: Any) -> Finding:
     import requests
 
     try:
-        reply = requests.post(f"{wake.url}/hooks/wake", json={}, timeout=PROBE_TIMEOUT,
-                              headers={"authorization": f"Bearer {wake.token}"} if wake.token else {})
+        reply = requests.post(
+            f"{wake.url}/hooks/wake",
+            json={},
+            timeout=PROBE_TIMEOUT,
+            headers={"authorization": f"Bearer {wake.token}"} if wake.token else {},
+        )
     except requests.RequestException as exc:
-        return Finding("wake", FAIL, f"gateway {wake.url} unreachable ({type(exc).__name__})",
-                       "start the OpenClaw gateway, or correct [wake] url", HubUnavailableError.exit_code)
+        return Finding(
+            "wake",
+            FAIL,
+            f"gateway {wake.url} unreachable ({type(exc).__name__})",
+            "start the OpenClaw gateway, or correct [wake] url",
+            HubUnavailableError.exit_code,
+        )
     return _judge(wake, reply.status_code, "hooks", reply.status_code == 400)
 
 
@@ -214,13 +267,20 @@ def _probe_a2a(wake: Any) -> Finding:
     base = wake.url.rsplit("/a2a", 1)[0]
     try:
         card = requests.get(f"{base}/.well-known/agent-card.json", timeout=PROBE_TIMEOUT)
-        reply = requests.post(wake.url, timeout=PROBE_TIMEOUT,
-                              json={"jsonrpc": "2.0", "id": "doctor", "method": "GetTask", "params": {"id": "agentcom-doctor"}},
-                              headers={"authorization": f"Bearer {wake.token}"} if wake.token else {})
+        reply = requests.post(
+            wake.url,
+            timeout=PROBE_TIMEOUT,
+            json={"jsonrpc": "2.0", "id": "doctor", "method": "GetTask", "params": {"id": "agentcom-doctor"}},
+            headers={"authorization": f"Bearer {wake.token}"} if wake.token else {},
+        )
     except requests.RequestException as exc:
-        return Finding("wake", FAIL, f"A2A endpoint {wake.url} unreachable ({type(exc).__name__})",
-                       "start the gateway (its A2A channel answers 40-55 s after start), or correct [wake] url",
-                       HubUnavailableError.exit_code)
+        return Finding(
+            "wake",
+            FAIL,
+            f"A2A endpoint {wake.url} unreachable ({type(exc).__name__})",
+            "start the gateway (its A2A channel answers 40-55 s after start), or correct [wake] url",
+            HubUnavailableError.exit_code,
+        )
     try:
         answered = reply.status_code == 200 and "jsonrpc" in json.loads(reply.content)
     except ValueError:
@@ -233,11 +293,21 @@ def _probe_a2a(wake: Any) -> Finding:
 
 def _judge(wake: Any, status: int, mode: str, accepted: bool) -> Finding:
     if status in (401, 403):
-        return Finding("wake", FAIL, f"{mode} mode: the gateway {wake.url} refused the wake token ({status})",
-                       "set [wake] token_file to the token the gateway's config holds", AuthError.exit_code)
+        return Finding(
+            "wake",
+            FAIL,
+            f"{mode} mode: the gateway {wake.url} refused the wake token ({status})",
+            "set [wake] token_file to the token the gateway's config holds",
+            AuthError.exit_code,
+        )
     if not accepted:
-        return Finding("wake", FAIL, f"{mode} mode: the gateway {wake.url} answered {status}",
-                       "check [wake] url and that the gateway has this feature enabled", ConfigError.exit_code)
+        return Finding(
+            "wake",
+            FAIL,
+            f"{mode} mode: the gateway {wake.url} answered {status}",
+            "check [wake] url and that the gateway has this feature enabled",
+            ConfigError.exit_code,
+        )
     return Finding("wake", OK, f"{mode} mode: the gateway {wake.url} accepts the wake token")
 
 
@@ -247,16 +317,35 @@ def _openclaw(findings: list[Finding]) -> None:
         findings.append(Finding("openclaw", SKIP, "no openclaw on PATH"))
         return
     try:
-        out = subprocess.run([program, "skills", "info", "agentcom", "--json"], capture_output=True, text=True,
-                             timeout=OPENCLAW_TIMEOUT, env={**os.environ, "OPENCLAW_NO_PROMPT": "1"})
+        out = subprocess.run(
+            [program, "skills", "info", "agentcom", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=OPENCLAW_TIMEOUT,
+            env={**os.environ, "OPENCLAW_NO_PROMPT": "1"},
+        )
         info = json.loads(out.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
-        findings.append(Finding("openclaw", FAIL, "`openclaw skills info agentcom` gave no answer",
-                                "install SKILL.md as ~/.openclaw/workspace/skills/agentcom/SKILL.md", ConfigError.exit_code))
+        findings.append(
+            Finding(
+                "openclaw",
+                FAIL,
+                "`openclaw skills info agentcom` gave no answer",
+                "install SKILL.md as ~/.openclaw/workspace/skills/agentcom/SKILL.md",
+                ConfigError.exit_code,
+            )
+        )
         return
     if info.get("eligible") and info.get("modelVisible", True):
         findings.append(Finding("openclaw", OK, f"the agentcom skill is visible to the model ({Path(program).name})"))
         return
     missing = json.dumps(info.get("missing") or {}, separators=(",", ":"))[:200]
-    findings.append(Finding("openclaw", FAIL, f"the agentcom skill is not visible to the model (missing: {missing})",
-                            "see the README's OpenClaw section", ConfigError.exit_code))
+    findings.append(
+        Finding(
+            "openclaw",
+            FAIL,
+            f"the agentcom skill is not visible to the model (missing: {missing})",
+            "see the README's OpenClaw section",
+            ConfigError.exit_code,
+        )
+    )

@@ -58,7 +58,10 @@ def import_state_file(store: MessageStore, directory: Path, lock_timeout: float)
                 with store.write():
                     store.set_meta("legacy_imported", time.time())
                     store.set_meta("recovered", 1)
-                store.warnings.append(f"old state file {path} was unusable ({str(exc)[:80]}); moved it to {aside} and recovered from the hub")
+                store.warnings.append(
+                    f"old state file {path} was unusable ({str(exc)[:80]}); moved it to {aside} and recovered from "
+                    f"the hub"
+                )
                 return
             with store.write():
                 _import(store, data)
@@ -77,39 +80,7 @@ def _rename(src: Path, dst: Path) -> None:
 
 def _import(store: MessageStore, data: dict[str, Any]) -> None:
     now = time.time()
-    log = {e.get("id"): e for e in _list(data.get("log")) if isinstance(e, dict)}
-    rows: list[tuple] = []
-
-    def add(msg_id: Any, seq: Any, state: str, disposition: str, reason: str, **extra: Any) -> None:
-        if not isinstance(msg_id, str):
-            return
-        entry = log.get(msg_id, {})
-        rows.append((
-            msg_id, seq if isinstance(seq, int) else None, _str(extra.get("sender") or entry.get("from")),
-            _str(extra.get("type") or entry.get("type")), _str(extra.get("text") or entry.get("text")),
-            entry.get("disposition") if entry.get("disposition") in DISPOSITIONS else disposition,
-            entry.get("rule") if isinstance(entry.get("rule"), int) else None, _str(entry.get("reason")) or reason, state,
-            extra.get("priority") if extra.get("priority") in PRIORITIES else "normal",
-            int(bool(extra.get("broadcast"))), int(extra.get("deliveries", 0)), int(extra.get("expired", 0)),
-            int(bool(extra.get("shown"))), extra.get("due"), None if state in OPEN_STATES else now, now,
-        ))
-
-    for msg_id, e in _dict(data.get("attention")).items():
-        if not isinstance(e, dict):
-            continue
-        deliveries = e.get("deliveries") if isinstance(e.get("deliveries"), int) else 0
-        shown = bool(e.get("shown"))
-        state = "pending" if deliveries == 0 else ("shown" if shown else "leased")
-        due = e.get("lease_until") if isinstance(e.get("lease_until"), (int, float)) else None
-        add(msg_id, e.get("seq"), state, "attention", _str(e.get("why")) or "imported", priority=e.get("priority"),
-            broadcast=e.get("broadcast"), deliveries=deliveries, expired=max(0, deliveries - 1), shown=shown, due=due)
-    for d in _list(data.get("dead")):
-        if isinstance(d, dict):
-            add(d.get("id"), d.get("seq"), "dead", "attention", "dead letter (imported)", sender=d.get("from"),
-                type=d.get("type"), text=d.get("text"), deliveries=d.get("deliveries") if isinstance(d.get("deliveries"), int) else 0, shown=True)
-    for msg_id, e in _dict(data.get("done")).items():
-        add(msg_id, e.get("seq") if isinstance(e, dict) else None, "done", "attention", "finished (imported)")
-    store.import_stubs(rows)
+    store.import_stubs(_stub_rows(data, now))
     for peer, info in _dict(data.get("roster")).items():
         if isinstance(info, dict):
             timestamp = info.get("timestamp") if isinstance(info.get("timestamp"), int) else None
@@ -121,6 +92,76 @@ def _import(store: MessageStore, data: dict[str, Any]) -> None:
             store.set_meta(key, data[key])
     if data.get("recovered") is True:
         store.set_meta("recovered", 1)
+
+
+def _stub_rows(data: dict[str, Any], now: float) -> list[tuple[Any, ...]]:
+    """The messages 0.1 knew, as rows for `MessageStore.import_stubs` (their bodies come later)."""
+    log = {e.get("id"): e for e in _list(data.get("log")) if isinstance(e, dict)}
+    rows: list[tuple] = []
+
+    def add(msg_id: Any, seq: Any, state: str, disposition: str, reason: str, **extra: Any) -> None:
+        if not isinstance(msg_id, str):
+            return
+        entry = log.get(msg_id, {})
+        rows.append(
+            (
+                msg_id,
+                seq if isinstance(seq, int) else None,
+                _str(extra.get("sender") or entry.get("from")),
+                _str(extra.get("type") or entry.get("type")),
+                _str(extra.get("text") or entry.get("text")),
+                entry.get("disposition") if entry.get("disposition") in DISPOSITIONS else disposition,
+                entry.get("rule") if isinstance(entry.get("rule"), int) else None,
+                _str(entry.get("reason")) or reason,
+                state,
+                extra.get("priority") if extra.get("priority") in PRIORITIES else "normal",
+                int(bool(extra.get("broadcast"))),
+                int(extra.get("deliveries", 0)),
+                int(extra.get("expired", 0)),
+                int(bool(extra.get("shown"))),
+                extra.get("due"),
+                None if state in OPEN_STATES else now,
+                now,
+            )
+        )
+
+    for msg_id, e in _dict(data.get("attention")).items():
+        if not isinstance(e, dict):
+            continue
+        deliveries: int = e["deliveries"] if isinstance(e.get("deliveries"), int) else 0
+        shown = bool(e.get("shown"))
+        state = "pending" if deliveries == 0 else ("shown" if shown else "leased")
+        due = e.get("lease_until") if isinstance(e.get("lease_until"), (int, float)) else None
+        add(
+            msg_id,
+            e.get("seq"),
+            state,
+            "attention",
+            _str(e.get("why")) or "imported",
+            priority=e.get("priority"),
+            broadcast=e.get("broadcast"),
+            deliveries=deliveries,
+            expired=max(0, deliveries - 1),
+            shown=shown,
+            due=due,
+        )
+    for d in _list(data.get("dead")):
+        if isinstance(d, dict):
+            add(
+                d.get("id"),
+                d.get("seq"),
+                "dead",
+                "attention",
+                "dead letter (imported)",
+                sender=d.get("from"),
+                type=d.get("type"),
+                text=d.get("text"),
+                deliveries=d.get("deliveries") if isinstance(d.get("deliveries"), int) else 0,
+                shown=True,
+            )
+    for msg_id, e in _dict(data.get("done")).items():
+        add(msg_id, e.get("seq") if isinstance(e, dict) else None, "done", "attention", "finished (imported)")
+    return rows
 
 
 def _dict(value: Any) -> dict:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import __version__, skill
 from .config import Settings
 from .errors import AgentComError, UsageError
+from .message import PRIORITIES
 from .render import json_text, render_history_prompt, render_prompt, render_show_prompt
 
 INBOX_URI = "agentcom://inbox"
@@ -48,11 +50,17 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "send": (
         "Send a message to an agent id, or to everyone with to=broadcast.",
-        _args({
-            "to": {"type": "string"}, "text": {"type": "string"}, "type": {"type": "string"},
-            "priority": {"enum": ["low", "normal", "high", "urgent"]},
-            "needs": {"type": "array", "items": {"type": "string"}},
-        }, "to", "text"),
+        _args(
+            {
+                "to": {"type": "string"},
+                "text": {"type": "string"},
+                "type": {"type": "string"},
+                "priority": {"enum": list(PRIORITIES)},
+                "needs": {"type": "array", "items": {"type": "string"}},
+            },
+            "to",
+            "text",
+        ),
     ),
     "reply": (
         "Answer a message you were shown; it goes to its sender as a response.",
@@ -142,48 +150,63 @@ class Mailbox:
         self.s = settings
 
     def call(self, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """One tool call: its text, and its structured result when it has one (json format)."""
         if name not in TOOLS:
             raise UsageError(f"no tool {name[:40]!r}")
         args = check_arguments(name, args)
-        fmt = args.get("format", "prompt")
-        if name == "check":
-            result = skill.check(max=args.get("max"), settings=self.s)
-            if fmt == "json":
-                return json_text(result), result
-            return render_prompt(result, self.s.prompt_text_limit), None
-        if name == "send":
-            result = skill.send(args["to"], args["text"], args.get("type"), priority=args.get("priority"), needs=args.get("needs") or (), settings=self.s)
+        tool: Callable[[dict[str, Any], str], tuple[str, dict[str, Any] | None]] = getattr(self, f"_{name}")
+        return tool(args, args.get("format", "prompt"))
+
+    def _check(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        result = skill.check(max=args.get("max"), settings=self.s)
+        return (json_text(result), result) if fmt == "json" else (render_prompt(result, self.s.prompt_text_limit), None)
+
+    def _send(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        result = skill.send(
+            args["to"],
+            args["text"],
+            args.get("type"),
+            priority=args.get("priority"),
+            needs=args.get("needs") or (),
+            settings=self.s,
+        )
+        return json_text(result), result
+
+    def _reply(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        result = skill.reply(args["ref"], args["text"], settings=self.s)
+        return json_text(result), result
+
+    def _ack(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        refs, through, every = args.get("refs") or [], args.get("through"), args.get("all", False)
+        if every and (refs or through is not None):
+            raise UsageError("ack: all=true finishes every shown message; give it alone, or name refs/through")
+        if not (every or refs or through is not None):
+            raise UsageError("ack: name the messages (refs, or through a seq), or finish every shown one with all=true")
+        result = skill.ack(refs, through=through, settings=self.s)
+        return json_text(result), result
+
+    def _defer(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        result = skill.defer(args["refs"], args["seconds"], settings=self.s)
+        return json_text(result), result
+
+    def _show(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        msg = skill.show(args["ref"], settings=self.s)
+        return (json_text(msg), msg) if fmt == "json" else (render_show_prompt(msg), None)
+
+    def _thread(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        return self._history(skill.thread(args["ref"], settings=self.s), fmt)
+
+    def _search(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        return self._history(skill.search(args["text"], args.get("limit", 20), settings=self.s), fmt)
+
+    def _history(self, result: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        if fmt == "json":
             return json_text(result), result
-        if name == "reply":
-            result = skill.reply(args["ref"], args["text"], settings=self.s)
-            return json_text(result), result
-        if name == "ack":
-            refs, through, every = args.get("refs") or [], args.get("through"), args.get("all", False)
-            if every and (refs or through is not None):
-                raise UsageError("ack: all=true finishes every shown message; give it alone, or name refs/through")
-            if not (every or refs or through is not None):
-                raise UsageError("ack: name the messages (refs, or through a seq), "
-                                 "or finish every shown one with all=true")
-            result = skill.ack(refs, through=through, settings=self.s)
-            return json_text(result), result
-        if name == "defer":
-            result = skill.defer(args["refs"], args["seconds"], settings=self.s)
-            return json_text(result), result
-        if name == "show":
-            msg = skill.show(args["ref"], settings=self.s)
-            return (json_text(msg), msg) if fmt == "json" else (render_show_prompt(msg), None)
-        if name in ("thread", "search"):
-            if name == "thread":
-                result = skill.thread(args["ref"], settings=self.s)
-            else:
-                result = skill.search(args["text"], args.get("limit", 20), settings=self.s)
-            if fmt == "json":
-                return json_text(result), result
-            return render_history_prompt(result["messages"], self.s.prompt_text_limit), None
-        if name == "status":
-            result = skill.status(settings=self.s)
-            return json_text(result), result
-        raise UsageError(f"no tool {name[:40]!r}")
+        return render_history_prompt(result["messages"], self.s.prompt_text_limit), None
+
+    def _status(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
+        result = skill.status(settings=self.s)
+        return json_text(result), result
 
     def inbox_text(self) -> str:
         """The waiting messages, peeked (nothing is leased or sent), fenced for an LLM."""
@@ -222,29 +245,26 @@ def build_server(mailbox: Mailbox, names: list[str], bus: Any) -> tuple[Any, set
     tools = [t.Tool(name=n, description=TOOLS[n][0], input_schema=TOOLS[n][1]) for n in names]
     subscribers: set[Any] = set()  # 2025-era sessions that sent resources/subscribe
 
-    def error(text: str) -> Any:
-        return t.CallToolResult(content=[t.TextContent(type="text", text=text)], is_error=True)
-
     async def list_tools(ctx: Any, params: Any) -> Any:
         return t.ListToolsResult(tools=tools)
 
     async def call_tool(ctx: Any, params: Any) -> Any:
-        if params.name not in names:
-            return error(f"usage: no tool {params.name[:40]!r}; tools: {', '.join(names)}")
-        args = params.arguments or {}
-        if not isinstance(args, dict):
-            return error("usage: arguments must be an object")
-        try:
-            text, structured = await anyio.to_thread.run_sync(mailbox.call, params.name, args)
-        except AgentComError as exc:
-            return error(f"{exc.kind}: {exc}")
-        except Exception as exc:  # a bug must not take the server down: say so, go on
-            return error(f"internal error: {type(exc).__name__}")
-        return t.CallToolResult(content=[t.TextContent(type="text", text=text)], structured_content=structured)
+        text, structured, failed = await _call_tool(mailbox, names, params.name, params.arguments)
+        return t.CallToolResult(
+            content=[t.TextContent(type="text", text=text)], structured_content=structured, is_error=failed
+        )
 
     async def list_resources(ctx: Any, params: Any) -> Any:
-        return t.ListResourcesResult(resources=[t.Resource(name="inbox", uri=INBOX_URI, mime_type="text/plain",
-                                                           description="What needs attention now, fenced; reading takes nothing.")])
+        return t.ListResourcesResult(
+            resources=[
+                t.Resource(
+                    name="inbox",
+                    uri=INBOX_URI,
+                    mime_type="text/plain",
+                    description="What needs attention now, fenced; reading takes nothing.",
+                )
+            ]
+        )
 
     async def read_resource(ctx: Any, params: Any) -> Any:
         if str(params.uri) != INBOX_URI:
@@ -266,12 +286,36 @@ def build_server(mailbox: Mailbox, names: list[str], bus: Any) -> tuple[Any, set
         return t.EmptyResult()
 
     server = Server(
-        "agentcom", version=__version__, instructions=instructions(mailbox),
-        on_list_tools=list_tools, on_call_tool=call_tool, on_list_resources=list_resources,
-        on_read_resource=read_resource, on_subscribe_resource=subscribe, on_unsubscribe_resource=unsubscribe,
+        "agentcom",
+        version=__version__,
+        instructions=instructions(mailbox),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
         on_subscriptions_listen=ListenHandler(bus),
     )
     return server, subscribers
+
+
+async def _call_tool(mailbox: Mailbox, names: list[str], name: str, args: Any) -> tuple[str, Any, bool]:
+    """A tool call as (text, structured result, failed): every error is a tool error with its
+    kind and one line, never the server's death."""
+    import anyio.to_thread
+
+    if name not in names:
+        return f"usage: no tool {name[:40]!r}; tools: {', '.join(names)}", None, True
+    if args is not None and not isinstance(args, dict):
+        return "usage: arguments must be an object", None, True
+    try:
+        text, structured = await anyio.to_thread.run_sync(mailbox.call, name, args or {})
+    except AgentComError as exc:
+        return f"{exc.kind}: {exc}", None, True
+    except Exception as exc:  # a bug must not take the server down: say so, go on
+        return f"internal error: {type(exc).__name__}", None, True
+    return text, structured, False
 
 
 async def _announce_arrivals(mailbox: Mailbox, bus: Any, subscribers: set[Any], sleep: Callable[[float], Any]) -> None:

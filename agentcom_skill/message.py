@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from .errors import HubProtocolError
 
 PRIORITIES = ("low", "normal", "high", "urgent")  # payload.priority; anything else reads as normal
+RESPOND_WITH = ("structured", "natural", "none")  # payload.respond_with
 PRIORITY_RANK = {"urgent": 0, "high": 1}  # attention order: urgent, high, then the rest
 
 
@@ -102,7 +103,7 @@ MAX_DEPTH = 100  # nesting levels a payload may have (the payload object is leve
 RAW_LIMIT = 65536
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     """An integer that fits the store's 64-bit columns."""
     return isinstance(value, int) and not isinstance(value, bool) and -(2**62) < value < 2**62
 
@@ -233,8 +234,8 @@ def _batch(raw_entries: list[tuple[Any, str | None]], last_seq: Any, since: int)
         except HubProtocolError as exc:
             reason = str(exc).removeprefix("hub sent ").removeprefix("a ")
             unreadable.append(_unreadable(raw, reason, text if text is not None else _dump(raw)))
-    read.sort(key=lambda m: m.seq)
-    entries = [(m.seq, m.id) for m in read]
+    read.sort(key=lambda m: m.seq or 0)  # (every mailbox message has a seq: parse_message checked it)
+    entries = [(m.seq or 0, m.id) for m in read]
     messages: list[Message] = []
     seen: set[str] = set()
     for msg in read:
@@ -342,7 +343,7 @@ def _split_mailbox(text: str) -> tuple[dict[str, Any], list[str]] | None:
         return None
     starts = [found.array_at, *(comma + 1 for comma in found.commas)]
     ends = [*found.commas, found.end]
-    elements = [text[a:b] for a, b in zip(starts, ends) if text[a:b].strip()]
+    elements = [text[a:b] for a, b in zip(starts, ends, strict=True) if text[a:b].strip()]
     try:
         top = json.loads(text[: found.array_at] + text[found.end :], parse_constant=lambda _: None)
     except (ValueError, RecursionError):
@@ -403,8 +404,14 @@ def parse_pushed(frame: Any, me: str) -> Message:
     msg = parse_message(raw)
     broadcast = isinstance(msg.payload, dict) and "needed_capabilities" in msg.payload
     return Message(
-        seq=None, id=msg.id, sender=msg.sender, to=None if broadcast else me, type=msg.type,
-        payload=msg.payload, reply_to=msg.reply_to, timestamp=msg.timestamp,
+        seq=None,
+        id=msg.id,
+        sender=msg.sender,
+        to=None if broadcast else me,
+        type=msg.type,
+        payload=msg.payload,
+        reply_to=msg.reply_to,
+        timestamp=msg.timestamp,
     )
 
 
@@ -422,7 +429,9 @@ def decode_frame(data: str | bytes) -> tuple[dict[str, Any], str | None]:
     return (frame, None) if isinstance(frame, dict) else ({}, "not a JSON object")
 
 
-def pushed_message(frame: dict[str, Any], me: str, raw: str | bytes, problem: str | None = None) -> Message | Unreadable:
+def pushed_message(
+    frame: dict[str, Any], me: str, raw: str | bytes, problem: str | None = None
+) -> Message | Unreadable:
     """A pushed `message` frame as a `Message`, or, when it cannot be read, as `Unreadable`
     with its id and sender where they can be read (pushed messages have no seq)."""
     if problem is None:

@@ -107,7 +107,9 @@ def neutralise(text: str, keep_newlines: bool = False) -> str:
     return "".join(out)
 
 
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+_UNSAFE_IN_JSON = re.compile(
+    "[\x7f-\x9f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
 
 
 def json_text(data: Any) -> str:
@@ -163,7 +165,9 @@ def ref_of(msg: dict[str, Any]) -> str:
 
 def refs_text(items: list[dict[str, Any]]) -> str:
     """`#12, #14, 3f9a0c1d2e3b4a59` (pushed messages have no seq), or `nothing`."""
-    return ", ".join(f"#{i['seq']}" if i.get("seq") is not None else safe_msg_id(i.get("id")) for i in items) or "nothing"
+    return (
+        ", ".join(f"#{i['seq']}" if i.get("seq") is not None else safe_msg_id(i.get("id")) for i in items) or "nothing"
+    )
 
 
 def _tier0_summary(handled: dict[str, int]) -> str:
@@ -187,7 +191,9 @@ def render_prompt(result: dict[str, Any], text_limit: int = 1500, nonce: str | N
     if result.get("pending"):
         head += f" {result['pending']} more pending."
     if not messages and result.get("in_lease"):
-        head += f" {result['in_lease']} returned earlier still leased (back {ago(result.get('next_due'))} unless acked)."
+        head += (
+            f" {result['in_lease']} returned earlier still leased (back {ago(result.get('next_due'))} unless acked)."
+        )
     lines = [head]
     lines += [f"[AgentCom] warning: {_unfence(neutralise(w))}" for w in result.get("warnings", [])]
     if not messages:
@@ -318,7 +324,9 @@ def render_check_text(result: dict[str, Any], text_limit: int = 200, peek: bool 
             lines.append("No messages need attention.")
     summary = _tier0_summary(result["handled"])
     if peek:
-        summary = "Peek (nothing sent or changed): " + summary.replace("auto-replied", "to auto-reply").replace("Tier 0 handled", "Tier 0 would handle")
+        summary = "Peek (nothing sent or changed): " + summary.replace("auto-replied", "to auto-reply").replace(
+            "Tier 0 handled", "Tier 0 would handle"
+        )
     if result.get("pending"):
         summary += f"; {result['pending']} more pending"
     lines.append(summary + ".")
@@ -337,21 +345,27 @@ def render_log_text(result: dict[str, Any]) -> str:
     lines = []
     for e in result["entries"]:
         lines.append(
-            neutralise(f"{_log_time(e.get('received_at'))} {refs_text([e])} {safe_sender(e.get('from'))} "
-                       f"{safe_type(e.get('type'))}: {e.get('disposition')} ({e.get('why')}) ")
+            neutralise(
+                f"{_log_time(e.get('received_at'))} {refs_text([e])} {safe_sender(e.get('from'))} "
+                f"{safe_type(e.get('type'))}: {e.get('disposition')} ({e.get('why')}) "
+            )
             + one_line(message_text(e), 120)
         )
     if not lines:
         lines.append("Tier 0 has handled nothing yet.")
     if result["roster"]:
         lines.append("Peers' latest statuses:")
-        lines += [f"  {safe_sender(peer)}: {one_line(info.get('status'), 200)}"
-                  for peer, info in sorted(result["roster"].items())]
+        lines += [
+            f"  {safe_sender(peer)}: {one_line(info.get('status'), 200)}"
+            for peer, info in sorted(result["roster"].items())
+        ]
     if result["dead_letters"]:
         lines.append("Dead letters (returned too often without ack):")
         lines += [
-            neutralise(f"  {refs_text([d])} {safe_sender(d.get('from'))} {safe_type(d.get('type'))} "
-                       f"after {d.get('deliveries')} deliveries: ")
+            neutralise(
+                f"  {refs_text([d])} {safe_sender(d.get('from'))} {safe_type(d.get('type'))} "
+                f"after {d.get('deliveries')} deliveries: "
+            )
             + one_line(message_text(d), 120)
             for d in result["dead_letters"]
         ]
@@ -364,16 +378,29 @@ def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
     (other agents' words) inside fences."""
     lines = [f"[AgentCom] Tier 0 log: {len(result['entries'])} handled message(s), oldest first."]
     if result["entries"]:
-        lines += fenced([_unfence(f"[{neutralise(str(e.get('disposition')))}: {one_line(e.get('why'), 100)}] ")
-                         + _prompt_entry(e, text_limit) for e in result["entries"]])
+        lines += fenced(
+            [
+                _unfence(f"[{neutralise(str(e.get('disposition')))}: {one_line(e.get('why'), 100)}] ")
+                + _prompt_entry(e, text_limit)
+                for e in result["entries"]
+            ]
+        )
     if result["roster"]:
         lines.append("[AgentCom] Peers' latest statuses:")
-        lines += fenced([_unfence(f"{safe_sender(peer)}: {one_line(info.get('status'), 200)}")
-                         for peer, info in sorted(result["roster"].items())])
+        lines += fenced(
+            [
+                _unfence(f"{safe_sender(peer)}: {one_line(info.get('status'), 200)}")
+                for peer, info in sorted(result["roster"].items())
+            ]
+        )
     if result["dead_letters"]:
         lines.append("[AgentCom] Dead letters (returned too often without ack):")
-        lines += fenced([_prompt_entry(d, text_limit) + f"  [dead after {d.get('deliveries')} deliveries]"
-                         for d in result["dead_letters"]])
+        lines += fenced(
+            [
+                _prompt_entry(d, text_limit) + f"  [dead after {d.get('deliveries')} deliveries]"
+                for d in result["dead_letters"]
+            ]
+        )
     lines += [f"[AgentCom] warning: {_unfence(neutralise(w))}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -404,8 +431,10 @@ def _agent_line(agent: dict[str, Any]) -> str:
 def sent_line(result: dict[str, Any]) -> str:
     """What `send` and `reply` did, on one line: every id and name through the safe_* rules."""
     reply = f", reply to {safe_msg_id(result['reply_to'])}" if result.get("reply_to") else ""
-    return (f"sent {safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply} "
-            f"(id {safe_msg_id(result.get('id'))})")
+    return (
+        f"sent {safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply} "
+        f"(id {safe_msg_id(result.get('id'))})"
+    )
 
 
 def ack_text(result: dict[str, Any]) -> str:
@@ -420,8 +449,10 @@ def ack_text(result: dict[str, Any]) -> str:
     if any(w.startswith("could not ack the hub") for w in result.get("warnings") or []):
         return text + "The hub was not acked this time (the next check or the watch retries)."
     if waiting:
-        return text + (f"The hub was not acked: it keeps every message from {refs_text([waiting])} on until "
-                       f"{refs_text([waiting])} is finished here.")
+        return text + (
+            f"The hub was not acked: it keeps every message from {refs_text([waiting])} on until "
+            f"{refs_text([waiting])} is finished here."
+        )
     return text + "Nothing at the hub needed acking."
 
 
@@ -454,8 +485,11 @@ def ping_text(result: dict[str, Any]) -> str:
 
 def ambiguous_ref_text(prefix: str, candidates: list[dict[str, Any]], more: bool) -> str:
     """A short id that names several messages: the candidates, each on safe terms."""
-    listed = ", ".join(f"{safe_msg_id(c.get('id'))} ({refs_text([c]) if c.get('seq') is not None else 'no seq'}, "
-                       f"from {safe_sender(c.get('sender'))})" for c in candidates)
+    listed = ", ".join(
+        f"{safe_msg_id(c.get('id'))} ({refs_text([c]) if c.get('seq') is not None else 'no seq'}, "
+        f"from {safe_sender(c.get('sender'))})"
+        for c in candidates
+    )
     more_text = ", …" if more else ""
     named = safe_field(prefix, _SAFE_HEX_PREFIX)
     return f"id prefix {named} names several messages: {listed}{more_text}; give more digits"
@@ -489,12 +523,22 @@ def render_status_text(st: dict[str, Any]) -> str:
     hub = st.get("hub") or {}
     acked = f" (acked up to seq {st['hub_acked']})" if st.get("hub_acked") is not None else ""
     if hub.get("error"):
-        hub_line = f"hub: unreachable: {hub['error']['message']}" if hub["error"]["kind"] in ("hub_unavailable", "rate_limited") \
+        hub_line = (
+            f"hub: unreachable: {hub['error']['message']}"
+            if hub["error"]["kind"] in ("hub_unavailable", "rate_limited")
             else f"hub: {hub['error']['kind']} error: {hub['error']['message']}"
-        hub_line += f"; last successful contact {ago(hub['last_contact'])}" if hub.get("last_contact") else "; never reached from here"
+        )
+        hub_line += (
+            f"; last successful contact {ago(hub['last_contact'])}"
+            if hub.get("last_contact")
+            else "; never reached from here"
+        )
     else:
-        hub_line = (f"hub: {'ok' if hub.get('ok') else 'NOT OK'}, {hub.get('agents_connected')} agent(s) connected by WebSocket; "
-                    f"{st.get('mailbox')} message(s) in our mailbox there{acked}")
+        hub_line = (
+            f"hub: {'ok' if hub.get('ok') else 'NOT OK'}, {hub.get('agents_connected')} agent(s) connected by "
+            f"WebSocket; "
+            f"{st.get('mailbox')} message(s) in our mailbox there{acked}"
+        )
     lines = [
         f"{st['agent_id']} at {st['hub_url']} (token {st.get('token')}); state in {st['state_dir']}",
         f"messages: {st['pending']} pending, {st['in_lease']} shown and leased, {st['deferred']} deferred, "
@@ -507,7 +551,8 @@ def render_status_text(st: dict[str, Any]) -> str:
         connected = f"connected {ago(watch['connected_since'])}" if watch.get("connected_since") else "NOT connected"
         lines.append(
             f"watch: running (pid {watch.get('pid')}), {connected}; {watch.get('wakes_sent', 0)} wake(s) sent, "
-            f"{watch.get('reconnects', 0)} reconnect(s); last event {ago(watch.get('last_event_at'))}: {watch.get('last_event')}"
+            f"{watch.get('reconnects', 0)} reconnect(s); last event {ago(watch.get('last_event_at'))}: "
+            f"{watch.get('last_event')}"
         )
         a2a = watch.get("a2a")
         if a2a:
@@ -515,14 +560,19 @@ def render_status_text(st: dict[str, Any]) -> str:
             lines.append(
                 f"a2a: {a2a.get('in_flight', 0)} task(s) in flight, {a2a.get('answered', 0)} answer(s) sent back, "
                 f"{a2a.get('no_reply', 0)} without an answer, {a2a.get('failed', 0)} failed"
-                + (f" (last {ago(last.get('at'))}: {last.get('outcome')}: {str(last.get('error'))[:160]})"
-                   if last else "")
+                + (
+                    f" (last {ago(last.get('at'))}: {last.get('outcome')}: {str(last.get('error'))[:160]})"
+                    if last
+                    else ""
+                )
                 + (f", {a2a['held']} held for check by the loop guard" if a2a.get("held") else "")
             )
         error = watch.get("last_wake_error")
         if error and error.get("cleared_at"):  # an uncleared one is a hazard, below
-            lines.append(f"last wake error {ago(error.get('at'))} (wakes work again since {ago(error['cleared_at'])}): "
-                         f"{str(error.get('detail'))[:200]}")
+            lines.append(
+                f"last wake error {ago(error.get('at'))} (wakes work again since {ago(error['cleared_at'])}): "
+                f"{str(error.get('detail'))[:200]}"
+            )
     else:
         lines.append("watch: not running (check polls the hub)")
     lines += [f"hazard: {h}" for h in st.get("hazards") or []] or ["hazards: none"]

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
-from .delivery import FINISHED_STATES, OPEN_STATES, STATES, batch_keys, hub_prefix, message_view, plan_check
+from .delivery import (
+    FINISHED_STATES,
+    OPEN_STATES,
+    STATES,
+    AutoReply,
+    CheckPlan,
+    batch_keys,
+    hub_prefix,
+    message_view,
+    plan_check,
+)
 from .errors import (
     AgentComError,
     AuthError,
@@ -21,18 +32,34 @@ from .errors import (
     HubUnavailableError,
     UsageError,
 )
-from .watchstate import read_status, watch_alive
 from .legacy import has_state_file, import_state_file
-from .message import PRIORITIES, MailboxBatch, Message
+from .message import PRIORITIES, RESPOND_WITH, MailboxBatch, Message
 from .render import ago
 from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
+from .watchstate import read_status, watch_alive
+
+if TYPE_CHECKING:  # the network client is imported only when a command talks to the hub
+    from .client import HubClient
+
+
+class Hub(Protocol):
+    """What the actions ask of a hub: `HubClient`, or a stand-in (the watch's pushed frames,
+    the property tests' model hub)."""
+
+    def poll(self, agent_id: str, since: int = 0) -> MailboxBatch: ...
+
+    def send(self, to: str | None, type_: str | None, payload: dict[str, Any], reply_to: str | None = None) -> str: ...
+
+    def ack(self, agent_id: str, seq: int) -> int: ...
+
+    def agents(self) -> list[dict[str, Any]]: ...
+
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
 HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
 THREAD_LIMIT = 200
 _MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
-
 
 
 def _say_waiting(text: str) -> None:
@@ -49,7 +76,7 @@ def resolve_settings(settings: Settings | None, overrides: Mapping[str, Any]) ->
     return load_settings(overrides, source_name="a keyword argument")
 
 
-def hub_client(settings: Settings) -> Any:
+def hub_client(settings: Settings) -> HubClient:
     from .client import HubClient  # imported only when the hub is used
 
     return HubClient(
@@ -139,8 +166,14 @@ def check(
                 return _check_offline(store, s, max, peek, exc, emit)
 
 
-def _check_offline(store: MessageStore, s: Settings, limit: int | None, peek: bool, exc: HubUnavailableError,
-                   emit: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+def _check_offline(
+    store: MessageStore,
+    s: Settings,
+    limit: int | None,
+    peek: bool,
+    exc: HubUnavailableError,
+    emit: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     """The hub cannot be reached: deliver what the store holds (pushed messages, defers and
     leases that came due), with a warning saying since when. With nothing to deliver, the
     hub's error stands (exit 4)."""
@@ -161,7 +194,7 @@ def _check_offline(store: MessageStore, s: Settings, limit: int | None, peek: bo
 
 
 def run_check(
-    hub: Any,
+    hub: Hub | None,
     store: MessageStore,
     s: Settings,
     limit: int | None,
@@ -192,8 +225,9 @@ def run_check(
         contact_due = hub is not None and _hub_contact_due(store, now)
     has_new = any(i not in view.known for i in ids)
     plan = plan_check(batch, view, s, now, limit) if peek or not has_new else None
-    idle = plan is not None and not (plan.changes or plan.replies or agents_due or contact_due
-                                     or hub_prefix(batch, finished) is not None)
+    idle = plan is not None and not (
+        plan.changes or plan.replies or agents_due or contact_due or hub_prefix(batch, finished) is not None
+    )
     if plan is not None and (peek or idle):
         result = _check_result(s, plan, warnings + plan.warnings)
         if emit:
@@ -217,18 +251,10 @@ def run_check(
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
     # the caller still gets what was leased.
     warnings += plan.warnings
-    if agents_due:
-        warnings += _connected_hazard(hub, s)
-    sent = []
-    for reply in plan.replies:
-        payload = auto_reply_payload(reply.kind, status_text, s.capabilities)
-        try:
-            sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
-        except AgentComError as exc:
-            warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
-    up_to, error = _ack_hub(hub, store, s, batch) if hub is not None else (None, None)
-    if error:
-        warnings.append(error)
+    sent: list[tuple[AutoReply, dict[str, Any], str]] = []
+    up_to = None
+    if hub is not None:  # (without a hub the batch was empty: nothing to answer or ack)
+        sent, up_to = _answer_and_ack(hub, store, s, plan, batch, status_text, agents_due, warnings)
     result = _check_result(s, plan, warnings)
     if emit:
         emit(result)
@@ -242,7 +268,34 @@ def run_check(
     return result
 
 
-def _check_result(s: Settings, plan: Any, warnings: list[str]) -> dict[str, Any]:
+def _answer_and_ack(
+    hub: Hub,
+    store: MessageStore,
+    s: Settings,
+    plan: CheckPlan,
+    batch: MailboxBatch,
+    status_text: str,
+    agents_due: bool,
+    warnings: list[str],
+) -> tuple[list[tuple[AutoReply, dict[str, Any], str]], int | None]:
+    """After the commit: send the auto-replies, ack the hub's finished prefix, look for another
+    connection under our id when due. Failures are warnings (what was leased stands)."""
+    if agents_due:
+        warnings += _connected_hazard(hub, s)
+    sent = []
+    for reply in plan.replies:
+        payload = auto_reply_payload(reply.kind, status_text, s.capabilities)
+        try:
+            sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
+        except AgentComError as exc:
+            warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
+    up_to, error = ack_hub_prefix(hub, store, s, batch)
+    if error:
+        warnings.append(error)
+    return sent, up_to
+
+
+def _check_result(s: Settings, plan: CheckPlan, warnings: list[str]) -> dict[str, Any]:
     return {
         "agent_id": s.agent_id,
         "messages": plan.messages,
@@ -254,7 +307,7 @@ def _check_result(s: Settings, plan: Any, warnings: list[str]) -> dict[str, Any]
     }
 
 
-def _ack_hub(hub: Any, store: MessageStore, s: Settings, batch: MailboxBatch) -> tuple[int | None, str | None]:
+def ack_hub_prefix(hub: Hub, store: MessageStore, s: Settings, batch: MailboxBatch) -> tuple[int | None, str | None]:
     """Ack the hub up to the finished prefix of `batch`: (the seq acked or None, a warning or None)."""
     up_to = hub_prefix(batch, store.finished(batch_keys(batch)))
     if up_to is None:
@@ -273,8 +326,10 @@ def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
     error = watch.get("last_wake_error")
     if isinstance(error, Mapping) and not error.get("cleared_at"):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
-        out.append(f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
-                   f"{error.get('detail')}; to fix: {error.get('fix')}")
+        out.append(
+            f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
+            f"{error.get('detail')}; to fix: {error.get('fix')}"
+        )
     return out
 
 
@@ -293,13 +348,16 @@ def _agents_check_due(store: MessageStore, now: float) -> bool:
     return now - store.get_number("agents_checked_at") >= AGENTS_CHECK_INTERVAL
 
 
-def _connected_hazard(hub: Any, s: Settings) -> list[str]:
+def _connected_hazard(hub: Hub, s: Settings) -> list[str]:
     try:
         listed = any(a.get("agent_id") == s.agent_id for a in hub.agents())
     except AgentComError as exc:
         return [f"could not list connected agents: {exc}"]
     if listed:
-        return ["this agent id is connected to the hub by WebSocket: direct messages are pushed there and bypass this mailbox"]
+        return [
+            "this agent id is connected to the hub by WebSocket: direct messages are pushed there and bypass this "
+            "mailbox"
+        ]
     return []
 
 
@@ -324,7 +382,9 @@ def ack(
         return run_ack(hub, store, s, refs, through, time.time())
 
 
-def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str], through: int | None, now: float) -> dict[str, Any]:
+def run_ack(
+    hub: Hub, store: MessageStore, s: Settings, refs: Sequence[int | str], through: int | None, now: float
+) -> dict[str, Any]:
     with store.write():
         targets, already = _resolve_refs(store, refs, need_shown=True)
         if through is not None or not refs:
@@ -340,7 +400,7 @@ def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str
     except AgentComError as exc:
         error = f"could not ack the hub (it will be retried): {exc}"
     else:
-        up_to, error = _ack_hub(hub, store, s, batch)
+        up_to, error = ack_hub_prefix(hub, store, s, batch)
         if up_to is None and error is None:
             waiting_on = _first_open_at_hub(store, batch)
     if error:
@@ -350,7 +410,9 @@ def run_ack(hub: Any, store: MessageStore, s: Settings, refs: Sequence[int | str
             store.set_meta("hub_acked", up_to)
     return {
         "agent_id": s.agent_id,
-        "acked": [{"id": r["id"], "seq": r["seq"]} for r in sorted(targets, key=lambda r: (r["seq"] is None, r["seq"] or 0))],
+        "acked": [
+            {"id": r["id"], "seq": r["seq"]} for r in sorted(targets, key=lambda r: (r["seq"] is None, r["seq"] or 0))
+        ],
         "already_finished": [{"id": r["id"], "seq": r["seq"]} for r in already],
         "hub_acked_up_to": up_to,
         "hub_waiting_on": waiting_on,
@@ -427,8 +489,9 @@ def _refs(seqs: Any, ids: Iterable[str], required_for: str | None = None) -> lis
     for i in ids:
         ref = parse_ref(i) if isinstance(i, str) and not i.strip().startswith("#") else None
         if not isinstance(ref, str):
-            raise UsageError(f"{str(i)[:40]!r} is not a message id: give its 16 hex digits or a unique prefix "
-                             "of at least 4")
+            raise UsageError(
+                f"{str(i)[:40]!r} is not a message id: give its 16 hex digits or a unique prefix of at least 4"
+            )
         refs.append(IdPrefix(ref))  # named as an id: never read as a seq
     if required_for and not refs:
         raise UsageError(f"name the message(s) to {required_for} by seq or id")
@@ -442,14 +505,18 @@ def _resolve_refs(store: MessageStore, refs: Sequence[int | str], need_shown: bo
         row = store.resolve(ref)
         label = _ref_label(ref)
         if row is None or row["disposition"] != "attention":
-            raise UsageError(f"no message with {label} was returned by check here; nothing was changed (see `agentcom inbox`)")
+            raise UsageError(
+                f"no message with {label} was returned by check here; nothing was changed (see `agentcom inbox`)"
+            )
         if row["id"] in seen:
             continue
         seen.add(row["id"])
         if row["state"] in FINISHED_STATES:
             already.append(row)
         elif need_shown and not row["ever_shown"]:
-            raise UsageError(f"message {label} was never shown to the agent; run `agentcom check` first. Nothing was changed")
+            raise UsageError(
+                f"message {label} was never shown to the agent; run `agentcom check` first. Nothing was changed"
+            )
         else:
             targets.append(row)
     return targets, already
@@ -473,16 +540,29 @@ def send(
 ) -> dict[str, Any]:
     """Send a direct message (`to` an agent id) or a broadcast (`to="broadcast"`, any case)."""
     s = resolve_settings(settings, overrides)
+    to, warnings = _recipient(to, s.agent_id)
+    body = _message_body(text, payload, priority, needs, respond_with)
+    for name, value in (("type", type), ("reply_to", reply_to)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise UsageError(f"{name} must be a non-empty string")
+    known_anyway = to in ("broadcast", s.agent_id)
+    return _send_and_record(s, to, type, body, reply_to, "send", warnings, check_known=not known_anyway)
+
+
+def _recipient(to: Any, me: str) -> tuple[str, list[str]]:
+    """The recipient as the hub reads it (`broadcast` in any case is everyone), and warnings."""
     if not isinstance(to, str) or not to.strip():
         raise UsageError("to must be an agent id or 'broadcast'")
     to = to.strip()
-    warnings = []
     if to.casefold() == "broadcast":
-        if to != "broadcast":
-            warnings.append(f"sending to everyone: {to!r} is read as broadcast")
-        to = "broadcast"
-    elif to == s.agent_id:
-        warnings.append("sending to yourself: your own check drops it as an echo")
+        return "broadcast", [] if to == "broadcast" else [f"sending to everyone: {to!r} is read as broadcast"]
+    if to == me:
+        return to, ["sending to yourself: your own check drops it as an echo"]
+    return to, []
+
+
+def _message_body(text: Any, payload: Any, priority: Any, needs: Any, respond_with: Any) -> dict[str, Any]:
+    """A message's payload from the text and the fields a sender may set (docs/messages.md)."""
     if payload is not None and not isinstance(payload, Mapping):
         raise UsageError("payload must be a JSON object")
     body = dict(payload or {})
@@ -492,27 +572,31 @@ def send(
         if text.strip():
             body["text"] = text
     if priority is not None:
-        if priority not in ("low", "normal", "high", "urgent"):
-            raise UsageError("priority must be low, normal, high or urgent")
+        if priority not in PRIORITIES:
+            raise UsageError(f"priority must be one of {', '.join(PRIORITIES)}")
         body["priority"] = priority
     needs = [needs] if isinstance(needs, str) else list(needs)
     if needs:
         body["needed_capabilities"] = needs
     if respond_with is not None:
-        if respond_with not in ("structured", "natural", "none"):
-            raise UsageError("respond_with must be structured, natural or none")
+        if respond_with not in RESPOND_WITH:
+            raise UsageError(f"respond_with must be one of {', '.join(RESPOND_WITH)}")
         body["respond_with"] = respond_with
     if payload is None and not body.get("text"):
         raise UsageError("the message is empty: give a text (argument, - for stdin, or --text-file) or a payload")
-    for name, value in (("type", type), ("reply_to", reply_to)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise UsageError(f"{name} must be a non-empty string")
-    known_anyway = to in ("broadcast", s.agent_id)
-    return _send_and_record(s, to, type, body, reply_to, "send", warnings, check_known=not known_anyway)
+    return body
 
 
-def _send_and_record(s: Settings, to: str, type_: str | None, body: dict[str, Any], reply_to: str | None, kind: str,
-                     warnings: list[str], check_known: bool = False) -> dict[str, Any]:
+def _send_and_record(
+    s: Settings,
+    to: str,
+    type_: str | None,
+    body: dict[str, Any],
+    reply_to: str | None,
+    kind: str,
+    warnings: list[str],
+    check_known: bool = False,
+) -> dict[str, Any]:
     """Send, then record in the local history. With `check_known`, warn (after sending) when
     nobody knows the recipient: never heard from here, and not connected to the hub."""
     with hub_client(s) as hub:
@@ -527,7 +611,7 @@ def _send_and_record(s: Settings, to: str, type_: str | None, body: dict[str, An
     return {"id": msg_id, "to": to, "type": type_ or "chat", "reply_to": reply_to, "warnings": warnings}
 
 
-def _unknown_recipient(hub: Any, s: Settings, to: str) -> list[str]:
+def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
     """A warning when `to` never wrote to us (local store) and is not among the agents the hub
     lists as connected; none for a known sender. The hub's list is read only when needed."""
     try:
@@ -542,10 +626,14 @@ def _unknown_recipient(hub: Any, s: Settings, to: str) -> list[str]:
         if any(a.get("agent_id") == to for a in hub.agents()):
             return []
     except AgentComError as exc:
-        return [f"sent, but {safe_sender(to)} never wrote to us and the hub's agent list could not be read ({exc}): "
-                "check the agent id"]
-    return [f"sent, but {safe_sender(to)} is unknown: it never wrote to us and is not connected to the hub "
-            "(a typo? `agentcom agents` lists who is connected)"]
+        return [
+            f"sent, but {safe_sender(to)} never wrote to us and the hub's agent list could not be read ({exc}): "
+            "check the agent id"
+        ]
+    return [
+        f"sent, but {safe_sender(to)} is unknown: it never wrote to us and is not connected to the hub "
+        "(a typo? `agentcom agents` lists who is connected)"
+    ]
 
 
 def reply(ref: int | str, text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -605,9 +693,23 @@ def history_entry(row: Any) -> dict[str, Any]:
     if msg is not None:
         view = message_view(msg, r["reason"] or "", r["deliveries"], r["deliveries"] > 1)
     else:  # a stub kept by an older release: what it logged
-        view = {"seq": r["seq"], "id": r["id"], "from": r["sender"], "to": None, "type": r["type"] or "chat",
-                "text": r["text"], "payload": None, "reply_to": None, "timestamp": None, "broadcast": False,
-                "priority": r["priority"], "redelivered": False, "deliveries": r["deliveries"], "why": r["reason"] or "", "untrusted": True}
+        view = {
+            "seq": r["seq"],
+            "id": r["id"],
+            "from": r["sender"],
+            "to": None,
+            "type": r["type"] or "chat",
+            "text": r["text"],
+            "payload": None,
+            "reply_to": None,
+            "timestamp": None,
+            "broadcast": False,
+            "priority": r["priority"],
+            "redelivered": False,
+            "deliveries": r["deliveries"],
+            "why": r["reason"] or "",
+            "untrusted": True,
+        }
     view.update(
         direction="in",
         state=r["state"],
@@ -627,8 +729,17 @@ def sent_entry(row: Any) -> dict[str, Any]:
     text = payload.get("text") if isinstance(payload.get("text"), str) else None
     priority = payload.get("priority") if payload.get("priority") in PRIORITIES else "normal"
     return {
-        "direction": "out", "id": r["id"], "seq": None, "from": None, "to": r["recipient"], "type": r["type"],
-        "text": text, "payload": payload, "reply_to": r["reply_to"], "priority": priority, "kind": r["kind"],
+        "direction": "out",
+        "id": r["id"],
+        "seq": None,
+        "from": None,
+        "to": r["recipient"],
+        "type": r["type"],
+        "text": text,
+        "payload": payload,
+        "reply_to": r["reply_to"],
+        "priority": priority,
+        "kind": r["kind"],
         "sent_at": r["sent_at"],
     }
 
@@ -702,10 +813,10 @@ def thread(ref: int | str, *, settings: Settings | None = None, **overrides: Any
             nxt: set[str] = set()
             for r in found:
                 received[r["id"]] = r
-                nxt |= {r["id"], *( [r["reply_to"]] if r["reply_to"] else [])}
+                nxt |= {r["id"], *([r["reply_to"]] if r["reply_to"] else [])}
             for r in found_sent:
                 sent_rows[r["id"]] = r
-                nxt |= {r["id"], *( [r["reply_to"]] if r["reply_to"] else [])}
+                nxt |= {r["id"], *([r["reply_to"]] if r["reply_to"] else [])}
             frontier = nxt - seen
     entries = [history_entry(r) for r in received.values()] + [sent_entry(r) for r in sent_rows.values()]
     entries.sort(key=lambda e: (e.get("timestamp") or 0) / 1000 if e["direction"] == "in" else e["sent_at"])
@@ -744,7 +855,9 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
                 hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
             if watch is None:  # our own watch is the one connection expected under our id
                 hazards += _connected_hazard(hub, s)
-        hub_part.update(ok=health.get("status") == "ok", agents_connected=health.get("agents_connected"), last_contact=now)
+        hub_part.update(
+            ok=health.get("status") == "ok", agents_connected=health.get("agents_connected"), last_contact=now
+        )
     except (HubUnavailableError, AuthError, HubProtocolError) as exc:
         hub_part["error"] = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}
     return {
@@ -813,7 +926,9 @@ def wait(
         while True:
             now = clock()
             if watch_alive(s.agent_state_dir()):
-                result = run_check(None, store, s, max, False, now, emit_found) if store.deliverable_count(now) else None
+                result = (
+                    run_check(None, store, s, max, False, now, emit_found) if store.deliverable_count(now) else None
+                )
                 delay = 0.25
             else:
                 with hub_client(s) as hub:
@@ -858,8 +973,15 @@ def ping(
     give_up_at = clock() + timeout
     sent_at = time.time()
     sent = _send_and_record(s, agent, "ping", {"action": "ping"}, None, "send", [], check_known=True)
-    result = {"agent": agent, "ping_id": sent["id"], "pong_id": None, "round_trip": None, "status": None,
-              "timeout": float(timeout), "warnings": sent["warnings"]}
+    result = {
+        "agent": agent,
+        "ping_id": sent["id"],
+        "pong_id": None,
+        "round_trip": None,
+        "status": None,
+        "timeout": float(timeout),
+        "warnings": sent["warnings"],
+    }
     delay = 0.1
     with open_store(s) as store, hub_client(s) as hub:
         while True:
@@ -870,8 +992,11 @@ def ping(
                 status = pong.payload.get("status")
                 row = store.resolve(pong.id)
                 received_at = row["received_at"] if row is not None else time.time()
-                result.update(pong_id=pong.id, round_trip=max(0.0, received_at - sent_at),
-                              status=status if isinstance(status, str) else None)
+                result.update(
+                    pong_id=pong.id,
+                    round_trip=max(0.0, received_at - sent_at),
+                    status=status if isinstance(status, str) else None,
+                )
                 return result
             left = give_up_at - clock()
             if left <= 0:
@@ -895,7 +1020,9 @@ def agents(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         return {"agents": hub.agents()}
 
 
-def log(disposition: str | None = None, limit: int = 50, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+def log(
+    disposition: str | None = None, limit: int = 50, *, settings: Settings | None = None, **overrides: Any
+) -> dict[str, Any]:
     """What Tier 0 handled and why (oldest first), peers' latest statuses, and dead letters."""
     s = resolve_settings(settings, overrides)
     if disposition is not None and disposition not in DISPOSITIONS:
@@ -913,8 +1040,10 @@ def log(disposition: str | None = None, limit: int = 50, *, settings: Settings |
         a2a_failures = store.a2a_failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))
-        warnings.append(f"A2A task {f['task']} for {f['peer']} ({len(f['ids'])} message(s)) {f['outcome']} at {when}: "
-                        f"{f['error']}; its messages went back to `agentcom check`")
+        warnings.append(
+            f"A2A task {f['task']} for {f['peer']} ({len(f['ids'])} message(s)) {f['outcome']} at {when}: "
+            f"{f['error']}; its messages went back to `agentcom check`"
+        )
     return {
         "agent_id": s.agent_id,
         "entries": [history_entry(r) for r in rows],
@@ -975,6 +1104,23 @@ def init_config(
 
 
 __all__ = [
-    "check", "ack", "defer", "dismiss", "send", "reply", "show", "inbox", "search", "sent", "thread",
-    "status", "set_status", "wait", "agents", "log", "ping", "init_config", "OPEN_STATES",
+    "check",
+    "ack",
+    "defer",
+    "dismiss",
+    "send",
+    "reply",
+    "show",
+    "inbox",
+    "search",
+    "sent",
+    "thread",
+    "status",
+    "set_status",
+    "wait",
+    "agents",
+    "log",
+    "ping",
+    "init_config",
+    "OPEN_STATES",
 ]

@@ -18,8 +18,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
 from .errors import BusyError, StateError, UsageError
@@ -196,16 +197,55 @@ INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0)
 _OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
 # The columns of our tables at the current schema, in order (a test checks them against the migrations).
 SCHEMA_COLUMNS = {
-    "messages": ("id", "seq", "sender", "recipient", "type", "body", "reply_to", "timestamp", "via", "received_at", "text",
-                 "disposition", "rule", "reason", "state", "priority", "broadcast", "deliveries", "expired", "ever_shown",
-                 "due", "finished_at"),
+    "messages": (
+        "id",
+        "seq",
+        "sender",
+        "recipient",
+        "type",
+        "body",
+        "reply_to",
+        "timestamp",
+        "via",
+        "received_at",
+        "text",
+        "disposition",
+        "rule",
+        "reason",
+        "state",
+        "priority",
+        "broadcast",
+        "deliveries",
+        "expired",
+        "ever_shown",
+        "due",
+        "finished_at",
+    ),
     "sent": ("id", "recipient", "type", "payload", "reply_to", "kind", "sent_at"),
     "auto_replies": ("message_id", "recipient", "kind", "at", "sent_id"),
     "peers": ("agent_id", "status", "timestamp", "message_id", "at"),
     "meta": ("key", "value"),
     "set_aside": ("key", "kind", "seq", "sender", "reason", "raw", "at"),
-    "a2a_tasks": ("id", "peer", "context_id", "reply_to", "message_id", "task_id", "state", "attempts", "polls",
-                  "created_at", "sent_at", "accepted_at", "next_at", "finished_at", "answer", "outcome", "sent_id", "error"),
+    "a2a_tasks": (
+        "id",
+        "peer",
+        "context_id",
+        "reply_to",
+        "message_id",
+        "task_id",
+        "state",
+        "attempts",
+        "polls",
+        "created_at",
+        "sent_at",
+        "accepted_at",
+        "next_at",
+        "finished_at",
+        "answer",
+        "outcome",
+        "sent_id",
+        "error",
+    ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
 }
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
@@ -254,8 +294,9 @@ def refuse_links(*paths: Path) -> None:
     (even a dangling one) would make us create or write a file wherever it points."""
     for path in paths:
         if os.path.islink(path):
-            raise StateError(f"refusing to use {path}: it is a symbolic link (state files are never opened through one);"
-                             " remove it")
+            raise StateError(
+                f"refusing to use {path}: it is a symbolic link (state files are never opened through one); remove it"
+            )
 
 
 def shared_folder_warning(directory: Path) -> str | None:
@@ -267,8 +308,10 @@ def shared_folder_warning(directory: Path) -> str | None:
         except OSError:
             continue
         if mode & 0o022 and not mode & 0o1000:  # group or others may write (the sticky bit limits that)
-            return (f"state folder {folder} is writable by others (mode {mode & 0o777:o}): they could replace the message"
-                    f" store; run chmod go-w {folder}")
+            return (
+                f"state folder {folder} is writable by others (mode {mode & 0o777:o}): they could replace the message"
+                f" store; run chmod go-w {folder}"
+            )
     return None
 
 
@@ -289,7 +332,9 @@ def _state_error(path: Path, exc: sqlite3.Error) -> StateError | BusyError:
 class MessageStore:
     """The store of one (hub, agent) folder. `MessageStore.memory()` is its in-memory twin."""
 
-    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None
+    ):
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.busy_timeout = busy_timeout
         self.on_wait = on_wait
@@ -301,11 +346,13 @@ class MessageStore:
         self._db = self._connect()
 
     @classmethod
-    def memory(cls) -> "MessageStore":
+    def memory(cls) -> MessageStore:
         return cls(":memory:")
 
     @classmethod
-    def open(cls, directory: Path, busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None) -> "MessageStore":
+    def open(
+        cls, directory: Path, busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None
+    ) -> MessageStore:
         """Open (creating and migrating) the folder's store."""
         directory = Path(directory)
         try:
@@ -325,7 +372,9 @@ class MessageStore:
         try:
             if not self._in_memory:
                 create_private(self.path)
-            db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
         except OSError as exc:
             raise StateError(f"cannot open the message store {self.path}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
@@ -338,7 +387,9 @@ class MessageStore:
             if not _is_corrupt(exc):
                 raise _state_error(self.path, exc) from None
             self._move_aside(str(exc))
-            db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
             db.row_factory = sqlite3.Row
             try:
                 self._prepare(db)
@@ -353,14 +404,16 @@ class MessageStore:
         if version == len(MIGRATIONS):
             self._check_schema(db)
             return  # the common case: cheap reads, no write
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and not self._in_memory:
-            db.execute("PRAGMA journal_mode=WAL")
+        if not self._in_memory:
+            self._use_wal(db)
         with self._transaction(db):
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another run may have migrated
             if version > len(MIGRATIONS):
                 raise StateError(f"the message store {self.path} was written by a newer agentcom (schema {version})")
             if version == 0:
-                db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+                )
             for number in range(version + 1, len(MIGRATIONS) + 1):
                 name, sql = MIGRATIONS[number - 1]
                 if sql == "FTS5":
@@ -375,6 +428,18 @@ class MessageStore:
                         db.execute(statement)
                 db.execute("INSERT INTO migrations VALUES (?, ?, ?)", (number, name, time.time()))
                 db.execute(f"PRAGMA user_version = {number}")
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch a new store to WAL. The switch needs the file to itself and SQLite does not wait
+        for it, so runs creating the store at the same moment take turns here."""
+        give_up_at = time.monotonic() + self.busy_timeout
+        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > give_up_at:
+                    raise
+                time.sleep(0.02)
 
     @staticmethod
     def _check_schema(db: sqlite3.Connection) -> None:
@@ -406,8 +471,12 @@ class MessageStore:
                     os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
             create_private(self.path)
         except OSError as err:
-            raise StateError(f"message store {self.path} is corrupt and cannot be moved aside: {err.strerror}") from None
-        self.warnings.append(f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub")
+            raise StateError(
+                f"message store {self.path} is corrupt and cannot be moved aside: {err.strerror}"
+            ) from None
+        self.warnings.append(
+            f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub"
+        )
 
     def close(self) -> None:
         if self._damaged:  # found by a read-only command: repair or set aside now, if the store lets us
@@ -415,7 +484,7 @@ class MessageStore:
                 pass
         self._db.close()
 
-    def __enter__(self) -> "MessageStore":
+    def __enter__(self) -> MessageStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -432,7 +501,7 @@ class MessageStore:
         db.execute("COMMIT")
 
     @contextlib.contextmanager
-    def write(self) -> Iterator["MessageStore"]:
+    def write(self) -> Iterator[MessageStore]:
         """One write transaction: all of it commits, or (on any exception, kill -9) none of it."""
         try:
             self._begin()
@@ -457,7 +526,7 @@ class MessageStore:
             raise _state_error(self.path, exc) from None
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator["MessageStore"]:
+    def snapshot(self) -> Iterator[MessageStore]:
         """A read transaction: every read inside sees one consistent state; writes nothing."""
         try:
             self._db.execute("BEGIN")
@@ -475,14 +544,17 @@ class MessageStore:
         self._db.execute(f"PRAGMA busy_timeout = {int(first * 1000)}")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or self.busy_timeout <= first:
                 raise
-        if self.on_wait:
-            self.on_wait(f"waiting up to {self.busy_timeout - first:g} s more for another agentcom run using {self.path}")
-        self._db.execute(f"PRAGMA busy_timeout = {int((self.busy_timeout - first) * 1000)}")
-        self._db.execute("BEGIN IMMEDIATE")
+            if self.on_wait:
+                self.on_wait(
+                    f"waiting up to {self.busy_timeout - first:g} s more for another agentcom run using {self.path}"
+                )
+            self._db.execute(f"PRAGMA busy_timeout = {int((self.busy_timeout - first) * 1000)}")
+            self._db.execute("BEGIN IMMEDIATE")
+        finally:  # every other statement waits as long as the settings say
+            self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -504,8 +576,8 @@ class MessageStore:
 
     def _message_rows(self, sql: str, params: Sequence[Any] = (), now: float | None = None) -> list[Any]:
         """Rows of the messages table (`SELECT rowid, * ...`) that can be used: a damaged one is
-        returned repaired, or left out when it must be set aside (done at the next write)."""
-        out = []
+        returned repaired (a dict), or left out when it must be set aside (done at the next write)."""
+        out: list[Any] = []
         for row in self._read(sql, params):
             checked = inspect_row(row, time.time() if now is None else now, _derived_columns)
             if checked.problem is None:
@@ -531,13 +603,16 @@ class MessageStore:
             key = row["id"] if isinstance(row["id"], str) and row["id"] else f"{table}-rowid-{rowid}"
             seq = row["seq"] if table == "messages" and isinstance(row["seq"], int) else None
             self._exec(
-                "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'damaged', ?, NULL, ?, ?, ?)",
+                "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'damaged', ?, NULL, ?, ?, "
+                "?)",
                 (clean(key), seq, f"{table}: {problem}", raw_row(row), time.time()),
             )
             self._exec(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
-            self.warnings.append(f"set aside a damaged row of the message store ({label}: {problem}); kept for a person"
-                                 " in the store's set_aside table" + (", and taken again from the hub if it still holds it"
-                                                                       if table == "messages" else ""))
+            self.warnings.append(
+                f"set aside a damaged row of the message store ({label}: {problem}); kept for a person"
+                " in the store's set_aside table"
+                + (", and taken again from the hub if it still holds it" if table == "messages" else "")
+            )
         self._damaged.clear()
 
     def _sent_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -594,16 +669,20 @@ class MessageStore:
         for chunk in _chunks(list(batch_ids), 500):
             marks = ",".join("?" * len(chunk))
             known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
-        open_rows = self._message_rows(f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND disposition = 'attention'",
-                                       now=now)
+        open_rows = self._message_rows(
+            f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND disposition = 'attention'", now=now
+        )
         times: dict[str, list[float]] = {}
         for recipient, at in self._read("SELECT recipient, at FROM auto_replies WHERE at > ?", (now - 60,)):
             if isinstance(recipient, str) and isinstance(at, (int, float)):
                 times.setdefault(recipient, []).append(at)
         return StoreView(
             known=frozenset(known),
-            open=tuple(OpenMessage(r["id"], r["seq"], row_message(r), open_record(r))
-                       for r in open_rows if r["state"] in OPEN_STATES and r["disposition"] == "attention"),
+            open=tuple(
+                OpenMessage(r["id"], r["seq"], row_message(r), open_record(r))
+                for r in open_rows
+                if r["state"] in OPEN_STATES and r["disposition"] == "attention"
+            ),
             reply_times=times,
             cursor=int(self.get_number("cursor")),
             recovered=bool(self.get_number("recovered")),
@@ -613,15 +692,29 @@ class MessageStore:
         out: set[str] = set()
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
-            out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks}) AND state IN {_FINISHED}", chunk))
+            out.update(
+                r[0]
+                for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks}) AND state IN {_FINISHED}", chunk)
+            )
         return out
 
     # what a check writes ----------------------------------------------------
 
     def apply_check(self, plan: CheckPlan, now: float, via: str = "poll") -> None:
         """Apply a plan inside `write()`: new messages, intents, leases, dead letters, roster, cursor."""
-        columns = [*_BODY_COLUMNS, "via", "received_at", "disposition", "rule", "reason", "state",
-                   "deliveries", "expired", "due", "finished_at"]
+        columns = [
+            *_BODY_COLUMNS,
+            "via",
+            "received_at",
+            "disposition",
+            "rule",
+            "reason",
+            "state",
+            "deliveries",
+            "expired",
+            "due",
+            "finished_at",
+        ]
         leases = {lease.id: lease for lease in plan.leases}
         rows = []
         for msg, decision in plan.new:
@@ -632,8 +725,7 @@ class MessageStore:
                 state = ("leased", lease.deliveries, lease.expired, lease.due, None)
             else:
                 state = ("pending", 0, 0, None, None)
-            rows.append((*_body_columns(msg), via, now, decision.disposition, decision.rule,
-                         decision.reason, *state))
+            rows.append((*_body_columns(msg), via, now, decision.disposition, decision.rule, decision.reason, *state))
         marks = ", ".join("?" * len(columns))
         self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({marks})", rows)
         for msg, decision in plan.new:
@@ -665,9 +757,18 @@ class MessageStore:
         """Messages that could not be read: a finished (dead) row under their key, so the hub is
         acked past them and a later poll drops them as known, and what arrived, for a person."""
         rows = [
-            (item.key, item.seq, clean(item.sender), f"(unreadable: {item.reason})", via, now,
-             f"unreadable: {item.reason}", now)
-            for item in items if item.key is not None
+            (
+                item.key,
+                item.seq,
+                clean(item.sender),
+                f"(unreadable: {item.reason})",
+                via,
+                now,
+                f"unreadable: {item.reason}",
+                now,
+            )
+            for item in items
+            if item.key is not None
         ]
         self._many(
             "INSERT OR IGNORE INTO messages (id, seq, sender, text, via, received_at, disposition, reason, state,"
@@ -691,12 +792,23 @@ class MessageStore:
         """The run that leased these printed them: `ack` may now finish them."""
         for chunk in _chunks(list(ids), 500):  # one statement a chunk: a large check confirms thousands
             marks = ",".join("?" * len(chunk))
-            self._exec(f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk)
+            self._exec(
+                f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk
+            )
 
     def record_reply_sent(self, message_id: str, sent_id: str) -> None:
         self._exec("UPDATE auto_replies SET sent_id = ? WHERE message_id = ?", (sent_id, message_id))
 
-    def record_sent(self, sent_id: str, to: str | None, type_: str | None, payload: dict[str, Any], reply_to: str | None, kind: str, now: float) -> None:
+    def record_sent(
+        self,
+        sent_id: str,
+        to: str | None,
+        type_: str | None,
+        payload: dict[str, Any],
+        reply_to: str | None,
+        kind: str,
+        now: float,
+    ) -> None:
         self._exec(
             "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?)",
             (sent_id, clean(to), clean(type_ or "chat"), json.dumps(payload), clean(reply_to), kind, now),
@@ -718,7 +830,10 @@ class MessageStore:
             (cutoff, most),
         ).rowcount
         self._exec("DELETE FROM auto_replies WHERE at < ? AND message_id NOT IN (SELECT id FROM messages)", (cutoff,))
-        self._exec("DELETE FROM sent WHERE sent_at < ? OR id NOT IN (SELECT id FROM sent ORDER BY sent_at DESC LIMIT ?)", (cutoff, most))
+        self._exec(
+            "DELETE FROM sent WHERE sent_at < ? OR id NOT IN (SELECT id FROM sent ORDER BY sent_at DESC LIMIT ?)",
+            (cutoff, most),
+        )
         return gone
 
     # finishing messages -------------------------------------------------------
@@ -758,8 +873,13 @@ class MessageStore:
         """Ids of messages we sent that `ref` names: the exact id, or those it is a prefix of."""
         if len(ref) >= 16:
             return [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
-        return [r[0] for r in self._read("SELECT id FROM sent WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                                          (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1))]
+        return [
+            r[0]
+            for r in self._read(
+                "SELECT id FROM sent WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+            )
+        ]
 
     def shown_open(self, through: int | None = None) -> list[sqlite3.Row]:
         """Messages the agent was shown and has not finished (bare ack, ack --through)."""
@@ -773,20 +893,27 @@ class MessageStore:
     def finish(self, ids: Sequence[str], state: str, now: float, reason: str | None = None) -> None:
         assert state in FINISHED_STATES
         self._many(
-            f"UPDATE messages SET state = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE id = ? AND state IN {_OPEN}",
+            f"UPDATE messages SET state = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE id = ? AND state IN "
+            f"{_OPEN}",
             [(state, now, reason, i) for i in ids],
         )
 
     def defer(self, ids: Sequence[str], until: float) -> None:
-        self._many(f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}", [(until, i) for i in ids])
+        self._many(
+            f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}",
+            [(until, i) for i in ids],
+        )
 
     def deliverable_ids(self, now: float) -> list[str]:
         """Attention messages a check or wake would return now."""
-        return [r[0] for r in self._read(
-            "SELECT id FROM messages WHERE disposition = 'attention' AND"
-            " (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND due <= ?))",
-            (now,),
-        )]
+        return [
+            r[0]
+            for r in self._read(
+                "SELECT id FROM messages WHERE disposition = 'attention' AND"
+                " (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND due <= ?))",
+                (now,),
+            )
+        ]
 
     def deliverable_count(self, now: float) -> int:
         return len(self.deliverable_ids(now))
@@ -812,15 +939,22 @@ class MessageStore:
             rows,
         )
 
-    def set_peer(self, agent_id: str, status: str | None, timestamp: int | None, message_id: str | None, at: float) -> None:
+    def set_peer(
+        self, agent_id: str, status: str | None, timestamp: int | None, message_id: str | None, at: float
+    ) -> None:
         """A peer's latest status (the roster `agentcom log` shows)."""
-        self._exec("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
-                   (clean(agent_id), clean(status), timestamp, clean(message_id), at))
+        self._exec(
+            "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
+            (clean(agent_id), clean(status), timestamp, clean(message_id), at),
+        )
 
     def add_reply_times(self, sender: str, times: Sequence[float]) -> None:
         """Auto-replies already sent to `sender` (they count against its per-minute budget)."""
-        self._many("INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)",
-                   [(f"import:{sender}:{n}", sender, at) for n, at in enumerate(times)])
+        self._many(
+            "INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)",
+            [(f"import:{sender}:{n}", sender, at) for n, at in enumerate(times)],
+        )
+
     # A2A tasks (watch, mode a2a) ------------------------------------------------
 
     def a2a_handed(self, ids: Sequence[str]) -> set[str]:
@@ -848,7 +982,8 @@ class MessageStore:
             seen.add(parent)
             root = parent
             rows = self._read("SELECT reply_to FROM messages WHERE id = ? LIMIT 1", (parent,)) or self._read(
-                "SELECT reply_to FROM sent WHERE id = ? LIMIT 1", (parent,))
+                "SELECT reply_to FROM sent WHERE id = ? LIMIT 1", (parent,)
+            )
             parent = rows[0][0] if rows else None
         return root
 
@@ -877,18 +1012,36 @@ class MessageStore:
 
     def a2a_hold(self, ids: Sequence[str], note: str) -> None:
         """Held back by the loop guard: these wait for `check`, never for an A2A task."""
-        self._many("INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)",
-                   [(i, note) for i in ids])
-        self._many(f"UPDATE messages SET reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN {_OPEN}",
-                   [(f"; {note}", i) for i in ids])
+        self._many(
+            "INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)", [(i, note) for i in ids]
+        )
+        self._many(
+            f"UPDATE messages SET reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN {_OPEN}",
+            [(f"; {note}", i) for i in ids],
+        )
 
     def a2a_update(self, task: int, **changes: Any) -> None:
-        allowed = {"message_id", "task_id", "state", "attempts", "polls", "sent_at", "accepted_at", "next_at",
-                   "finished_at", "answer", "outcome", "sent_id", "error"}
+        allowed = {
+            "message_id",
+            "task_id",
+            "state",
+            "attempts",
+            "polls",
+            "sent_at",
+            "accepted_at",
+            "next_at",
+            "finished_at",
+            "answer",
+            "outcome",
+            "sent_id",
+            "error",
+        }
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
-        self._exec(f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
-                   [changes[n] for n in names] + [task])
+        self._exec(
+            f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+            [changes[n] for n in names] + [task],
+        )
 
     def a2a_carried(self, task: int) -> list[str]:
         return [r[0] for r in self._read("SELECT message_id FROM a2a_messages WHERE task = ? ORDER BY rowid", (task,))]
@@ -907,8 +1060,11 @@ class MessageStore:
 
     def a2a_return(self, ids: Sequence[str], now: float, note: str) -> None:
         """A task that failed: its messages come back to `check` now, with why in their reason."""
-        self._many("UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', 'shown')",
-                   [(now, f"; {note}", i) for i in ids])
+        self._many(
+            "UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', "
+            "'shown')",
+            [(now, f"; {note}", i) for i in ids],
+        )
 
     def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
         """Messages of tasks still running stay leased to them: `check` does not hand them out."""
@@ -930,13 +1086,19 @@ class MessageStore:
     def a2a_summary(self) -> dict[str, Any]:
         """For `status`: tasks in flight, answers sent, silences, failures, held messages, the last failure."""
         by_state: dict[str, int] = {
-            r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state")}
-        by_outcome: dict[str, int] = {r[0]: r[1] for r in self._read(
-            "SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome")}
-        held = self._read(f"SELECT COUNT(*) FROM a2a_messages a JOIN messages m ON m.id = a.message_id"
-                          f" WHERE a.task IS NULL AND m.state IN {_OPEN}")[0][0]
+            r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state")
+        }
+        by_outcome: dict[str, int] = {
+            r[0]: r[1]
+            for r in self._read("SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome")
+        }
+        held = self._read(
+            f"SELECT COUNT(*) FROM a2a_messages a JOIN messages m ON m.id = a.message_id"
+            f" WHERE a.task IS NULL AND m.state IN {_OPEN}"
+        )[0][0]
         last = self._read(
-            "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1")
+            "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1"
+        )
         return {
             "in_flight": sum(by_state.get(s, 0) for s in ("sending", "working", "answering")),
             "answered": by_outcome.get("answered", 0),
@@ -948,10 +1110,15 @@ class MessageStore:
 
     def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
         """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
-        rows = self._read("SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
-                          " ORDER BY finished_at DESC LIMIT ?", (limit,))
-        return [{"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
-                for r in rows]
+        rows = self._read(
+            "SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
+            " ORDER BY finished_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
+            for r in rows
+        ]
 
     def a2a_prune(self, now: float, days: float) -> None:
         """Finished tasks older than `days`, and the records of messages no longer kept; hourly."""
@@ -959,8 +1126,11 @@ class MessageStore:
             return
         self.set_meta("a2a_pruned_at", now)
         self._exec("DELETE FROM a2a_messages WHERE message_id NOT IN (SELECT id FROM messages)")
-        self._exec("DELETE FROM a2a_tasks WHERE state IN ('done', 'failed') AND finished_at < ?"
-                   " AND id NOT IN (SELECT task FROM a2a_messages WHERE task IS NOT NULL)", (now - days * 86400,))
+        self._exec(
+            "DELETE FROM a2a_tasks WHERE state IN ('done', 'failed') AND finished_at < ?"
+            " AND id NOT IN (SELECT task FROM a2a_messages WHERE task IS NOT NULL)",
+            (now - days * 86400,),
+        )
 
     # history ------------------------------------------------------------------
 
@@ -994,7 +1164,8 @@ class MessageStore:
         ids: Sequence[str] | None = None,
     ) -> list[sqlite3.Row]:
         """Stored messages, newest first."""
-        where, params = ["sender IS NOT NULL"], []
+        where: list[str] = ["sender IS NOT NULL"]
+        params: list[Any] = []
         for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -1006,7 +1177,9 @@ class MessageStore:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
         params.append(limit)
-        return self._message_rows(f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params)
+        return self._message_rows(
+            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params
+        )
 
     def index_for_search(self) -> bool:
         """Bring the full-text index up to date with the rows stored since the last search.
@@ -1044,15 +1217,20 @@ class MessageStore:
                     pass  # an odd query: fall back to the plain scan
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         return self._message_rows(
-            "SELECT rowid, * FROM messages WHERE sender IS NOT NULL AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? ESCAPE '\\')"
+            "SELECT rowid, * FROM messages WHERE sender IS NOT NULL AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? "
+            "ESCAPE '\\')"
             " ORDER BY rowid DESC LIMIT ?",
             (pattern, pattern, limit),
         )
 
-    def sent_messages(self, limit: int = 50, reply_to: Sequence[str] | None = None, ids: Sequence[str] | None = None) -> list[sqlite3.Row]:
+    def sent_messages(
+        self, limit: int = 50, reply_to: Sequence[str] | None = None, ids: Sequence[str] | None = None
+    ) -> list[sqlite3.Row]:
         if reply_to is not None:
             marks = ",".join("?" * len(reply_to))
-            return self._sent_rows(f"SELECT rowid, * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to))
+            return self._sent_rows(
+                f"SELECT rowid, * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to)
+            )
         if ids is not None:
             marks = ",".join("?" * len(ids))
             return self._sent_rows(f"SELECT rowid, * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
@@ -1060,10 +1238,15 @@ class MessageStore:
 
     def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(ids))
-        return self._message_rows(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND sender IS NOT NULL", list(ids))
+        return self._message_rows(
+            f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND sender IS NOT NULL", list(ids)
+        )
 
     def peers(self) -> dict[str, dict[str, Any]]:
-        return {r[0]: {"status": r[1], "timestamp": r[2], "id": r[3], "at": r[4]} for r in self._read("SELECT * FROM peers ORDER BY agent_id")}
+        return {
+            r[0]: {"status": r[1], "timestamp": r[2], "id": r[3], "at": r[4]}
+            for r in self._read("SELECT * FROM peers ORDER BY agent_id")
+        }
 
 
 def _statements(sql: str) -> list[str]:
@@ -1084,7 +1267,7 @@ def _statements(sql: str) -> list[str]:
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def clean(text: str | None) -> str | None:
@@ -1099,20 +1282,41 @@ def clean(text: str | None) -> str | None:
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-_BODY_COLUMNS = ("id", "seq", "sender", "recipient", "type", "body", "reply_to", "timestamp", "text", "priority", "broadcast")
+_BODY_COLUMNS = (
+    "id",
+    "seq",
+    "sender",
+    "recipient",
+    "type",
+    "body",
+    "reply_to",
+    "timestamp",
+    "text",
+    "priority",
+    "broadcast",
+)
 
 
 def _body_columns(msg: Message) -> tuple[Any, ...]:
     """What a message's body puts in its row, in `_BODY_COLUMNS` order: the exact JSON, and
     cleaned copies for queries."""
     return (
-        msg.id, msg.seq, clean(msg.sender), clean(msg.to), clean(msg.type), json.dumps(msg.to_json()),
-        clean(msg.reply_to), msg.timestamp, clean(summary_text(msg)), msg.priority, int(msg.broadcast),
+        msg.id,
+        msg.seq,
+        clean(msg.sender),
+        clean(msg.to),
+        clean(msg.type),
+        json.dumps(msg.to_json()),
+        clean(msg.reply_to),
+        msg.timestamp,
+        clean(summary_text(msg)),
+        msg.priority,
+        int(msg.broadcast),
     )
 
 
 def _derived_columns(msg: Message) -> dict[str, Any]:
-    return dict(zip(_BODY_COLUMNS, _body_columns(msg)))
+    return dict(zip(_BODY_COLUMNS, _body_columns(msg), strict=True))
 
 
 def _message_label(msg_id: Any) -> str:

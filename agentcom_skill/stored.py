@@ -33,7 +33,7 @@ class Inspection(NamedTuple):
 
 
 def row_dict(row: Any) -> dict[str, Any]:
-    return dict(zip(row.keys(), row)) if isinstance(row, sqlite3.Row) else row
+    return dict(zip(row.keys(), row, strict=True)) if isinstance(row, sqlite3.Row) else row
 
 
 def body_message(body: str) -> Message:
@@ -42,12 +42,25 @@ def body_message(body: str) -> Message:
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     msg = Message(
-        seq=raw.get("seq"), id=raw.get("id"), sender=raw.get("from"), to=raw.get("to"), type=raw.get("type") or "chat",
-        payload=raw.get("payload"), reply_to=raw.get("reply_to"), timestamp=raw.get("timestamp"),
+        seq=raw.get("seq"),
+        id=raw.get("id"),  # type: ignore[arg-type]  # checked just below, with the rest
+        sender=raw.get("from"),  # type: ignore[arg-type]
+        to=raw.get("to"),
+        type=raw.get("type") or "chat",
+        payload=raw.get("payload"),  # type: ignore[arg-type]
+        reply_to=raw.get("reply_to"),
+        timestamp=raw.get("timestamp"),
     )
-    for value, kinds in ((msg.id, str), (msg.sender, str), (msg.payload, dict), (msg.type, str),
-                         (msg.seq, (int, type(None))), (msg.to, (str, type(None))), (msg.reply_to, (str, type(None))),
-                         (msg.timestamp, (int, type(None)))):
+    for value, kinds in (
+        (msg.id, str),
+        (msg.sender, str),
+        (msg.payload, dict),
+        (msg.type, str),
+        (msg.seq, (int, type(None))),
+        (msg.to, (str, type(None))),
+        (msg.reply_to, (str, type(None))),
+        (msg.timestamp, (int, type(None))),
+    ):
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise ValueError("a field of the wrong type")
     return msg
@@ -107,7 +120,11 @@ def _copy_fixes(row: Any, msg: Message | None, derived: Any) -> dict[str, Any]:
     """The columns copied from the body for queries: recomputed from it when one is bad."""
     bad = [c for c in _TEXT_COLUMNS if not _clean_text(row[c])]
     bad += [c for c in ("seq", "timestamp") if row[c] is not None and not _is_int(row[c])]
-    bad += [c for c, ok in (("priority", row["priority"] in _PRIORITIES), ("broadcast", row["broadcast"] in (0, 1))) if not ok]
+    bad += [
+        c
+        for c, ok in (("priority", row["priority"] in _PRIORITIES), ("broadcast", row["broadcast"] in (0, 1)))
+        if not ok
+    ]
     if not bad:
         return {}
     fixes: dict[str, Any] = {"reason": None} if "reason" in bad else {}
@@ -131,7 +148,9 @@ def _delivery_fixes(row: Any, msg: Message | None, now: float) -> dict[str, Any]
     fixes.update({c: 0 for c in ("deliveries", "expired") if not _is_int(row[c]) or row[c] < 0})
     if row["ever_shown"] not in (0, 1):
         fixes["ever_shown"] = 0
-    if not (row["due"] is None or _is_number(row["due"])) or (state in ("leased", "shown", "deferred") and row["due"] is None):
+    if not (row["due"] is None or _is_number(row["due"])) or (
+        state in ("leased", "shown", "deferred") and row["due"] is None
+    ):
         fixes["due"] = now if state in ("leased", "shown", "deferred") else None  # due: comes back at once
     if state in FINISHED_STATES and not _is_number(row["finished_at"]):
         fixes["finished_at"] = now
@@ -149,8 +168,13 @@ def _delivery_fixes(row: Any, msg: Message | None, now: float) -> dict[str, Any]
 def open_record(row: Any) -> Record:
     """The delivery state of a checked open row."""
     return Record(
-        state=row["state"], deliveries=row["deliveries"], expired=row["expired"], due=row["due"],
-        ever_shown=bool(row["ever_shown"]), arrival=row["rowid"], why=row["reason"] or "",
+        state=row["state"],
+        deliveries=row["deliveries"],
+        expired=row["expired"],
+        due=row["due"],
+        ever_shown=bool(row["ever_shown"]),
+        arrival=row["rowid"],
+        why=row["reason"] or "",
     )
 
 

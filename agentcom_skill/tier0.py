@@ -8,9 +8,10 @@ per-minute reply budget) is decided by the caller and passed in.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
-from .message import Message, PRIORITY_RANK, fold
+from .message import PRIORITY_RANK, Message, fold
 
 ATTENTION = "attention"
 AUTO_REPLY = "auto_reply"
@@ -32,8 +33,12 @@ class Tier0Config(NamedTuple):
 
     @classmethod
     def build(
-        cls, agent_id: str, capabilities: Iterable[str] = (), ignore_from: Iterable[str] = (), allow_from: Iterable[str] = ()
-    ) -> "Tier0Config":
+        cls,
+        agent_id: str,
+        capabilities: Iterable[str] = (),
+        ignore_from: Iterable[str] = (),
+        allow_from: Iterable[str] = (),
+    ) -> Tier0Config:
         caps = frozenset(c for c in (fold(c) for c in capabilities) if c)
         return cls(
             agent_id=agent_id,
@@ -52,6 +57,11 @@ class Tier0Decision(NamedTuple):
 
 def classify(msg: Message, config: Tier0Config, duplicate: bool = False) -> Tier0Decision:
     """Apply the table's rows in order; the first that matches wins."""
+    return _by_sender(msg, config, duplicate) or _by_content(msg) or _by_audience(msg, config)
+
+
+def _by_sender(msg: Message, config: Tier0Config, duplicate: bool) -> Tier0Decision | None:
+    """Rows 1-3: duplicates, our own echoes, ignored senders (and, with allow_from, everyone else)."""
     if duplicate:
         return Tier0Decision(DROP, 1, "duplicate")
     if msg.sender == config.agent_id:
@@ -63,6 +73,11 @@ def classify(msg: Message, config: Tier0Config, duplicate: bool = False) -> Tier
     if config.allow_from and not any(fnmatch.fnmatchcase(sender, p) for p in config.allow_from):
         # Kept for a human (`agentcom log`), never shown to the agent, never answered.
         return Tier0Decision(STORE, 3, "sender not on allow_from")
+    return None
+
+
+def _by_content(msg: Message) -> Tier0Decision | None:
+    """Rows 4-7: pings and status requests answered, presence and notifications filed."""
     type_, action = fold(msg.type), msg.action
     # Loop guard: never answer a response or anything that is itself an auto-reply.
     answerable = type_ != "response" and action not in AUTO_REPLY_ACTIONS
@@ -77,15 +92,20 @@ def classify(msg: Message, config: Tier0Config, duplicate: bool = False) -> Tier
             return Tier0Decision(STORE, 7, word)
     if fold(msg.payload.get("respond_with")) == "none":
         return Tier0Decision(STORE, 7, "respond_with none")
+    return None
+
+
+def _by_audience(msg: Message, config: Tier0Config) -> Tier0Decision:
+    """Rows 8-9: broadcasts for capabilities we lack are dropped; everything else needs the agent."""
+    if not msg.broadcast:
+        return Tier0Decision(ATTENTION, 9, f"direct {fold(msg.type) or 'chat'}")
     needed = msg.needed_capabilities
-    if msg.broadcast and needed:
-        shared = needed & config.capabilities
-        if not shared:
-            return Tier0Decision(DROP, 8, "capability mismatch")
-        return Tier0Decision(ATTENTION, 9, "broadcast matching capabilities: " + ", ".join(sorted(shared)))
-    if msg.broadcast:
+    if not needed:
         return Tier0Decision(ATTENTION, 9, "broadcast")
-    return Tier0Decision(ATTENTION, 9, f"direct {fold(msg.type) or 'chat'}")
+    shared = needed & config.capabilities
+    if not shared:
+        return Tier0Decision(DROP, 8, "capability mismatch")
+    return Tier0Decision(ATTENTION, 9, "broadcast matching capabilities: " + ", ".join(sorted(shared)))
 
 
 def coalesce(candidates: Sequence[tuple[Message, Tier0Decision]]) -> list[tuple[Message, Tier0Decision]]:

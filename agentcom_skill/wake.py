@@ -18,8 +18,9 @@ import json
 import random
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .config import WakeSettings
 from .errors import ConfigError
@@ -70,7 +71,7 @@ class WakeBatcher:
         if retry_after is not None:
             delay = min(max(retry_after, 1.0), 3600.0)
         else:
-            delay = self.rng.uniform(0, min(MAX_BACKOFF, 2.0 ** self.failures))
+            delay = self.rng.uniform(0, min(MAX_BACKOFF, 2.0**self.failures))
         self.not_before = now + delay
         return delay
 
@@ -85,7 +86,7 @@ class WakeOutcome:
 
 def idempotency_key(ids: Sequence[str], deliveries: Sequence[int]) -> str:
     """The same wake retried gets the same key (the gateway runs it once); a redelivery gets a new one."""
-    text = "\n".join(f"{i}:{d}" for i, d in sorted(zip(ids, deliveries)))
+    text = "\n".join(f"{i}:{d}" for i, d in sorted(zip(ids, deliveries, strict=True)))
     return "agentcom-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -97,9 +98,15 @@ class Waker:
         if self.wake.mode == "command":
             return self._command(prompt)
         if self.wake.mode == "wake":
-            body = {"text": WAKE_NOTICE.format(n=len(ids)), "mode": "now"}
-            return self._post("/hooks/wake", body, None)
-        body = {"message": prompt, "name": "AgentCom", "sessionKey": self.wake.session_key, "wakeMode": "now", "deliver": False}
+            notice = {"text": WAKE_NOTICE.format(n=len(ids)), "mode": "now"}
+            return self._post("/hooks/wake", notice, None)
+        body: dict[str, Any] = {
+            "message": prompt,
+            "name": "AgentCom",
+            "sessionKey": self.wake.session_key,
+            "wakeMode": "now",
+            "deliver": False,
+        }
         if self.wake.agent_id:
             body["agentId"] = self.wake.agent_id
         return self._post("/hooks/agent", body, idempotency_key(ids, deliveries))
@@ -107,7 +114,14 @@ class Waker:
     def _post(self, path: str, body: dict, key: str | None) -> WakeOutcome:
         # The network client pulls in requests: imported here, on the first wake, not at start.
         from .client import (
-            BearerAuth, BodyTooLarge, DeadlinePassed, Peer, TransportError, UndecodableBody, check_proxy, exchange,
+            BearerAuth,
+            BodyTooLarge,
+            DeadlinePassed,
+            Peer,
+            TransportError,
+            UndecodableBody,
+            check_proxy,
+            exchange,
             new_session,
         )
 
@@ -123,10 +137,19 @@ class Waker:
         gateway = f"gateway {self.wake.url} (wake.url)"
         session = new_session()
         try:
-            reply = exchange(session, "POST", self.wake.url + path, headers=headers, body=json.dumps(body).encode(),
-                             auth=BearerAuth(self.wake.token), verify=None, timeouts=(min(5.0, timeout), timeout),
-                             give_up_at=time.monotonic() + timeout, max_bytes=1024 * 1024,
-                             peer=Peer("gateway", "wake.url"))
+            reply = exchange(
+                session,
+                "POST",
+                self.wake.url + path,
+                headers=headers,
+                body=json.dumps(body).encode(),
+                auth=BearerAuth(self.wake.token),
+                verify=None,
+                timeouts=(min(5.0, timeout), timeout),
+                give_up_at=time.monotonic() + timeout,
+                max_bytes=1024 * 1024,
+                peer=Peer("gateway", "wake.url"),
+            )
         except TransportError as exc:
             return WakeOutcome("retry", f"{gateway} unreachable: {exc.reason}")
         except (BodyTooLarge, DeadlinePassed, UndecodableBody):
@@ -136,7 +159,9 @@ class Waker:
         if 200 <= reply.status < 300:
             return WakeOutcome("ok", f"{path} {reply.status}")
         if reply.status in (401, 403):
-            return WakeOutcome("unauthorized", f"gateway {self.wake.url} refused the wake token ({reply.status}) for {path}")
+            return WakeOutcome(
+                "unauthorized", f"gateway {self.wake.url} refused the wake token ({reply.status}) for {path}"
+            )
         if reply.status == 429 or reply.status >= 500:
             retry_after = None
             try:
@@ -144,13 +169,20 @@ class Waker:
             except ValueError:
                 pass
             return WakeOutcome("retry", f"gateway answered {reply.status} to {path}", retry_after)
-        return WakeOutcome("refused", f"gateway answered {reply.status} to {path}: check the [wake] settings (session_key, agent_id, hooks config)")
+        return WakeOutcome(
+            "refused",
+            f"gateway answered {reply.status} to {path}: check the [wake] settings (session_key, agent_id, hooks "
+            f"config)",
+        )
 
     def _command(self, prompt: str) -> WakeOutcome:
         data = prompt if prompt.endswith("\n") else prompt + "\n"  # a text file ends with a newline
         try:
             done = subprocess.run(
-                self.wake.argv(), input=data.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                self.wake.argv(),
+                input=data.encode(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 timeout=self.wake.timeout,
             )
         except subprocess.TimeoutExpired:
@@ -185,5 +217,11 @@ def wake_error(outcome: WakeOutcome, wake: WakeSettings, now: float) -> dict[str
         fix = "fix [wake] command (a list of words, or a string with shell = true); its stderr is in the detail"
     else:
         fix = f"is the gateway running and reachable at {where}? retried with backoff; messages wait for `check`"
-    return {"at": now, "mode": wake.mode, "kind": outcome.kind, "status": outcome.status or outcome.kind,
-            "detail": outcome.detail, "fix": fix}
+    return {
+        "at": now,
+        "mode": wake.mode,
+        "kind": outcome.kind,
+        "status": outcome.status or outcome.kind,
+        "detail": outcome.detail,
+        "fix": fix,
+    }

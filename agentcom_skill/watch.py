@@ -19,26 +19,31 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .config import Settings
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import current_status, hub_client, open_store, run_check
+from .skill import Hub, current_status, hub_client, open_store, run_check
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, write_status
 
 RECONNECT_MAX = 60.0
-FIRST_HAZARD = ("another connection was identified as {agent} on the hub before this watch: direct messages go to it,"
-                " not to this watch (broadcasts go to both); stop it, or stop this watch")
-LATER_HAZARD = ("another connection identified as {agent} on the hub after this watch: direct messages still come to the"
-                " first connection (this watch), broadcasts go to both (each gets a copy)")
+FIRST_HAZARD = (
+    "another connection was identified as {agent} on the hub before this watch: direct messages go to it,"
+    " not to this watch (broadcasts go to both); stop it, or stop this watch"
+)
+LATER_HAZARD = (
+    "another connection identified as {agent} on the hub after this watch: direct messages still come to the"
+    " first connection (this watch), broadcasts go to both (each gets a copy)"
+)
 FRAME_BATCH = 500  # pushed frames committed in one transaction at most
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
-    "[AgentCom] Answer with `agentcom reply SEQ|ID \"...\"`; when a message is handled, "
+    '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
     "`agentcom ack SEQ|ID`. Unacked ones come back later."
 )
 
@@ -63,19 +68,23 @@ class Events:
 
 
 class PushedFrames:
-    """The hub surface `run_check` uses, serving one pushed message instead of a poll."""
+    """The hub as `run_check` sees it when the messages were pushed: the poll serves the frames
+    read from the socket; sending (auto-replies) goes to the real hub."""
 
-    def __init__(self, hub: Any, batch: MailboxBatch):
+    def __init__(self, hub: Hub, batch: MailboxBatch):
         self.hub, self.batch = hub, batch
 
     def poll(self, agent_id: str, since: int = 0) -> MailboxBatch:
         return self.batch
 
-    def send(self, *args: Any, **kwargs: Any) -> str:
-        return self.hub.send(*args, **kwargs)
+    def send(self, to: str | None, type_: str | None, payload: dict[str, Any], reply_to: str | None = None) -> str:
+        return self.hub.send(to, type_, payload, reply_to)
 
-    def ack(self, *args: Any, **kwargs: Any) -> int:  # pushed messages have no seq: never reached
-        return self.hub.ack(*args, **kwargs)
+    def ack(self, agent_id: str, seq: int) -> int:  # pushed messages have no seq: never reached
+        return self.hub.ack(agent_id, seq)
+
+    def agents(self) -> list[dict[str, Any]]:
+        return self.hub.agents()
 
 
 class Watch:
@@ -92,9 +101,17 @@ class Watch:
         self.wake_paused_until = 0.0
         self.reported_unauthorized = False
         self.status: dict[str, Any] = {
-            "pid": os.getpid(), "started_at": clock(), "connected_since": None, "last_event": None,
-            "last_event_at": None, "wakes_sent": 0, "reconnects": 0, "messages_received": 0, "hazards": [],
-            "wake_mode": wake.mode if wake.configured else None, "last_wake_error": None,
+            "pid": os.getpid(),
+            "started_at": clock(),
+            "connected_since": None,
+            "last_event": None,
+            "last_event_at": None,
+            "wakes_sent": 0,
+            "reconnects": 0,
+            "messages_received": 0,
+            "hazards": [],
+            "wake_mode": wake.mode if wake.configured else None,
+            "last_wake_error": None,
         }
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.first_hazard: list[str] = []  # another connection under our id was there before us
@@ -113,15 +130,22 @@ class Watch:
             raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with open_store(self.s) as store, open_store(self.s) as wake_store, hub_client(self.s) as hub, \
-                    hub_client(self.s) as wake_hub:
+            with (
+                open_store(self.s) as store,
+                open_store(self.s) as wake_store,
+                hub_client(self.s) as hub,
+                hub_client(self.s) as wake_hub,
+            ):
                 self.store, self.wake_store, self.hub = store, wake_store, hub
                 if self.s.wake.configured and self.s.wake.mode == "a2a":
                     from .a2a import A2ADispatcher  # requests: only for this mode
 
                     self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
-                    self._event("config", f"A2A mode: conversations go to {self.s.wake.url} as tasks "
-                                f"(one context per {self.s.wake.context}); answers come back to the senders")
+                    self._event(
+                        "config",
+                        f"A2A mode: conversations go to {self.s.wake.url} as tasks "
+                        f"(one context per {self.s.wake.context}); answers come back to the senders",
+                    )
                 elif not self.waker:
                     self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
                 # Wakes run beside the socket loop (with their own store connection and hub
@@ -162,7 +186,7 @@ class Watch:
             if self.stopping:
                 break
             attempt = 0 if identified else attempt + 1
-            delay = random.uniform(0, min(RECONNECT_MAX, 2.0 ** attempt))  # full jitter
+            delay = random.uniform(0, min(RECONNECT_MAX, 2.0**attempt))  # full jitter
             self.status["reconnects"] += 1
             self._event("reconnecting", f"reconnecting in {delay:.1f} s")
             give_up_at = time.monotonic() + delay
@@ -182,15 +206,32 @@ class Watch:
         from websockets.sync.client import connect
 
         url = self.s.hub_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
-        with connect(url, open_timeout=10, ping_interval=None, close_timeout=2, proxy=None, max_size=8 * 1024 * 1024,
-                     max_queue=FRAME_QUEUE) as ws:
+        with connect(
+            url,
+            open_timeout=10,
+            ping_interval=None,
+            close_timeout=2,
+            proxy=None,
+            max_size=8 * 1024 * 1024,
+            max_queue=FRAME_QUEUE,
+        ) as ws:
             status = current_status(self.store, self.s)
             already_listed = self._presence() is not None  # another connection under our id, before us
             self.rejoin = False
-            ws.send(json.dumps({
-                "type": "identify", "agent_id": self.s.agent_id, "token": self.s.token, "name": self.s.agent_id,
-                "status": status, "capabilities": list(self.s.capabilities), "client_type": "sidecar", "protocol_version": 1,
-            }))
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "identify",
+                        "agent_id": self.s.agent_id,
+                        "token": self.s.token,
+                        "name": self.s.agent_id,
+                        "status": status,
+                        "capabilities": list(self.s.capabilities),
+                        "client_type": "sidecar",
+                        "protocol_version": 1,
+                    }
+                )
+            )
             reply, _ = decode_frame(ws.recv(timeout=15))
             if reply.get("type") == "error" and reply.get("error") in ("invalid_token", "token_agent_mismatch"):
                 raise AuthError(f"{reply['error']} (the token from {self.s.sources.get('token', 'the settings')})")
@@ -226,8 +267,11 @@ class Watch:
                 self._event("disconnected", "the hub closed the connection")
                 return
             if self.rejoin:
-                self._event("disconnected", "the hub dropped our listing (another connection under our id closed):"
-                            " reconnecting, so direct messages come here again")
+                self._event(
+                    "disconnected",
+                    "the hub dropped our listing (another connection under our id closed):"
+                    " reconnecting, so direct messages come here again",
+                )
                 return
             mono = time.monotonic()
             if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
@@ -273,13 +317,19 @@ class Watch:
             self.presence_since = self._presence()
             return
         now_listed = self._presence()
-        later = [LATER_HAZARD.format(agent=self.s.agent_id)] if now_listed is not None and now_listed != self.presence_since else []
+        later = (
+            [LATER_HAZARD.format(agent=self.s.agent_id)]
+            if now_listed is not None and now_listed != self.presence_since
+            else []
+        )
         self._set_hazards(self.first_hazard + later)
 
     def _set_hazards(self, hazards: list[str]) -> None:
         if hazards != self.status["hazards"]:
             self.status["hazards"] = hazards
-            self._event("hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id")
+            self._event(
+                "hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id"
+            )
 
     def _on_frames(self, frames: list[str | bytes]) -> None:
         """Pushed messages are kept (in one transaction for all of them) before anything acts
@@ -319,11 +369,21 @@ class Watch:
         readable = [m for m in taken if isinstance(m, Message)]
         batch = MailboxBatch(readable, 0, unreadable=tuple(m for m in taken if isinstance(m, Unreadable)))
         try:
-            result = run_check(PushedFrames(self.hub, batch), self.store, self.s, 0, False, self.clock(), via="push",
-                               agents_check=False)
+            result = run_check(
+                PushedFrames(self.hub, batch),
+                self.store,
+                self.s,
+                0,
+                False,
+                self.clock(),
+                via="push",
+                agents_check=False,
+            )
         except AgentComError as exc:
             self.retry_store_at = self.clock() + 1.0
-            self._event("store_failed", f"could not store {len(taken)} pushed message(s), kept in memory and retried: {exc}")
+            self._event(
+                "store_failed", f"could not store {len(taken)} pushed message(s), kept in memory and retried: {exc}"
+            )
             return
         del self.unstored[: len(taken)]
         self.retry_store_at = 0.0
@@ -334,9 +394,12 @@ class Watch:
             disposition = row["disposition"] if row is not None else "?"
             reason = row["reason"] if row is not None else ""
             self._event(
-                "message", f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
+                "message",
+                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
                 + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
-                id=msg.id, disposition=disposition, persist=False,
+                id=msg.id,
+                disposition=disposition,
+                persist=False,
             )
         for warning in result["warnings"]:
             self._event("warning", warning, persist=False)
@@ -387,7 +450,13 @@ class Watch:
             self.batcher.note_waiting(now, 0)
             return
         ids = [m["id"] for m in plan.messages]
-        result = {"agent_id": self.s.agent_id, "messages": plan.messages, "handled": {}, "pending": plan.pending, "warnings": []}
+        result = {
+            "agent_id": self.s.agent_id,
+            "messages": plan.messages,
+            "handled": {},
+            "pending": plan.pending,
+            "warnings": [],
+        }
         prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
         outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
         if outcome.kind == "ok":
@@ -407,7 +476,10 @@ class Watch:
             self.wake_paused_until = now + 600
             if not self.reported_unauthorized:
                 self.reported_unauthorized = True
-                self._event("wake_unauthorized", f"WAKE REFUSED: {outcome.detail}; fix [wake] token; still receiving and storing")
+                self._event(
+                    "wake_unauthorized",
+                    f"WAKE REFUSED: {outcome.detail}; fix [wake] token; still receiving and storing",
+                )
             return
         # refused (a 4xx): the settings are wrong, so retrying soon cannot help
         delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)

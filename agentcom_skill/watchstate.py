@@ -24,7 +24,9 @@ def _lock_fd(directory: Path) -> int:
     try:  # never through a symbolic link planted in the state folder
         return os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
-        raise StateError(f"cannot open {directory / LOCK_NAME}: {exc.strerror} (a symbolic link there is refused)") from None
+        raise StateError(
+            f"cannot open {directory / LOCK_NAME}: {exc.strerror} (a symbolic link there is refused)"
+        ) from None
 
 
 def watch_alive(directory: Path) -> bool:

@@ -107,14 +107,14 @@ def run_mode(
             sent_at = time.perf_counter()
             msg_id = hub.post(tokens["bob"], {"to": "gcu", "payload": {"text": f"{text} (BENCH-{n})"}}).json()["id"]
             wait_for(
-                lambda: any(m["reply_to"] == msg_id for m in hub.poll("bob", tokens["bob"])["messages"]),
+                lambda msg_id=msg_id: any(m["reply_to"] == msg_id for m in hub.poll("bob", tokens["bob"])["messages"]),
                 f"the answer to BENCH-{n}",
                 300,
                 pause=0.02,
             )
             latencies.append(time.perf_counter() - sent_at)
             if mode == "hooks":  # let the run finish (ack, final text) before the next wake
-                wait_for(lambda: agent.calls.get(n, 0) >= 3, f"the end of BENCH-{n}'s run", 120)
+                wait_for(lambda n=n: agent.calls.get(n, 0) >= 3, f"the end of BENCH-{n}'s run", 120)
         return latencies
     finally:
         watch.terminate()

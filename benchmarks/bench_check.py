@@ -34,7 +34,8 @@ from common import AGENTCOM, POLL_MIN_JS, POLL_MIN_PY, POLL_MIN_REQUESTS, LocalH
 SEND_MIN = r"""
 import json, os, sys, urllib.request
 hub, token = os.environ["AGENTCOM_HUB_URL"], os.environ["AGENTCOM_TOKEN"]
-req = urllib.request.Request(hub + "/api/message", data=json.dumps({"to": sys.argv[1], "payload": {"text": sys.argv[2]}}).encode(),
+body = json.dumps({"to": sys.argv[1], "payload": {"text": sys.argv[2]}}).encode()
+req = urllib.request.Request(hub + "/api/message", data=body,
                              headers={"Authorization": "Bearer " + token, "content-type": "application/json"})
 with urllib.request.urlopen(req, timeout=10) as r:
     print(json.loads(r.read())["id"])
@@ -67,14 +68,21 @@ def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], r
     for name in commands:
         print(f"  {name:30} wall {median(wall[name]) * 1000:7.1f} ms   cpu {median(cpu[name]) * 1000:7.1f} ms")
     for name in list(commands)[1:]:
-        print(f"  ratio {base} / {name}: wall {median(wall[base]) / median(wall[name]):.2f}x, "
-              f"cpu {median(cpu[base]) / median(cpu[name]):.2f}x")
+        print(
+            f"  ratio {base} / {name}: wall {median(wall[base]) / median(wall[name]):.2f}x, "
+            f"cpu {median(cpu[base]) / median(cpu[name]):.2f}x"
+        )
 
 
 def instructions(cmd: list[str], env: dict[str, str]) -> int:
     """Instructions one run executes (user space), counted by valgrind's callgrind."""
-    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(next(line for line in out.stderr.splitlines() if "Collected :" in line).split()[-1])
 
 
@@ -91,7 +99,9 @@ def configured_env(hub: LocalHub, agent: str, token: str) -> dict[str, str]:
     and TOML on the path), state in the default place; no AGENTCOM_* variables."""
     config_home, state_home = hub.dir / "xdg-config", hub.dir / "xdg-state"
     (config_home / "agentcom").mkdir(parents=True, exist_ok=True)
-    (config_home / "agentcom" / "config.toml").write_text(f'hub_url = "{hub.url}"\nagent_id = "{agent}"\ntoken = "{token}"\n')
+    (config_home / "agentcom" / "config.toml").write_text(
+        f'hub_url = "{hub.url}"\nagent_id = "{agent}"\ntoken = "{token}"\n'
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
     env.update(XDG_CONFIG_HOME=str(config_home), XDG_STATE_HOME=str(state_home))
     return env
@@ -108,7 +118,19 @@ def seed_backlog(db: Path, agent: str, n: int, lines: list[dict]) -> None:
     rows = []
     for seq in range(1, n + 1):
         line = first if seq == 1 else rng.choice(lines)
-        rows.append((seq, agent, secrets.token_hex(8), line["from"], line["to"], line["type"], json.dumps(line["payload"]), line["reply_to"], now))
+        rows.append(
+            (
+                seq,
+                agent,
+                secrets.token_hex(8),
+                line["from"],
+                line["to"],
+                line["type"],
+                json.dumps(line["payload"]),
+                line["reply_to"],
+                now,
+            )
+        )
     con.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     con.commit()
     con.close()
@@ -121,8 +143,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip() if shutil.which('node') else 'missing'}")
+    node = "missing"
+    if shutil.which("node"):
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, node {node}")
 
     with LocalHub() as hub:
         token = hub.mint("bob")
@@ -143,29 +167,40 @@ def main() -> None:
             count_instructions(commands)
         compare(
             "3. send one message",
-            {"agentcom send": (AGENTCOM + ["send", "alice", "hello"], env), "python3 minimal POST": ([sys.executable, "-c", SEND_MIN, "alice", "hello"], env)},
+            {
+                "agentcom send": (AGENTCOM + ["send", "alice", "hello"], env),
+                "python3 minimal POST": ([sys.executable, "-c", SEND_MIN, "alice", "hello"], env),
+            },
             args.runs,
         )
 
     header, lines = load_trace()
     agent = header["agent"]
-    print(f"\n2. backlog of mixed traffic (the trace's mix), one `agentcom check --json` with fresh state ({args.backlog_runs} runs each)")
+    print(
+        f"\n2. backlog of mixed traffic (the trace's mix), one `agentcom check --json` with fresh state "
+        f"({args.backlog_runs} runs each)"
+    )
     for n in [int(s) for s in args.sizes.split(",")]:
         with LocalHub("--mailbox-cap", str(max(20000, n))) as hub:
             tokens = {name: hub.mint(name) for name in [agent, *header["peers"]]}
             seed_backlog(hub.db, agent, n, lines)
             (hub.dir / f"{agent}.toml").write_text(
-                f"capabilities = {json.dumps(header['capabilities'])}\nignore_from = {json.dumps(header['ignore_from'])}\n"
+                f"capabilities = {json.dumps(header['capabilities'])}\n"
+                f"ignore_from = {json.dumps(header['ignore_from'])}\n"
                 f"mailbox_cap = {max(20000, n)}\nauto_reply_limit = 1000\n"
             )
             walls, rss = [], []
-            for i in range(args.backlog_runs):
+            for _ in range(args.backlog_runs):
                 state = tempfile.mkdtemp(dir=hub.dir)
-                wall, _, peak = timed(AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state))
+                wall, _, peak = timed(
+                    AGENTCOM + ["check", "--json"], hub.env(agent, tokens[agent], AGENTCOM_STATE_DIR=state)
+                )
                 walls.append(wall)
                 rss.append(peak)
-            print(f"  {n:>7} messages: median {median(walls):6.2f} s  peak RSS {median(rss) / 1024:6.1f} MB  "
-                  f"({median(walls) / n * 1e6:6.1f} us/message)")
+            print(
+                f"  {n:>7} messages: median {median(walls):6.2f} s  peak RSS {median(rss) / 1024:6.1f} MB  "
+                f"({median(walls) / n * 1e6:6.1f} us/message)"
+            )
 
 
 if __name__ == "__main__":

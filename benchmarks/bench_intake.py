@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
 from common import LocalHub, median
 
 AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
@@ -49,9 +48,20 @@ def seed_attention(db: Path, agent: str, n: int) -> None:
     """n direct chats straight into the hub's database (posting them over HTTP takes minutes)."""
     con = sqlite3.connect(db)
     now = int(time.time() * 1000)
-    rows = [(seq, agent, secrets.token_hex(8), f"peer{seq % 7}", agent, "chat",
-             json.dumps({"text": f"could you look at item {seq} of the review queue? it blocks the release"}), None, now)
-            for seq in range(1, n + 1)]
+    rows = [
+        (
+            seq,
+            agent,
+            secrets.token_hex(8),
+            f"peer{seq % 7}",
+            agent,
+            "chat",
+            json.dumps({"text": f"could you look at item {seq} of the review queue? it blocks the release"}),
+            None,
+            now,
+        )
+        for seq in range(1, n + 1)
+    ]
     con.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     con.commit()
     con.close()
@@ -71,12 +81,16 @@ def first_check(size: int, runs: int, baseline: str | None) -> None:
         for _ in range(runs):
             for name, extra in versions.items():  # alternate, so drift hits all alike
                 state = tempfile.mkdtemp(dir=hub.dir)
-                wall, peak = timed(AGENTCOM + ["check", "--json"], hub.env("gcu", token, AGENTCOM_STATE_DIR=state, **extra))
+                wall, peak = timed(
+                    AGENTCOM + ["check", "--json"], hub.env("gcu", token, AGENTCOM_STATE_DIR=state, **extra)
+                )
                 walls[name].append(wall)
                 rss[name].append(peak)
         for name in versions:
-            print(f"  {name:40} median {median(walls[name]):6.2f} s  peak RSS {median(rss[name]) / 1024:6.1f} MB  "
-                  f"({median(walls[name]) / size * 1e6:6.1f} us/message)")
+            print(
+                f"  {name:40} median {median(walls[name]):6.2f} s  peak RSS {median(rss[name]) / 1024:6.1f} MB  "
+                f"({median(walls[name]) / size * 1e6:6.1f} us/message)"
+            )
         if baseline:
             names = list(versions)
             print(f"  ratio this / baseline: {median(walls[names[0]]) / median(walls[names[1]]):.2f}x")
@@ -91,7 +105,9 @@ def burst(count: int) -> None:
         env = hub.env("alice", token)
         (hub.dir / "alice.toml").write_text("watch_ping_interval = 0.5\nwatch_pong_timeout = 0.5\n")
         out = hub.dir / "watch.jsonl"
-        watch = subprocess.Popen(AGENTCOM + ["watch", "--jsonl"], env=env, stdout=open(out, "w"), stderr=subprocess.DEVNULL)
+        watch = subprocess.Popen(
+            AGENTCOM + ["watch", "--jsonl"], env=env, stdout=open(out, "w"), stderr=subprocess.DEVNULL
+        )
         try:
             while '"connected"' not in out.read_text():
                 time.sleep(0.1)
@@ -99,9 +115,15 @@ def burst(count: int) -> None:
 
             def blast(sender_token: str) -> list[str]:
                 with requests.Session() as http:
-                    return [http.post(hub.url + "/api/message", json={"to": "alice", "payload": {"text": f"burst {n}"}},
-                                      headers={"Authorization": f"Bearer {sender_token}"}, timeout=60).json()["id"]
-                            for n in range(per)]
+                    return [
+                        http.post(
+                            hub.url + "/api/message",
+                            json={"to": "alice", "payload": {"text": f"burst {n}"}},
+                            headers={"Authorization": f"Bearer {sender_token}"},
+                            timeout=60,
+                        ).json()["id"]
+                        for n in range(per)
+                    ]
 
             started = time.perf_counter()
             with ThreadPoolExecutor(senders) as pool:
@@ -119,9 +141,11 @@ def burst(count: int) -> None:
             stored = time.perf_counter() - started
             lost = len(sent - kept - at_hub)
             reconnects = out.read_text().count('"disconnected"')
-            print(f"  sent {len(sent)} in {posted:.2f} s; all accounted for after {stored:.2f} s: "
-                  f"{len(sent & kept)} kept by the watch, {len(sent & at_hub - kept)} still at the hub, {lost} lost; "
-                  f"{reconnects} disconnect(s)")
+            print(
+                f"  sent {len(sent)} in {posted:.2f} s; all accounted for after {stored:.2f} s: "
+                f"{len(sent & kept)} kept by the watch, {len(sent & at_hub - kept)} still at the hub, {lost} lost; "
+                f"{reconnects} disconnect(s)"
+            )
         finally:
             watch.terminate()
             watch.wait(timeout=30)

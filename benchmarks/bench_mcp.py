@@ -13,15 +13,16 @@ import sys
 import time
 
 import anyio
+from common import LocalHub
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-
-from common import LocalHub
 
 
 async def measure(env: dict[str, str], *args: str) -> tuple[int, int, float]:
     started = time.perf_counter()
-    async with Client(StdioServerParameters(command=sys.executable, args=["-m", "agentcom_skill", "mcp", *args], env=env)) as client:
+    async with Client(
+        StdioServerParameters(command=sys.executable, args=["-m", "agentcom_skill", "mcp", *args], env=env)
+    ) as client:
         ready = time.perf_counter() - started
         tools = (await client.list_tools()).tools
     size = len(json.dumps([t.model_dump(by_alias=True, exclude_none=True) for t in tools], separators=(",", ":")))
@@ -33,7 +34,10 @@ def main() -> None:
         env = hub.env("alice", hub.mint("alice"))
         for label, args in (("all tools", ()), ("--tools check,reply,ack", ("--tools", "check,reply,ack"))):
             count, size, ready = anyio.run(measure, env, *args)
-            print(f"{label:26} {count} tools: {size} chars, ~{size // 4} tokens per turn; server ready in {ready * 1000:.0f} ms")
+            print(
+                f"{label:26} {count} tools: {size} chars, ~{size // 4} tokens per turn; server ready in "
+                f"{ready * 1000:.0f} ms"
+            )
 
 
 if __name__ == "__main__":

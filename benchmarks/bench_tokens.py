@@ -26,25 +26,44 @@ def measure() -> dict[str, int]:
         attention_text = 0
         attention = 0
         for line in lines:
-            hub.post(tokens[line["from"]], {k: line[k] for k in ("to", "type", "payload", "reply_to") if line.get(k) is not None})
+            hub.post(
+                tokens[line["from"]],
+                {k: line[k] for k in ("to", "type", "payload", "reply_to") if line.get(k) is not None},
+            )
             if line["expect"] == "attention":
                 attention += 1
                 attention_text += len(line["payload"].get("text") or json.dumps(line["payload"], separators=(",", ":")))
         config = hub.dir / f"{agent}.toml"
-        config.write_text(f"capabilities = {json.dumps(header['capabilities'])}\nignore_from = {json.dumps(header['ignore_from'])}\n")
+        config.write_text(
+            f"capabilities = {json.dumps(header['capabilities'])}\nignore_from = {json.dumps(header['ignore_from'])}\n"
+        )
         env = hub.env(agent, tokens[agent])
-        req = urllib.request.Request(f"{hub.url}/api/mailbox/{agent}?since=0", headers={"Authorization": f"Bearer {tokens[agent]}"})
+        req = urllib.request.Request(
+            f"{hub.url}/api/mailbox/{agent}?since=0", headers={"Authorization": f"Bearer {tokens[agent]}"}
+        )
         raw = urllib.request.urlopen(req).read().decode()
         outputs = {}
         for name, args in (("prompt", ["--format", "prompt"]), ("json", ["--json"])):
-            out = subprocess.run([sys.executable, "-m", "agentcom_skill", "check", "--peek", *args], env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "agentcom_skill", "check", "--peek", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             outputs[name] = out.stdout
     returned = len(json.loads(outputs["json"])["messages"])
     prompt_entries = len(re.findall(r"^\[\d+\] ", outputs["prompt"], re.M))  # one entry a message: `[seq] sender...`
     assert returned == attention == prompt_entries, (returned, attention, prompt_entries)
 
-    return {"raw": len(raw), "json": len(outputs["json"]), "prompt": len(outputs["prompt"]), "text": attention_text,
-            "messages": len(lines), "attention": attention}
+    return {
+        "raw": len(raw),
+        "json": len(outputs["json"]),
+        "prompt": len(outputs["prompt"]),
+        "text": attention_text,
+        "messages": len(lines),
+        "attention": attention,
+    }
 
 
 def main() -> None:

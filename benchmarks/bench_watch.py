@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from gateway import RecordingGateway  # noqa: E402
 
 
-
 def start_watch(hub: LocalHub, env: dict[str, str], gateway: RecordingGateway, window: float) -> subprocess.Popen:
-    (hub.dir / "alice.toml").write_text(f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = {window}\nmin_interval = 0\n')
+    (hub.dir / "alice.toml").write_text(
+        f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = {window}\nmin_interval = 0\n'
+    )
     log = open(hub.dir / f"watch-{window}.jsonl", "w")
     proc = subprocess.Popen(AGENTCOM + ["watch", "--jsonl"], env=env, stdout=log, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -95,31 +96,44 @@ def main() -> None:
             for window in (2.0, 0.0):
                 watch = start_watch(hub, env, gateway, window)
                 lat = wake_latency(hub, bob, gateway, args.samples)
-                print(f"1. message at the hub -> wake at the gateway, window {window:g} s: median {median(lat) * 1000:7.1f} ms "
-                      f"(min {min(lat) * 1000:.1f}, max {max(lat) * 1000:.1f}; {args.samples} samples)")
+                print(
+                    f"1. message at the hub -> wake at the gateway, window {window:g} s: median "
+                    f"{median(lat) * 1000:7.1f} ms "
+                    f"(min {min(lat) * 1000:.1f}, max {max(lat) * 1000:.1f}; {args.samples} samples)"
+                )
                 if window == 0.0:
                     pongs = pong_latency(hub, bob, args.samples)
-                    print(f"2. ping -> pong at the sender's mailbox: median {median(pongs) * 1000:7.1f} ms ({args.samples} samples)")
+                    print(
+                        f"2. ping -> pong at the sender's mailbox: median {median(pongs) * 1000:7.1f} ms "
+                        f"({args.samples} samples)"
+                    )
                     subprocess.run(AGENTCOM + ["ack"], env=env, capture_output=True)  # the samples' leases: finished
                     check_cmd = (AGENTCOM + ["check", "--json"], env)
                     node = (["node", str(POLL_MIN_JS)], env)
                     wall: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
                     cpu: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
                     for _ in range(21):
-                        for name, (cmd, e) in zip(wall, (check_cmd, node)):
+                        for name, (cmd, e) in zip(wall, (check_cmd, node), strict=False):
                             if name.startswith("node") and not shutil.which("node"):
                                 continue
                             w, c = timed(cmd, e)
                             wall[name].append(w)
                             cpu[name].append(c)
                     (cw, nw), (cc, nc) = ([median(d[k] or [float("nan")]) for k in d] for d in (wall, cpu))
-                    print(f"3. empty mailbox: check with a live watch median {cw * 1000:.1f} ms wall / {cc * 1000:.1f} ms cpu, "
-                          f"node poll_min.js {nw * 1000:.1f} / {nc * 1000:.1f} ms: wall {cw / nw:.2f}x, cpu {cc / nc:.2f}x "
-                          f"(21 runs each, alternating)")
+                    print(
+                        f"3. empty mailbox: check with a live watch median {cw * 1000:.1f} ms wall / {cc * 1000:.1f} "
+                        f"ms cpu, "
+                        f"node poll_min.js {nw * 1000:.1f} / {nc * 1000:.1f} ms: wall {cw / nw:.2f}x, cpu "
+                        f"{cc / nc:.2f}x "
+                        f"(21 runs each, alternating)"
+                    )
                     rss0, cpu0 = proc_usage(watch.pid)
                     time.sleep(args.rest)
                     rss1, cpu1 = proc_usage(watch.pid)
-                    print(f"4. watch at rest for {args.rest:g} s: RSS {rss1:.1f} MB, CPU {(cpu1 - cpu0) / args.rest * 100:.2f}% of one core")
+                    print(
+                        f"4. watch at rest for {args.rest:g} s: RSS {rss1:.1f} MB, CPU "
+                        f"{(cpu1 - cpu0) / args.rest * 100:.2f}% of one core"
+                    )
                 watch.terminate()
                 watch.wait(timeout=30)
                 subprocess.run(AGENTCOM + ["ack"], env=env, capture_output=True)

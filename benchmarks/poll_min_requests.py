@@ -4,6 +4,7 @@
 usage: AGENTCOM_HUB_URL=http://127.0.0.1:4000 AGENTCOM_AGENT_ID=bob AGENTCOM_TOKEN=... \
        python3 poll_min_requests.py [SINCE]
 """
+
 import os
 import sys
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hubprocess import ROOT, RunningHub, agent_env, free_port, load_trace  # noqa: F401 - re-exported to the tests
 
 
@@ -49,7 +48,9 @@ def hub_factory(tmp_path: Path):
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agentcom_skill", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_json(*args: str, env: dict[str, str]) -> dict[str, Any]:

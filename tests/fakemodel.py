@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -48,7 +49,9 @@ class FakeModel:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
-                    return self._json({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "tests"}]})
+                    return self._json(
+                        {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "tests"}]}
+                    )
                 self._json({"error": "not found"}, 404)
 
             def do_POST(self):
@@ -75,10 +78,19 @@ class FakeModel:
                 self.wfile.write(data)
 
             def _stream(self, turn: Turn, stream: bool):
-                base = {"id": f"chatcmpl-{len(model.requests)}", "object": "chat.completion.chunk", "created": 0, "model": "fake-model"}
+                base = {
+                    "id": f"chatcmpl-{len(model.requests)}",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": "fake-model",
+                }
                 if turn.tool:
-                    call = {"index": 0, "id": f"call_{len(model.requests)}", "type": "function",
-                            "function": {"name": turn.tool, "arguments": json.dumps(turn.arguments or {})}}
+                    call = {
+                        "index": 0,
+                        "id": f"call_{len(model.requests)}",
+                        "type": "function",
+                        "function": {"name": turn.tool, "arguments": json.dumps(turn.arguments or {})},
+                    }
                     chunks = [{"role": "assistant", "content": None, "tool_calls": [call]}]
                     finish = "tool_calls"
                 else:
@@ -88,16 +100,27 @@ class FakeModel:
                     message = {"role": "assistant", "content": turn.text}
                     if turn.tool:
                         message["tool_calls"] = [chunks[0]["tool_calls"][0]]
-                    return self._json({**base, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                    return self._json(
+                        {
+                            **base,
+                            "object": "chat.completion",
+                            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                        }
+                    )
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("connection", "close")
                 self.end_headers()
                 events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in chunks]
-                events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                events.append(
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                )
                 for event in events:
                     self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")

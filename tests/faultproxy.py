@@ -16,9 +16,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 FAULTS = (
-    "500", "502", "503", "429", "timeout", "reset", "non_json", "empty",
-    "missing_messages", "seq_not_int", "payload_not_object", "messages_not_list", "huge",
-    "connected", "slow", "drip", "echo_token", "nan_timestamp", "inf_timestamp", "deep", "bad_agents",
+    "500",
+    "502",
+    "503",
+    "429",
+    "timeout",
+    "reset",
+    "non_json",
+    "empty",
+    "missing_messages",
+    "seq_not_int",
+    "payload_not_object",
+    "messages_not_list",
+    "huge",
+    "connected",
+    "slow",
+    "drip",
+    "echo_token",
+    "nan_timestamp",
+    "inf_timestamp",
+    "deep",
+    "bad_agents",
 )
 
 
@@ -53,7 +71,9 @@ class FaultProxy:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*tls)
             # the handshake happens in the handler's thread, so a failing client blocks no one
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
+            self.server.socket = context.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
             self.url = f"https://localhost:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -99,7 +119,12 @@ class FaultProxy:
         if fault in ("500", "502", "503"):
             return self._reply(h, int(fault), b'{"error":"injected"}')
         if fault == "429":
-            return self._reply(h, 429, b'{"error":"rate_limited","retry_after_ms":60000,"tier":"normal"}', {"retry-after": self.retry_after})
+            return self._reply(
+                h,
+                429,
+                b'{"error":"rate_limited","retry_after_ms":60000,"tier":"normal"}',
+                {"retry-after": self.retry_after},
+            )
         if fault == "timeout":
             time.sleep(self.delay)
             h.close_connection = True
@@ -123,40 +148,98 @@ class FaultProxy:
             return 200
         if fault == "echo_token":  # a hub that quotes the Authorization header back
             token = h.headers.get("authorization", "").partition(" ")[2]
-            return self._reply(h, 422, json.dumps({"error": "validation_failed", "errors": [{"field": "auth", "error": f"bad token {token}", "detail": token}]}).encode())
+            return self._reply(
+                h,
+                422,
+                json.dumps(
+                    {
+                        "error": "validation_failed",
+                        "errors": [{"field": "auth", "error": f"bad token {token}", "detail": token}],
+                    }
+                ).encode(),
+            )
         if fault == "reset":
             h.close_connection = True
             return 0
         if fault == "connected":  # /api/agents lists every token holder as connected by WebSocket
             agent = h.headers.get("x-test-agent", "alice")
-            return self._reply(h, 200, json.dumps({"agents": [{"agent_id": agent, "name": agent, "status": "idle", "capabilities": [], "connected_at": 1, "fsm_state": "idle"}]}).encode())
+            return self._reply(
+                h,
+                200,
+                json.dumps(
+                    {
+                        "agents": [
+                            {
+                                "agent_id": agent,
+                                "name": agent,
+                                "status": "idle",
+                                "capabilities": [],
+                                "connected_at": 1,
+                                "fsm_state": "idle",
+                            }
+                        ]
+                    }
+                ).encode(),
+            )
         if fault in ("nan_timestamp", "inf_timestamp", "deep"):
             value = {"nan_timestamp": "NaN", "inf_timestamp": "1e999", "deep": "1"}[fault]
             payload = "[" * 100_000 + "]" * 100_000 if fault == "deep" else "{}"
-            body = f'{{"agent_id":"alice","messages":[{{"id":"00000000000000aa","from":"bob","to":"alice","type":"chat","payload":{payload},"reply_to":null,"timestamp":{value},"seq":1}}],"last_seq":1,"count":1}}'
+            message = (
+                '{"id":"00000000000000aa","from":"bob","to":"alice","type":"chat",'
+                f'"payload":{payload},"reply_to":null,"timestamp":{value},"seq":1}}'
+            )
+            body = f'{{"agent_id":"alice","messages":[{message}],"last_seq":1,"count":1}}'
             return self._reply(h, 200, body.encode())
         if fault == "bad_agents":
-            return self._reply(h, 200, json.dumps({"agents": [{"agent_id": "bob", "status": "idle", "capabilities": 5}]}).encode())
+            return self._reply(
+                h, 200, json.dumps({"agents": [{"agent_id": "bob", "status": "idle", "capabilities": 5}]}).encode()
+            )
         if fault == "non_json":
             return self._reply(h, 200, b"<html>gateway says hi</html>")
         if fault == "empty":
             return self._reply(h, 200, b"")
         if fault == "huge":
-            one = {"id": "x" * 16, "from": "bob", "to": "alice", "type": "chat", "payload": {"text": "y" * 1000}, "reply_to": None, "timestamp": 1, "seq": 1}
+            one = {
+                "id": "x" * 16,
+                "from": "bob",
+                "to": "alice",
+                "type": "chat",
+                "payload": {"text": "y" * 1000},
+                "reply_to": None,
+                "timestamp": 1,
+                "seq": 1,
+            }
             n = self.huge_bytes // 1100 + 1
             msgs = [dict(one, id=f"{i:016x}", seq=i + 1) for i in range(n)]
-            return self._reply(h, 200, json.dumps({"agent_id": "alice", "messages": msgs, "last_seq": n, "count": n}).encode())
+            return self._reply(
+                h, 200, json.dumps({"agent_id": "alice", "messages": msgs, "last_seq": n, "count": n}).encode()
+            )
         # shape faults: take the real answer and break it
-        real = requests.get(self.upstream + h.path, headers={"authorization": h.headers.get("authorization", "")}, timeout=10).json()
+        real = requests.get(
+            self.upstream + h.path, headers={"authorization": h.headers.get("authorization", "")}, timeout=10
+        ).json()
         msgs = real.get("messages", [])
         if fault == "missing_messages":
             real.pop("messages", None)
         elif fault == "messages_not_list":
             real["messages"] = {"0": msgs}
         elif fault == "seq_not_int":
-            real["messages"] = msgs + [dict(msgs[0] if msgs else {"id": "z" * 16, "from": "bob", "payload": {}}, seq="7")]
+            real["messages"] = msgs + [
+                dict(msgs[0] if msgs else {"id": "z" * 16, "from": "bob", "payload": {}}, seq="7")
+            ]
         elif fault == "payload_not_object":
-            real["messages"] = msgs + [{"id": "q" * 16, "from": "bob", "to": "alice", "type": "chat", "payload": "boom", "reply_to": None, "timestamp": 1, "seq": 10**6}]
+            real["messages"] = msgs + [
+                {
+                    "id": "q" * 16,
+                    "from": "bob",
+                    "to": "alice",
+                    "type": "chat",
+                    "payload": "boom",
+                    "reply_to": None,
+                    "timestamp": 1,
+                    "seq": 10**6,
+                }
+            ]
         return self._reply(h, 200, json.dumps(real).encode())
 
     def _forward(self, h, body: bytes) -> int:

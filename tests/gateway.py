@@ -36,7 +36,12 @@ class RecordingGateway:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
-                entry = {"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.monotonic()}
+                entry = {
+                    "path": self.path,
+                    "body": body,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "at": time.monotonic(),
+                }
                 with gateway._lock:
                     gateway.requests.append(entry)
                     mode = gateway.mode
@@ -78,7 +83,7 @@ class RecordingGateway:
             lines = w["body"]["message"].splitlines()
             opened = [i for i, line in enumerate(lines) if line.startswith("<<<AGENTCOM_UNTRUSTED_")]
             closed = [i for i, line in enumerate(lines) if line.startswith("<<<END_AGENTCOM_UNTRUSTED_")]
-            inside = lines[opened[0] + 1:closed[0]] if opened and closed else []
+            inside = lines[opened[0] + 1 : closed[0]] if opened and closed else []
             counts.append(sum(1 for line in inside if not line.startswith("  ")))
         return counts
 

@@ -18,6 +18,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "tests" / "data" / "day-gcu.jsonl"  # the project's labelled day of traffic (tests/data/README.md)
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,8 +47,18 @@ class RunningHub:
     def start(self) -> None:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentcom_skill", "hub", "serve", "--port", str(self.port), "--db", str(self.db),
-             *self.command_args()],
+            [
+                sys.executable,
+                "-m",
+                "agentcom_skill",
+                "hub",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db),
+                *self.command_args(),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
@@ -179,7 +190,7 @@ def chunked(body: bytes, sizes: tuple[int, ...] = (55,)) -> bytes:
     out, start, i = b"", 0, 0
     while start < len(body):
         size = sizes[min(i, len(sizes) - 1)]
-        part = body[start:start + size]
+        part = body[start : start + size]
         out += f"{len(part):x}\r\n".encode() + part + b"\r\n"
         start, i = start + size, i + 1
     return out + b"0\r\n\r\n"
@@ -188,8 +199,13 @@ def chunked(body: bytes, sizes: tuple[int, ...] = (55,)) -> bytes:
 def node_post(path: str, body: Any, token: str | None = None, *, keep_alive: bool = True) -> bytes:
     """A POST as the hub project's Node scripts send it: JSON, no length, chunked."""
     data = json.dumps(body).encode()
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
-            "Transfer-Encoding: chunked", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    head = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
     if token is not None:
         head.append(f"Authorization: Bearer {token}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + chunked(data)

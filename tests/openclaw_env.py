@@ -69,7 +69,10 @@ def _npm(npm: str, prefix: Path, package: str, path: str) -> None:
     try:
         out = subprocess.run(
             [npm, "install", "--prefix", str(prefix), package, "--no-audit", "--no-fund", "--loglevel=error"],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PATH": path},
         )
     except subprocess.TimeoutExpired:
         raise Unavailable(f"npm install {package} took over 10 minutes") from None
@@ -106,9 +109,14 @@ class OpenClawHome:
         path += ["/usr/local/bin", "/usr/bin", "/bin"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCOM_", "OPENCLAW_", "NODE_"))}
         env.update(
-            PATH=os.pathsep.join(path), HOME=str(self.home), TMPDIR=str(self.tmp),
-            OPENCLAW_NO_AUTO_UPDATE="1", DO_NOT_TRACK="1", OPENCLAW_DISABLE_BONJOUR="1",
-            OPENCLAW_NO_ONBOARD="1", OPENCLAW_NO_PROMPT="1",
+            PATH=os.pathsep.join(path),
+            HOME=str(self.home),
+            TMPDIR=str(self.tmp),
+            OPENCLAW_NO_AUTO_UPDATE="1",
+            DO_NOT_TRACK="1",
+            OPENCLAW_DISABLE_BONJOUR="1",
+            OPENCLAW_NO_ONBOARD="1",
+            OPENCLAW_NO_PROMPT="1",
         )
         env.update(extra or {})
         return env
@@ -124,7 +132,9 @@ class OpenClawHome:
         self.config_path.write_text(json.dumps(cfg, indent=2))
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        out = subprocess.run([str(self.paths["openclaw"]), *args], env=env or self.env, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            [str(self.paths["openclaw"]), *args], env=env or self.env, capture_output=True, text=True, timeout=timeout
+        )
         if out.returncode != 0 and args[:1] == ("setup",):
             raise RuntimeError(f"openclaw {' '.join(args)} failed: {out.stderr[-500:]}")
         return out
@@ -140,15 +150,42 @@ class OpenClawHome:
         `skills.entries.agentcom` (the token as its apiKey)."""
         port = free_port()
         cfg = self.config()
-        cfg["gateway"] = {"mode": "local", "port": port, "bind": "loopback", "auth": {"mode": "token", "token": GATEWAY_TOKEN}}
-        cfg["hooks"] = {"enabled": True, "token": HOOK_TOKEN, "path": "/hooks", "allowedAgentIds": ["main"],
-                        "allowRequestSessionKey": True, "allowedSessionKeyPrefixes": ["hook:"]}
+        cfg["gateway"] = {
+            "mode": "local",
+            "port": port,
+            "bind": "loopback",
+            "auth": {"mode": "token", "token": GATEWAY_TOKEN},
+        }
+        cfg["hooks"] = {
+            "enabled": True,
+            "token": HOOK_TOKEN,
+            "path": "/hooks",
+            "allowedAgentIds": ["main"],
+            "allowRequestSessionKey": True,
+            "allowedSessionKeyPrefixes": ["hook:"],
+        }
         cfg["channels"] = {"a2a": {"enabled": True, "peers": {A2A_PEER: {"token": A2A_TOKEN}}}}
-        cfg["models"] = {"mode": "merge", "providers": {"fake": {
-            "baseUrl": model_url, "apiKey": "x", "api": "openai-completions",
-            "models": [{"id": "fake-model", "name": "Scripted", "reasoning": False, "input": ["text"],
-                        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}, "contextWindow": 128000, "maxTokens": 4096}],
-        }}}
+        cfg["models"] = {
+            "mode": "merge",
+            "providers": {
+                "fake": {
+                    "baseUrl": model_url,
+                    "apiKey": "x",
+                    "api": "openai-completions",
+                    "models": [
+                        {
+                            "id": "fake-model",
+                            "name": "Scripted",
+                            "reasoning": False,
+                            "input": ["text"],
+                            "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                            "contextWindow": 128000,
+                            "maxTokens": 4096,
+                        }
+                    ],
+                }
+            },
+        }
         cfg["agents"]["defaults"]["model"] = {"primary": "fake/fake-model"}
         cfg["skills"] = {"entries": {"agentcom": {"enabled": True, "apiKey": api_key, "env": skill_env}}}
         cfg["logging"] = {"file": str(self.home / "openclaw.log")}
@@ -167,13 +204,16 @@ class Gateway:
         self.log = open(self.out, "w")
         self.proc = subprocess.Popen(
             [str(oc.paths["openclaw"]), "gateway", "run", "--port", str(port), "--bind", "loopback"],
-            env=oc.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=oc.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.ready = False
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, deadline: float = 180.0) -> "Gateway":
+    def wait_ready(self, deadline: float = 180.0) -> Gateway:
         """Until /hooks answers (8-12 s idle, much more with both cores busy)."""
         import requests
 
@@ -182,8 +222,9 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the gateway exited: {self.out.read_text()[-1500:]}")
             try:
-                r = requests.post(self.url + "/hooks/wake", json={}, headers={"Authorization": "Bearer wrong"},
-                                  timeout=5)
+                r = requests.post(
+                    self.url + "/hooks/wake", json={}, headers={"Authorization": "Bearer wrong"}, timeout=5
+                )
                 if r.status_code in (400, 401, 429):
                     self.ready = True
                     return self
@@ -211,8 +252,9 @@ class Gateway:
                 card = requests.get(self.url + "/.well-known/agent-card.json", timeout=5)
                 if card.status_code == 200:
                     rpc = {"jsonrpc": "2.0", "id": "p", "method": "GetTask", "params": {"id": "none"}}
-                    probe = requests.post(self.a2a_url, json=rpc, headers={"Authorization": f"Bearer {A2A_TOKEN}"},
-                                          timeout=10)
+                    probe = requests.post(
+                        self.a2a_url, json=rpc, headers={"Authorization": f"Bearer {A2A_TOKEN}"}, timeout=10
+                    )
                     if probe.status_code == 200 and probe.json().get("error", {}).get("code") == -32001:
                         return
             except (requests.RequestException, ValueError):
@@ -224,8 +266,12 @@ class Gateway:
         """One JSON-RPC call as the agentcom peer (the tests' own warm-up, not agentcom's client)."""
         import requests
 
-        r = requests.post(self.a2a_url, json={"jsonrpc": "2.0", "id": "t", "method": method, "params": params},
-                          headers={"Authorization": f"Bearer {A2A_TOKEN}"}, timeout=200)
+        r = requests.post(
+            self.a2a_url,
+            json={"jsonrpc": "2.0", "id": "t", "method": method, "params": params},
+            headers={"Authorization": f"Bearer {A2A_TOKEN}"},
+            timeout=200,
+        )
         r.raise_for_status()
         return r.json()
 

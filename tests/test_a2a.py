@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
-
 from a2a_standin import TOKEN, A2AStandIn, Outcome
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
 from agentcom_skill import a2a
 from agentcom_skill.a2a import (
     A2AClient,
@@ -33,7 +35,8 @@ from agentcom_skill.a2a import (
     read_reply,
 )
 from agentcom_skill.config import WakeSettings, load_settings
-from agentcom_skill.skill import hub_client, log as skill_log, run_check
+from agentcom_skill.skill import hub_client, run_check
+from agentcom_skill.skill import log as skill_log
 from agentcom_skill.store import MessageStore
 
 CONTEXT_GRAMMAR = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -449,7 +452,7 @@ def test_the_loop_guard_holds_a_chatty_peer_for_check_with_one_warning(hub, tmp_
         for n in range(2):
             rig.send(text=f"round {n}")
             rig.take_in()
-            rig.run(lambda: len(rig.answers_at()) == n + 1, f"answer {n}")
+            rig.run(lambda n=n: len(rig.answers_at()) == n + 1, f"answer {n}")
         held = [rig.send(text="round 2"), rig.send(text="round 3")]
         rig.take_in()
         rig.run(lambda: "a2a_held" in rig.kinds(), "the loop guard")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import pytest
-
 from conftest import agent_env, load_trace, run_cli, run_json
 
 
@@ -23,7 +23,9 @@ def loaded_trace(hub_factory, tmp_path):
         posted.append({**line, "id": r.json()["id"]})
     config = tmp_path / f"{agent}.toml"
     config.write_text(
-        f"capabilities = {list(header['capabilities'])!r}\nignore_from = {list(header['ignore_from'])!r}\nstatus = \"reviewing\"\n".replace("'", '"')
+        f"capabilities = {json.dumps(list(header['capabilities']))}\n"
+        f"ignore_from = {json.dumps(list(header['ignore_from']))}\n"
+        'status = "reviewing"\n'
     )
     env = agent_env(hub, agent, tokens[agent], tmp_path)
     return hub, header, posted, tokens, env
@@ -74,7 +76,7 @@ def test_priority_order_on_the_trace(loaded_trace):
     msgs = run_json("check", env=env)["messages"]
     ranks = [({"urgent": 0, "high": 1}.get(m["priority"], 2), m["broadcast"]) for m in msgs]
     assert ranks == sorted(ranks)
-    for a, b in zip(msgs, msgs[1:]):
+    for a, b in zip(msgs, msgs[1:], strict=False):
         if (a["priority"], a["broadcast"]) == (b["priority"], b["broadcast"]):
             assert a["seq"] < b["seq"]
 

@@ -7,7 +7,6 @@ import os
 import stat
 
 import pytest
-
 from conftest import agent_env, free_port, run_cli, run_json
 
 
@@ -123,7 +122,11 @@ def test_missing_settings_name_the_setting_and_where_to_set_it(tmp_path):
 def test_invalid_config_file_is_exit_2(pair, tmp_path):
     hub, alice_env, *_ = pair
     cfg = tmp_path / "bad.toml"
-    for text, needle in (("capabilities = 'x' = y", "TOML"), ("lease_seconds = 'long'", "lease_seconds"), ("colour = 1", "colour")):
+    for text, needle in (
+        ("capabilities = 'x' = y", "TOML"),
+        ("lease_seconds = 'long'", "lease_seconds"),
+        ("colour = 1", "colour"),
+    ):
         cfg.write_text(text)
         out = run_cli("check", env={**alice_env, "AGENTCOM_CONFIG": str(cfg)})
         assert_clean_failure(out, 2)
@@ -155,7 +158,18 @@ def test_config_init_register_and_show(hub, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
     cfg = tmp_path / "conf" / "agentcom.toml"
     env.update(AGENTCOM_CONFIG=str(cfg), AGENTCOM_STATE_DIR=str(tmp_path / "state"))
-    out = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", "--capabilities", "code, review", env=env)
+    out = run_cli(
+        "--hub-url",
+        hub.url,
+        "--agent-id",
+        "newbie",
+        "config",
+        "init",
+        "--register",
+        "--capabilities",
+        "code, review",
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
     token = [line for line in cfg.read_text().splitlines() if line.startswith("token")][0].split('"')[1]
@@ -194,10 +208,14 @@ def test_show_prints_a_message_in_full_and_unknown_seq_is_exit_2(pair):
     run_cli("send", "alice", "line one\nline two", env=bob_env)
     seq = run_json("check", env=alice_env)["messages"][0]["seq"]
     out = run_cli("show", str(seq), "--format", "text", env=alice_env)
-    assert out.returncode == 0 and "\n    line one\n    line two\n" in out.stdout, "its lines, indented under the header"
+    assert out.returncode == 0 and "\n    line one\n    line two\n" in out.stdout, (
+        "its lines, indented under the header"
+    )
     run_json("ack", env=alice_env)
     again = run_json("show", str(seq), env=alice_env)
-    assert again["text"] == "line one\nline two" and again["state"] == "done", "show works from the local copy after an ack"
+    assert again["text"] == "line one\nline two" and again["state"] == "done", (
+        "show works from the local copy after an ack"
+    )
     assert_clean_failure(run_cli("show", "999", env=alice_env), 2)
 
 
@@ -224,8 +242,11 @@ def test_lone_surrogates_from_the_hub_do_not_crash_any_output(pair):
     hub, alice_env, bob_env, alice, bob = pair
     import requests
 
-    requests.post(hub.url + "/api/message", data=b'{"to":"alice","payload":{"text":"bad \\ud800 text"}}',
-                  headers={"Authorization": f"Bearer {bob}", "content-type": "application/json"}).raise_for_status()
+    requests.post(
+        hub.url + "/api/message",
+        data=b'{"to":"alice","payload":{"text":"bad \\ud800 text"}}',
+        headers={"Authorization": f"Bearer {bob}", "content-type": "application/json"},
+    ).raise_for_status()
     for args in (["--peek"], ["--peek", "--format", "prompt"], ["--json"]):
         out = run_cli("check", *args, env=alice_env)
         assert out.returncode == 0, out.stderr

@@ -97,7 +97,7 @@ def test_idempotent_calls_retry_5xx_with_full_jitter_backoff():
     hub, slept = client(adapter, backoff=0.2)
     assert not hub.poll("alice").messages
     assert len(adapter.requests) == 4
-    assert [0 <= s <= 0.2 * 2 ** i for i, s in enumerate(slept)] == [True, True, True]
+    assert [0 <= s <= 0.2 * 2**i for i, s in enumerate(slept)] == [True, True, True]
     adapter = ScriptedHub((503, b"{}"))
     hub, slept = client(adapter)
     with pytest.raises(HubUnavailableError, match="failed \\(503\\)"):
@@ -172,10 +172,17 @@ def test_the_token_goes_only_in_the_header_and_never_into_an_error():
     assert "Authorization" not in adapter.requests[1].headers, "no token (and no ~/.netrc) where none is needed"
 
 
-@pytest.mark.parametrize("status,kind,words", [
-    (401, "auth", "refused the token"), (404, "hub_protocol", "without /api"), (409, "config", "conflict"),
-    (400, "usage", "rejected"), (500, "hub_unavailable", "failed (500)"), (418, "hub_protocol", "answered 418"),
-])
+@pytest.mark.parametrize(
+    "status,kind,words",
+    [
+        (401, "auth", "refused the token"),
+        (404, "hub_protocol", "without /api"),
+        (409, "config", "conflict"),
+        (400, "usage", "rejected"),
+        (500, "hub_unavailable", "failed (500)"),
+        (418, "hub_protocol", "answered 418"),
+    ],
+)
 def test_statuses_map_to_one_error_kind_each_in_one_line(status, kind, words):
     hub, _ = client(ScriptedHub((status, b"{}")))
     with pytest.raises(AgentComError) as raised:
@@ -250,9 +257,28 @@ def tls_hub(duo, tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: cannot make a certificate for the TLS hub")
     cert, key = tmp_path / "hub-cert.pem", tmp_path / "hub-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     front = FaultProxy(duo[0].url, tls=(str(cert), str(key)))
     yield front, cert
     front.close()
@@ -290,9 +316,15 @@ def test_a_proxy_that_refuses_is_exit_4_naming_it_and_changes_nothing(duo, tmp_p
     assert state_rows(tmp_path) == before
 
 
-@pytest.mark.parametrize("value", [
-    "proxy.example:3128", "127.0.0.1:3128", "socks5://127.0.0.1:1080", "me:secret@proxy.example:3128",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "proxy.example:3128",
+        "127.0.0.1:3128",
+        "socks5://127.0.0.1:1080",
+        "me:secret@proxy.example:3128",
+    ],
+)
 def test_a_proxy_without_an_http_scheme_is_exit_2_naming_it_and_changes_nothing(duo, tmp_path, value):
     hub, env, alice, bob = duo
     run_json("check", env=env)
@@ -353,8 +385,13 @@ def test_paths_that_need_no_network_do_not_import_requests(duo, tmp_path):
         commands = (["check", "--json"], ["inbox"], ["show", msg_id], ["thread", msg_id], ["search", "kept"], ["log"])
         for command in commands:
             marker = tmp_path / "loaded.txt"
-            done = subprocess.run([sys.executable, "-c", PROBE, str(marker), *command], env=env, capture_output=True,
-                                  text=True, timeout=60)
+            done = subprocess.run(
+                [sys.executable, "-c", PROBE, str(marker), *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, (command, done.stderr)
             assert marker.read_text() == "", f"agentcom {' '.join(command)} imported {marker.read_text()}"
     finally:

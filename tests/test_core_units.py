@@ -17,7 +17,13 @@ TOKEN = "a1" * 32
 
 
 def settings(tmp_path, **over):
-    base = {"hub_url": "http://hub:4000", "agent_id": "gcu", "token": TOKEN, "state_dir": str(tmp_path), "config": str(tmp_path / "none.toml")}
+    base = {
+        "hub_url": "http://hub:4000",
+        "agent_id": "gcu",
+        "token": TOKEN,
+        "state_dir": str(tmp_path),
+        "config": str(tmp_path / "none.toml"),
+    }
     return load_settings({**base, **over}, env={})
 
 
@@ -26,10 +32,20 @@ def settings(tmp_path, **over):
 
 def test_precedence_cli_over_env_over_file(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('hub_url = "http://file:1"\nagent_id = "from-file"\ntoken = "' + "f" * 64 + '"\nlease_seconds = 60\ncapabilities = ["Code"]\n')
+    cfg.write_text(
+        'hub_url = "http://file:1"\nagent_id = "from-file"\ntoken = "'
+        + "f" * 64
+        + '"\nlease_seconds = 60\ncapabilities = ["Code"]\n'
+    )
     env = {"AGENTCOM_CONFIG": str(cfg), "AGENTCOM_AGENT_ID": "from-env", "AGENTCOM_STATE_DIR": str(tmp_path)}
     s = load_settings({"hub_url": "http://cli:2/"}, env=env)
-    assert (s.hub_url, s.agent_id, s.token, s.lease_seconds, s.capabilities) == ("http://cli:2", "from-env", "f" * 64, 60.0, ("Code",))
+    assert (s.hub_url, s.agent_id, s.token, s.lease_seconds, s.capabilities) == (
+        "http://cli:2",
+        "from-env",
+        "f" * 64,
+        60.0,
+        ("Code",),
+    )
     assert s.sources["hub_url"] == "the command line"
     assert s.sources["agent_id"] == "environment variable AGENTCOM_AGENT_ID"
     assert s.sources["token"].startswith("config file")
@@ -72,7 +88,9 @@ def test_store_is_private_migrated_and_an_idle_open_writes_nothing(tmp_path):
     store = MessageStore.open(tmp_path / "s")
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert store._read("PRAGMA user_version")[0][0] == len(MIGRATIONS)
-    assert [r[0] for r in store._read("SELECT version FROM migrations ORDER BY version")] == list(range(1, len(MIGRATIONS) + 1))
+    assert [r[0] for r in store._read("SELECT version FROM migrations ORDER BY version")] == list(
+        range(1, len(MIGRATIONS) + 1)
+    )
     store.close()
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s").iterdir()}
     again = MessageStore.open(tmp_path / "s")
@@ -94,8 +112,22 @@ def test_migrations_apply_from_the_oldest_schema_and_keep_data(tmp_path):
     db.execute("PRAGMA user_version = 1")
     db.execute(
         "INSERT INTO messages (id, seq, sender, type, body, via, received_at, text, disposition, state)"
-        " VALUES ('00000000000000aa', 1, 'loash', 'chat', ?, 'poll', 1, 'the rate limiter branch', 'attention', 'pending')",
-        (json.dumps({"id": "00000000000000aa", "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": "the rate limiter branch"}, "reply_to": None, "timestamp": 1, "seq": 1}),),
+        " VALUES ('00000000000000aa', 1, 'loash', 'chat', ?, 'poll', 1, 'the rate limiter branch', 'attention', "
+        "'pending')",
+        (
+            json.dumps(
+                {
+                    "id": "00000000000000aa",
+                    "from": "loash",
+                    "to": "gcu",
+                    "type": "chat",
+                    "payload": {"text": "the rate limiter branch"},
+                    "reply_to": None,
+                    "timestamp": 1,
+                    "seq": 1,
+                }
+            ),
+        ),
     )
     db.close()
     store = MessageStore(path)
@@ -129,7 +161,12 @@ def test_the_search_index_catches_up_at_search_time_and_survives_pruning_and_row
     newest rows lets SQLite reuse their rowids; the index must never claim a row it lacks."""
     s = settings(tmp_path)
     store = MessageStore.memory()
-    apply(store, batch(*[(n, "loash", "chat", {"action": "notify", "text": f"alpha {n}"}) for n in range(1, 4)]), s, 1000.0)
+    apply(
+        store,
+        batch(*[(n, "loash", "chat", {"action": "notify", "text": f"alpha {n}"}) for n in range(1, 4)]),
+        s,
+        1000.0,
+    )
     assert store._read("SELECT COUNT(*) FROM messages_fts_docsize")[0][0] == 0, "nothing indexed while storing"
     assert len(store.search("alpha")) == 3
     apply(store, batch((4, "nathan", "chat", {"action": "notify", "text": "beta"})), s, 1001.0)
@@ -168,7 +205,18 @@ def test_the_schema_columns_the_store_checks_are_the_migrations_result():
 def batch(*msgs):
     raw = []
     for seq, sender, type_, payload in msgs:
-        raw.append({"id": f"{seq:08x}{abs(hash(sender)) % 16**8:08x}", "from": sender, "to": "gcu", "type": type_, "payload": payload, "reply_to": None, "timestamp": 1, "seq": seq})
+        raw.append(
+            {
+                "id": f"{seq:08x}{abs(hash(sender)) % 16**8:08x}",
+                "from": sender,
+                "to": "gcu",
+                "type": type_,
+                "payload": payload,
+                "reply_to": None,
+                "timestamp": 1,
+                "seq": seq,
+            }
+        )
     return parse_mailbox({"messages": raw}, 0)
 
 
@@ -233,7 +281,23 @@ def test_a_leased_but_never_printed_message_cannot_be_acked(tmp_path):
 
 def test_lone_surrogates_are_kept_exactly_in_the_body(tmp_path):
     store = MessageStore.memory()
-    b = parse_mailbox({"messages": [{"id": "00000000000000ff", "from": "bo\ud800b", "to": "gcu", "type": "chat", "payload": {"text": "x\udfff"}, "reply_to": None, "timestamp": 1, "seq": 1}]}, 0)
+    b = parse_mailbox(
+        {
+            "messages": [
+                {
+                    "id": "00000000000000ff",
+                    "from": "bo\ud800b",
+                    "to": "gcu",
+                    "type": "chat",
+                    "payload": {"text": "x\udfff"},
+                    "reply_to": None,
+                    "timestamp": 1,
+                    "seq": 1,
+                }
+            ]
+        },
+        0,
+    )
     apply(store, b, settings(tmp_path), 1.0)
     row = store.resolve(1)
     assert row_message(row).sender == "bo\ud800b" and row["sender"].startswith("bo\ufffd")
@@ -250,18 +314,30 @@ def test_malformed_hub_bodies_are_protocol_errors():
 
 
 def good(n: int, **fields) -> dict:
-    return {"id": f"{n:016x}", "from": "bob", "to": "gcu", "type": "chat", "payload": {"text": f"m{n}"},
-            "reply_to": None, "timestamp": 1, "seq": n, **fields}
+    return {
+        "id": f"{n:016x}",
+        "from": "bob",
+        "to": "gcu",
+        "type": "chat",
+        "payload": {"text": f"m{n}"},
+        "reply_to": None,
+        "timestamp": 1,
+        "seq": n,
+        **fields,
+    }
 
 
-@pytest.mark.parametrize("bad,readable", [
-    ({"seq": True}, {"id": "0000000000000002"}),
-    ({"payload": []}, {"id": "0000000000000002", "seq": 2}),
-    ({"timestamp": float("inf")}, {"id": "0000000000000002", "seq": 2}),
-    ({"seq": 10**30}, {"id": "0000000000000002"}),
-    ({"id": "a\x1b"}, {"seq": 2}),
-    ({"payload": json.loads("[" * 150 + "]" * 150)}, {"id": "0000000000000002", "seq": 2}),
-])
+@pytest.mark.parametrize(
+    "bad,readable",
+    [
+        ({"seq": True}, {"id": "0000000000000002"}),
+        ({"payload": []}, {"id": "0000000000000002", "seq": 2}),
+        ({"timestamp": float("inf")}, {"id": "0000000000000002", "seq": 2}),
+        ({"seq": 10**30}, {"id": "0000000000000002"}),
+        ({"id": "a\x1b"}, {"seq": 2}),
+        ({"payload": json.loads("[" * 150 + "]" * 150)}, {"id": "0000000000000002", "seq": 2}),
+    ],
+)
 def test_one_unreadable_entry_is_set_aside_and_the_others_are_read(bad, readable):
     """Issue 19.2: one entry the client cannot read must not take the batch with it."""
     b = parse_mailbox({"messages": [good(1), good(2, **bad), good(3)]}, 0)
@@ -275,12 +351,19 @@ def test_a_body_too_deep_for_the_parser_is_split_into_its_entries():
     """Nesting past Python's recursion limit, and NaN: only the entry holding it is lost to
     reading; its id, seq and sender are still read; the hub's prefix ack can pass it."""
     deep = '{"k": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    entries = [json.dumps(good(1)), json.dumps(good(2)).replace('{"text": "m2"}', deep),
-               json.dumps(good(3)).replace('"timestamp": 1', '"timestamp": NaN'), json.dumps(good(4))]
+    entries = [
+        json.dumps(good(1)),
+        json.dumps(good(2)).replace('{"text": "m2"}', deep),
+        json.dumps(good(3)).replace('"timestamp": 1', '"timestamp": NaN'),
+        json.dumps(good(4)),
+    ]
     raw = ('{"agent_id": "gcu", "messages": [' + ", ".join(entries) + '], "last_seq": 4, "count": 4}').encode()
     b = parse_mailbox_bytes(raw, 0)
     assert [m.seq for m in b.messages] == [1, 4] and b.last_seq == 4
-    assert [(u.seq, u.id, u.sender) for u in b.unreadable] == [(2, "0000000000000002", "bob"), (3, "0000000000000003", "bob")]
+    assert [(u.seq, u.id, u.sender) for u in b.unreadable] == [
+        (2, "0000000000000002", "bob"),
+        (3, "0000000000000003", "bob"),
+    ]
     assert "deeper" in b.unreadable[0].reason and "NaN" in b.unreadable[1].reason
     assert hub_prefix(b, {"0000000000000001", "0000000000000002"}) == 2
     assert hub_prefix(b, {m.id for m in b.messages} | {u.id for u in b.unreadable}) == 4
@@ -297,7 +380,10 @@ def test_the_same_id_twice_in_one_poll_is_one_message():
 def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_path):
     s = settings(tmp_path)
     store = MessageStore.memory()
-    b = batch(*[(n, "loash", "chat", {"action": "notify", "text": f"n{n}"}) for n in range(1, 6)], (6, "loash", "chat", {"text": "open"}))
+    b = batch(
+        *[(n, "loash", "chat", {"action": "notify", "text": f"n{n}"}) for n in range(1, 6)],
+        (6, "loash", "chat", {"text": "open"}),
+    )
     apply(store, b, s, now=1000.0)
     ids = [m.id for m in b.messages]
     with store.write():
@@ -322,11 +408,16 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_commits_visible(tmp_
     folder = tmp_path / "s"
     first = MessageStore.open(folder)
     second = MessageStore.open(folder)
-    code = "import sys; from agentcom_skill.store import MessageStore; s = MessageStore.open(sys.argv[1]); print(s.get_meta('probe')); s.close()"
+    code = (
+        "import sys; from agentcom_skill.store import MessageStore; s = MessageStore.open(sys.argv[1]);"
+        " print(s.get_meta('probe')); s.close()"
+    )
     subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True)  # opens and closes
     with first.write():
         first.set_meta("probe", 42)
-    seen = subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True, text=True).stdout.strip()
+    seen = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], check=True, capture_output=True, text=True
+    ).stdout.strip()
     assert seen == "42"
     first.close()
     second.close()

@@ -58,7 +58,18 @@ class ModelHub:
         recipients = [a for a in self.boxes if a != sender] if to in (None, "broadcast") else [to]
         for r in recipients:
             self.seq += 1
-            self.boxes[r].append({"id": msg_id, "from": sender, "to": to, "type": type_, "payload": payload, "reply_to": reply_to, "timestamp": 0, "seq": self.seq})
+            self.boxes[r].append(
+                {
+                    "id": msg_id,
+                    "from": sender,
+                    "to": to,
+                    "type": type_,
+                    "payload": payload,
+                    "reply_to": reply_to,
+                    "timestamp": 0,
+                    "seq": self.seq,
+                }
+            )
         return msg_id
 
     def restart(self) -> None:
@@ -108,8 +119,15 @@ class CrashingStore(MessageStore):
 
 
 SETTINGS = Settings(
-    hub_url="http://model", agent_id=ME, token="t" * 64, state_dir=None, config_path=None,  # type: ignore[arg-type]
-    capabilities=("code",), lease_seconds=LEASE, max_deliveries=MAX_DELIVERIES, auto_reply_limit=REPLY_BUDGET,
+    hub_url="http://model",
+    agent_id=ME,
+    token="t" * 64,
+    state_dir=None,
+    config_path=None,  # type: ignore[arg-type]
+    capabilities=("code",),
+    lease_seconds=LEASE,
+    max_deliveries=MAX_DELIVERIES,
+    auto_reply_limit=REPLY_BUDGET,
 )
 CRASH_POINTS = st.sampled_from([None, "poll", "before_commit", "after_commit", "send", "ack"])
 
@@ -128,7 +146,10 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.dead_seen = False
 
     # traffic
-    @rule(sender=st.sampled_from(PEERS), kind=st.sampled_from(["chat", "ping", "notify", "bcast_match", "bcast_other", "status"]))
+    @rule(
+        sender=st.sampled_from(PEERS),
+        kind=st.sampled_from(["chat", "ping", "notify", "bcast_match", "bcast_other", "status"]),
+    )
     def post(self, sender, kind):
         if kind == "chat":
             self.attention.add(self.hub.post(sender, ME, "chat", {"text": "hi"}))
@@ -157,7 +178,9 @@ class DeliveryMachine(RuleBasedStateMachine):
 
     # the skill
     def _finished(self) -> set[str]:
-        return {r["id"] for state in ("done", "dismissed", "dead") for r in self.store.messages(state=state, limit=100_000)} & self.attention
+        return {
+            r["id"] for state in ("done", "dismissed", "dead") for r in self.store.messages(state=state, limit=100_000)
+        } & self.attention
 
     @rule(limit=st.one_of(st.none(), st.integers(1, 3)), crash=CRASH_POINTS)
     def check(self, limit, crash):
@@ -221,7 +244,11 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert self._dump() == before
 
     @precondition(lambda self: self.returned)
-    @rule(data=st.data(), seconds=st.sampled_from([3.0, 30.0]), crash=st.sampled_from([None, "before_commit", "after_commit"]))
+    @rule(
+        data=st.data(),
+        seconds=st.sampled_from([3.0, 30.0]),
+        crash=st.sampled_from([None, "before_commit", "after_commit"]),
+    )
     def defer(self, data, seconds, crash):
         target = data.draw(st.sampled_from(sorted(self.returned)))
         row = self.store.resolve(target)
@@ -256,7 +283,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.hub.crash_on = None
 
     def _dump(self) -> list:
-        return [tuple(r) for r in self.store._read("SELECT * FROM messages ORDER BY id")] + [tuple(r) for r in self.store._read("SELECT * FROM meta ORDER BY key")]
+        return [tuple(r) for r in self.store._read("SELECT * FROM messages ORDER BY id")] + [
+            tuple(r) for r in self.store._read("SELECT * FROM meta ORDER BY key")
+        ]
 
     # invariants
     @invariant()
@@ -291,7 +320,9 @@ class DeliveryMachine(RuleBasedStateMachine):
             reachable = self.attention & (stored | {m["id"] for m in self.hub.boxes[ME]})
             open_left = reachable - self._finished()
             assert not open_left, "an attention message was neither finished nor dead-lettered"
-            assert reachable - {r["id"] for r in self.store.messages(state="dead", limit=100_000)} <= self.returned, "never returned"
+            assert reachable - {r["id"] for r in self.store.messages(state="dead", limit=100_000)} <= self.returned, (
+                "never returned"
+            )
         finally:
             self.store.close()
             self.tmp.cleanup()

@@ -36,7 +36,9 @@ def test_the_first_failure_gives_the_exit_code_and_skips_what_depends_on_it(hub,
     assert down.returncode == 4 and found["hub"]["outcome"] == "fail" and found["token"]["outcome"] == "skip"
     assert found["store"]["outcome"] == "ok", "the local checks still run"
     refused = run_cli("doctor", env={**env, "AGENTCOM_TOKEN": "e" * 64})
-    assert refused.returncode == 3 and "FAIL  token:" in refused.stdout and "e" * 64 not in refused.stdout + refused.stderr
+    assert (
+        refused.returncode == 3 and "FAIL  token:" in refused.stdout and "e" * 64 not in refused.stdout + refused.stderr
+    )
     assert "Traceback" not in down.stderr + refused.stderr
 
 
@@ -48,7 +50,11 @@ def test_store_and_config_problems(hub, tmp_path):
     config.chmod(0o644)
     env = {k: v for k, v in env.items() if k != "AGENTCOM_TOKEN"}
     loose = run_cli("doctor", "--json", env=env)
-    assert loose.returncode == 0 and checks(loose)["config"]["outcome"] == "warn" and "chmod 600" in checks(loose)["config"]["fix"]
+    assert (
+        loose.returncode == 0
+        and checks(loose)["config"]["outcome"] == "warn"
+        and "chmod 600" in checks(loose)["config"]["fix"]
+    )
     run_cli("check", env=env)
     (db,) = (tmp_path / "state").rglob("messages.sqlite3")
     db.rename(db.with_name("kept.sqlite3"))

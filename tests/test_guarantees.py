@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
-
 from conftest import agent_env, load_trace, run_cli, run_json
 from faultproxy import FaultProxy
 
@@ -34,10 +32,13 @@ def state_files(tmp_path: Path) -> dict[str, list]:
 
     root = tmp_path / "state"
     out = {}
-    for p in (root.rglob("messages.sqlite3") if root.exists() else []):
+    for p in root.rglob("messages.sqlite3") if root.exists() else []:
         db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
         try:
-            out[str(p)] = [db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("messages", "meta", "auto_replies", "sent", "peers")]
+            out[str(p)] = [
+                db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+                for t in ("messages", "meta", "auto_replies", "sent", "peers")
+            ]
         finally:
             db.close()
     return out
@@ -57,8 +58,17 @@ def post(hub, token, to, n, **payload):
 # guarantee 8: hub faults ------------------------------------------------------------
 
 FAULT_CASES = [
-    ("500", 4), ("502", 4), ("503", 4), ("429", 4), ("timeout", 4), ("reset", 4),
-    ("non_json", 5), ("empty", 5), ("missing_messages", 5), ("messages_not_list", 5), ("huge", 5),
+    ("500", 4),
+    ("502", 4),
+    ("503", 4),
+    ("429", 4),
+    ("timeout", 4),
+    ("reset", 4),
+    ("non_json", 5),
+    ("empty", 5),
+    ("missing_messages", 5),
+    ("messages_not_list", 5),
+    ("huge", 5),
 ]
 
 
@@ -230,25 +240,41 @@ def test_kill_9_at_random_moments_loses_nothing_and_answers_no_ping_twice(hub_fa
     header, lines = load_trace()
     agent = header["agent"]
     tokens = {name: hub.mint(name) for name in [agent, *header["peers"]]}
-    write_config(tmp_path, agent, capabilities=header["capabilities"], ignore_from=header["ignore_from"], lease_seconds=1, max_deliveries=1000)
+    write_config(
+        tmp_path,
+        agent,
+        capabilities=header["capabilities"],
+        ignore_from=header["ignore_from"],
+        lease_seconds=1,
+        max_deliveries=1000,
+    )
     env = agent_env(hub, agent, tokens[agent], tmp_path)
     rng = random.Random(4)
     attention, returned = set(), set()
     chunk = len(lines) // 50 + 1
     for round_no in range(50):
-        for line in lines[round_no * chunk:(round_no + 1) * chunk]:
+        for line in lines[round_no * chunk : (round_no + 1) * chunk]:
             body = {k: line[k] for k in ("to", "type", "payload", "reply_to") if line.get(k) is not None}
             msg_id = hub.post(tokens[line["from"]], body).json()["id"]
             if line["expect"] == "attention":
                 attention.add(msg_id)
         command = "ack" if round_no % 3 == 2 else "check"  # kill acks too, now and then
         polls = hub.log_path.read_bytes().count(b"GET /api/mailbox/")
-        proc = subprocess.Popen([sys.executable, "-m", "agentcom_skill", command, "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentcom_skill", command, "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         # Past interpreter start-up, whatever the load: the run's poll has reached the hub.
         # From there the kill lands anywhere in the critical section (decide, commit, send,
         # ack the hub, print, confirm) or just after it.
         deadline = time.monotonic() + 60
-        while hub.log_path.read_bytes().count(b"GET /api/mailbox/") == polls and proc.poll() is None and time.monotonic() < deadline:
+        while (
+            hub.log_path.read_bytes().count(b"GET /api/mailbox/") == polls
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.08))
         proc.send_signal(signal.SIGKILL)
@@ -335,7 +361,9 @@ def test_a_damaged_row_is_repaired_or_set_aside_and_everything_else_works(duo, t
         assert aside == [] and text == "m0", "repaired from the body"
     everything = [run_cli(*c, "--json", env=env) for c in (["check"], ["inbox"], ["status"])]
     assert all(o.returncode == 0 for o in everything)
-    assert not any("damaged" in w for o in everything for w in json.loads(o.stdout).get("warnings", [])), "reported once"
+    assert not any("damaged" in w for o in everything for w in json.loads(o.stdout).get("warnings", [])), (
+        "reported once"
+    )
 
 
 def test_a_store_whose_schema_is_not_ours_is_moved_aside_and_rebuilt(duo, tmp_path):
@@ -350,7 +378,9 @@ def test_a_store_whose_schema_is_not_ours_is_moved_aside_and_rebuilt(duo, tmp_pa
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE messages RENAME COLUMN body TO corpse")
     result = run_json("check", env=env)
-    assert sorted(m["id"] for m in result["messages"]) == sorted(ids) and all(m["redelivered"] for m in result["messages"])
+    assert sorted(m["id"] for m in result["messages"]) == sorted(ids) and all(
+        m["redelivered"] for m in result["messages"]
+    )
     assert any("moved it to" in w for w in result["warnings"])
     assert run_cli("inbox", env=env).returncode == 0
 
@@ -498,7 +528,13 @@ def test_full_disk_is_exit_6_and_leaves_state_and_hub_untouched(duo, tmp_path):
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    out = subprocess.run([sys.executable, "-m", "agentcom_skill", "check"], env=env, capture_output=True, text=True, preexec_fn=small_files)
+    out = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+    )
     assert out.returncode == 6, out.stderr
     assert "Traceback" not in out.stderr and "cannot use the message store" in out.stderr
     assert state_files(tmp_path) == before

@@ -156,7 +156,11 @@ def test_odd_requests_neither_hang_a_handler_nor_reach_the_log_raw(hub):
             return data
 
     auth_line = b"Authorization: Bearer " + alice.encode() + b"\r\n"
-    reply = raw(b"POST /api/message HTTP/1.1\r\nHost: x\r\n" + auth_line + b"content-type: application/json\r\ncontent-length: -1\r\n\r\n")
+    reply = raw(
+        b"POST /api/message HTTP/1.1\r\nHost: x\r\n"
+        + auth_line
+        + b"content-type: application/json\r\ncontent-length: -1\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 400")
     assert raw(b"GET /api/\x1b[2Jevil HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 404")
     log = hub.log_path.read_bytes()
@@ -273,7 +277,8 @@ def test_rate_limiter_by_its_clock():
     refused = limiter.check(("http", "a"), "normal")
     assert not refused.allowed and refused.retry_after_ms == 1000 and refused.tier == "normal"
     assert limiter.refusal(refused) == (
-        {"error": "rate_limited", "retry_after_ms": 1000, "tier": "normal"}, {"retry-after": "1"}
+        {"error": "rate_limited", "retry_after_ms": 1000, "tier": "normal"},
+        {"retry-after": "1"},
     )
     assert limiter.check(("http", "b"), "normal").allowed, "per key"
     assert limiter.check(("http", "a"), "light").allowed, "per tier"
@@ -306,7 +311,12 @@ def post_from_twenty_clients(hub) -> list[str]:
 
     def burst(token):
         with requests.Session() as s:
-            return [s.post(hub.url + "/api/message", json={"to": "inbox", "payload": {"n": n}}, headers=auth(token)).json()["id"] for n in range(50)]
+            return [
+                s.post(hub.url + "/api/message", json={"to": "inbox", "payload": {"n": n}}, headers=auth(token)).json()[
+                    "id"
+                ]
+                for n in range(50)
+            ]
 
     with ThreadPoolExecutor(20) as pool:
         return [i for batch in pool.map(burst, senders) for i in batch]
@@ -314,7 +324,9 @@ def post_from_twenty_clients(hub) -> list[str]:
 
 def test_rate_limit_also_limits_registration_per_ip(hub_factory):
     hub = hub_factory("--rate-limit", "1")  # the default limits
-    codes = [requests.post(hub.url + "/api/onboard/register", json={"agent_id": f"a{i}"}).status_code for i in range(11)]
+    codes = [
+        requests.post(hub.url + "/api/onboard/register", json={"agent_id": f"a{i}"}).status_code for i in range(11)
+    ]
     assert codes[:10] == [201] * 10 and codes[10] == 429
 
 
@@ -375,7 +387,10 @@ def test_ws_identify_errors_and_frames_before_identify(hub):
         assert ws_call(ws, {"type": "ping"}) == {"type": "error", "error": "not_identified"}
         assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": "f" * 64})["error"] == "invalid_token"
         assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": bob})["error"] == "token_agent_mismatch"
-        assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": alice}) == {"type": "identified", "agent_id": "alice"}
+        assert ws_call(ws, {"type": "identify", "agent_id": "alice", "token": alice}) == {
+            "type": "identified",
+            "agent_id": "alice",
+        }
         assert ws_call(ws, {"type": "ping"})["type"] == "pong"
         unknown = ws_call(ws, {"type": "dance"})
         assert unknown["error"] == "validation_failed" and "identify" in unknown["errors"][0]["known_types"]
@@ -384,13 +399,25 @@ def test_ws_identify_errors_and_frames_before_identify(hub):
 def test_ws_connected_agents_get_pushes_not_mailbox_entries(hub):
     alice, bob, carol = hub.mint("alice"), hub.mint("bob"), hub.mint("carol")
     with ws_connect(hub) as ws:
-        ws_call(ws, {"type": "identify", "agent_id": "alice", "token": alice, "status": "busy", "capabilities": ["code"]})
+        ws_call(
+            ws, {"type": "identify", "agent_id": "alice", "token": alice, "status": "busy", "capabilities": ["code"]}
+        )
         listed = requests.get(hub.url + "/api/agents").json()["agents"]
         assert [(a["agent_id"], a["status"], a["capabilities"]) for a in listed] == [("alice", "busy", ["code"])]
         assert requests.get(hub.url + "/health").json()["agents_connected"] == 1
-        direct = hub.post(bob, {"to": "alice", "type": "request", "payload": {"text": "hi"}, "reply_to": "0" * 16}).json()["id"]
+        direct = hub.post(
+            bob, {"to": "alice", "type": "request", "payload": {"text": "hi"}, "reply_to": "0" * 16}
+        ).json()["id"]
         pushed = json.loads(ws.recv(timeout=30))
-        assert pushed == {**pushed, "type": "message", "id": direct, "from": "bob", "message_type": "request", "payload": {"text": "hi"}, "reply_to": "0" * 16}
+        assert pushed == {
+            **pushed,
+            "type": "message",
+            "id": direct,
+            "from": "bob",
+            "message_type": "request",
+            "payload": {"text": "hi"},
+            "reply_to": "0" * 16,
+        }
         assert "seq" not in pushed and isinstance(pushed["timestamp"], int)
         hub.post(bob, {"payload": {"text": "everyone"}})
         assert json.loads(ws.recv(timeout=30))["payload"] == {"text": "everyone"}

@@ -83,18 +83,26 @@ def test_idle_timer_counts_traffic_in_both_directions_by_its_clock():
             conn.clock[0] += seconds
             session_box[0].peer.send({"type": "message", "id": "x"})  # a push from another thread
             raise TimeoutError
+
         return step
 
     def client_frame(seconds: float):
         def step(conn: FakeConnection, timeout: float) -> Any:
             conn.clock[0] += seconds
             return json.dumps({"type": "ping"})
+
         return step
 
     script = [push_after(50), push_after(50), push_after(50), client_frame(59), None, None]
     conn = FakeConnection(clock, script)
-    context = SocketContext(agent_for_token=lambda t: None, deliver=lambda *a: "", presence=Presence(),
-                            idle_timeout=60, log=lambda line: None, clock=lambda: clock[0])
+    context = SocketContext(
+        agent_for_token=lambda t: None,
+        deliver=lambda *a: "",
+        presence=Presence(),
+        idle_timeout=60,
+        log=lambda line: None,
+        clock=lambda: clock[0],
+    )
     session = Session(conn, context)
     session_box.append(session)
     session.run()
@@ -123,9 +131,27 @@ def test_a_never_pinging_client_is_closed_with_1002_when_idle(hub_factory):
 # frame types and validation errors -----------------------------------------------------------
 
 
-KNOWN = ["channel_history", "channel_publish", "channel_subscribe", "channel_unsubscribe", "identify", "list_agents",
-         "list_channels", "message", "ollama_report", "ping", "resource_report", "state_report", "status",
-         "task_accepted", "task_complete", "task_failed", "task_progress", "task_recovering", "wake_result"]
+KNOWN = [
+    "channel_history",
+    "channel_publish",
+    "channel_subscribe",
+    "channel_unsubscribe",
+    "identify",
+    "list_agents",
+    "list_channels",
+    "message",
+    "ollama_report",
+    "ping",
+    "resource_report",
+    "state_report",
+    "status",
+    "task_accepted",
+    "task_complete",
+    "task_failed",
+    "task_progress",
+    "task_recovering",
+    "wake_result",
+]
 
 
 def test_the_real_hubs_frame_types_are_accepted_and_ignored(hub):
@@ -162,9 +188,19 @@ def test_an_unknown_frame_type_gets_the_real_hubs_error(hub):
         identify(ws, "alice", alice)
         after = call(ws, {"type": "dance", "steps": 3})
     for answer in (before, after):
-        assert answer == {"type": "error", "error": "validation_failed", "message_type": "dance", "errors": [
-            {"field": "type", "error": "unknown_message_type", "detail": "unknown message type 'dance'",
-             "known_types": KNOWN}]}
+        assert answer == {
+            "type": "error",
+            "error": "validation_failed",
+            "message_type": "dance",
+            "errors": [
+                {
+                    "field": "type",
+                    "error": "unknown_message_type",
+                    "detail": "unknown message type 'dance'",
+                    "known_types": KNOWN,
+                }
+            ],
+        }
 
 
 def test_per_field_validation_errors_over_the_socket(hub):
@@ -180,11 +216,13 @@ def test_per_field_validation_errors_over_the_socket(hub):
         assert call(ws, {"type": "identify", "token": alice}) == failed("identify", {"field": "agent_id", **required})
         bad_capability = {"type": "identify", "agent_id": "alice", "token": alice, "capabilities": ["a", 5]}
         assert call(ws, bad_capability)["errors"] == [
-            {"field": "capabilities[1]", "error": "wrong_type", "detail": "expected string, got integer", "value": 5}]
+            {"field": "capabilities[1]", "error": "wrong_type", "detail": "expected string, got integer", "value": 5}
+        ]
         identify(ws, "alice", alice, client_type="sidecar", protocol_version=1)  # fields it does not know pass
         assert call(ws, {"type": "message", "to": "bob"}) == failed("message", {"field": "payload", **required})
         assert call(ws, {"type": "message", "to": "bob", "payload": "hi"})["errors"] == [
-            {"field": "payload", "error": "wrong_type", "detail": "expected object, got string", "value": "hi"}]
+            {"field": "payload", "error": "wrong_type", "detail": "expected object, got string", "value": "hi"}
+        ]
         assert call(ws, {"type": "status"})["errors"] == [{"field": "status", **required}]
         assert call(ws, {"type": "status", "status": "x" * 300})["errors"][0]["error"] == "too_long"
         not_object = {"field": "message", "error": "wrong_type", "detail": "expected JSON object"}
@@ -216,7 +254,8 @@ def test_a_message_frame_nested_too_deep_is_a_validation_error(hub):
             ws.send('{"type":"message","to":"bob","payload":{"a":' + "[" * depth + "]" * depth + "}}")
             answer = json.loads(ws.recv(timeout=30))
             assert answer["error"] == "validation_failed" and answer["errors"] == [
-                {"field": "message", "error": "too_deep", "detail": "nested deeper than 100 levels"}], depth
+                {"field": "message", "error": "too_deep", "detail": "nested deeper than 100 levels"}
+            ], depth
         assert call(ws, {"type": "message", "to": "bob", "payload": {"ok": True}})["type"] == "message_sent"
     assert [m["payload"] for m in hub.poll("bob", bob)["messages"]] == [{"ok": True}]
 
@@ -309,7 +348,11 @@ def test_socket_messages_are_rate_limited_like_http_ones(hub_factory):
         for _ in range(4):
             assert call(ws, {"type": "message", "to": "bob", "payload": {}})["type"] == "message_sent"
         assert call(ws, {"type": "message", "to": "bob", "payload": {}}) == {
-            "type": "rate_limit_warning", "tier": "normal", "remaining": 0, "capacity": 5}
+            "type": "rate_limit_warning",
+            "tier": "normal",
+            "remaining": 0,
+            "capacity": 5,
+        }
         assert json.loads(ws.recv(timeout=30))["type"] == "message_sent"
         refused = call(ws, {"type": "message", "to": "bob", "payload": {}})
         assert refused == {"type": "rate_limited", "retry_after_ms": 1_000_000, "tier": "normal"}

@@ -75,11 +75,14 @@ def test_a_chunked_body_over_the_size_limit_is_413_and_the_connection_closed(hub
     assert reply.status_line.startswith(b"HTTP/1.1 413") and reply.closed
 
 
-@pytest.mark.parametrize("broken", [
-    b"zz\r\n{}\r\n0\r\n\r\n",  # a size that is not hex
-    b"2\r\n{}XX0\r\n\r\n",  # no CRLF after the chunk
-    b"-2\r\n{}\r\n0\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"zz\r\n{}\r\n0\r\n\r\n",  # a size that is not hex
+        b"2\r\n{}XX0\r\n\r\n",  # no CRLF after the chunk
+        b"-2\r\n{}\r\n0\r\n\r\n",
+    ],
+)
 def test_a_broken_chunked_body_is_400_with_a_status_line_and_a_clean_close(hub, broken):
     alice = hub.mint("alice")
     head = node_post("/api/message", {}, alice).partition(b"\r\n\r\n")[0]
@@ -169,11 +172,27 @@ def test_no_rate_limit_turns_them_off_and_cannot_be_mixed(hub, tmp_path):
     hub.mint("bob")
     with requests.Session() as s:
         body = {"to": "bob", "payload": {}}
-        codes = {s.post(hub.url + "/api/message", json=body, headers=auth(alice), timeout=30).status_code
-                 for _ in range(80)}
+        codes = {
+            s.post(hub.url + "/api/message", json=body, headers=auth(alice), timeout=30).status_code for _ in range(80)
+        }
     assert codes == {200} and "--no-rate-limit" in hub.command_args()
-    out = subprocess.run([sys.executable, "-m", "agentcom_skill", "hub", "serve", "--db", str(tmp_path / "x.db"),
-                          "--no-rate-limit", "--rate-burst", "5"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentcom_skill",
+            "hub",
+            "serve",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--no-rate-limit",
+            "--rate-burst",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--no-rate-limit" in out.stderr
 
 
@@ -242,11 +261,17 @@ def test_a_body_nested_too_deep_is_refused_and_the_mailbox_stays_readable(hub):
     ok = hub.post(alice, {"to": "bob", "payload": nested(99)})  # the body is 100 levels: the limit
     assert ok.status_code == 200
     for depth in (101, 990, 5000, 100_000):
-        r = requests.post(hub.url + "/api/message", data='{"to":"bob","payload":' + "[" * depth + "]" * depth + "}",
-                          headers={**auth(alice), "content-type": "application/json"}, timeout=60)
+        r = requests.post(
+            hub.url + "/api/message",
+            data='{"to":"bob","payload":' + "[" * depth + "]" * depth + "}",
+            headers={**auth(alice), "content-type": "application/json"},
+            timeout=60,
+        )
         assert r.status_code == 422, depth
-        assert r.json() == {"error": "validation_failed", "errors": [
-            {"field": "body", "error": "too_deep", "detail": "nested deeper than 100 levels"}]}
+        assert r.json() == {
+            "error": "validation_failed",
+            "errors": [{"field": "body", "error": "too_deep", "detail": "nested deeper than 100 levels"}],
+        }
     polled = requests.get(hub.url + "/api/mailbox/bob?since=0", headers=auth(bob), timeout=60)
     assert polled.status_code == 200 and len(polled.json()["messages"]) == 1
     assert b"Traceback" not in hub.log_path.read_bytes() and b" 500 " not in hub.log_path.read_bytes()
@@ -278,15 +303,29 @@ def test_admin_token_file_restricts_minting_to_it(hub_factory, tmp_path):
     assert admin not in hub.log_path.read_text()
 
 
-@pytest.mark.parametrize("text,mode,why", [
-    ("a" * 40, 0o644, "readable by others"),
-    ("short", 0o600, "at least 16"),
-    ("two words here, long enough", 0o600, "no spaces"),
-])
+@pytest.mark.parametrize(
+    "text,mode,why",
+    [
+        ("a" * 40, 0o644, "readable by others"),
+        ("short", 0o600, "at least 16"),
+        ("two words here, long enough", 0o600, "no spaces"),
+    ],
+)
 def test_a_bad_admin_token_file_is_a_usage_error_that_never_shows_the_token(tmp_path, text, mode, why):
     path = write_secret(tmp_path / "admin", text, mode)
-    command = [sys.executable, "-m", "agentcom_skill", "hub", "serve", "--port", "0", "--db", str(tmp_path / "h.db"),
-               "--admin-token-file", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "agentcom_skill",
+        "hub",
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "h.db"),
+        "--admin-token-file",
+        str(path),
+    ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and why in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert text not in out.stderr and "Traceback" not in out.stderr
@@ -298,8 +337,13 @@ def test_a_bad_admin_token_file_is_a_usage_error_that_never_shows_the_token(tmp_
 
 def test_hub_token_without_db_and_no_database_says_so_and_creates_nothing(tmp_path):
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "agentcom_skill", "hub", "token", "alice"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "hub", "token", "alice"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and "--db" in out.stderr and "no hub database" in out.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.sqlite3"))

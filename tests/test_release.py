@@ -28,8 +28,11 @@ def repository_files() -> list[str]:
         git = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
         listed = git.stdout.split()
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: every file but the build leftovers
-        listed = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
-                  and not SKIP_DIRS.intersection(p.relative_to(ROOT).parts) and ".egg-info" not in str(p)]
+        listed = [
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(ROOT).parts) and ".egg-info" not in str(p)
+        ]
     return listed
 
 
@@ -40,8 +43,9 @@ def test_one_version_everywhere():
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "agentcom_skill.__version__"}
     assert json.loads((ROOT / "skill.json").read_text())["version"] == version
-    out = subprocess.run([sys.executable, "-m", "agentcom_skill", "--version"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == f"agentcom, version {version}"
     assert f"## {version} " in (ROOT / "CHANGELOG.md").read_text(), "the changelog has this release"
 

@@ -4,20 +4,18 @@ findings of issue 13 (each test fails without its fix)."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT, agent_env, free_port, run_cli, run_json
+from conftest import ROOT, agent_env, run_cli, run_json
 from faultproxy import FaultProxy
 from test_guarantees import post, write_config
 
@@ -34,7 +32,9 @@ def previous_release(tmp_path: Path) -> Path:
     """The previous release's package, from this repository's history."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed: cannot fetch the previous release's code")
-    out = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE, "agentcom_skill"], capture_output=True)
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE, "agentcom_skill"], capture_output=True
+    )
     if out.returncode != 0:
         pytest.skip(f"the previous release {PREVIOUS_RELEASE} is not in this clone's history")
     dest = tmp_path / "release-0.1"
@@ -52,7 +52,13 @@ def test_upgrade_from_state_json_loses_nothing_repeats_nothing(duo, tmp_path):
     old_env = {**env, "PYTHONPATH": str(old)}
     shown = post(hub, bob, "alice", 2)
     post(hub, bob, "alice", 1, action="ping")
-    first = subprocess.run([sys.executable, "-m", "agentcom_skill", "check", "--json"], env=old_env, capture_output=True, text=True, cwd=tmp_path)
+    first = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "check", "--json"],
+        env=old_env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr
     assert {m["id"] for m in json.loads(first.stdout)["messages"]} == set(shown)
     (state_json,) = (tmp_path / "state").rglob("state.json")
@@ -126,7 +132,9 @@ def test_reply_uses_the_local_copy_after_ack_and_after_seq_reuse(duo, tmp_path):
     assert out["to"] == "bob" and out["reply_to"] == first
     import requests
 
-    requests.post(f"{hub.url}/api/mailbox/bob/ack", json={"seq": 10**6}, headers={"Authorization": f"Bearer {bob}"}, timeout=10).raise_for_status()
+    requests.post(
+        f"{hub.url}/api/mailbox/bob/ack", json={"seq": 10**6}, headers={"Authorization": f"Bearer {bob}"}, timeout=10
+    ).raise_for_status()
     hub.restart()  # every mailbox empty: the counter starts again
     hub.post(carol, {"to": "alice", "payload": {"text": "from carol"}})
     assert run_json("check", env=env)["messages"][0]["seq"] == seq, "the hub reused the seq"
@@ -225,7 +233,11 @@ def test_status_fails_with_the_hubs_exit_code_after_saying_everything_local(duo,
     hub.stop()
     down = run_cli("status", env=env)
     assert down.returncode == 4 and "Traceback" not in down.stderr
-    assert "1 shown and leased" in down.stdout and "hub: unreachable: " in down.stdout and "watch: not running" in down.stdout
+    assert (
+        "1 shown and leased" in down.stdout
+        and "hub: unreachable: " in down.stdout
+        and "watch: not running" in down.stdout
+    )
     assert "last successful contact" in down.stdout
     as_json = run_cli("status", "--json", env=env)
     assert as_json.returncode == 4 and json.loads(as_json.stdout)["hub"]["error"]["exit_code"] == 4
@@ -244,7 +256,9 @@ def test_with_the_hub_down_check_delivers_what_the_store_holds_and_acks_reach_th
     out = run_cli("check", "--json", env=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert {m["id"] for m in result["messages"]} == {first, second} and all(m["redelivered"] for m in result["messages"])
+    assert {m["id"] for m in result["messages"]} == {first, second} and all(
+        m["redelivered"] for m in result["messages"]
+    )
     assert any("unreachable (last reached" in w for w in result["warnings"])
     acked = run_json("ack", first, env=env)
     assert acked["acked"] == [{"id": first, "seq": 1}] and any("could not ack the hub" in w for w in acked["warnings"])
@@ -280,26 +294,55 @@ def test_global_options_go_after_the_command_too(duo, tmp_path):
     out = run_cli("check", "--hub-url", hub.url, "--agent-id", "alice", "-v", env=bare)
     assert out.returncode == 0 and "GET /api/mailbox/alice" in out.stderr
     cfg = tmp_path / "new.toml"
-    init = run_cli("config", "init", "--hub-url", hub.url, "--agent-id", "newbie", "--register", "--config", str(cfg), env=bare)
+    init = run_cli(
+        "config", "init", "--hub-url", hub.url, "--agent-id", "newbie", "--register", "--config", str(cfg), env=bare
+    )
     assert init.returncode == 0, init.stderr
-    bad = run_cli("config", "init", "--hub-url", hub.url, "--agent-id", "bad id!", "--register", "--config", str(tmp_path / "x.toml"), env=bare)
+    bad = run_cli(
+        "config",
+        "init",
+        "--hub-url",
+        hub.url,
+        "--agent-id",
+        "bad id!",
+        "--register",
+        "--config",
+        str(tmp_path / "x.toml"),
+        env=bare,
+    )
     assert bad.returncode == 2 and "letters, digits" in bad.stderr
 
 
 def test_send_reads_stdin_refuses_empty_and_warns_about_itself(duo, tmp_path):
     hub, env, alice, bob = duo
     big = "y" * 300_000  # over the shell's argument limit
-    out = subprocess.run([sys.executable, "-m", "agentcom_skill", "send", "bob", "-", "--json"], input=big, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "send", "bob", "-", "--json"],
+        input=big,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert hub.poll("bob", bob)["messages"][0]["payload"]["text"] == big
-    empty = subprocess.run([sys.executable, "-m", "agentcom_skill", "send", "bob", ""], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    empty = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "send", "bob", ""],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert empty.returncode == 2 and "empty" in empty.stderr
     me = run_cli("send", "alice", "note to self", env=env)
     assert me.returncode == 0 and "yourself" in me.stderr
     loud = run_cli("send", "BROADCAST", "hi all", "--needs", "code", "--priority", "high", env=env)
     assert loud.returncode == 0 and "broadcast" in loud.stderr
     got = hub.poll("bob", bob)["messages"][-1]
-    assert got["to"] == "broadcast" and got["payload"] == {"text": "hi all", "priority": "high", "needed_capabilities": ["code"]}
+    assert got["to"] == "broadcast" and got["payload"] == {
+        "text": "hi all",
+        "priority": "high",
+        "needed_capabilities": ["code"],
+    }
 
 
 def test_errors_say_what_to_fix(duo, tmp_path):
@@ -309,7 +352,9 @@ def test_errors_say_what_to_fix(duo, tmp_path):
     out = run_cli("check", env={**env, "AGENTCOM_TOKEN": "e" * 64})
     assert out.returncode == 3 and "environment" in out.stderr, "a 401 names where the token came from"
     out = run_cli("check", env={**env, "AGENTCOM_HUB_URL": "http://no-such-host.invalid:4000"})
-    assert out.returncode == 4 and "does not resolve" in out.stderr and "AGENTCOM_HUB_URL" in out.stderr, "says where the URL came from"
+    assert out.returncode == 4 and "does not resolve" in out.stderr and "AGENTCOM_HUB_URL" in out.stderr, (
+        "says where the URL came from"
+    )
     out = run_cli("check", env={**env, "AGENTCOM_HUB_URL": hub.url.replace("http:", "https:")})
     assert out.returncode == 4 and "TLS" in out.stderr
     helped = run_cli("help", "send", env=env)
@@ -383,8 +428,26 @@ def test_plain_http_against_a_tls_hub_says_to_use_https(duo, tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: cannot make a certificate for the TLS stand-in")
     hub, env, alice, bob = duo
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "k.pem"),
-                    "-out", str(tmp_path / "c.pem"), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k.pem"),
+            "-out",
+            str(tmp_path / "c.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
     listener = socket.socket()

@@ -178,13 +178,13 @@ def test_log_keeps_notice_text_and_statuses_inside_fences():
     out = render_log_prompt(result).split("\n")
     fences = [i for i, line in enumerate(out) if line.startswith("<<<")]
     assert len(fences) == 6, "three fenced sections: entries, statuses, dead letters"
-    for start, end in zip(fences[::2], fences[1::2]):
+    for start, end in zip(fences[::2], fences[1::2], strict=False):
         assert out[end].startswith("<<<END_AGENTCOM_UNTRUSTED_")
         assert not any("<<<" in line or ">>>" in line for line in out[start + 1 : end])
     outside = [
         line
         for i, line in enumerate(out)
-        if not any(s < i < e for s, e in zip(fences[::2], fences[1::2])) and i not in fences
+        if not any(s < i < e for s, e in zip(fences[::2], fences[1::2], strict=False)) and i not in fences
     ]
     assert all(line.startswith("[AgentCom]") for line in outside), outside
     text = render_log_text(result)

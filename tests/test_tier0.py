@@ -23,7 +23,16 @@ _seq = iter(range(1, 10_000))
 
 
 def msg(sender="loash", to="gcu", type_="chat", payload=None, **extra) -> Message:
-    raw = {"id": f"id{next(_seq)}", "from": sender, "to": to, "type": type_, "payload": payload or {}, "reply_to": None, "timestamp": 1, "seq": next(_seq)}
+    raw = {
+        "id": f"id{next(_seq)}",
+        "from": sender,
+        "to": to,
+        "type": type_,
+        "payload": payload or {},
+        "reply_to": None,
+        "timestamp": 1,
+        "seq": next(_seq),
+    }
     raw.update(extra)
     return parse_message(raw)
 
@@ -52,13 +61,18 @@ def test_rule3_does_not_match_others():
     assert decide(sender="spam").disposition == ATTENTION
 
 
-@pytest.mark.parametrize("type_,payload", [("ping", {}), (" PING ", {}), ("request", {"action": "ping"}), ("chat", {"action": " Ping"})])
+@pytest.mark.parametrize(
+    "type_,payload", [("ping", {}), (" PING ", {}), ("request", {"action": "ping"}), ("chat", {"action": " Ping"})]
+)
 def test_rule4_ping_gets_a_pong(type_, payload):
     d = decide(type_=type_, payload=payload)
     assert (d.disposition, d.rule, d.reply) == (AUTO_REPLY, 4, PONG)
 
 
-@pytest.mark.parametrize("type_,payload", [("response", {"action": "ping"}), ("ping", {"action": "pong"}), ("Response", {"action": "status"})])
+@pytest.mark.parametrize(
+    "type_,payload",
+    [("response", {"action": "ping"}), ("ping", {"action": "pong"}), ("Response", {"action": "status"})],
+)
 def test_loop_guard_never_answers_responses_or_auto_replies(type_, payload):
     assert decide(type_=type_, payload=payload).disposition != AUTO_REPLY
 

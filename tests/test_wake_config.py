@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import agent_env, run_cli, run_json
+from test_watch import WatchProcess
 
 from agentcom_skill.config import load_settings
 from agentcom_skill.errors import ConfigError
-from conftest import agent_env, run_cli, run_json
-from test_watch import WatchProcess
 
 
 def settings_with(tmp_path: Path, wake: str):

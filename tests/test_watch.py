@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import agent_env, run_cli, run_json
-from hubprocess import eventually
 from gateway import RecordingGateway
+from hubprocess import eventually
 
 DEADLINE = 60.0
 
@@ -29,8 +28,10 @@ class WatchProcess:
         self.err_path = tmp / f"watch-{time.monotonic_ns()}.err"
         self.out_path = self.err_path.with_suffix(".jsonl")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"], env=env,
-            stdout=open(self.out_path, "w"), stderr=open(self.err_path, "w"),
+            [sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"],
+            env=env,
+            stdout=open(self.out_path, "w"),
+            stderr=open(self.err_path, "w"),
         )
 
     def events(self) -> list[dict]:
@@ -46,7 +47,13 @@ class WatchProcess:
         return [e["event"] for e in self.events()]
 
     def wait_for(self, kind: str, count: int = 1) -> list[dict]:
-        return eventually(lambda: [e for e in self.events() if e["event"] == kind][count - 1:] and [e for e in self.events() if e["event"] == kind], f"{count} {kind} event(s); stderr: {self.err_path.read_text()[-2000:]}")
+        return eventually(
+            lambda: (
+                [e for e in self.events() if e["event"] == kind][count - 1 :]
+                and [e for e in self.events() if e["event"] == kind]
+            ),
+            f"{count} {kind} event(s); stderr: {self.err_path.read_text()[-2000:]}",
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -78,7 +85,10 @@ def rig(hub, tmp_path):
 
 
 def write_wake(tmp_path: Path, gateway: RecordingGateway, **extra) -> None:
-    lines = [f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = {extra.pop("window", 0.3)}\nmin_interval = {extra.pop("min_interval", 0.5)}']
+    lines = [
+        f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\n'
+        f"window = {extra.pop('window', 0.3)}\nmin_interval = {extra.pop('min_interval', 0.5)}"
+    ]
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     (tmp_path / "alice.toml").write_text("\n".join(lines) + "\n")
 
@@ -93,12 +103,18 @@ def test_a_ping_is_answered_without_a_wake_and_a_chat_wakes_the_agent(rig, tmp_p
     hub, env, alice, bob, gateway, start = rig
     w = start()
     ping = post(hub, bob, type="ping")
-    eventually(lambda: [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping], "the pong at bob's mailbox")
+    eventually(
+        lambda: [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping], "the pong at bob's mailbox"
+    )
     chat = post(hub, bob, payload={"text": "please review"})
     woke = w.wait_for("woke")
     assert woke[0]["ids"] == [chat], "the ping never reached the gateway"
     body = gateway.wakes[0]["body"]
-    assert gateway.wakes[0]["path"] == "/hooks/agent" and body["name"] == "AgentCom" and body["sessionKey"] == "hook:agentcom"
+    assert (
+        gateway.wakes[0]["path"] == "/hooks/agent"
+        and body["name"] == "AgentCom"
+        and body["sessionKey"] == "hook:agentcom"
+    )
     assert body["wakeMode"] == "now" and body["deliver"] is False and "please review" in body["message"]
     assert gateway.wakes[0]["headers"]["idempotency-key"].startswith("agentcom-")
     assert alice not in json.dumps(gateway.requests), "our hub token never goes to the gateway"
@@ -133,7 +149,10 @@ def test_the_hub_killed_and_restarted_loses_nothing(rig, tmp_path):
     w.wait_for("connected", 2)
     w.wait_for("drained", 2)
     after = post(hub, bob, payload={"text": "pushed again"})
-    eventually(lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= {first, during, after}, "all three delivered")
+    eventually(
+        lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= {first, during, after},
+        "all three delivered",
+    )
 
 
 def test_gateway_down_for_a_while_then_everything_is_delivered(rig, tmp_path):
@@ -144,9 +163,14 @@ def test_gateway_down_for_a_while_then_everything_is_delivered(rig, tmp_path):
     w.wait_for("wake_failed")
     peek = run_json("check", "--peek", env=env)
     assert sorted(m["id"] for m in peek["messages"]) == sorted(ids), "meanwhile check still returns them"
-    assert any("last wake failed" in x and "503" in x for x in peek["warnings"]), "check says why nothing woke the agent"
+    assert any("last wake failed" in x and "503" in x for x in peek["warnings"]), (
+        "check says why nothing woke the agent"
+    )
     gateway.mode = "ok"
-    eventually(lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= set(ids), "delivered after the gateway is back")
+    eventually(
+        lambda: {i for e in w.events() if e["event"] == "woke" for i in e["ids"]} >= set(ids),
+        "delivered after the gateway is back",
+    )
     error = eventually(lambda: run_json("status", env=env)["watch"]["last_wake_error"], "the last wake error")
     assert error["cleared_at"] and "503" in error["detail"], "kept, marked cleared once a wake went through"
     assert not any("last wake failed" in x for x in run_json("check", "--peek", env=env)["warnings"])
@@ -165,7 +189,9 @@ def test_a_refused_wake_token_is_reported_once_and_storing_goes_on(rig, tmp_path
     assert gateway.token not in w.err_path.read_text() + w.out_path.read_text()
     # the refusal stays visible after the event: status (text and JSON) and check's warnings
     st = run_json("status", env=env)
-    assert st["watch"]["last_wake_error"]["kind"] == "unauthorized" and "401" in st["watch"]["last_wake_error"]["detail"]
+    assert (
+        st["watch"]["last_wake_error"]["kind"] == "unauthorized" and "401" in st["watch"]["last_wake_error"]["detail"]
+    )
     assert any("wake token was refused" in h for h in st["hazards"])
     assert "hazards: none" not in run_cli("status", env=env).stdout
     assert any("last wake failed" in x for x in run_json("check", "--peek", env=env)["warnings"])
@@ -206,10 +232,18 @@ def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
 def test_a_second_watch_exits_7_and_a_bad_token_exits_3(rig, tmp_path):
     hub, env, alice, bob, gateway, start = rig
     start()
-    second = subprocess.run([sys.executable, "-m", "agentcom_skill", "watch"], env=env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "watch"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert second.returncode == 7 and "another agentcom watch" in second.stderr
     other_env = agent_env(hub, "carol", hub.mint("carol"), tmp_path)
-    bad = subprocess.run([sys.executable, "-m", "agentcom_skill", "watch"], env={**other_env, "AGENTCOM_TOKEN": "e" * 64}, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "watch"],
+        env={**other_env, "AGENTCOM_TOKEN": "e" * 64},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 3 and "invalid_token" in bad.stderr and "e" * 64 not in bad.stderr
 
 
@@ -218,7 +252,10 @@ def test_status_set_goes_live_through_the_watch_and_status_shows_the_watch(rig, 
     w = start()
     out = run_json("status", "set", "reviewing PR 12", env=env)
     assert out["via"] == "watch"
-    eventually(lambda: [a for a in requests.get(hub.url + "/api/agents").json()["agents"] if a["status"] == "reviewing PR 12"], "the hub sees the new status")
+    eventually(
+        lambda: [a for a in requests.get(hub.url + "/api/agents").json()["agents"] if a["status"] == "reviewing PR 12"],
+        "the hub sees the new status",
+    )
     st = run_json("status", env=env)
     assert st["watch"]["alive"] and st["watch"]["connected_since"] and st["status"] == "reviewing PR 12"
     assert not st["hazards"], "our own watch is not a hazard"
@@ -235,7 +272,12 @@ def test_wait_returns_when_the_watch_takes_a_message_in(rig, tmp_path):
     start()
     nothing = run_cli("wait", "--timeout", "0.5", env=env)
     assert nothing.returncode == 1 and nothing.stdout == ""
-    waiter = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "wait", "--timeout", "120", "--json"], env=env, stdout=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "agentcom_skill", "wait", "--timeout", "120", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     msg = post(hub, bob, payload={"text": "wake up"})
     out, _ = waiter.communicate(timeout=150)
     assert waiter.returncode == 0 and [m["id"] for m in json.loads(out)["messages"]] == [msg]
@@ -244,7 +286,12 @@ def test_wait_returns_when_the_watch_takes_a_message_in(rig, tmp_path):
 def test_wait_without_a_watch_polls_the_hub(hub, tmp_path):
     alice, bob = hub.mint("alice"), hub.mint("bob")
     env = agent_env(hub, "alice", alice, tmp_path)
-    waiter = subprocess.Popen([sys.executable, "-m", "agentcom_skill", "wait", "--timeout", "120", "--json"], env=env, stdout=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "agentcom_skill", "wait", "--timeout", "120", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     msg = hub.post(bob, {"to": "alice", "payload": {"text": "hi"}}).json()["id"]
     out, _ = waiter.communicate(timeout=150)
     assert waiter.returncode == 0 and [m["id"] for m in json.loads(out)["messages"]] == [msg]
@@ -273,7 +320,9 @@ def test_another_connection_under_our_id_is_reported(rig, tmp_path):
     from websockets.sync.client import connect
 
     hub, env, alice, bob, gateway, start = rig
-    (tmp_path / "alice.toml").write_text("watch_ping_interval = 0.3\n" + (tmp_path / "alice.toml").read_text())  # before [wake]
+    (tmp_path / "alice.toml").write_text(
+        "watch_ping_interval = 0.3\n" + (tmp_path / "alice.toml").read_text()
+    )  # before [wake]
     w = start()
     time.sleep(0.05)  # a later connected_at than the watch's (milliseconds)
     with connect(hub.url.replace("http://", "ws://") + "/ws", proxy=None) as intruder:
@@ -295,14 +344,23 @@ def test_a_burst_of_pushed_messages_loses_none(rig, tmp_path):
 
     hub, env, alice, bob, gateway, start = rig
     write_wake(tmp_path, gateway, window=60)
-    (tmp_path / "alice.toml").write_text("watch_ping_interval = 0.5\nwatch_pong_timeout = 0.5\n" + (tmp_path / "alice.toml").read_text())
+    (tmp_path / "alice.toml").write_text(
+        "watch_ping_interval = 0.5\nwatch_pong_timeout = 0.5\n" + (tmp_path / "alice.toml").read_text()
+    )
     senders = [hub.mint(f"sender{n}") for n in range(6)]
     w = start()
 
     def blast(token: str) -> list[str]:
         with requests.Session() as http:
-            return [http.post(hub.url + "/api/message", json={"to": "alice", "payload": {"text": f"burst {n}"}},
-                              headers={"Authorization": f"Bearer {token}"}, timeout=60).json()["id"] for n in range(100)]
+            return [
+                http.post(
+                    hub.url + "/api/message",
+                    json={"to": "alice", "payload": {"text": f"burst {n}"}},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=60,
+                ).json()["id"]
+                for n in range(100)
+            ]
 
     with ThreadPoolExecutor(len(senders)) as pool:
         sent = {i for ids in pool.map(blast, senders) for i in ids}

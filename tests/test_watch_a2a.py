@@ -9,7 +9,6 @@ import json
 import signal
 
 import pytest
-
 from a2a_standin import TOKEN, A2AStandIn, Outcome
 from conftest import agent_env, run_json
 from hubprocess import eventually

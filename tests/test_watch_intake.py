@@ -23,8 +23,16 @@ class Recorder(Events):
 
 
 def watch(tmp_path: Path) -> tuple[Watch, Recorder]:
-    s = load_settings({"hub_url": "http://127.0.0.1:9", "agent_id": "alice", "token": "t" * 64,
-                       "state_dir": str(tmp_path), "config": str(tmp_path / "none.toml")}, env={})
+    s = load_settings(
+        {
+            "hub_url": "http://127.0.0.1:9",
+            "agent_id": "alice",
+            "token": "t" * 64,
+            "state_dir": str(tmp_path),
+            "config": str(tmp_path / "none.toml"),
+        },
+        env={},
+    )
     events = Recorder()
     w = Watch(s, events)
     w.store, w.hub = MessageStore.open(s.agent_state_dir()), None
@@ -32,9 +40,19 @@ def watch(tmp_path: Path) -> tuple[Watch, Recorder]:
 
 
 def frame(n: int, payload: str | None = None, **extra) -> str:
-    text = json.dumps({"type": "message", "id": f"{n:016x}", "from": "bob", "message_type": "chat",
-                       "payload": {"text": f"m{n}"}, "reply_to": None, "timestamp": 1, **extra})
-    return text.replace('{"text": "m%d"}' % n, payload) if payload else text
+    text = json.dumps(
+        {
+            "type": "message",
+            "id": f"{n:016x}",
+            "from": "bob",
+            "message_type": "chat",
+            "payload": {"text": f"m{n}"},
+            "reply_to": None,
+            "timestamp": 1,
+            **extra,
+        }
+    )
+    return text.replace(json.dumps({"text": f"m{n}"}), payload) if payload else text
 
 
 def stored(w: Watch) -> dict[str, dict]:

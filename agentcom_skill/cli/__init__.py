@@ -16,20 +16,36 @@ from .base import CONTEXT, EXIT_CODE_HELP, AgentComGroup, cli_obj, global_option
 
 # command name -> "module:function" in this package, loaded when the command runs
 COMMANDS = {
-    "check": "mailbox:check", "wait": "mailbox:wait", "ack": "mailbox:ack", "defer": "mailbox:defer",
+    "check": "mailbox:check",
+    "wait": "mailbox:wait",
+    "ack": "mailbox:ack",
+    "defer": "mailbox:defer",
     "dismiss": "mailbox:dismiss",
-    "send": "messages:send", "reply": "messages:reply", "ping": "messages:ping",
-    "show": "history:show", "inbox": "history:inbox", "thread": "history:thread", "search": "history:search",
-    "sent": "history:sent", "log": "history:log", "agents": "history:agents",
-    "status": "running:status", "watch": "running:watch", "mcp": "running:mcp", "doctor": "running:doctor",
-    "config": "running:config", "demo": "running:demo", "help": "running:help_command",
+    "send": "messages:send",
+    "reply": "messages:reply",
+    "ping": "messages:ping",
+    "show": "history:show",
+    "inbox": "history:inbox",
+    "thread": "history:thread",
+    "search": "history:search",
+    "sent": "history:sent",
+    "log": "history:log",
+    "agents": "history:agents",
+    "status": "running:status",
+    "watch": "running:watch",
+    "mcp": "running:mcp",
+    "doctor": "running:doctor",
+    "config": "running:config",
+    "demo": "running:demo",
+    "help": "running:help_command",
     "completion": "running:completion",
     "hub": "hubcmd:hub",
 }
 
 
-@click.group(cls=AgentComGroup, lazy=COMMANDS, epilog=EXIT_CODE_HELP, context_settings=CONTEXT,
-             invoke_without_command=False)
+@click.group(
+    cls=AgentComGroup, lazy=COMMANDS, epilog=EXIT_CODE_HELP, context_settings=CONTEXT, invoke_without_command=False
+)
 @global_options
 @click.version_option(__version__, prog_name="agentcom")  # the one source of the version
 @click.pass_context

@@ -8,7 +8,8 @@ import importlib
 import json
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -58,7 +59,7 @@ class AgentComGroup(click.Group):
             self.add_command(getattr(importlib.import_module(f"{__package__}.{module}"), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
 
-    def main(self, args: Any = None, prog_name: str | None = None, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, prog_name: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
         argv = list(args) if args is not None else sys.argv[1:]
         kwargs.pop("standalone_mode", None)
         try:
@@ -68,7 +69,11 @@ class AgentComGroup(click.Group):
             sys.exit(0)
         except click.ClickException as exc:  # usage errors: click's text, plus JSON under --json
             if _wants_json(argv):
-                click.echo(json.dumps({"error": {"kind": "usage", "message": exc.format_message(), "exit_code": exc.exit_code}}))
+                click.echo(
+                    json.dumps(
+                        {"error": {"kind": "usage", "message": exc.format_message(), "exit_code": exc.exit_code}}
+                    )
+                )
             exc.show()
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
@@ -83,7 +88,9 @@ class AgentComGroup(click.Group):
         except AgentComError as exc:
             obj = cli_obj(ctx)
             if obj.json_errors and not obj.emitted:
-                click.echo(json.dumps({"error": {"kind": exc.kind, "message": one_line(str(exc)), "exit_code": exc.exit_code}}))
+                click.echo(
+                    json.dumps({"error": {"kind": exc.kind, "message": one_line(str(exc)), "exit_code": exc.exit_code}})
+                )
             click.echo(f"agentcom: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -94,14 +101,20 @@ class AgentComGroup(click.Group):
         except Exception as exc:  # a bug: say so in one line; -v shows the traceback
             if cli_obj(ctx).verbose:
                 raise
-            click.echo(f"agentcom: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -v for details)", err=True)
+            click.echo(
+                f"agentcom: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -v for details)",
+                err=True,
+            )
             sys.exit(1)
         return rv
 
 
 def _wants_json(argv: list[str]) -> bool:
-    return "--json" in argv or "--format=json" in argv or any(
-        a == "--format" and b == "json" for a, b in zip(argv, argv[1:]))
+    return (
+        "--json" in argv
+        or "--format=json" in argv
+        or any(a == "--format" and b == "json" for a, b in zip(argv, argv[1:], strict=False))
+    )
 
 
 def one_line(text: str) -> str:
@@ -161,9 +174,17 @@ GLOBAL_OPTIONS = [
 
 def global_options(f: Callable) -> Callable:
     for flag, name, metavar, help_text in reversed(GLOBAL_OPTIONS):
-        f = click.option(flag, name, metavar=metavar, help=help_text, expose_value=False, callback=_store_override(name))(f)
-    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_store_override("verbose"),
-                        help="Log each HTTP call to stderr (never the token); tracebacks for internal errors.")(f)
+        f = click.option(
+            flag, name, metavar=metavar, help=help_text, expose_value=False, callback=_store_override(name)
+        )(f)
+    return click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_store_override("verbose"),
+        help="Log each HTTP call to stderr (never the token); tracebacks for internal errors.",
+    )(f)
 
 
 def json_option(f: Callable) -> Callable:
@@ -172,14 +193,19 @@ def json_option(f: Callable) -> Callable:
             cli_obj(ctx).json_errors = True
         return value
 
-    return click.option("--json", "as_json", is_flag=True, callback=mark, help="Print JSON (the Python API's result).")(f)
+    return click.option("--json", "as_json", is_flag=True, callback=mark, help="Print JSON (the Python API's result).")(
+        f
+    )
 
 
 def command(group: click.Group | None = None, name: str | None = None, examples: str = "", **kwargs: Any) -> Callable:
     """A command with the global options and an Examples section in its help: on `group`, or
     standalone (the top-level commands, which `agentcom` loads only when they are run)."""
+
     def decorate(f: Callable) -> click.Command:
-        epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()) if examples else None
+        epilog = (
+            "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()) if examples else None
+        )
         make = group.command if group is not None else click.command
         return make(name, epilog=epilog, context_settings=CONTEXT, **kwargs)(global_options(f))
 
@@ -187,20 +213,23 @@ def command(group: click.Group | None = None, name: str | None = None, examples:
 
 
 FORMAT_RULE = "text when stdout is a terminal, else prompt"
-_FORMAT_HELP = (f"text for a person, json for a program, prompt (fenced as untrusted) for an LLM "
-                f"[default: {FORMAT_RULE}].")
+_FORMAT_HELP = (
+    f"text for a person, json for a program, prompt (fenced as untrusted) for an LLM [default: {FORMAT_RULE}]."
+)
 
 
 def format_options(f: Callable) -> Callable:
     """--format text|json|prompt and --json (the same as --format json), for every command that
     prints what other agents wrote."""
+
     def mark(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
         if value == "json":
             cli_obj(ctx).json_errors = True
         return value
 
-    f = click.option("--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, callback=mark,
-                     help=_FORMAT_HELP)(f)
+    f = click.option(
+        "--format", "fmt", type=click.Choice(["text", "json", "prompt"]), default=None, callback=mark, help=_FORMAT_HELP
+    )(f)
     return json_option(f)
 
 
@@ -232,7 +261,9 @@ def read_text(text: str | None, text_file: str | None, allow_stdin: bool) -> str
             with open(text_file, encoding="utf-8", newline="") as fh:
                 return _without_final_newline(fh.read())
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read --text-file {text_file}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+            raise UsageError(
+                f"cannot read --text-file {text_file}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
+            ) from None
     if text == "-" or (text is None and allow_stdin and not sys.stdin.isatty()):
         try:
             return _without_final_newline(sys.stdin.read())
@@ -257,5 +288,3 @@ def parse_duration(text: str, what: str) -> float:
     if not match:
         raise UsageError(f"{what} {text!r} is not a duration: use a number with s, m, h, d or w, like 30m or 2h")
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-

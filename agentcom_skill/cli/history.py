@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .. import skill
+from ..delivery import STATES
 from ..render import (
     render_agents_prompt,
     render_agents_text,
@@ -17,6 +18,7 @@ from ..render import (
     render_show_prompt,
     render_show_text,
 )
+from ..tier0 import DISPOSITIONS
 from .base import (
     cli_obj,
     command,
@@ -27,10 +29,12 @@ from .base import (
 )
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom show 12
 agentcom show 3f9a0c1d2e3b4a59 --json
-""")
+"""
+)
 @click.argument("ref", metavar="REF")
 @format_options
 @click.pass_context
@@ -42,33 +46,54 @@ def show(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
 
 
 def emit_history(result: dict[str, Any], fmt: str, empty: str) -> None:
-    emit_formatted(result, fmt, lambda: render_history_text(result["messages"], empty),
-                    lambda: render_history_prompt(result["messages"]))
+    emit_formatted(
+        result,
+        fmt,
+        lambda: render_history_text(result["messages"], empty),
+        lambda: render_history_prompt(result["messages"]),
+    )
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom inbox
 agentcom inbox --from loash --since 2h
 agentcom inbox --state shown     # returned and not yet acked
 agentcom inbox --state dead      # dead letters
-""")
+"""
+)
 @click.option("--from", "sender", metavar="AGENT", help="Only from this sender.")
 @click.option("--type", "type_", metavar="TYPE", help="Only this message type.")
-@click.option("--state", type=click.Choice(["pending", "leased", "shown", "deferred", "done", "dismissed", "dead"]), help="Only in this state.")
+@click.option(
+    "--state",
+    type=click.Choice(STATES),
+    help="Only in this state.",
+)
 @click.option("--since", metavar="DURATION", help="Only received in the last DURATION (30m, 2h, 1d).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @format_options
 @click.pass_context
-def inbox(ctx: click.Context, sender: str | None, type_: str | None, state: str | None, since: str | None, limit: int, as_json: bool, fmt: str | None) -> None:
+def inbox(
+    ctx: click.Context,
+    sender: str | None,
+    type_: str | None,
+    state: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    fmt: str | None,
+) -> None:
     """Recent messages of every kind and state, newest first."""
     seconds = parse_duration(since, "--since") if since else None
     result = skill.inbox(sender, type_, state, seconds, limit, settings=cli_obj(ctx).settings())
     emit_history(result, output_format(fmt, as_json), "No messages kept here yet.")
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom thread 12
-""")
+"""
+)
 @click.argument("ref", metavar="REF")
 @format_options
 @click.pass_context
@@ -78,10 +103,12 @@ def thread(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None
     emit_history(result, output_format(fmt, as_json), "Nothing in this thread.")
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom search "rate limiter"
 agentcom search loash --limit 5
-""")
+"""
+)
 @click.argument("text")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @format_options
@@ -92,9 +119,11 @@ def search(ctx: click.Context, text: str, limit: int, as_json: bool, fmt: str | 
     emit_history(result, output_format(fmt, as_json), "No stored message matches.")
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom sent --limit 5
-""")
+"""
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @format_options
 @click.pass_context
@@ -105,26 +134,30 @@ def sent(ctx: click.Context, limit: int, as_json: bool, fmt: str | None) -> None
     emit_history(result, fmt, "Nothing sent yet.")
 
 
-
-@command(examples="""
+@command(
+    examples="""
 agentcom agents
 agentcom agents --format prompt   # for an LLM: their names and statuses fenced
-""")
+"""
+)
 @format_options
 @click.pass_context
 def agents(ctx: click.Context, as_json: bool, fmt: str | None) -> None:
     """Who is online (connected to the hub by WebSocket)."""
     fmt = output_format(fmt, as_json)
     result = skill.agents(settings=cli_obj(ctx).settings())
-    emit_formatted(result, fmt, lambda: render_agents_text(result["agents"]),
-                    lambda: render_agents_prompt(result["agents"]))
+    emit_formatted(
+        result, fmt, lambda: render_agents_text(result["agents"]), lambda: render_agents_prompt(result["agents"])
+    )
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom log
 agentcom log --disposition drop --limit 10
-""")
-@click.option("--disposition", type=click.Choice(["auto_reply", "store", "drop"]), help="Only this disposition.")
+"""
+)
+@click.option("--disposition", type=click.Choice(DISPOSITIONS), help="Only this disposition.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N entries.")
 @format_options
 @click.pass_context
@@ -134,5 +167,9 @@ def log(ctx: click.Context, disposition: str | None, limit: int, as_json: bool, 
     obj = cli_obj(ctx)
     settings = obj.settings()
     result = skill.log(disposition, limit, settings=settings)
-    emit_formatted(result, fmt, lambda: render_log_text(result),
-                    lambda: render_log_prompt(result, min(300, settings.prompt_text_limit)))
+    emit_formatted(
+        result,
+        fmt,
+        lambda: render_log_text(result),
+        lambda: render_log_prompt(result, min(300, settings.prompt_text_limit)),
+    )

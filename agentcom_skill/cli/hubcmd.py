@@ -20,33 +20,70 @@ def hub() -> None:
     """Run a local AgentCom-compatible hub."""
 
 
-@hub.command("serve", context_settings=CONTEXT, epilog="""\b
+@hub.command(
+    "serve",
+    context_settings=CONTEXT,
+    epilog="""\b
 Examples:
   agentcom hub serve --port 4000 &
   agentcom hub token alice
   agentcom hub serve --no-rate-limit            # tests and load runs
-  agentcom hub serve --host 0.0.0.0 --admin-token-file ~/.hub-admin""")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every interface.")
+  agentcom hub serve --host 0.0.0.0 --admin-token-file ~/.hub-admin""",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every interface.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True, help="0 picks a free port.")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: user data dir].")
 @click.option("--mailbox-cap", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--ttl-days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
-@click.option("--rate-limit", "rate_limit", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Messages per second per sender once the burst is spent [default: 1, as the real hub].")
-@click.option("--rate-burst", "rate_burst", type=click.IntRange(min=1), default=None,
-              help="Messages a sender may send at once [default: 60, as the real hub].")
+@click.option(
+    "--rate-limit",
+    "rate_limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Messages per second per sender once the burst is spent [default: 1, as the real hub].",
+)
+@click.option(
+    "--rate-burst",
+    "rate_burst",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Messages a sender may send at once [default: 60, as the real hub].",
+)
 @click.option("--no-rate-limit", is_flag=True, help="No rate limits at all (sending, registering, listing agents).")
-@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
-              help="Only the token in this private file may mint tokens (POST /admin/tokens); "
-                   "stricter than the real hub.")
-@click.option("--ws-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Close a WebSocket after this many seconds without a frame either way.")
-@click.option("--ws-no-pong", is_flag=True, hidden=True,
-              help="Never answer WebSocket pings (tests: a half-dead connection).")
-def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: float, rate_limit: float | None,
-              rate_burst: int | None, no_rate_limit: bool, admin_token_file: str | None, ws_idle_timeout: float,
-              ws_no_pong: bool) -> None:
+@click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Only the token in this private file may mint tokens (POST /admin/tokens); stricter than the real hub.",
+)
+@click.option(
+    "--ws-idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Close a WebSocket after this many seconds without a frame either way.",
+)
+@click.option(
+    "--ws-no-pong", is_flag=True, hidden=True, help="Never answer WebSocket pings (tests: a half-dead connection)."
+)
+def hub_serve(
+    host: str,
+    port: int,
+    db: str | None,
+    mailbox_cap: int,
+    ttl_days: float,
+    rate_limit: float | None,
+    rate_burst: int | None,
+    no_rate_limit: bool,
+    admin_token_file: str | None,
+    ws_idle_timeout: float,
+    ws_no_pong: bool,
+) -> None:
     """Serve the hub's HTTP and WebSocket contract until Ctrl-C or SIGTERM.
 
     Rate limits are the real hub's unless --no-rate-limit: 60 messages at once per sender, then
@@ -70,8 +107,10 @@ def hub_serve(host: str, port: int, db: str | None, mailbox_cap: int, ttl_days: 
     admin = "; minting only with the admin token" if options.admin_token else ""
 
     def started(url: str) -> None:
-        click.echo(f"agentcom hub: serving {url} (database {db_path}; rate limits {limits}{admin}); "
-                   f"mint a token with: {mint}", err=True)
+        click.echo(
+            f"agentcom hub: serving {url} (database {db_path}; rate limits {limits}{admin}); mint a token with: {mint}",
+            err=True,
+        )
 
     try:
         serve(host, port, _hub_store(db, mailbox_cap, ttl_days), options, on_start=started)
@@ -96,8 +135,11 @@ def _read_admin_token(path_text: str) -> str:
     return token
 
 
-@hub.command("token", context_settings=CONTEXT,
-             epilog="\b\nExamples:\n  TOKEN=$(agentcom hub token alice)\n  agentcom hub token alice --db /tmp/x/hub.db")
+@hub.command(
+    "token",
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  TOKEN=$(agentcom hub token alice)\n  agentcom hub token alice --db /tmp/x/hub.db",
+)
 @click.argument("agent_id")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: the same as `hub serve`].")
 def hub_token(agent_id: str, db: str | None) -> None:
@@ -107,8 +149,10 @@ def hub_token(agent_id: str, db: str | None) -> None:
 
     check_agent_id(agent_id, "the command line")
     if db is None and not default_db_path().exists():
-        raise UsageError(f"no hub database at {default_db_path()}: start `agentcom hub serve` first, "
-                         "or pass --db with the file your hub serves")
+        raise UsageError(
+            f"no hub database at {default_db_path()}: start `agentcom hub serve` first, "
+            "or pass --db with the file your hub serves"
+        )
     store = _hub_store(db)
     try:
         click.echo(store.mint_token(agent_id))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -28,19 +29,29 @@ from .base import (
 )
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom check                  # for a person
 agentcom check --json           # for a program
 agentcom check --format prompt  # for an LLM, fenced as untrusted content
 agentcom check --cron           # NO_REPLY when nothing needs attention
-""")
+"""
+)
 @format_options
-@click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages; the rest stay pending.")
+@click.option(
+    "--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages; the rest stay pending."
+)
 @click.option("--peek", is_flag=True, help="Show what would be returned; change and send nothing.")
-@click.option("--cron", is_flag=True, help="For cron and heartbeat jobs: NO_REPLY when nothing needs attention, else the prompt rendering.")
+@click.option(
+    "--cron",
+    is_flag=True,
+    help="For cron and heartbeat jobs: NO_REPLY when nothing needs attention, else the prompt rendering.",
+)
 @click.option("--exit-code", is_flag=True, help="Exit 1 when messages need attention.")
 @click.pass_context
-def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, peek: bool, cron: bool, exit_code: bool) -> None:
+def check(
+    ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, peek: bool, cron: bool, exit_code: bool
+) -> None:
     """Poll the mailbox; print only the messages that need the agent."""
     obj = cli_obj(ctx)
     settings = obj.settings()
@@ -51,7 +62,9 @@ def check(ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, 
         sys.exit(1)
 
 
-def check_emitter(obj: CliContext, fmt: str, text_limit: int, cron: bool = False, peek: bool = False) -> Callable[[dict[str, Any]], None]:
+def check_emitter(
+    obj: CliContext, fmt: str, text_limit: int, cron: bool = False, peek: bool = False
+) -> Callable[[dict[str, Any]], None]:
     """Print a check result (check, wait) for its audience, before the delivery is confirmed."""
 
     def print_result(result: dict[str, Any]) -> None:
@@ -73,12 +86,15 @@ def check_emitter(obj: CliContext, fmt: str, text_limit: int, cron: bool = False
     return print_result
 
 
-
-@command(examples="""
+@command(
+    examples="""
 agentcom wait --timeout 600 && echo "something needs me"
 agentcom wait --format prompt
-""")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1).")
+"""
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1)."
+)
 @click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages.")
 @format_options
 @click.pass_context
@@ -91,16 +107,19 @@ def wait(ctx: click.Context, timeout: float | None, max_: int | None, as_json: b
         sys.exit(1)
 
 
-
-@command(examples="""
+@command(
+    examples="""
 agentcom ack 12            # done with #12 (only that one)
 agentcom ack 12 14 15
 agentcom ack --id 3f9a0c1d2e3b4a59
 agentcom ack --through 15  # every shown message up to #15
 agentcom ack               # every message shown so far
-""")
+"""
+)
 @click.argument("refs", nargs=-1, metavar="[REF]...")
-@click.option("--id", "ids", multiple=True, metavar="ID", help="A message id or unique id prefix, never a seq (repeat).")
+@click.option(
+    "--id", "ids", multiple=True, metavar="ID", help="A message id or unique id prefix, never a seq (repeat)."
+)
 @click.option("--through", type=int, metavar="SEQ", help="Every shown message with seq up to SEQ.")
 @json_option
 @click.pass_context
@@ -110,10 +129,12 @@ def ack(ctx: click.Context, refs: tuple[str, ...], ids: tuple[str, ...], through
     emit(result, as_json, ack_text(result))
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom defer 12 --for 30m
 agentcom defer 12 14 --for 2h
-""")
+"""
+)
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @click.option("--for", "for_", default="30m", show_default=True, metavar="DURATION", help="How long: 90s, 30m, 2h, 1d.")
 @json_option
@@ -124,9 +145,11 @@ def defer(ctx: click.Context, refs: tuple[str, ...], for_: str, as_json: bool) -
     emit(result, as_json, deferred_text(result))
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom dismiss 12
-""")
+"""
+)
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @json_option
 @click.pass_context

@@ -9,6 +9,7 @@ import click
 
 from .. import skill
 from ..errors import UsageError
+from ..message import PRIORITIES, RESPOND_WITH
 from ..render import ping_text, sent_line
 from .base import cli_obj, command, emit, json_option, read_text
 
@@ -27,14 +28,31 @@ agentcom send loash --type request --payload '{"action": "query", "respond_with"
 @click.option("--text-file", metavar="PATH", help="Read the text from a file.")
 @click.option("--type", "type_", metavar="TYPE", help="Message type (default chat; request, response, status, ...).")
 @click.option("--reply-to", metavar="ID", help="Id of the message this answers (or use `agentcom reply`).")
-@click.option("--priority", type=click.Choice(["low", "normal", "high", "urgent"]), help="payload.priority.")
-@click.option("--needs", "needs", multiple=True, metavar="CAP", help="A capability the receiver needs (repeat); for broadcasts.")
-@click.option("--respond-with", type=click.Choice(["structured", "natural", "none"]), help="payload.respond_with; none: fire and forget.")
+@click.option("--priority", type=click.Choice(PRIORITIES), help="payload.priority.")
+@click.option(
+    "--needs", "needs", multiple=True, metavar="CAP", help="A capability the receiver needs (repeat); for broadcasts."
+)
+@click.option(
+    "--respond-with",
+    type=click.Choice(RESPOND_WITH),
+    help="payload.respond_with; none: fire and forget.",
+)
 @click.option("--payload", metavar="JSON", help="A JSON object merged into the payload.")
 @json_option
 @click.pass_context
-def send(ctx: click.Context, to: str, text: str | None, text_file: str | None, type_: str | None, reply_to: str | None,
-         priority: str | None, needs: tuple[str, ...], respond_with: str | None, payload: str | None, as_json: bool) -> None:
+def send(
+    ctx: click.Context,
+    to: str,
+    text: str | None,
+    text_file: str | None,
+    type_: str | None,
+    reply_to: str | None,
+    priority: str | None,
+    needs: tuple[str, ...],
+    respond_with: str | None,
+    payload: str | None,
+    as_json: bool,
+) -> None:
     """Send TEXT to agent TO, or to everyone (TO=broadcast)."""
     parsed = None
     if payload is not None:
@@ -43,17 +61,29 @@ def send(ctx: click.Context, to: str, text: str | None, text_file: str | None, t
         except ValueError as exc:
             raise UsageError(f"--payload is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
-            raise UsageError("--payload must be a JSON object, like '{\"priority\": \"high\"}'")
+            raise UsageError('--payload must be a JSON object, like \'{"priority": "high"}\'')
     body = read_text(text, text_file, allow_stdin=parsed is None)
-    result = skill.send(to, body, type_, reply_to, parsed, priority=priority, needs=needs, respond_with=respond_with, settings=cli_obj(ctx).settings())
+    result = skill.send(
+        to,
+        body,
+        type_,
+        reply_to,
+        parsed,
+        priority=priority,
+        needs=needs,
+        respond_with=respond_with,
+        settings=cli_obj(ctx).settings(),
+    )
     emit(result, as_json, sent_line(result))
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom reply 12 "On it."
 agentcom reply 3f9a0c1d2e3b4a59 "Done, see PR 14."
 agentcom reply 12 - < answer.txt
-""")
+"""
+)
 @click.argument("ref", metavar="REF")
 @click.argument("text", required=False)
 @click.option("--text-file", metavar="PATH", help="Read the text from a file.")
@@ -66,14 +96,21 @@ def reply(ctx: click.Context, ref: str, text: str | None, text_file: str | None,
     emit(result, as_json, sent_line(result))
 
 
-
-@command(examples="""
+@command(
+    examples="""
 agentcom ping bob                  # pong from bob in 35 ms
 agentcom ping bob --timeout 600    # a peer without a watch answers at its next check
-""")
+"""
+)
 @click.argument("agent")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=86400), default=10.0, show_default=True,
-              metavar="SECONDS", help="How long to wait for the pong (exit 1 without one).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the pong (exit 1 without one).",
+)
 @json_option
 @click.pass_context
 def ping(ctx: click.Context, agent: str, timeout: float, as_json: bool) -> None:

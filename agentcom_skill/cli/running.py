@@ -19,7 +19,11 @@ from . import main
 from .base import CONTEXT, cli_obj, command, emit, global_options, json_option
 
 
-@click.group(invoke_without_command=True, context_settings=CONTEXT, epilog="\b\nExamples:\n  agentcom status\n  agentcom status --json\n  agentcom status set \"reviewing PR 12\"")
+@click.group(
+    invoke_without_command=True,
+    context_settings=CONTEXT,
+    epilog='\b\nExamples:\n  agentcom status\n  agentcom status --json\n  agentcom status set "reviewing PR 12"',
+)
 @global_options
 @json_option
 @click.pass_context
@@ -33,9 +37,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
         sys.exit(result["hub"]["error"]["exit_code"])
 
 
-@command(status, "set", examples="""
+@command(
+    status,
+    "set",
+    examples="""
 agentcom status set "reviewing PR 12"
-""")
+""",
+)
 @click.argument("text")
 @json_option
 @click.pass_context
@@ -45,11 +53,12 @@ def status_set(ctx: click.Context, text: str, as_json: bool) -> None:
     emit(result, as_json, status_set_text(result))
 
 
-
-@command(examples="""
+@command(
+    examples="""
 agentcom watch                # one line per event on stderr
 agentcom watch --jsonl        # and a JSON object per event on stdout
-""")
+"""
+)
 @click.option("--jsonl", is_flag=True, help="Also print each event as one JSON object on stdout.")
 @click.pass_context
 def watch(ctx: click.Context, jsonl: bool) -> None:
@@ -59,10 +68,12 @@ def watch(ctx: click.Context, jsonl: bool) -> None:
     sys.exit(run_watch(cli_obj(ctx).settings(), jsonl))
 
 
-@command(examples="""
+@command(
+    examples="""
 agentcom mcp                        # for an MCP client: command "agentcom", args ["mcp"]
 agentcom mcp --tools check,reply,ack
-""")
+"""
+)
 @click.option("--tools", metavar="LIST", help="Comma-separated tools to expose [default: all].")
 @click.pass_context
 def mcp(ctx: click.Context, tools: str | None) -> None:
@@ -73,11 +84,12 @@ def mcp(ctx: click.Context, tools: str | None) -> None:
     sys.exit(run_mcp(cli_obj(ctx).settings(), names))
 
 
-
-@command(examples="""
+@command(
+    examples="""
 agentcom doctor          # one line a check, with what to do
 agentcom doctor --json
-""")
+"""
+)
 @json_option
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
@@ -88,10 +100,10 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     OpenClaw skill. Exits 0 when everything needed works, else with the exit code of the
     first failure. Never prints a token."""
     from ..doctor import run_doctor
+
     result = run_doctor(cli_obj(ctx).overrides)
     emit(result, as_json, render_doctor_text(result))
     sys.exit(result["exit_code"])
-
 
 
 @click.group(context_settings=CONTEXT)
@@ -99,25 +111,47 @@ def config() -> None:
     """Write or show the configuration."""
 
 
-@command(config, "init", examples="""
+@command(
+    config,
+    "init",
+    examples="""
 agentcom config init --hub-url http://localhost:4000 --agent-id alice --register
 agentcom config init --hub-url http://hub:4000 --agent-id gcu --token-file ~/.gcu-token --capabilities code,review
-""")
+""",
+)
 @click.option("--register", is_flag=True, help="Register the agent id at the hub and store the token it gives.")
 @click.option("--capabilities", metavar="LIST", help="Comma-separated capabilities.")
 @click.option("--ignore-from", metavar="LIST", help="Comma-separated sender globs to ignore.")
 @click.option("--status", "status_text", metavar="TEXT", help="Status text sent in auto-replies.")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.pass_context
-def config_init(ctx: click.Context, register: bool, capabilities: str | None, ignore_from: str | None, status_text: str | None, force: bool) -> None:
+def config_init(
+    ctx: click.Context,
+    register: bool,
+    capabilities: str | None,
+    ignore_from: str | None,
+    status_text: str | None,
+    force: bool,
+) -> None:
     """Write a config file (mode 0600) from the options and environment."""
-    path = skill.init_config(cli_obj(ctx).overrides, register=register, capabilities=capabilities, ignore_from=ignore_from, status=status_text, force=force)
+    path = skill.init_config(
+        cli_obj(ctx).overrides,
+        register=register,
+        capabilities=capabilities,
+        ignore_from=ignore_from,
+        status=status_text,
+        force=force,
+    )
     click.echo(f"wrote {path}")
 
 
-@command(config, "show", examples="""
+@command(
+    config,
+    "show",
+    examples="""
 agentcom config show
-""")
+""",
+)
 @json_option
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool) -> None:
@@ -126,7 +160,6 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     data = settings.public()
     data["sources"] = dict(settings.sources)
     emit(data, as_json, render_mapping(data))
-
 
 
 @click.command(context_settings=CONTEXT)
@@ -153,11 +186,15 @@ def help_command(ctx: click.Context, command_path: tuple[str, ...]) -> None:
     click.echo(current.get_help())
 
 
-@click.command(context_settings=CONTEXT, epilog=(
-    "\b\nExamples (in your shell's start-up file):\n"
-    "  eval \"$(agentcom completion bash)\"    # ~/.bashrc\n"
-    "  eval \"$(agentcom completion zsh)\"     # ~/.zshrc\n"
-    "  agentcom completion fish | source     # ~/.config/fish/config.fish"))
+@click.command(
+    context_settings=CONTEXT,
+    epilog=(
+        "\b\nExamples (in your shell's start-up file):\n"
+        '  eval "$(agentcom completion bash)"    # ~/.bashrc\n'
+        '  eval "$(agentcom completion zsh)"     # ~/.zshrc\n'
+        "  agentcom completion fish | source     # ~/.config/fish/config.fish"
+    ),
+)
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script for bash, zsh or fish."""

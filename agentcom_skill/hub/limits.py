@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 class Tier(NamedTuple):
@@ -30,8 +31,14 @@ REAL_TIERS = {
 WARN_SHARE = 0.2
 
 # WebSocket frame types by tier; anything else is `normal`.
-WS_TIERS = {"ping": "light", "list_agents": "light", "list_channels": "light", "status": "light",
-            "channel_history": "light", "identify": "heavy"}
+WS_TIERS = {
+    "ping": "light",
+    "list_agents": "light",
+    "list_channels": "light",
+    "status": "light",
+    "channel_history": "light",
+    "identify": "heavy",
+}
 
 
 class Verdict(NamedTuple):
@@ -58,14 +65,15 @@ class RateLimiter:
         capacity = max(1.0, tier.capacity)  # at least one request fits, whatever the settings
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get((*key, tier_name), (capacity, now))
+            bucket = (*key, tier_name)
+            tokens, last = self._buckets.get(bucket, (capacity, now))
             tokens = min(capacity, tokens + max(0.0, now - last) * tier.per_second)
             if tokens >= 1:
                 tokens -= 1
-                self._buckets[(*key, tier_name)] = (tokens, now)
+                self._buckets[bucket] = (tokens, now)
                 warn = tokens < math.floor(capacity * WARN_SHARE)
                 return Verdict(True, int(tokens), 0, warn, tier_name, int(capacity))
-            self._buckets[(*key, tier_name)] = (tokens, now)
+            self._buckets[bucket] = (tokens, now)
         wait_s = (1 - tokens) / tier.per_second if tier.per_second > 0 else 60.0
         return Verdict(False, 0, max(1, math.ceil(wait_s)) * 1000, False, tier_name, int(capacity))
 
@@ -75,8 +83,9 @@ class RateLimiter:
         return body, {"retry-after": str(max(1, verdict.retry_after_ms // 1000))}
 
 
-def hub_limiter(message_rate: float = 1.0, message_burst: float = 60,
-                clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+def hub_limiter(
+    message_rate: float = 1.0, message_burst: float = 60, clock: Callable[[], float] = time.monotonic
+) -> RateLimiter:
     """The real hub's tiers, with the `normal` tier (sending messages) set as asked."""
     tiers = dict(REAL_TIERS)
     tiers["normal"] = Tier("normal", message_burst, message_rate)

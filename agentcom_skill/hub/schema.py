@@ -19,8 +19,16 @@ MAX_DEPTH = 100
 
 # The real hub's string length limits, in characters, for the fields that have one.
 LENGTH_LIMITS = {
-    "agent_id": 128, "description": 10_000, "status": 256, "channel": 64, "token": 256,
-    "error": 2_000, "reason": 2_000, "name": 256, "repo": 512, "ollama_url": 512,
+    "agent_id": 128,
+    "description": 10_000,
+    "status": 256,
+    "channel": 64,
+    "token": 256,
+    "error": 2_000,
+    "reason": 2_000,
+    "name": 256,
+    "repo": 512,
+    "ollama_url": 512,
 }
 
 # Field kinds: "string", "integer", "number", "object", "boolean", ("list", kind).
@@ -57,16 +65,26 @@ WS_SCHEMAS: dict[str, Schema] = {
     "task_progress": _frame({"task_id": "string"}, {"progress": "integer", "execution_event": "object"}),
     "task_complete": _frame(
         {"task_id": "string", "generation": "integer"},
-        {"result": "object", "tokens_used": "integer", "verification_report": "object",
-         "verification_history": ("list", "object")},
+        {
+            "result": "object",
+            "tokens_used": "integer",
+            "verification_report": "object",
+            "verification_history": ("list", "object"),
+        },
     ),
     "task_failed": _frame({"task_id": "string", "generation": "integer"}, {"error": "string", "reason": "string"}),
     "task_recovering": _frame({"task_id": "string"}),
     "ollama_report": _frame({"ollama_url": "string"}),
-    "resource_report": _frame(optional={
-        "cpu_percent": "number", "ram_used_bytes": "number", "ram_total_bytes": "number",
-        "vram_used_bytes": "number", "vram_total_bytes": "number", "timestamp": "number",
-    }),
+    "resource_report": _frame(
+        optional={
+            "cpu_percent": "number",
+            "ram_used_bytes": "number",
+            "ram_total_bytes": "number",
+            "vram_used_bytes": "number",
+            "vram_total_bytes": "number",
+            "timestamp": "number",
+        }
+    ),
     "wake_result": _frame(),
     "state_report": _frame(),
 }
@@ -143,8 +161,14 @@ def validate_frame(frame: Any) -> list[dict[str, Any]]:
         return [_wrong("type", kind, "string")]
     schema = WS_SCHEMAS.get(kind)
     if schema is None:
-        return [{"field": "type", "error": "unknown_message_type", "detail": f"unknown message type '{kind}'",
-                 "known_types": KNOWN_TYPES}]
+        return [
+            {
+                "field": "type",
+                "error": "unknown_message_type",
+                "detail": f"unknown message type '{kind}'",
+                "known_types": KNOWN_TYPES,
+            }
+        ]
     return depth_errors(frame, "message") or _against(schema, frame)
 
 
@@ -173,8 +197,14 @@ def _field_errors(field: str, value: Any, kind: Kind) -> list[dict[str, Any]]:
         return [_wrong(field, value, _KIND_NAMES[kind])]
     limit = LENGTH_LIMITS.get(field)
     if limit is not None and isinstance(value, str) and len(value) > limit:
-        return [{"field": field, "error": "too_long", "detail": f"exceeds maximum length of {limit} characters",
-                 "value": value[:50] + "..."}]
+        return [
+            {
+                "field": field,
+                "error": "too_long",
+                "detail": f"exceeds maximum length of {limit} characters",
+                "value": value[:50] + "...",
+            }
+        ]
     return []
 
 

@@ -15,10 +15,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, Any, Callable
+from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .limits import RateLimiter, hub_limiter
@@ -53,8 +54,14 @@ class HubServer(ThreadingHTTPServer):
     # clients overflows it and their SYNs are dropped, each retried a second later.
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], store: HubStore, options: HubOptions | None = None,
-                 log: IO[str] | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: HubStore,
+        options: HubOptions | None = None,
+        log: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         super().__init__(address, HubRequestHandler)
         self.store = store
         self.options = options or HubOptions()
@@ -78,8 +85,12 @@ class HubServer(ThreadingHTTPServer):
 
     def socket_context(self) -> SocketContext:
         return SocketContext(
-            agent_for_token=self.store.agent_for_token, deliver=self.deliver, presence=self.presence,
-            idle_timeout=self.options.ws_idle_timeout, log=self.log_line, limiter=self.limiter,
+            agent_for_token=self.store.agent_for_token,
+            deliver=self.deliver,
+            presence=self.presence,
+            idle_timeout=self.options.ws_idle_timeout,
+            log=self.log_line,
+            limiter=self.limiter,
             answer_pings=self.options.ws_answer_pings,
         )
 
@@ -94,8 +105,15 @@ class HubServer(ThreadingHTTPServer):
             assert to is not None
             pushed, skip = ([first[to]], {to}) if to in first else ([], set())
         msg_id = self.store.post(sender, to, type_, payload, reply_to, skip=skip)
-        frame = {"type": "message", "id": msg_id, "from": sender, "message_type": type_, "payload": payload,
-                 "reply_to": reply_to, "timestamp": int(time.time() * 1000)}
+        frame = {
+            "type": "message",
+            "id": msg_id,
+            "from": sender,
+            "message_type": type_,
+            "payload": payload,
+            "reply_to": reply_to,
+            "timestamp": int(time.time() * 1000),
+        }
         for peer in pushed:
             peer.send(frame)  # a dead socket loses it, as on the real hub
         return msg_id
@@ -150,8 +168,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         path = urlsplit(getattr(self, "path", "") or "").path  # never the query: it may carry ?token=
         self.server.log_line(f"{getattr(self, 'command', None) or '-'} {path[:300]} {status} {ms:.1f}ms")
 
-    def _respond(self, status: int, body: Any = None, headers: dict[str, str] | None = None,
-                 close: bool = False) -> None:
+    def _respond(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, close: bool = False
+    ) -> None:
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         close = close or self._body_unread  # what is left of the body would be read as the next request
         self._log(status)  # before the reply: whoever got the reply finds its line in the log
@@ -349,8 +368,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if self._rate_limited(("http", sender), "normal") or self._invalid("post_message", body):
             return
         type_ = body.get("type")
-        msg_id = self.server.deliver(sender, body.get("to"), "chat" if type_ is None else type_, body["payload"],
-                                     body.get("reply_to"))
+        msg_id = self.server.deliver(
+            sender, body.get("to"), "chat" if type_ is None else type_, body["payload"], body.get("reply_to")
+        )
         self._respond(200, {"status": "sent", "id": msg_id})
 
     def poll(self, agent_id: str) -> None:
@@ -392,8 +412,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._respond(409, {"error": "agent_id already registered"})
             return
         base = self.server.base_url
-        self._respond(201, {"agent_id": body["agent_id"], "token": token, "hub_api_url": base,
-                            "hub_ws_url": base.replace("http://", "ws://", 1) + "/ws", "default_repo": None})
+        self._respond(
+            201,
+            {
+                "agent_id": body["agent_id"],
+                "token": token,
+                "hub_api_url": base,
+                "hub_ws_url": base.replace("http://", "ws://", 1) + "/ws",
+                "default_repo": None,
+            },
+        )
 
     def admin_tokens(self) -> None:
         body = self._json_body()
@@ -418,13 +446,23 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _empty_agent_id(self, body: dict[str, Any]) -> bool:
         if body["agent_id"].strip():
             return False
-        self._respond(422, {"error": "validation_failed",
-                            "errors": [{"field": "agent_id", "error": "required", "detail": "field is required"}]})
+        self._respond(
+            422,
+            {
+                "error": "validation_failed",
+                "errors": [{"field": "agent_id", "error": "required", "detail": "field is required"}],
+            },
+        )
         return True
 
 
-def serve(host: str, port: int, store: HubStore, options: HubOptions | None = None,
-          on_start: Callable[[str], None] | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    store: HubStore,
+    options: HubOptions | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> None:
     """Run the hub until SIGINT or SIGTERM; `on_start` gets the URL once it listens."""
     server = HubServer((host, port), store, options)
 

@@ -14,8 +14,9 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -56,8 +57,13 @@ def is_broadcast(to: str | None) -> bool:
 class HubStore:
     """Tokens and mailboxes, with the real hub's seq semantics."""
 
-    def __init__(self, path: str | os.PathLike[str], mailbox_cap: int = 100, ttl_days: float = 7.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        mailbox_cap: int = 100,
+        ttl_days: float = 7.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The database holds every token: private from the start (SQLite gives its -wal
@@ -117,8 +123,15 @@ class HubStore:
 
     # messages -----------------------------------------------------------
 
-    def post(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None,
-             skip: Collection[str] = ()) -> str:
+    def post(
+        self,
+        sender: str,
+        to: str | None,
+        type_: str,
+        payload: dict[str, Any],
+        reply_to: str | None,
+        skip: Collection[str] = (),
+    ) -> str:
         """Store one message in every recipient's mailbox but those in `skip` (connected by
         WebSocket: it is pushed to them instead); returns its id."""
         msg_id = secrets.token_hex(8)
@@ -194,6 +207,3 @@ class HubStore:
         with self._lock:
             self._db.execute("DELETE FROM messages WHERE recipient = ? AND seq <= ?", (agent_id, up_to))
             self._counts.pop(agent_id, None)
-
-
-

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .limits import WS_TIERS, RateLimiter
 from .schema import parse_json, validate_frame
@@ -173,7 +174,7 @@ def _connection_class() -> Any:
     if _TrackedConnection is None:
         from websockets.sync.connection import Connection
 
-        class TrackedConnection(Connection):  # type: ignore[misc]
+        class TrackedConnection(Connection):
             on_activity: Callable[[], None] = staticmethod(lambda: None)
 
             def process_event(self, event: Any) -> None:
@@ -282,8 +283,14 @@ class Session:
         if not verdict.allowed:
             self.reply({"type": "rate_limited", "retry_after_ms": verdict.retry_after_ms, "tier": verdict.tier})
         elif verdict.warn:
-            self.reply({"type": "rate_limit_warning", "tier": verdict.tier, "remaining": verdict.remaining,
-                        "capacity": verdict.capacity})
+            self.reply(
+                {
+                    "type": "rate_limit_warning",
+                    "tier": verdict.tier,
+                    "remaining": verdict.remaining,
+                    "capacity": verdict.capacity,
+                }
+            )
         return verdict.allowed
 
     # frames ---------------------------------------------------------------------------
@@ -331,8 +338,13 @@ class Session:
         type_ = frame.get("message_type")
         self.peer.hold()
         try:
-            msg_id = self.context.deliver(self.agent_id, frame.get("to"), "chat" if type_ is None else type_,
-                                          frame["payload"], frame.get("reply_to"))
+            msg_id = self.context.deliver(
+                self.agent_id,
+                frame.get("to"),
+                "chat" if type_ is None else type_,
+                frame["payload"],
+                frame.get("reply_to"),
+            )
             self.reply({"type": "message_sent", "id": msg_id})
         finally:
             self.peer.release()
