@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from .config import Settings, WakeSettings
 from .delivery import OpenMessage, StoreView, plan_check
@@ -372,8 +373,6 @@ class A2AClient:
 
 def _refused(exc: BaseException) -> bool:
     """True when the connection was never made (the request cannot have been sent)."""
-    from urllib3.exceptions import NewConnectionError
-
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:

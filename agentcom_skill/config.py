@@ -16,7 +16,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import platformdirs
+
 from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 # Every environment variable the code reads (SKILL.md's requires.env is checked against it).
 ENV_VARS = {
@@ -242,14 +249,10 @@ def mask_token(token: str | None) -> str | None:
 
 
 def default_config_path() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_config_dir("agentcom")) / "config.toml"
 
 
 def default_state_dir() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_state_dir("agentcom"))
 
 
@@ -261,10 +264,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on Python 3.10 only
-        import tomli as tomllib
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -11,6 +11,8 @@ from typing import Any
 from . import skill
 from .client import HubClient
 from .config import load_settings
+from .hub.server import HubServer
+from .hub.store import HubStore
 from .render import render_check_text, render_log_text, sent_line
 
 # (sender, to, type, payload): a small slice of a realistic day.
@@ -35,9 +37,6 @@ TRAFFIC: list[tuple[str, str | None, str, dict[str, Any]]] = [
 
 
 def run_demo(echo: Callable[[str], None] = print) -> None:
-    from .hub.server import HubServer
-    from .hub.store import HubStore
-
     with tempfile.TemporaryDirectory(prefix="agentcom-demo-") as tmp:
         store = HubStore(Path(tmp) / "hub.sqlite3")
         server = HubServer(("127.0.0.1", 0), store, log=open(Path(tmp) / "hub.log", "w"))

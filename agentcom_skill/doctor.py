@@ -20,6 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import requests
+import requests.utils
 
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
@@ -119,13 +123,9 @@ def _hub(settings: Settings, findings: list[Finding]) -> bool:
 
 def _proxy_for(url: str) -> str | None:
     """The proxy requests would use for `url` (from *_PROXY and NO_PROXY), its password masked."""
-    import requests.utils
-
     proxy = requests.utils.get_environ_proxies(url).get(url.split(":", 1)[0])
     if not proxy:
         return None
-    from urllib.parse import urlsplit
-
     parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
@@ -239,8 +239,6 @@ def _wake(settings: Settings, findings: list[Finding]) -> None:
 def _probe_hooks(wake: Any) -> Finding:
     """POST /hooks/wake with an empty body: the gateway checks the token first (401), then
     refuses the body (400), so nothing wakes."""
-    import requests
-
     try:
         reply = requests.post(
             f"{wake.url}/hooks/wake",
@@ -262,8 +260,6 @@ def _probe_hooks(wake: Any) -> Finding:
 def _probe_a2a(wake: Any) -> Finding:
     """The agent card, then a GetTask for a task nobody has: answered with a JSON-RPC error
     when the token is accepted (HTTP 401 when not); no message is sent."""
-    import requests
-
     base = wake.url.rsplit("/a2a", 1)[0]
     try:
         card = requests.get(f"{base}/.well-known/agent-card.json", timeout=PROBE_TIMEOUT)

@@ -14,8 +14,11 @@ Imported only by `agentcom mcp`: the SDK (pydantic, anyio, starlette) costs noth
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import __version__, skill
@@ -343,10 +346,6 @@ async def _announce_arrivals(mailbox: Mailbox, bus: Any, subscribers: set[Any], 
 def mcp_install_hint() -> str:
     """How to add the SDK to the environment this agentcom runs in (the package is on no index
     under its own name: name the interpreter, the checkout, or pipx's venv)."""
-    import shlex
-    import sys
-    from pathlib import Path
-
     checkout = Path(__file__).resolve().parent.parent
     hint = f"{shlex.quote(sys.executable)} -m pip install 'mcp>=2.3'"
     if (checkout / "pyproject.toml").exists():

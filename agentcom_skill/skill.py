@@ -7,12 +7,24 @@ commit the outcome.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import ENV_VARS, Settings, default_config_path, load_settings, mask_token, write_config_file
+from .config import (
+    ENV_VARS,
+    Settings,
+    check_agent_id,
+    check_hub_url,
+    default_config_path,
+    load_settings,
+    mask_token,
+    write_config_file,
+)
 from .delivery import (
     FINISHED_STATES,
     OPEN_STATES,
@@ -34,7 +46,7 @@ from .errors import (
 )
 from .legacy import has_state_file, import_state_file
 from .message import PRIORITIES, RESPOND_WITH, MailboxBatch, Message
-from .render import ago
+from .render import ago, safe_field, safe_sender
 from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
 from .watchstate import read_status, watch_alive
@@ -620,8 +632,6 @@ def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
                 return []
     except AgentComError:
         pass  # no usable store: the hub's list alone decides
-    from .render import safe_sender
-
     try:
         if any(a.get("agent_id") == to for a in hub.agents()):
             return []
@@ -662,8 +672,6 @@ def _stored_row(s: Settings, ref: int | str) -> Any:
 
 
 def _ref_label(ref: int | str) -> str:
-    from .render import safe_field
-
     if isinstance(ref, int):
         return f"seq {ref}"
     if len(ref) >= 16:
@@ -722,8 +730,6 @@ def history_entry(row: Any) -> dict[str, Any]:
 
 
 def sent_entry(row: Any) -> dict[str, Any]:
-    import json
-
     r = row_dict(row)
     payload = json.loads(r["payload"])
     text = payload.get("text") if isinstance(payload.get("text"), str) else None
@@ -1065,11 +1071,6 @@ def init_config(
     env: Mapping[str, str] | None = None,
 ) -> str:
     """Write a config file from the given settings; with `register`, get a token from the hub first."""
-    import os
-    from pathlib import Path
-
-    from .config import check_agent_id, check_hub_url
-
     env = os.environ if env is None else env
     path = overrides.get("config") or env.get(ENV_VARS["config"]) or default_config_path()
     values: dict[str, Any] = {

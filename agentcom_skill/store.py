@@ -25,6 +25,7 @@ from typing import Any
 from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
 from .errors import BusyError, StateError, UsageError
 from .message import Message, Unreadable
+from .render import ambiguous_ref_text
 from .stored import inspect_row, open_record, raw_row, row_dict, row_message
 
 __all__ = ["MessageStore", "MIGRATIONS", "DB_NAME", "clean", "create_private", "row_dict", "row_message"]
@@ -264,8 +265,6 @@ class AmbiguousRef(UsageError):
     """An id prefix that names several messages: the error lists them (on safe terms)."""
 
     def __init__(self, prefix: str, candidates: list[dict[str, Any]], more: bool = False):
-        from .render import ambiguous_ref_text
-
         super().__init__(ambiguous_ref_text(prefix, candidates, more))
         self.candidates = candidates
 

@@ -22,6 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from .a2a import A2ADispatcher
 from .config import Settings
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError
@@ -97,7 +101,7 @@ class Watch:
         self.batcher = WakeBatcher(settings.wake.window, settings.wake.min_interval)
         wake = settings.wake
         self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
-        self.dispatcher: Any = None  # an a2a.A2ADispatcher in mode a2a, built in run()
+        self.dispatcher: A2ADispatcher | None = None  # in mode a2a, built in run()
         self.wake_paused_until = 0.0
         self.reported_unauthorized = False
         self.status: dict[str, Any] = {
@@ -138,8 +142,6 @@ class Watch:
             ):
                 self.store, self.wake_store, self.hub = store, wake_store, hub
                 if self.s.wake.configured and self.s.wake.mode == "a2a":
-                    from .a2a import A2ADispatcher  # requests: only for this mode
-
                     self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
                     self._event(
                         "config",
@@ -203,8 +205,6 @@ class Watch:
     def _session(self) -> bool:
         """Connect, identify, drain, then handle frames until the connection ends.
         True when it got as far as identified (the reconnect backoff starts over)."""
-        from websockets.sync.client import connect
-
         url = self.s.hub_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
         with connect(
             url,
@@ -289,8 +289,6 @@ class Watch:
     def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], bool]:
         """The frames that have arrived (waiting up to `wait` s for a first one), at most
         FRAME_BATCH; and whether the connection has ended (after these frames)."""
-        from websockets.exceptions import ConnectionClosed
-
         frames: list[str | bytes] = []
         try:
             frames.append(ws.recv(timeout=wait))
@@ -487,13 +485,16 @@ class Watch:
 
     def _a2a_step(self) -> None:
         """Mode a2a: the dispatcher does what is due; `status` gets what changed."""
-        self.dispatcher.step()
-        if self.dispatcher.changed:
-            self.dispatcher.changed = False
-            summary = self.dispatcher.summary()
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return
+        dispatcher.step()
+        if dispatcher.changed:
+            dispatcher.changed = False
+            summary = dispatcher.summary()
             with self._lock:
                 self.status["a2a"] = summary
-                self.status["last_wake_error"] = self.dispatcher.last_error
+                self.status["last_wake_error"] = dispatcher.last_error
                 write_status(self.directory, self.status)
 
     def _clear_wake_error(self, now: float) -> None:

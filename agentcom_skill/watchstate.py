@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .errors import StateError
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no watch detection
+    fcntl = None
 
 LOCK_NAME = "watch.lock"
 STATUS_NAME = "watch.json"
@@ -31,9 +39,7 @@ def _lock_fd(directory: Path) -> int:
 
 def watch_alive(directory: Path) -> bool:
     """True while a watch process holds the lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no watch detection
+    if fcntl is None:  # pragma: no cover - not POSIX: no watch detection
         return False
     path = directory / LOCK_NAME
     if not path.exists():
@@ -55,9 +61,8 @@ def watch_alive(directory: Path) -> bool:
 
 def hold_watch_lock(directory: Path, attempts: int = 20) -> int | None:
     """The watch's lock: a file descriptor to keep open, or None when another watch holds it."""
-    import fcntl
-    import time
-
+    if fcntl is None:  # pragma: no cover - not POSIX
+        raise StateError("agentcom watch needs a POSIX system (flock)")
     fd = _lock_fd(directory)
     for _ in range(attempts):  # a probe holds a shared lock for an instant: try a little
         try:

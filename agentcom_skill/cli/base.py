@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..config import load_settings
 from ..errors import EXIT_CODES, AgentComError, UsageError
 from ..render import json_text, neutralise
 
@@ -28,8 +29,6 @@ class CliContext:
         self.emitted = False  # a result is on stdout: an error after it goes to stderr only
 
     def settings(self):
-        from ..config import load_settings
-
         return load_settings(self.overrides)
 
 

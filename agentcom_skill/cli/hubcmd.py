@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..config import check_agent_id
 from ..errors import UsageError
 from .base import CONTEXT
 
@@ -144,7 +145,6 @@ def _read_admin_token(path_text: str) -> str:
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: the same as `hub serve`].")
 def hub_token(agent_id: str, db: str | None) -> None:
     """Mint a token for AGENT_ID in the hub's database; print only the token."""
-    from ..config import check_agent_id
     from ..hub.store import default_db_path
 
     check_agent_id(agent_id, "the command line")

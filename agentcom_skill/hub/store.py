@@ -18,6 +18,10 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
+from ..store import create_private
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     token TEXT PRIMARY KEY,
@@ -41,8 +45,6 @@ CREATE TABLE IF NOT EXISTS messages (
 
 
 def default_db_path() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("agentcom")) / "hub.sqlite3"
 
 
@@ -68,8 +70,6 @@ class HubStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The database holds every token: private from the start (SQLite gives its -wal
         # and -shm files the same mode).
-        from ..store import create_private
-
         create_private(self.path)
         self.clock = clock  # seconds; injected by tests of the TTL
         self.mailbox_cap = mailbox_cap

@@ -23,6 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.sync.connection import Connection
+
 from .limits import WS_TIERS, RateLimiter
 from .schema import parse_json, validate_frame
 
@@ -143,9 +148,6 @@ class Presence:
 def upgrade(handler: Any, max_size: int) -> Any | None:
     """Answer the upgrade request `handler` (an http.server handler) has read; the open
     connection, or None after refusing it."""
-    from websockets.http11 import Request
-    from websockets.server import ServerProtocol
-
     lines = [handler.requestline] + [f"{k}: {v}" for k, v in handler.headers.items()]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
     protocol = ServerProtocol(max_size=max_size)
@@ -172,7 +174,6 @@ def _connection_class() -> Any:
     """websockets' sync Connection, noting every frame it receives (control frames included)."""
     global _TrackedConnection
     if _TrackedConnection is None:
-        from websockets.sync.connection import Connection
 
         class TrackedConnection(Connection):
             on_activity: Callable[[], None] = staticmethod(lambda: None)
@@ -220,8 +221,6 @@ class Session:
         self.violations: list[float] = []
 
     def run(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         idle = self.context.idle_timeout
         while True:
             left = self.peer.last_activity + idle - self.context.clock()
