@@ -150,7 +150,7 @@ def parse_ref(ref: Any) -> int | str:
 
 
 def check(
-    max: int | None = None,
+    limit: int | None = None,
     peek: bool = False,
     *,
     emit: Callable[[dict[str, Any]], None] | None = None,
@@ -163,19 +163,19 @@ def check(
     store (the CLI prints there): a run killed before its output does not count as shown.
     """
     s = resolve_settings(settings, overrides)
-    if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
-        raise UsageError("max must be a positive integer")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError("limit must be a positive integer")
     with open_store(s) as store:
         watch = read_status(s.agent_state_dir())
         if watch is not None:
             # The live watch holds everything the hub sent: serve from the store alone.
             store.warnings.extend(watch_warnings(watch))
-            return run_check(None, store, s, max, peek, time.time(), emit)
+            return run_check(None, store, s, limit, peek, time.time(), emit)
         with hub_client(s) as hub:
             try:
-                return run_check(hub, store, s, max, peek, time.time(), emit)
+                return run_check(hub, store, s, limit, peek, time.time(), emit)
             except HubUnavailableError as exc:
-                return _check_offline(store, s, max, peek, exc, emit)
+                return _check_offline(store, s, limit, peek, exc, emit)
 
 
 def _check_offline(
@@ -377,7 +377,7 @@ def _connected_hazard(hub: Hub, s: Settings) -> list[str]:
 
 
 def ack(
-    seqs: int | str | Sequence[int | str] | None = None,
+    refs: int | str | Sequence[int | str] | None = None,
     *,
     ids: Iterable[str] = (),
     through: int | None = None,
@@ -387,11 +387,11 @@ def ack(
     """Finish messages the agent was shown: those named (seqs or ids), those up to `through`,
     or, with nothing named, every one shown so far. Naming one never shown is an error."""
     s = resolve_settings(settings, overrides)
-    refs = _refs(seqs, ids)
+    named = _refs(refs, ids)
     if through is not None and (isinstance(through, bool) or not isinstance(through, int)):
         raise UsageError("through must be a seq (an integer)")
     with hub_client(s) as hub, open_store(s) as store:
-        return run_ack(hub, store, s, refs, through, time.time())
+        return run_ack(hub, store, s, named, through, time.time())
 
 
 def run_ack(
@@ -443,7 +443,7 @@ def _first_open_at_hub(store: MessageStore, batch: MailboxBatch) -> dict[str, An
 
 
 def defer(
-    seqs: int | str | Sequence[int | str] | None = None,
+    refs: int | str | Sequence[int | str] | None = None,
     seconds: float = 1800.0,
     *,
     ids: Iterable[str] = (),
@@ -452,12 +452,12 @@ def defer(
 ) -> dict[str, Any]:
     """Put shown messages aside for `seconds`: they come back then (not counted as a failed delivery)."""
     s = resolve_settings(settings, overrides)
-    refs = _refs(seqs, ids, required_for="defer")
+    named = _refs(refs, ids, required_for="defer")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 366 * 86400:
         raise UsageError("defer time must be between 1 second and a year")
     now = time.time()
     with open_store(s) as store, store.write():
-        targets, already = _resolve_refs(store, refs, need_shown=True)
+        targets, already = _resolve_refs(store, named, need_shown=True)
         store.defer([r["id"] for r in targets], now + seconds)
     return {
         "agent_id": s.agent_id,
@@ -468,7 +468,7 @@ def defer(
 
 
 def dismiss(
-    seqs: int | str | Sequence[int | str] | None = None,
+    refs: int | str | Sequence[int | str] | None = None,
     *,
     ids: Iterable[str] = (),
     settings: Settings | None = None,
@@ -476,9 +476,9 @@ def dismiss(
 ) -> dict[str, Any]:
     """Finish messages without acting on them; they stay in the history as dismissed."""
     s = resolve_settings(settings, overrides)
-    refs = _refs(seqs, ids, required_for="dismiss")
+    named = _refs(refs, ids, required_for="dismiss")
     with open_store(s) as store, store.write():
-        targets, already = _resolve_refs(store, refs, need_shown=False)
+        targets, already = _resolve_refs(store, named, need_shown=False)
         store.finish([r["id"] for r in targets], "dismissed", time.time(), "dismissed by the agent")
     return {
         "agent_id": s.agent_id,
@@ -487,14 +487,14 @@ def dismiss(
     }
 
 
-def _refs(seqs: Any, ids: Iterable[str], required_for: str | None = None) -> list[int | str]:
-    """The messages named, as seqs and ids; with `required_for`, naming none is an error."""
-    if seqs is None:
+def _refs(refs: Any, ids: Iterable[str], required_for: str | None = None) -> list[int | str]:
+    """The messages named (seqs, ids, id prefixes); with `required_for`, naming none is an error."""
+    if refs is None:
         items: list[Any] = []
-    elif isinstance(seqs, (int, str)):
-        items = [seqs]
+    elif isinstance(refs, (int, str)):
+        items = [refs]
     else:
-        items = list(seqs)
+        items = list(refs)
     if isinstance(ids, str):
         ids = [ids]
     refs = [parse_ref(x) for x in items]
@@ -905,7 +905,7 @@ def set_status(text: str, *, settings: Settings | None = None, **overrides: Any)
 
 def wait(
     timeout: float | None = None,
-    max: int | None = None,
+    limit: int | None = None,
     *,
     emit: Callable[[dict[str, Any]], None] | None = None,
     settings: Settings | None = None,
@@ -933,15 +933,15 @@ def wait(
             now = clock()
             if watch_alive(s.agent_state_dir()):
                 result = (
-                    run_check(None, store, s, max, False, now, emit_found) if store.deliverable_count(now) else None
+                    run_check(None, store, s, limit, False, now, emit_found) if store.deliverable_count(now) else None
                 )
                 delay = 0.25
             else:
                 with hub_client(s) as hub:
                     try:
-                        result = run_check(hub, store, s, max, False, now, emit_found)
+                        result = run_check(hub, store, s, limit, False, now, emit_found)
                     except HubUnavailableError as exc:  # what the store holds, as check does; else exit 4
-                        result = _check_offline(store, s, max, False, exc, emit_found)
+                        result = _check_offline(store, s, limit, False, exc, emit_found)
             if result is not None and result["messages"]:
                 return result
             left = None if give_up_at is None else give_up_at - clock()

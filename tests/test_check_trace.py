@@ -89,7 +89,7 @@ def test_max_keeps_the_rest_pending_and_peek_changes_nothing(loaded_trace):
     assert [m["id"] for m in peek_again["messages"]] == [m["id"] for m in peek["messages"]]
     assert all(m["from"] != header["agent"] for p in header["peers"] for m in hub.poll(p, tokens[p])["messages"])
 
-    first = run_json("check", "--max", "5", env=env)
+    first = run_json("check", "--limit", "5", env=env)
     assert [m["id"] for m in first["messages"]] == [m["id"] for m in peek["messages"][:5]]
     assert first["pending"] == len(peek["messages"]) - 5
     rest = run_json("check", env=env)

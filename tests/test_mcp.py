@@ -198,7 +198,7 @@ def test_unknown_arguments_and_wrong_types_finish_nothing(pair):
                 ("ack", {"refs": first}),
                 ("ack", {"all": True, "refs": [first]}),
                 ("check", {"nonsense": 1}),
-                ("check", {"max": "3"}),
+                ("check", {"limit": "3"}),
                 ("show", {"ref": 2**70}),
                 ("show", {"ref": "3f9"}),
                 ("status", {"verbose": True}),

@@ -39,7 +39,12 @@ agentcom check --cron           # NO_REPLY when nothing needs attention
 )
 @format_options
 @click.option(
-    "--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages; the rest stay pending."
+    "--limit",
+    "--max",
+    "limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Return at most N messages; the rest stay pending.",
 )
 @click.option("--peek", is_flag=True, help="Show what would be returned; change and send nothing.")
 @click.option(
@@ -50,14 +55,14 @@ agentcom check --cron           # NO_REPLY when nothing needs attention
 @click.option("--exit-code", is_flag=True, help="Exit 1 when messages need attention.")
 @click.pass_context
 def check(
-    ctx: click.Context, as_json: bool, fmt: str | None, max_: int | None, peek: bool, cron: bool, exit_code: bool
+    ctx: click.Context, as_json: bool, fmt: str | None, limit: int | None, peek: bool, cron: bool, exit_code: bool
 ) -> None:
     """Poll the mailbox; print only the messages that need the agent."""
     obj = cli_obj(ctx)
     settings = obj.settings()
     fmt = output_format(fmt or ("prompt" if cron and not as_json else None), as_json)
     printer = check_emitter(obj, fmt, settings.prompt_text_limit, cron=cron, peek=peek)
-    result = skill.check(max=max_, peek=peek, emit=printer, settings=settings)
+    result = skill.check(limit=limit, peek=peek, emit=printer, settings=settings)
     if exit_code and result["messages"]:
         sys.exit(1)
 
@@ -95,15 +100,15 @@ agentcom wait --format prompt
 @click.option(
     "--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1)."
 )
-@click.option("--max", "max_", type=click.IntRange(min=1), metavar="N", help="Return at most N messages.")
+@click.option("--limit", "--max", "limit", type=click.IntRange(min=1), metavar="N", help="Return at most N messages.")
 @format_options
 @click.pass_context
-def wait(ctx: click.Context, timeout: float | None, max_: int | None, as_json: bool, fmt: str | None) -> None:
+def wait(ctx: click.Context, timeout: float | None, limit: int | None, as_json: bool, fmt: str | None) -> None:
     """Block until something needs attention; print it like check."""
     obj = cli_obj(ctx)
     settings = obj.settings()
     printer = check_emitter(obj, output_format(fmt, as_json), settings.prompt_text_limit)
-    if skill.wait(timeout, max_, emit=printer, settings=settings) is None:
+    if skill.wait(timeout, limit, emit=printer, settings=settings) is None:
         sys.exit(1)
 
 
