@@ -26,6 +26,8 @@ from hubprocess import RunningHub
 from hubprocess import eventually as _eventually
 from openclaw_env import A2A_TOKEN, HOOK_TOKEN, Gateway, OpenClawHome, Unavailable, provision
 
+pytestmark = pytest.mark.openclaw  # the whole file: `pytest -m "not openclaw"` skips it
+
 AGENTCOM_BIN = Path(sys.executable).parent  # the venv the tests run in has `agentcom`
 
 
