@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import requests
 from urllib3.exceptions import NewConnectionError
@@ -42,10 +42,13 @@ from .delivery import OpenMessage, StoreView, plan_check
 from .errors import AgentComError, UsageError
 from .message import MailboxBatch
 from .render import render_prompt, safe_msg_id, safe_sender
-from .skill import Hub, ack_hub_prefix, history_entry  # the same hub-ack prefix rule as `check` and `ack`
+from .skill import ack_hub_prefix, history_entry  # the same hub-ack prefix rule as `check` and `ack`
 from .store import MessageStore
 from .tier0 import attention_order
 from .wake import WakeOutcome, wake_error
+
+if TYPE_CHECKING:
+    from .skill import Hub
 
 # The answer that sends nothing. Not OpenClaw's own silent token NO_REPLY: in an A2A session
 # OpenClaw takes a NO_REPLY turn for an empty answer, asks the model again (a second model

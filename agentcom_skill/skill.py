@@ -51,21 +51,22 @@ from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_di
 from .tier0 import DISPOSITIONS, auto_reply_payload
 from .watchstate import read_status, watch_alive
 
-if TYPE_CHECKING:  # the network client is imported only when a command talks to the hub
+if TYPE_CHECKING:  # for annotations only: the network client loads when a command talks to the hub
     from .client import HubClient
 
+    class Hub(Protocol):
+        """What the actions ask of a hub: `HubClient`, or a stand-in (the watch's pushed frames,
+        the property tests' model hub)."""
 
-class Hub(Protocol):
-    """What the actions ask of a hub: `HubClient`, or a stand-in (the watch's pushed frames,
-    the property tests' model hub)."""
+        def poll(self, agent_id: str, since: int = 0) -> MailboxBatch: ...
 
-    def poll(self, agent_id: str, since: int = 0) -> MailboxBatch: ...
+        def send(
+            self, to: str | None, type_: str | None, payload: dict[str, Any], reply_to: str | None = None
+        ) -> str: ...
 
-    def send(self, to: str | None, type_: str | None, payload: dict[str, Any], reply_to: str | None = None) -> str: ...
+        def ack(self, agent_id: str, seq: int) -> int: ...
 
-    def ack(self, agent_id: str, seq: int) -> int: ...
-
-    def agents(self) -> list[dict[str, Any]]: ...
+        def agents(self) -> list[dict[str, Any]]: ...
 
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard

@@ -249,6 +249,10 @@ SCHEMA_COLUMNS = {
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
 }
+_COLUMNS_SQL = (
+    "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p"
+    " WHERE m.type = 'table' ORDER BY m.name, p.cid"
+)
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
 _A2A_OPEN = "('sending', 'working', 'answering')"
 PRUNE_INTERVAL = 3600.0
@@ -444,9 +448,11 @@ class MessageStore:
     def _check_schema(db: sqlite3.Connection) -> None:
         """A store at our schema version must have our tables and columns (a renamed column made
         every command fail): anything else is treated like a corrupt file."""
+        found: dict[str, list[str]] = {}
+        for table, column in db.execute(_COLUMNS_SQL):  # one query for every table
+            found.setdefault(table, []).append(column)
         for table, columns in SCHEMA_COLUMNS.items():
-            found = tuple(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
-            if found != columns:
+            if tuple(found.get(table, ())) != columns:
                 raise sqlite3.DatabaseError(f"table {table} does not have this version's columns")
 
     @staticmethod

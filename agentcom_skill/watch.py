@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -31,9 +31,12 @@ from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import Hub, current_status, hub_client, open_store, run_check
+from .skill import current_status, hub_client, open_store, run_check
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, write_status
+
+if TYPE_CHECKING:
+    from .skill import Hub
 
 RECONNECT_MAX = 60.0
 FIRST_HAZARD = (

@@ -1,6 +1,6 @@
 """The `agentcom` command line: parse, call one action of skill.py, print through render.py.
 
-Commands live in small modules by what they do (mailbox, messages, history, running, hubcmd)
+Commands live in small modules by what they do (check, mailbox, messages, history, running, hubcmd)
 and are imported only when run: `check` does not pay for building the other commands.
 `base.py` holds what they share. Imports inside command functions follow the package's rule
 (see docs/architecture.md): the network client, the watch, the hub, MCP, the demo and
@@ -16,7 +16,7 @@ from .base import CONTEXT, EXIT_CODE_HELP, AgentComGroup, cli_obj, global_option
 
 # command name -> "module:function" in this package, loaded when the command runs
 COMMANDS = {
-    "check": "mailbox:check",
+    "check": "check:check",
     "wait": "mailbox:wait",
     "ack": "mailbox:ack",
     "defer": "mailbox:defer",
