@@ -16,8 +16,6 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import platformdirs
-
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -249,10 +247,14 @@ def mask_token(token: str | None) -> str | None:
 
 
 def default_config_path() -> Path:
+    import platformdirs  # late: only when no config path is given (~3 ms of every run otherwise)
+
     return Path(platformdirs.user_config_dir("agentcom")) / "config.toml"
 
 
 def default_state_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_state_dir("agentcom"))
 
 
