@@ -7,6 +7,7 @@
   4. the watch at rest: RSS and CPU over a quiet spell
 
 Prints medians. Usage: python benchmarks/bench_watch.py [--samples N] [--rest SECONDS]
+                        [--check-rounds N] [--check-repeat K]
 """
 
 from __future__ import annotations
@@ -83,10 +84,32 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return rss, cpu
 
 
+def live_watch_check(env: dict[str, str], rounds: int) -> None:
+    """Part 3: `check --json` served by the live watch against `node poll_min.js`, alternating."""
+    commands = {"check (live watch)": AGENTCOM + ["check", "--json"], "node poll_min.js": ["node", str(POLL_MIN_JS)]}
+    if not shutil.which("node"):
+        del commands["node poll_min.js"]
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, cmd in commands.items():
+            w, c = timed(cmd, env)
+            wall[name].append(w)
+            cpu[name].append(c)
+    (cw, nw), (cc, nc) = ([median(d.get(k) or [float("nan")]) for k in wall] for d in (wall, cpu))
+    print(
+        f"3. empty mailbox: check with a live watch median {cw * 1000:.1f} ms wall / {cc * 1000:.1f} ms cpu, "
+        f"node poll_min.js {nw * 1000:.1f} / {nc * 1000:.1f} ms: wall {cw / nw:.2f}x, cpu {cc / nc:.2f}x "
+        f"({rounds} runs each, alternating)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=15)
     parser.add_argument("--rest", type=float, default=60.0)
+    parser.add_argument("--check-rounds", type=int, default=21, help="part 3: alternating runs of each command")
+    parser.add_argument("--check-repeat", type=int, default=1, help="part 3: how many times to measure it")
     args = parser.parse_args()
     with LocalHub() as hub:
         alice, bob = hub.mint("alice"), hub.mint("bob")
@@ -108,25 +131,8 @@ def main() -> None:
                         f"({args.samples} samples)"
                     )
                     subprocess.run(AGENTCOM + ["ack"], env=env, capture_output=True)  # the samples' leases: finished
-                    check_cmd = (AGENTCOM + ["check", "--json"], env)
-                    node = (["node", str(POLL_MIN_JS)], env)
-                    wall: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
-                    cpu: dict[str, list[float]] = {"check (live watch)": [], "node poll_min.js": []}
-                    for _ in range(21):
-                        for name, (cmd, e) in zip(wall, (check_cmd, node), strict=False):
-                            if name.startswith("node") and not shutil.which("node"):
-                                continue
-                            w, c = timed(cmd, e)
-                            wall[name].append(w)
-                            cpu[name].append(c)
-                    (cw, nw), (cc, nc) = ([median(d[k] or [float("nan")]) for k in d] for d in (wall, cpu))
-                    print(
-                        f"3. empty mailbox: check with a live watch median {cw * 1000:.1f} ms wall / {cc * 1000:.1f} "
-                        f"ms cpu, "
-                        f"node poll_min.js {nw * 1000:.1f} / {nc * 1000:.1f} ms: wall {cw / nw:.2f}x, cpu "
-                        f"{cc / nc:.2f}x "
-                        f"(21 runs each, alternating)"
-                    )
+                    for _ in range(args.check_repeat):
+                        live_watch_check(env, args.check_rounds)
                     rss0, cpu0 = proc_usage(watch.pid)
                     time.sleep(args.rest)
                     rss1, cpu1 = proc_usage(watch.pid)
