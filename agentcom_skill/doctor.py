@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import requests
-import requests.utils
 
+from .client import describe_proxy, environment_proxy
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
@@ -93,7 +92,7 @@ def _config(overrides: Mapping[str, Any], env: Mapping[str, str] | None, finding
 
 
 def _hub(settings: Settings, findings: list[Finding]) -> bool:
-    via = _proxy_for(settings.hub_url)
+    via = describe_proxy(settings.hub_url) if environment_proxy(settings.hub_url) else None
     started = time.monotonic()
     try:
         with hub_client(settings) as hub:
@@ -119,15 +118,6 @@ def _hub(settings: Settings, findings: list[Finding]) -> bool:
         Finding("hub", OK, f"{where}: healthy, {health.get('agents_connected')} agent(s) connected by WebSocket")
     )
     return True
-
-
-def _proxy_for(url: str) -> str | None:
-    """The proxy requests would use for `url` (from *_PROXY and NO_PROXY), its password masked."""
-    proxy = requests.utils.get_environ_proxies(url).get(url.split(":", 1)[0])
-    if not proxy:
-        return None
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 def _token(settings: Settings, findings: list[Finding]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,11 @@ from typing import Any
 
 import pytest
 from hubprocess import ROOT, RunningHub, agent_env, free_port, load_trace  # noqa: F401 - re-exported to the tests
+
+# A proxy set on the developer's machine would route the suite's loopback traffic through it:
+# the tests that exercise proxies set their own, per process.
+for _name in [n for n in os.environ if n.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")]:
+    del os.environ[_name]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -83,3 +83,21 @@ def test_the_wake_token_is_checked_without_waking_anyone(hub, tmp_path):
         assert gone.returncode == 4 and "unreachable" in checks(gone)["wake"]["detail"]
     finally:
         gateway.close()
+
+
+def test_the_hub_is_checked_through_the_proxy_the_client_would_use(hub, tmp_path):
+    """Issue 18.5: "hub URL reachable (through the proxy if one is set)"; its password never shown."""
+    from forwardproxy import ForwardProxy
+
+    alice = hub.mint("alice")
+    env = {k: v for k, v in agent_env(hub, "alice", alice, tmp_path).items() if not k.lower().endswith("_proxy")}
+    proxy = ForwardProxy()
+    try:
+        with_proxy = {**env, "HTTP_PROXY": proxy.url.replace("http://", "http://user:s3cret@")}
+        out = run_cli("doctor", "--json", env=with_proxy)
+        assert out.returncode == 0, out.stdout
+        assert "through the proxy" in checks(out)["hub"]["detail"] and "HTTP_PROXY" in checks(out)["hub"]["detail"]
+        assert any(target.endswith("/health") for _, target in proxy.seen), "the hub was reached through it"
+        assert "s3cret" not in out.stdout + out.stderr
+    finally:
+        proxy.close()
