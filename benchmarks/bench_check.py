@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import AGENTCOM, POLL_MIN_JS, POLL_MIN_PY, POLL_MIN_REQUESTS, LocalHub, load_trace, median
+from common import AGENTCOM, POLL_MIN_JS, POLL_MIN_PY, POLL_MIN_REQUESTS, LocalHub, load_trace, median, timed
 
 SEND_MIN = r"""
 import json, os, sys, urllib.request
@@ -40,19 +40,6 @@ req = urllib.request.Request(hub + "/api/message", data=body,
 with urllib.request.urlopen(req, timeout=10) as r:
     print(json.loads(r.read())["id"])
 """
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of one child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd} failed: {proc.stderr.read().decode()}")
-    proc.stderr.close()
-    proc.returncode = 0
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
 def compare(label: str, commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> None:

@@ -27,21 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from common import LocalHub, median
+from common import LocalHub, median, timed
 
 AGENTCOM = [sys.executable, "-m", "agentcom_skill"]
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd} failed: {proc.stderr.read().decode()}")
-    proc.stderr.close()
-    proc.returncode = 0
-    return wall, usage.ru_maxrss
 
 
 def seed_attention(db: Path, agent: str, n: int) -> None:
@@ -81,7 +69,7 @@ def first_check(size: int, runs: int, baseline: str | None) -> None:
         for _ in range(runs):
             for name, extra in versions.items():  # alternate, so drift hits all alike
                 state = tempfile.mkdtemp(dir=hub.dir)
-                wall, peak = timed(
+                wall, _, peak = timed(
                     AGENTCOM + ["check", "--json"], hub.env("gcu", token, AGENTCOM_STATE_DIR=state, **extra)
                 )
                 walls[name].append(wall)

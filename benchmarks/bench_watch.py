@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import AGENTCOM, POLL_MIN_JS, LocalHub, median
+from common import AGENTCOM, POLL_MIN_JS, LocalHub, median, timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from gateway import RecordingGateway  # noqa: E402
@@ -62,17 +62,6 @@ def pong_latency(hub: LocalHub, bob: str, samples: int) -> list[float]:
     return out
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{cmd} exited {proc.returncode}")
-    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
-
-
 def proc_usage(pid: int) -> tuple[float, float]:
     """(RSS in MB, CPU seconds so far) of a process, from /proc."""
     rss = 0.0
@@ -93,7 +82,7 @@ def live_watch_check(env: dict[str, str], rounds: int) -> None:
     cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(rounds):
         for name, cmd in commands.items():
-            w, c = timed(cmd, env)
+            w, c, _ = timed(cmd, env)
             wall[name].append(w)
             cpu[name].append(c)
     (cw, nw), (cc, nc) = ([median(d.get(k) or [float("nan")]) for k in wall] for d in (wall, cpu))
