@@ -279,7 +279,7 @@ def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str,
     for key, value in table.items():
         kind = kinds.get(key)
         if kind is None:
-            raise ConfigError(f"unknown setting {prefix}{key!r} in {where}")
+            raise ConfigError(f"unknown setting {prefix + key!r} in {where}")
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             expected, got = type_name(kind), type_name(type(value))
             raise ConfigError(f"setting {prefix}{key} in {where} must be {expected}, not {got}")

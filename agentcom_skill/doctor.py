@@ -187,7 +187,7 @@ def _watch(settings: Settings, findings: list[Finding]) -> None:
                 "watch",
                 WARN,
                 f"running (pid {pid}) but not connected; last event: {status.get('last_event')}",
-                "check the hub check above and the watch's log; meanwhile `check` reads only the store",
+                "check the hub check above and the watch's log; meanwhile `check` polls the hub itself",
             )
         )
         return

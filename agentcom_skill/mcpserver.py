@@ -26,6 +26,7 @@ from .config import Settings
 from .errors import AgentComError, UsageError
 from .message import PRIORITIES
 from .render import json_text, render_history_prompt, render_prompt, render_show_prompt
+from .watchstate import read_status
 
 INBOX_URI = "agentcom://inbox"
 POLL_SECONDS = 1.0
@@ -225,8 +226,8 @@ class Mailbox:
 
 def instructions(mailbox: Mailbox) -> str:
     try:
-        if skill.watch_alive(mailbox.s.agent_state_dir()):
-            count, _ = mailbox.waiting()  # the watch keeps the store complete
+        if skill.watch_connected(read_status(mailbox.s.agent_state_dir())):
+            count, _ = mailbox.waiting()  # the connected watch keeps the store complete
         else:
             count = len(skill.check(peek=True, settings=mailbox.s)["messages"])
     except AgentComError:
@@ -360,7 +361,7 @@ def run_mcp(settings: Settings, tool_names: list[str] | None = None) -> int:
         from mcp.server.stdio import stdio_server
         from mcp.server.subscriptions import InMemorySubscriptionBus
     except ImportError:
-        raise UsageError(f"agentcom mcp needs the MCP SDK (the mcp extra): {mcp_install_hint()}") from None
+        raise UsageError(f"mcp needs the MCP SDK (the mcp extra): {mcp_install_hint()}") from None
     names = tool_names or list(TOOLS)
     unknown = [n for n in names if n not in TOOLS]
     if unknown:

@@ -575,9 +575,12 @@ def render_status_text(st: dict[str, Any]) -> str:
 
 
 def render_mapping(data: dict[str, Any]) -> str:
-    """A flat `key: value` listing (status, config show), values neutralised."""
+    """A flat `key: value` listing (status, config show), values neutralised; what is unset
+    (None) is left out."""
     lines = []
     for key, value in data.items():
+        if value is None:
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
         elif isinstance(value, list):

@@ -169,9 +169,10 @@ def check(
     with open_store(s) as store:
         watch = read_status(s.agent_state_dir())
         if watch is not None:
-            # The live watch holds everything the hub sent: serve from the store alone.
             store.warnings.extend(watch_warnings(watch))
-            return run_check(None, store, s, limit, peek, time.time(), emit)
+            if watch_connected(watch):
+                # The connected watch holds everything the hub sent: serve from the store alone.
+                return run_check(None, store, s, limit, peek, time.time(), emit)
         with hub_client(s) as hub:
             try:
                 return run_check(hub, store, s, limit, peek, time.time(), emit)
@@ -332,10 +333,22 @@ def ack_hub_prefix(hub: Hub, store: MessageStore, s: Settings, batch: MailboxBat
     return up_to, None
 
 
+def watch_connected(watch: Mapping[str, Any] | None) -> bool:
+    """Whether a watch runs and holds its WebSocket: only then does the hub push everything to
+    it (and keep nothing in the mailbox), so that reading the store alone is complete."""
+    return watch is not None and bool(watch.get("connected_since"))
+
+
 def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
-    """What a live watch reports that the agent or a person should know: its hazards, and its
-    last wake error while no wake has gone through since."""
-    out = [str(h) for h in watch.get("hazards") or []]
+    """What a live watch reports that the agent or a person should know: that it is not
+    connected, its hazards, and its last wake error while no wake has gone through since."""
+    out = []
+    if not watch_connected(watch):
+        out.append(
+            f"the watch runs but is not connected to the hub (last event: {watch.get('last_event') or 'none yet'}); "
+            "check polls the hub meanwhile"
+        )
+    out += [str(h) for h in watch.get("hazards") or []]
     error = watch.get("last_wake_error")
     if isinstance(error, Mapping) and not error.get("cleared_at"):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
@@ -916,8 +929,8 @@ def wait(
 ) -> dict[str, Any] | None:
     """Block until something needs attention and return it like `check` (None at the timeout).
 
-    With a live watch only the local store is read (the watch keeps it complete); without
-    one the hub is polled, backing off from 1 s to 30 s between looks.
+    With a connected watch only the local store is read (the watch keeps it complete);
+    otherwise the hub is polled, backing off from 1 s to 30 s between looks.
     """
     s = resolve_settings(settings, overrides)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
@@ -932,7 +945,7 @@ def wait(
     with open_store(s) as store:
         while True:
             now = clock()
-            if watch_alive(s.agent_state_dir()):
+            if watch_connected(read_status(s.agent_state_dir())):
                 result = (
                     run_check(None, store, s, limit, False, now, emit_found) if store.deliverable_count(now) else None
                 )
@@ -992,7 +1005,7 @@ def ping(
     delay = 0.1
     with open_store(s) as store, hub_client(s) as hub:
         while True:
-            if not watch_alive(s.agent_state_dir()):
+            if not watch_connected(read_status(s.agent_state_dir())):
                 run_check(hub, store, s, 0, False, time.time(), agents_check=False)
             pong = _pong(store, sent["id"], agent)
             if pong is not None:

@@ -33,7 +33,7 @@ from agentcom_skill.errors import (
     UsageError,
 )
 from agentcom_skill.wake import Waker
-from agentcom_skill.watchstate import hold_watch_lock
+from agentcom_skill.watchstate import hold_watch_lock, write_status
 
 HUB = "http://hub.test"
 TOKEN = "t" * 40
@@ -374,13 +374,36 @@ open(sys.argv[1], "w").write(",".join(loaded))
 """
 
 
+def test_a_watch_that_is_not_connected_leaves_check_polling_the_hub(duo):
+    """The hub keeps an agent's messages in its mailbox while no WebSocket is connected: a
+    check or a wait beside a watch that is reconnecting must fetch them, not read the store."""
+    hub, env, alice, bob = duo
+    settings = load_settings(env=env)
+    fd = hold_watch_lock(settings.agent_state_dir())
+    assert fd is not None
+    write_status(settings.agent_state_dir(), {"connected_since": None, "last_event": "reconnecting: in 40.0 s"})
+    try:
+        first = hub.post(bob, {"to": "alice", "payload": {"text": "while the watch is away"}}).json()["id"]
+        result = run_json("check", env=env)
+        assert [m["id"] for m in result["messages"]] == [first]
+        assert any("not connected" in w and "reconnecting" in w for w in result["warnings"]), result["warnings"]
+        second = hub.post(bob, {"to": "alice", "payload": {"text": "and another"}}).json()["id"]
+        waited = run_json("wait", "--timeout", "0", env=env)
+        assert [m["id"] for m in waited["messages"]] == [second]
+    finally:
+        import os
+
+        os.close(fd)
+
+
 def test_paths_that_need_no_network_do_not_import_requests(duo, tmp_path):
     hub, env, alice, bob = duo
     msg_id = hub.post(bob, {"to": "alice", "payload": {"text": "kept"}}).json()["id"]
     run_json("check", env=env)
     settings = load_settings(env=env)
-    fd = hold_watch_lock(settings.agent_state_dir())  # as a live watch does
+    fd = hold_watch_lock(settings.agent_state_dir())  # as a connected watch does
     assert fd is not None
+    write_status(settings.agent_state_dir(), {"connected_since": time.time()})
     try:
         commands = (["check", "--json"], ["inbox"], ["show", msg_id], ["thread", msg_id], ["search", "kept"], ["log"])
         for command in commands:

@@ -364,3 +364,13 @@ def test_mcp_install_hint_works_from_a_checkout(tmp_path, pair):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert f"{sys.executable} -m pip install 'mcp>=2.3'" in out.stderr and f"pip install '{ROOT}[mcp]'" in out.stderr
     assert "agentcom-skill[mcp]" not in out.stderr
+
+
+def test_an_empty_inbox_says_whether_a_filter_left_nothing(pair):
+    hub, alice_env, bob_env, alice, bob = pair
+    assert "No messages kept here yet." in run_cli("inbox", "--format", "text", env=alice_env).stdout
+    run_cli("send", "alice", "hello", env=bob_env)
+    run_json("check", env=alice_env)
+    assert "hello" in run_cli("inbox", "--format", "text", env=alice_env).stdout
+    filtered = run_cli("inbox", "--from", "carol", "--format", "text", env=alice_env)
+    assert filtered.returncode == 0 and "No kept message matches." in filtered.stdout

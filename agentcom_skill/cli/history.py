@@ -86,7 +86,9 @@ def inbox(
     """Recent messages of every kind and state, newest first."""
     seconds = parse_duration(since, "--since") if since else None
     result = skill.inbox(sender, type_, state, seconds, limit, settings=cli_obj(ctx).settings())
-    emit_history(result, output_format(fmt, as_json), "No messages kept here yet.")
+    filtered = any(f is not None for f in (sender, type_, state, since))
+    empty = "No kept message matches." if filtered else "No messages kept here yet."
+    emit_history(result, output_format(fmt, as_json), empty)
 
 
 @command(

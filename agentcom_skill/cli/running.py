@@ -159,7 +159,10 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     settings = cli_obj(ctx).settings()
     data = settings.public()
     data["sources"] = dict(settings.sources)
-    emit(data, as_json, render_mapping(data))
+    shown = dict(data)
+    if not settings.wake.configured:
+        shown["wake"] = "not configured (a watch handles what code can and keeps the rest for `check`)"
+    emit(data, as_json, render_mapping(shown))
 
 
 @click.command(context_settings=CONTEXT)
