@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 # (another runtime passing it through) and an empty answer send nothing either.
 NO_REPLY = "AGENTCOM_NO_REPLY"
 SILENT_ANSWERS = (NO_REPLY, "NO_REPLY")
-OPEN_STATES = ("sending", "working", "answering")
 MAX_ATTEMPTS = 2  # a lost task is resent once
 POLL_FIRST = 1.0  # seconds from acceptance to the first GetTask (a warm answer takes 0.7-2 s)
 POLL_GROWTH = 1.5

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -222,6 +223,15 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "wake": dict,
     "state_dir": str,
 }
+
+# The largest number a setting takes: TOML's inf and nan, or a count of seconds past the
+# year 2200, would overflow a clock or a timeout far from the setting that caused it.
+MAX_SETTING_NUMBER = 1e9
+
+
+def _sane_number(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= MAX_SETTING_NUMBER
+
 
 _POSITIVE = {
     "lease_seconds",
@@ -482,6 +492,8 @@ def _wake_numbers(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key in (*_WAKE_NOT_NEGATIVE, *_WAKE_POSITIVE):
         if key not in values:
             continue
+        if not _sane_number(values[key]):
+            raise ConfigError(f"wake.{key} in {where} must be a finite number of at most {MAX_SETTING_NUMBER:,.0f}")
         if values[key] < 0 or (key in _WAKE_POSITIVE and values[key] == 0):
             bound = "positive" if key in _WAKE_POSITIVE else "not negative"
             raise ConfigError(f"wake.{key} in {where} must be {bound}")
@@ -607,19 +619,26 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             value = float(value)
         else:
             value = str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         if name in ("capabilities", "ignore_from", "allow_from"):
             expected = "a list of strings (or one comma-separated string)"
         else:
             expected = type_name(kind)
         raise ConfigError(f"setting {name} from {source} must be {expected}, not {_shown_value(value)}") from None
+    if kind in (int, (int, float)):
+        _check_bounds(name, value, source)
+    if name == "ca_bundle":
+        return check_ca_bundle(value, source)
+    return value
+
+
+def _check_bounds(name: str, value: float, source: str) -> None:
+    if not _sane_number(value):
+        raise ConfigError(f"setting {name} from {source} must be a finite number of at most {MAX_SETTING_NUMBER:,.0f}")
     if name in _POSITIVE and value <= 0:
         raise ConfigError(f"setting {name} from {source} must be positive")
     if name == "lock_timeout" and value < 0:
         raise ConfigError(f"setting {name} from {source} must not be negative")
-    if name == "ca_bundle":
-        return check_ca_bundle(value, source)
-    return value
 
 
 def check_ca_bundle(path_text: str, source: str) -> str:

@@ -182,7 +182,7 @@ def plan_check(
     if batch.messages and batch.messages[-1].seq != view.cursor:
         plan.cursor = batch.messages[-1].seq
     _plan_leases(batch, [*view.open, *new_attention], view.recovered, settings, now, limit, plan)
-    if len(batch.messages) >= HAZARD_FILL * settings.mailbox_cap:
+    if len(batch.entries) >= HAZARD_FILL * settings.mailbox_cap:  # what the hub holds (pushed frames: none)
         plan.warnings.append(
             f"mailbox holds {len(batch.messages)} messages, {len(batch.messages) * 100 // settings.mailbox_cap}% "
             f"of the hub's cap of {settings.mailbox_cap}: the hub drops the oldest beyond it"

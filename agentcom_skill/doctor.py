@@ -148,7 +148,7 @@ def _store(settings: Settings, findings: list[Finding]) -> None:
                 pass
             health = store.quick_check()
             counts = store.counts(time.time())
-            warnings = list(store.warnings)
+            warnings = store.take_warnings()
     except StateError as exc:
         findings.append(
             Finding("store", FAIL, str(exc), f"make {directory} writable by you (and only you)", exc.exit_code)

@@ -432,6 +432,12 @@ def sent_line(result: dict[str, Any]) -> str:
     )
 
 
+def render_sent_prompt(result: dict[str, Any]) -> str:
+    """`reply` for an LLM: the line of `sent_line` inside the fence (the recipient is a name
+    another agent chose, and a name can read like an order)."""
+    return "\n".join(["[AgentCom] sent:", *fenced([_unfence(neutralise(sent_line(result)))])])
+
+
 def ack_text(result: dict[str, Any]) -> str:
     """What `ack` did here and at the hub, in words (the hub is acked only past a finished prefix)."""
     text = f"acked {refs_text(result['acked'])}"

@@ -164,8 +164,8 @@ def check(
     store (the CLI prints there): a run killed before its output does not count as shown.
     """
     s = resolve_settings(settings, overrides)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise UsageError("limit must be a positive integer")
+    if limit is not None:
+        _check_limit(limit)
     with open_store(s) as store:
         watch = read_status(s.agent_state_dir())
         if watch is not None:
@@ -231,7 +231,6 @@ def run_check(
     batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
     agents_check = agents_check and hub is not None
     ids = batch_keys(batch)
-    warnings = list(store.warnings)
     with store.snapshot():
         view = store.view(ids, now)
         finished = store.finished(ids)
@@ -243,7 +242,7 @@ def run_check(
         plan.changes or plan.replies or agents_due or contact_due or hub_prefix(batch, finished) is not None
     )
     if plan is not None and (peek or idle):
-        result = _check_result(s, plan, warnings + plan.warnings)
+        result = _check_result(s, plan, store.take_warnings() + plan.warnings)
         if emit:
             emit(result)
         return result
@@ -264,7 +263,7 @@ def run_check(
     # Committed: leases and auto-reply intents are on disk before anything is sent or
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
     # the caller still gets what was leased.
-    warnings += plan.warnings
+    warnings = store.take_warnings() + plan.warnings
     sent: list[tuple[AutoReply, dict[str, Any], str]] = []
     up_to = None
     if hub is not None:  # (without a hub the batch was empty: nothing to answer or ack)
@@ -417,7 +416,7 @@ def run_ack(
             named = {r["id"] for r in targets}
             targets += [r for r in store.shown_open(through) if r["id"] not in named]
         store.finish([r["id"] for r in targets], "done", now)
-    warnings = list(store.warnings)
+    warnings = store.take_warnings()
     waiting_on = None
     up_to: int | None = None
     error: str | None = None
@@ -670,19 +669,22 @@ def reply(ref: int | str, text: str, *, settings: Settings | None = None, **over
     if not isinstance(text, str) or not text.strip():
         raise UsageError("the reply is empty: give a text")
     parsed = parse_ref(ref)
-    msg = row_message(_stored_row(s, parsed))
+    row, warnings = _stored_row(s, parsed)
+    msg = row_message(row)
     if msg is None:
         raise _not_kept(parsed)
-    return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", [])
+    return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", warnings)
 
 
-def _stored_row(s: Settings, ref: int | str) -> Any:
-    """The stored message a seq or id names, with its body; UsageError when none is kept."""
+def _stored_row(s: Settings, ref: int | str) -> tuple[Any, list[str]]:
+    """The stored message a seq or id names, with its body, and the store's warnings;
+    UsageError when none is kept (saying why when its row was damaged)."""
     with open_store(s) as store:
         row = store.resolve(ref)
+        warnings = store.take_warnings()
     if row is None or row_message(row) is None:
-        raise _not_kept(ref)
-    return row
+        raise _not_kept(ref, warnings)
+    return row, warnings
 
 
 def _ref_label(ref: int | str) -> str:
@@ -695,8 +697,9 @@ def _ref_label(ref: int | str) -> str:
     return f"id prefix {ref}"
 
 
-def _not_kept(ref: int | str) -> UsageError:
-    return UsageError(f"no message with {_ref_label(ref)} is kept here (see `agentcom inbox`)")
+def _not_kept(ref: int | str, warnings: Sequence[str] = ()) -> UsageError:
+    why = "".join(f"; {w}" for w in warnings)
+    return UsageError(f"no message with {_ref_label(ref)} is kept here (see `agentcom inbox`){why}")
 
 
 # reading ----------------------------------------------------------------------
@@ -705,7 +708,9 @@ def _not_kept(ref: int | str) -> UsageError:
 def show(ref: int | str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """One stored message in full, with its state; changes nothing."""
     s = resolve_settings(settings, overrides)
-    return history_entry(_stored_row(s, parse_ref(ref)))
+    row, warnings = _stored_row(s, parse_ref(ref))
+    entry = history_entry(row)
+    return {**entry, "warnings": warnings} if warnings else entry
 
 
 def history_entry(row: Any) -> dict[str, Any]:
@@ -783,7 +788,13 @@ def inbox(
     with open_store(s) as store:
         rows = store.messages(sender=sender, type_=type, state=state, since=since_at, limit=limit)
         counts = store.counts(time.time())
-    return {"agent_id": s.agent_id, "messages": [history_entry(r) for r in rows], "counts": counts}
+        warnings = store.take_warnings()
+    return {
+        "agent_id": s.agent_id,
+        "messages": [history_entry(r) for r in rows],
+        "counts": counts,
+        "warnings": warnings,
+    }
 
 
 def search(text: str, limit: int = 20, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -794,7 +805,8 @@ def search(text: str, limit: int = 20, *, settings: Settings | None = None, **ov
         raise UsageError("give something to search for")
     with open_store(s) as store:
         rows = store.search(text.strip(), limit)
-    return {"agent_id": s.agent_id, "query": text, "messages": [history_entry(r) for r in rows]}
+        warnings = store.take_warnings()
+    return {"agent_id": s.agent_id, "query": text, "messages": [history_entry(r) for r in rows], "warnings": warnings}
 
 
 def sent(limit: int = 20, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -803,7 +815,8 @@ def sent(limit: int = 20, *, settings: Settings | None = None, **overrides: Any)
     _check_limit(limit)
     with open_store(s) as store:
         rows = store.sent_messages(limit)
-    return {"agent_id": s.agent_id, "messages": [sent_entry(r) for r in rows]}
+        warnings = store.take_warnings()
+    return {"agent_id": s.agent_id, "messages": [sent_entry(r) for r in rows], "warnings": warnings}
 
 
 def thread(ref: int | str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -838,14 +851,19 @@ def thread(ref: int | str, *, settings: Settings | None = None, **overrides: Any
                 sent_rows[r["id"]] = r
                 nxt |= {r["id"], *([r["reply_to"]] if r["reply_to"] else [])}
             frontier = nxt - seen
+        warnings = store.take_warnings()
     entries = [history_entry(r) for r in received.values()] + [sent_entry(r) for r in sent_rows.values()]
     entries.sort(key=lambda e: (e.get("timestamp") or 0) / 1000 if e["direction"] == "in" else e["sent_at"])
-    return {"agent_id": s.agent_id, "messages": entries}
+    return {"agent_id": s.agent_id, "messages": entries, "warnings": warnings}
+
+
+MAX_LIMIT = 1_000_000  # the most messages one call returns (a larger number is a mistake, not a wish)
+MAX_TIMEOUT = 31_536_000  # a year of waiting; inf and nan would overflow the clock
 
 
 def _check_limit(limit: Any) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise UsageError("limit must be a positive integer")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"limit must be a whole number from 1 to {MAX_LIMIT:,}")
 
 
 def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
@@ -861,8 +879,8 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
         last_contact = store.get_number("hub_ok_at") or None
-        warnings = list(store.warnings)
         my_status = current_status(store, s)
+        warnings = store.take_warnings()
     watch = read_status(s.agent_state_dir())
     hazards: list[str] = watch_warnings(watch) if watch is not None else []
     hub_part: dict[str, Any] = {"ok": False, "agents_connected": None, "error": None, "last_contact": last_contact}
@@ -933,8 +951,12 @@ def wait(
     otherwise the hub is polled, backing off from 1 s to 30 s between looks.
     """
     s = resolve_settings(settings, overrides)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-        raise UsageError("timeout must be a number of seconds, 0 or more")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_TIMEOUT
+    ):
+        raise UsageError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:,} (none: wait for good)")
+    if limit is not None:
+        _check_limit(limit)
     give_up_at = None if timeout is None else clock() + timeout
     delay = 1.0
 
@@ -1056,7 +1078,7 @@ def log(
             rows = list(reversed(store.messages(disposition=disposition, limit=limit)))
         dead = list(reversed(store.messages(state="dead", limit=limit)))
         peers = store.peers()
-        warnings = list(store.warnings)
+        warnings = store.take_warnings()
         a2a_failures = store.a2a_failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))

@@ -254,7 +254,8 @@ _COLUMNS_SQL = (
     " WHERE m.type = 'table' ORDER BY m.name, p.cid"
 )
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
-_A2A_OPEN = "('sending', 'working', 'answering')"
+A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
+_A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
 PRUNE_INTERVAL = 3600.0
 
 
@@ -341,11 +342,12 @@ class MessageStore:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.busy_timeout = busy_timeout
         self.on_wait = on_wait
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # what a command should say; `take_warnings` hands each over once
         self._in_memory = str(path) == ":memory:"
         self._writing = False
         # (table, rowid) -> (row, problem, fixes): damaged rows found by reads, dealt with at the next write
         self._damaged: dict[tuple[str, int], tuple[Any, str, dict[str, Any] | None]] = {}
+        self._damage_told: set[tuple[str, int]] = set()
         self._db = self._connect()
 
     @classmethod
@@ -358,6 +360,7 @@ class MessageStore:
     ) -> MessageStore:
         """Open (creating and migrating) the folder's store."""
         directory = Path(directory)
+        refuse_links(directory)  # the agent's own folder too (the state folder above it may be a link)
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -483,6 +486,11 @@ class MessageStore:
             f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub"
         )
 
+    def take_warnings(self) -> list[str]:
+        """The warnings gathered since the last call (the caller reports them; each comes once)."""
+        taken, self.warnings = self.warnings, []
+        return taken
+
     def close(self) -> None:
         if self._damaged:  # found by a read-only command: repair or set aside now, if the store lets us
             with contextlib.suppress(StateError, BusyError), self.write():
@@ -588,22 +596,38 @@ class MessageStore:
             if checked.problem is None:
                 out.append(row)
                 continue
-            self._damaged[("messages", row["rowid"])] = (row, checked.problem, checked.fixes)
+            self._note_damage("messages", row, checked.problem, checked.fixes)
             if checked.fixes is not None:
                 out.append({**row_dict(row), **checked.fixes})
         if self._damaged and self._writing:
             self._fix_damaged()
         return out
 
+    def _note_damage(self, table: str, row: Any, problem: str, fixes: dict[str, Any] | None) -> None:
+        """A damaged row found by a read: said at once (a read-only command reports it too), dealt
+        with at the next write or at close."""
+        key = (table, row["rowid"])
+        self._damaged[key] = (row, problem, fixes)
+        if key in self._damage_told:
+            return
+        self._damage_told.add(key)
+        label = _message_label(row["id"]) if table == "messages" else "a sent message"
+        if fixes is not None:
+            self.warnings.append(f"repaired a damaged row of the message store ({label}: {problem})")
+        else:
+            self.warnings.append(
+                f"set aside a damaged row of the message store ({label}: {problem}); kept for a person"
+                " in the store's set_aside table"
+                + (", and taken again from the hub if it still holds it" if table == "messages" else "")
+            )
+
     def _fix_damaged(self) -> None:
         """Inside a write: repair the damaged rows found by reads, or set them aside (kept for a
         person in `set_aside`; a message the hub still holds comes back with the next poll)."""
         for (table, rowid), (row, problem, fixes) in self._damaged.items():
-            label = _message_label(row["id"]) if table == "messages" else "a sent message"
             if fixes is not None:
                 assignments = ", ".join(f"{column} = ?" for column in fixes)
                 self._exec(f"UPDATE messages SET {assignments} WHERE rowid = ?", (*fixes.values(), rowid))
-                self.warnings.append(f"repaired a damaged row of the message store ({label}: {problem})")
                 continue
             key = row["id"] if isinstance(row["id"], str) and row["id"] else f"{table}-rowid-{rowid}"
             seq = row["seq"] if table == "messages" and isinstance(row["seq"], int) else None
@@ -613,11 +637,6 @@ class MessageStore:
                 (clean(key), seq, f"{table}: {problem}", raw_row(row), time.time()),
             )
             self._exec(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
-            self.warnings.append(
-                f"set aside a damaged row of the message store ({label}: {problem}); kept for a person"
-                " in the store's set_aside table"
-                + (", and taken again from the hub if it still holds it" if table == "messages" else "")
-            )
         self._damaged.clear()
 
     def _sent_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -631,7 +650,7 @@ class MessageStore:
             if ok:
                 out.append(row)
             else:
-                self._damaged[("sent", row["rowid"])] = (row, "its payload cannot be read", None)
+                self._note_damage("sent", row, "its payload cannot be read", None)
         if self._damaged and self._writing:
             self._fix_damaged()
         return out
@@ -1105,7 +1124,7 @@ class MessageStore:
             "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1"
         )
         return {
-            "in_flight": sum(by_state.get(s, 0) for s in ("sending", "working", "answering")),
+            "in_flight": sum(by_state.get(s, 0) for s in A2A_OPEN_STATES),
             "answered": by_outcome.get("answered", 0),
             "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
             "failed": by_state.get("failed", 0),

@@ -28,9 +28,13 @@ STATUS_NAME = "watch.json"
 
 
 def _lock_fd(directory: Path) -> int:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:  # never through a symbolic link planted in the state folder
-        return os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:  # never through a symbolic link: neither the agent's folder nor the lock may be one
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            return os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+        finally:
+            os.close(folder)
     except OSError as exc:
         raise StateError(
             f"cannot open {directory / LOCK_NAME}: {exc.strerror} (a symbolic link there is refused)"

@@ -7,7 +7,9 @@ What OpenClaw 2026.9.6 does, and so does this:
   gives a task that stays WORKING forever (recorded in `violations`: the client must never do it);
 - text starting with `/` is REJECTED;
 - `forget()` drops every task, as a gateway restart does: `GetTask` answers -32001;
-- `rate_limit_next(n)` answers the next n requests with -32000 over HTTP 200 ("Peer is rate limited").
+- `rate_limit_next(n)` answers the next n requests with -32000 over HTTP 200 ("Peer is rate limited");
+- `drop_reply_next(n)` takes the next n `SendMessage` requests (their tasks exist and run) and
+  closes the connection without an answer, as a connection lost in flight does.
 
 How a task ends is up to the test: `answer(text, context) -> Outcome | None` is called once per
 task (None: the task stays WORKING until `finish(task_id, outcome)`). Nothing depends on time.
@@ -54,6 +56,7 @@ class A2AStandIn:
         self.requests: list[dict[str, Any]] = []  # every JSON-RPC request: {"method", "params", "at", "status"}
         self.violations: list[str] = []
         self._refuse = 0
+        self._drop = 0
         self._lock = threading.Lock()
         standin = self
 
@@ -93,7 +96,11 @@ class A2AStandIn:
                     return self._send(
                         200, {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
                     )
-                self._send(200, standin._handle(request))
+                reply = standin._handle(request)
+                if request.get("method") == "SendMessage" and standin._take_drop():
+                    self.close_connection = True  # the task exists; its id never reaches the client
+                    return
+                self._send(200, reply)
 
             def _send(self, status, body):
                 data = json.dumps(body).encode()
@@ -114,6 +121,17 @@ class A2AStandIn:
     def rate_limit_next(self, n: int) -> None:
         with self._lock:
             self._refuse = n
+
+    def drop_reply_next(self, n: int) -> None:
+        with self._lock:
+            self._drop = n
+
+    def _take_drop(self) -> bool:
+        with self._lock:
+            if self._drop <= 0:
+                return False
+            self._drop -= 1
+            return True
 
     def forget(self) -> None:
         """A gateway restart: every task is gone."""

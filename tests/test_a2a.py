@@ -353,6 +353,43 @@ def test_a_lost_task_is_resent_once_with_a_new_message_id_then_given_back_to_che
     assert rig.d.last_error and rig.d.last_error["status"] == "lost"
 
 
+@pytest.mark.parametrize("drops", [1, 2])
+def test_a_send_whose_reply_is_lost_is_sent_once_more_with_a_new_message_id(rig, drops):
+    rig.standin.answer = lambda text, ctx: Outcome(text="here")
+    rig.standin.drop_reply_next(drops)
+    msg = rig.send(text="are you there?")
+    rig.take_in()
+    if drops == 1:
+        answers = rig.run(rig.answers_at, "the answer after the second send")
+        assert [(a["reply_to"], a["payload"]["text"]) for a in answers] == [(msg, "here")]
+    else:
+        rig.run(lambda: "a2a_failed" in rig.kinds(), "given up after two sends")
+        back = rig.check()
+        assert [m["id"] for m in back["messages"]] == [msg] and "A2A task lost" in back["messages"][0]["why"]
+        assert rig.answers_at() == []
+    sent = rig.standin.sends()
+    assert len(sent) == 2 and sent[0]["messageId"] != sent[1]["messageId"], "never the same messageId twice"
+    assert "a2a_lost" in rig.kinds() and rig.standin.violations == []
+
+
+def test_a_rate_limited_send_holds_every_request_for_the_backoff_then_all_go(rig):
+    rig.standin.answer = lambda text, ctx: Outcome(text="fine")
+    rig.run(lambda: "a2a_ready" in rig.kinds(), "the endpoint probed")
+    rig.standin.rate_limit_next(1)
+    from_bob, from_carol = rig.send(text="hi"), rig.send("carol", text="hello")
+    rig.take_in()  # two conversations, two tasks: the second must wait out the first's refusal too
+    rig.run(lambda: len(rig.answers_at()) == 1 and len(rig.answers_at("carol")) == 1, "both answers")
+    assert [(a["reply_to"], a["payload"]["text"]) for a in rig.answers_at() + rig.answers_at("carol")] == [
+        (from_bob, "fine"),
+        (from_carol, "fine"),
+    ]
+    assert "a2a_rate_limited" in rig.kinds() and "a2a_failed" not in rig.kinds()
+    at = [(r["method"], r["status"], t) for r, t in zip(rig.standin.requests, rig.client.times, strict=True)]
+    sends = [(status, t) for method, status, t in at if method == "SendMessage"]
+    assert [s for s, _ in sends] == ["rate_limited", 200, 200], "refused once, then each sent once"
+    assert sends[1][1] - sends[0][1] >= 2.5, "the backoff (5 s, jittered down to half) holds every request"
+
+
 @pytest.mark.parametrize("state", ["TASK_STATE_FAILED", "TASK_STATE_REJECTED"])
 def test_failed_and_rejected_tasks_give_the_messages_back_to_check_with_the_reason(rig, state):
     rig.standin.answer = lambda text, ctx: Outcome(state, "model exploded")

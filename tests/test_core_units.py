@@ -66,6 +66,10 @@ def test_the_token_is_never_in_repr_or_public_view(tmp_path):
         ({"token": "has space inside"}, "token"),
         ({"lease_seconds": -1}, "lease_seconds"),
         ({"max_deliveries": "many"}, "max_deliveries"),
+        ({"lease_seconds": float("inf")}, "lease_seconds from .* must be a finite number"),
+        ({"lock_timeout": float("nan")}, "lock_timeout from .* must be a finite"),
+        ({"read_timeout": float("-inf")}, "read_timeout from .* must be a finite"),
+        ({"retention_max": 10**11}, "retention_max from .* at most 1,000,000,000"),
     ],
 )
 def test_invalid_settings_name_themselves(tmp_path, over, needle):
@@ -229,6 +233,17 @@ def apply(store, b, s, now, limit=None):
     with store.write():
         store.confirm_shown(store_confirm)
     return plan
+
+
+def test_the_cap_warning_counts_what_the_hub_holds_not_a_burst_of_pushed_frames(tmp_path):
+    s = settings(tmp_path, mailbox_cap=10)
+    polled = batch(*[(seq, "loash", "chat", {"text": f"m{seq}"}) for seq in range(1, 9)])
+    pushed = polled._replace(entries=())  # what the watch builds from frames: the hub stored none of them
+    warned = [
+        [w for w in plan_check(b, MessageStore.memory().view([], 1.0), s, 1.0).warnings if "hub's cap" in w]
+        for b in (polled, pushed)
+    ]
+    assert len(warned[0]) == 1 and "80%" in warned[0][0] and warned[1] == []
 
 
 def test_auto_reply_budget_holds_across_runs(tmp_path):

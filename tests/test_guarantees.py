@@ -346,9 +346,12 @@ def test_a_damaged_row_is_repaired_or_set_aside_and_everything_else_works(duo, t
     with sqlite3.connect(path) as db:
         db.execute(DAMAGE[damage], (victim,))
     third = post(hub, bob, "alice", 1)[0]
+    said = []
     for command in (["inbox"], ["show", other], ["search", "m1"], ["thread", other], ["log"], ["status"]):
         out = run_cli(*command, "--json", env=env)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (command, out.stderr)
+        said += [w for w in json.loads(out.stdout).get("warnings", []) if "damaged" in w]
+    assert len(said) == 1 and victim in said[0], ("reported by the first command that read it", said)
     result = run_json("check", env=env)
     assert third in {m["id"] for m in result["messages"]}
     with sqlite3.connect(path) as db:
@@ -410,6 +413,17 @@ def test_state_files_are_never_opened_through_a_symbolic_link(duo, tmp_path):
     out = run_cli("watch", env=env, timeout=60)
     assert out.returncode == 6 and not target.exists(), out.stderr
     (folder / "watch.lock").unlink()
+    # the agent's own folder a link to a folder elsewhere: refused too, nothing created there
+    real, elsewhere = folder.with_name(folder.name + ".real"), tmp_path / "elsewhere-folder"
+    elsewhere.mkdir()
+    folder.rename(real)
+    folder.symlink_to(elsewhere)
+    for command in (["check"], ["watch"]):
+        out = run_cli(*command, env=env, timeout=60)
+        assert out.returncode == 6 and "symbolic link" in out.stderr, (command, out.stderr)
+        assert list(elsewhere.iterdir()) == [], command
+    folder.unlink()
+    real.rename(folder)
     folder.chmod(0o777)
     try:
         assert any("writable by others" in w for w in run_json("check", env=env)["warnings"])

@@ -350,6 +350,9 @@ def test_hub_token_without_db_and_no_database_says_so_and_creates_nothing(tmp_pa
     command = [sys.executable, "-m", "agentcom_skill", "hub", "token", "alice", "--db", str(tmp_path / "h.db")]
     made = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0 and len(made.stdout.strip()) == 64, "an explicit --db may create the database"
+    assert "created a new hub database" in made.stderr, "and says so (a typo in the path would go unnoticed)"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stderr == ""
 
 
 def test_hub_serve_help_documents_host_and_the_new_options():

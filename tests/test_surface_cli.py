@@ -160,11 +160,11 @@ def test_log_and_sent_fence_what_other_agents_wrote(pair):
     text = run_cli("log", "--format", "text", env=alice_env).stdout
     assert not any(line.startswith(("SYSTEM", "<<<")) for line in text.split("\n"))
     replied = run_cli("reply", str(seq), "answer", env=alice_env)
-    assert (
-        replied.returncode == 0
-        and replied.stdout.count("\n") == 1
-        and replied.stdout.startswith("sent response to bob, reply to ")
-    )
+    assert replied.returncode == 0 and [line[:29] for line in fenced_sections(replied.stdout)[0]] == [
+        "sent response to bob, reply t"
+    ], "off a terminal the recipient (a name another agent chose) is inside the fence"
+    again = run_cli("reply", str(seq), "more", "--format", "text", env=alice_env)
+    assert again.stdout.count("\n") == 1 and again.stdout.startswith("sent response to bob, reply to ")
     run_cli("send", "bob", "urgent thing", "--priority", "urgent", env=alice_env)
     sent_text = run_cli("sent", "--format", "text", env=alice_env).stdout
     assert "[urgent]: urgent thing" in sent_text
@@ -310,6 +310,25 @@ def test_ping_without_a_pong_exits_1(pair):
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["pong_id"] is None
     for bad in (["broadcast"], ["alice"], ["bob", "--timeout", "0"]):
         assert run_cli("ping", *bad, env=alice_env).returncode == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inbox", "--limit", str(10**22)],
+        ["check", "--limit", str(10**7)],
+        ["log", "--limit", str(10**22)],
+        ["wait", "--timeout", "inf"],
+        ["wait", "--timeout", "nan"],
+        ["ping", "bob", "--timeout", "nan"],
+        ["hub", "serve", "--ttl-days", "inf"],
+        ["hub", "serve", "--ws-idle-timeout", "nan"],
+    ],
+)
+def test_numbers_out_of_any_sane_range_are_usage_errors_not_crashes(pair, args):
+    hub, alice_env, *_ = pair
+    out = run_cli(*args, env=alice_env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "internal error" not in out.stderr, out.stderr
 
 
 def test_config_init_writes_the_state_dir(hub, tmp_path):

@@ -45,6 +45,8 @@ def settings_with(tmp_path: Path, wake: str):
         ('mode = "a2a"\nurl = "http://h/a2a/v1"\nrequests_per_minute = true', "wake.requests_per_minute"),
         ('mode = "a2a"\nurl = "http://h/a2a/v1"\npoll_every = 3', "unknown setting 'wake.poll_every'"),
         ('mode = "telepathy"', "wake.mode"),
+        ('mode = "command"\ncommand = ["cat"]\ntimeout = nan', "wake.timeout in"),
+        ('mode = "command"\ncommand = ["cat"]\nwindow = inf', "wake.window in"),
     ],
 )
 def test_an_incomplete_or_wrong_wake_table_is_a_config_error_naming_the_key(tmp_path, wake, message):

@@ -212,6 +212,18 @@ def command(group: click.Group | None = None, name: str | None = None, examples:
 
 
 FORMAT_RULE = "text when stdout is a terminal, else prompt"
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing nan too (nan passes every comparison, then breaks a clock)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 _FORMAT_HELP = (
     f"text for a person, json for a program, prompt (fenced as untrusted) for an LLM [default: {FORMAT_RULE}]."
 )

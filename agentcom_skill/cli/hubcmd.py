@@ -13,7 +13,7 @@ import click
 
 from ..config import check_agent_id
 from ..errors import UsageError
-from .base import CONTEXT
+from .base import CONTEXT, FiniteRange
 
 
 @click.group(context_settings=CONTEXT)
@@ -39,19 +39,19 @@ Examples:
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True, help="0 picks a free port.")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file [default: user data dir].")
-@click.option("--mailbox-cap", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--ttl-days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
+@click.option("--mailbox-cap", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--ttl-days", type=FiniteRange(min=0, min_open=True, max=36500), default=7.0, show_default=True)
 @click.option(
     "--rate-limit",
     "rate_limit",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True, max=1_000_000),
     default=None,
     help="Messages per second per sender once the burst is spent [default: 1, as the real hub].",
 )
 @click.option(
     "--rate-burst",
     "rate_burst",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1_000_000),
     default=None,
     help="Messages a sender may send at once [default: 60, as the real hub].",
 )
@@ -64,7 +64,7 @@ Examples:
 )
 @click.option(
     "--ws-idle-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True, max=86400),
     default=60.0,
     show_default=True,
     help="Close a WebSocket after this many seconds without a frame either way.",
@@ -153,11 +153,16 @@ def hub_token(agent_id: str, db: str | None) -> None:
             f"no hub database at {default_db_path()}: start `agentcom hub serve` first, "
             "or pass --db with the file your hub serves"
         )
+    new = db is not None and not Path(db).exists()
     store = _hub_store(db)
     try:
         click.echo(store.mint_token(agent_id))
     finally:
         store.close()
+    if new:  # minting before the first `hub serve --db` is fine; a typo in the path is not
+        click.echo(
+            f"agentcom: created a new hub database at {db}: serve it with `agentcom hub serve --db {db}`", err=True
+        )
 
 
 def _hub_store(db: str | None, mailbox_cap: int = 100, ttl_days: float = 7.0) -> Any:

@@ -8,7 +8,7 @@ import click
 
 from .. import skill
 from ..render import ack_text, deferred_text, dismissed_text
-from .base import cli_obj, command, emit, format_options, json_option, output_format, parse_duration
+from .base import FiniteRange, cli_obj, command, emit, format_options, json_option, output_format, parse_duration
 from .check import check_emitter
 
 
@@ -19,7 +19,7 @@ agentcom wait --format prompt
 """
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1)."
+    "--timeout", type=FiniteRange(min=0), default=None, metavar="SECONDS", help="Give up after this long (exit 1)."
 )
 @click.option("--limit", "--max", "limit", type=click.IntRange(min=1), metavar="N", help="Return at most N messages.")
 @format_options

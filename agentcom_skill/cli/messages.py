@@ -10,8 +10,18 @@ import click
 from .. import skill
 from ..errors import UsageError
 from ..message import PRIORITIES, RESPOND_WITH
-from ..render import ping_text, sent_line
-from .base import cli_obj, command, emit, json_option, read_text
+from ..render import ping_text, render_sent_prompt, sent_line
+from .base import (
+    FiniteRange,
+    cli_obj,
+    command,
+    emit,
+    emit_formatted,
+    format_options,
+    json_option,
+    output_format,
+    read_text,
+)
 
 _SEND_EXAMPLES = """
 agentcom send loash "Could you review PR 12?"
@@ -87,13 +97,16 @@ agentcom reply 12 - < answer.txt
 @click.argument("ref", metavar="REF")
 @click.argument("text", required=False)
 @click.option("--text-file", metavar="PATH", help="Read the text from a file.")
-@json_option
+@format_options
 @click.pass_context
-def reply(ctx: click.Context, ref: str, text: str | None, text_file: str | None, as_json: bool) -> None:
+def reply(
+    ctx: click.Context, ref: str, text: str | None, text_file: str | None, as_json: bool, fmt: str | None
+) -> None:
     """Answer a message: TEXT goes to its sender as a response to it."""
+    fmt = output_format(fmt, as_json)
     body = read_text(text, text_file, allow_stdin=True)
     result = skill.reply(ref, body or "", settings=cli_obj(ctx).settings())
-    emit(result, as_json, sent_line(result))
+    emit_formatted(result, fmt, lambda: sent_line(result), lambda: render_sent_prompt(result))
 
 
 @command(
@@ -105,7 +118,7 @@ agentcom ping bob --timeout 600    # a peer without a watch answers at its next 
 @click.argument("agent")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=86400),
+    type=FiniteRange(min=0, min_open=True, max=86400),
     default=10.0,
     show_default=True,
     metavar="SECONDS",
