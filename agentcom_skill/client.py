@@ -594,6 +594,7 @@ class HubClient:
             size = f"{exc.size} bytes, " if exc.size else ""
             raise HubProtocolError(
                 f"hub reply to {call} is {size}over the {self.max_response_bytes}-byte limit"
+                " (the setting max_response_bytes: raise it for a mailbox holding very large messages)"
             ) from None
         except UndecodableBody:
             raise HubProtocolError(f"hub reply to {call} cannot be decoded (its content-encoding)") from None

@@ -162,6 +162,7 @@ class Settings(Record):
     retention_max: int = 50_000
     watch_ping_interval: float = 30.0
     watch_pong_timeout: float = 10.0
+    watch_sweep_interval: float = 300.0
     wake: WakeSettings = WakeSettings()
     sources: Mapping[str, str] = MappingProxyType({})  # setting -> where it came from
 
@@ -220,6 +221,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "retention_max": int,
     "watch_ping_interval": (int, float),
     "watch_pong_timeout": (int, float),
+    "watch_sweep_interval": (int, float),
     "wake": dict,
     "state_dir": str,
 }
@@ -247,6 +249,7 @@ _POSITIVE = {
     "retention_max",
     "watch_ping_interval",
     "watch_pong_timeout",
+    "watch_sweep_interval",
 }
 
 

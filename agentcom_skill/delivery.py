@@ -163,7 +163,7 @@ def plan_check(
         else:
             plan.handled[decision.disposition] += 1
     for item in batch.unreadable:
-        if item.key is None or item.key in view.known or item.key in seen:
+        if item.key in view.known or item.key in seen:
             continue
         seen.add(item.key)
         plan.unreadable.append(item)
@@ -293,14 +293,14 @@ def _unreadable_label(item: Unreadable) -> str:
     if item.seq is not None:
         return f"message seq {item.seq}"
     if item.id is not None and len(item.id) == 16 and all(c in "0123456789abcdef" for c in item.id):
-        return f"pushed message {item.id}"
-    return "a pushed message"
+        return f"message {item.id}"
+    return "a message"
 
 
 def batch_keys(batch: MailboxBatch) -> list[str]:
     """The keys the store knows a batch's entries by: message ids, and unreadable ones' keys."""
     keys = [m.id for m in batch.messages]
-    keys += [u.key for u in batch.unreadable if u.key is not None]
+    keys += [u.key for u in batch.unreadable]
     return keys
 
 

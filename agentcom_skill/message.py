@@ -83,11 +83,16 @@ class Unreadable(NamedTuple):
     raw: str  # its JSON text, cut to RAW_LIMIT characters, for a human
 
     @property
-    def key(self) -> str | None:
-        """What the store keeps it under: its id, or its seq when the id cannot be read."""
+    def key(self) -> str:
+        """What the store keeps it under: its id, or its seq when the id cannot be read, or
+        else a digest of its text (the same entry polled again is then known, not new)."""
         if self.id is not None:
             return self.id
-        return f"unreadable-seq-{self.seq}" if self.seq is not None else None
+        if self.seq is not None:
+            return f"unreadable-seq-{self.seq}"
+        import hashlib  # late: only an entry with neither a readable id nor a seq needs it
+
+        return "unreadable-" + hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class MailboxBatch(NamedTuple):
@@ -246,7 +251,7 @@ def _batch(raw_entries: list[tuple[Any, str | None]], last_seq: Any, since: int)
     for item in unreadable:
         if item.id is not None and item.id in seen:
             continue  # a broken copy of a message read fine: the hub's prefix ack covers it by that id
-        if item.seq is not None and item.key is not None:
+        if item.seq is not None:
             entries.append((item.seq, item.key))
         aside.append(item)
     entries.sort()

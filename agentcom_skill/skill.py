@@ -259,7 +259,11 @@ def run_check(
             store.set_meta("agents_checked_at", now)
         if hub is not None:
             store.set_meta("hub_ok_at", now)
-        store.prune(ids, now, s.retention_days, s.retention_max)
+        if hub is not None and via == "poll":
+            # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
+            # pruning must keep (a finished message behind an unfinished one is still there, and
+            # would come back as new). Pushed frames and the store alone say nothing about it.
+            store.prune(ids, now, s.retention_days, s.retention_max)
     # Committed: leases and auto-reply intents are on disk before anything is sent or
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
     # the caller still gets what was leased.
@@ -676,13 +680,14 @@ def reply(ref: int | str, text: str, *, settings: Settings | None = None, **over
     return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", warnings)
 
 
-def _stored_row(s: Settings, ref: int | str) -> tuple[Any, list[str]]:
-    """The stored message a seq or id names, with its body, and the store's warnings;
-    UsageError when none is kept (saying why when its row was damaged)."""
+def _stored_row(s: Settings, ref: int | str, need_body: bool = True) -> tuple[Any, list[str]]:
+    """The stored message a seq or id names (with its body, unless `need_body` is False: a
+    poison record keeps only what could be read of it), and the store's warnings; UsageError
+    when none is kept (saying why when its row was damaged)."""
     with open_store(s) as store:
         row = store.resolve(ref)
         warnings = store.take_warnings()
-    if row is None or row_message(row) is None:
+    if row is None or (need_body and row_message(row) is None):
         raise _not_kept(ref, warnings)
     return row, warnings
 
@@ -708,7 +713,7 @@ def _not_kept(ref: int | str, warnings: Sequence[str] = ()) -> UsageError:
 def show(ref: int | str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """One stored message in full, with its state; changes nothing."""
     s = resolve_settings(settings, overrides)
-    row, warnings = _stored_row(s, parse_ref(ref))
+    row, warnings = _stored_row(s, parse_ref(ref), need_body=False)
     entry = history_entry(row)
     return {**entry, "warnings": warnings} if warnings else entry
 

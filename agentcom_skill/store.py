@@ -254,6 +254,9 @@ _COLUMNS_SQL = (
     " WHERE m.type = 'table' ORDER BY m.name, p.cid"
 )
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
+# What history lists: every message but the bare ids 0.1 knew without a sender (a poison record
+# whose sender could not be read is listed: it is kept for a person)
+_LISTED = "(sender IS NOT NULL OR via IS NOT 'import')"
 A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
 _A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
 PRUNE_INTERVAL = 3600.0
@@ -792,7 +795,6 @@ class MessageStore:
                 now,
             )
             for item in items
-            if item.key is not None
         ]
         self._many(
             "INSERT OR IGNORE INTO messages (id, seq, sender, text, via, received_at, disposition, reason, state,"
@@ -801,7 +803,7 @@ class MessageStore:
         )
         self._many(
             "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'unreadable', ?, ?, ?, ?, ?)",
-            [(item.key or "", item.seq, clean(item.sender), item.reason, clean(item.raw), now) for item in items],
+            [(item.key, item.seq, clean(item.sender), item.reason, clean(item.raw), now) for item in items],
         )
 
     def fill_bodies(self, messages: Iterable[Message], now: float) -> None:
@@ -1188,7 +1190,7 @@ class MessageStore:
         ids: Sequence[str] | None = None,
     ) -> list[sqlite3.Row]:
         """Stored messages, newest first."""
-        where: list[str] = ["sender IS NOT NULL"]
+        where: list[str] = [_LISTED]
         params: list[Any] = []
         for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
             if value is not None:
@@ -1241,7 +1243,7 @@ class MessageStore:
                     pass  # an odd query: fall back to the plain scan
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         return self._message_rows(
-            "SELECT rowid, * FROM messages WHERE sender IS NOT NULL AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? "
+            f"SELECT rowid, * FROM messages WHERE {_LISTED} AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? "
             "ESCAPE '\\')"
             " ORDER BY rowid DESC LIMIT ?",
             (pattern, pattern, limit),
@@ -1262,9 +1264,7 @@ class MessageStore:
 
     def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(ids))
-        return self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND sender IS NOT NULL", list(ids)
-        )
+        return self._message_rows(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND {_LISTED}", list(ids))
 
     def peers(self) -> dict[str, dict[str, Any]]:
         return {

@@ -48,6 +48,14 @@ LATER_HAZARD = (
     " first connection (this watch), broadcasts go to both (each gets a copy)"
 )
 FRAME_BATCH = 500  # pushed frames committed in one transaction at most
+# A pushed frame may be as large as the largest body the hub takes (8 MB), and a hub that
+# escapes every non-ASCII character as \uXXXX makes it up to three times that. A frame over
+# this limit closes the connection (1009) and its message, which the hub did not store, is lost.
+MAX_FRAME = 32 * 1024 * 1024
+# The first sweep of the mailbox after connecting: a message the hub routed just before our
+# identify but stored just after the drain read the mailbox would otherwise wait there (unseen
+# by `check`, which trusts a connected watch) until the next reconnect.
+FIRST_SWEEP = 2.0
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
     '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
@@ -72,6 +80,16 @@ class Events:
                 print(json.dumps(self.last, ensure_ascii=True), file=self.out, flush=True)
         except (OSError, ValueError):
             pass
+
+
+def how_closed(exc: ConnectionClosed) -> str:
+    """Who closed the socket, with the code (1009: a frame over MAX_FRAME) and the reason."""
+    ours = exc.sent is not None and (exc.rcvd is None or exc.rcvd_then_sent is False)
+    close = exc.sent if ours else exc.rcvd
+    if close is None:
+        return "it dropped without a close frame"
+    reason = f" {close.reason[:80]!r}" if close.reason else ""
+    return f"{'this watch' if ours else 'the hub'} closed it (code {close.code}{reason})"
 
 
 class PushedFrames:
@@ -215,7 +233,7 @@ class Watch:
             ping_interval=None,
             close_timeout=2,
             proxy=None,
-            max_size=8 * 1024 * 1024,
+            max_size=MAX_FRAME,
             max_queue=FRAME_QUEUE,
         ) as ws:
             status = current_status(self.store, self.s)
@@ -259,6 +277,7 @@ class Watch:
         """Read frames and ping until the connection ends or the watch stops."""
         interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
         next_ping, awaiting_pong_since = time.monotonic() + interval, None
+        next_sweep = time.monotonic() + min(FIRST_SWEEP, self.s.watch_sweep_interval)
         while not self.stopping:
             frames, closed = self._receive(ws, wait=0.2)
             if frames:
@@ -267,7 +286,7 @@ class Watch:
                 awaiting_pong_since = None
             self._on_frames(frames)  # also retries messages a failing store could not take
             if closed:
-                self._event("disconnected", "the hub closed the connection")
+                self._event("disconnected", f"connection closed: {closed}")
                 return
             if self.rejoin:
                 self._event(
@@ -280,6 +299,9 @@ class Watch:
             if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
                 self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
                 return
+            if mono >= next_sweep:
+                self._drain(sweep=True)
+                next_sweep = time.monotonic() + self.s.watch_sweep_interval
             if mono >= next_ping:
                 ws.send(json.dumps({"type": "ping"}))
                 next_ping = mono + interval
@@ -289,9 +311,9 @@ class Watch:
             self._announce_status(ws)
 
     @staticmethod
-    def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], bool]:
+    def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], str | None]:
         """The frames that have arrived (waiting up to `wait` s for a first one), at most
-        FRAME_BATCH; and whether the connection has ended (after these frames)."""
+        FRAME_BATCH; and, when the connection has ended (after these frames), how."""
         frames: list[str | bytes] = []
         try:
             frames.append(ws.recv(timeout=wait))
@@ -299,9 +321,9 @@ class Watch:
                 frames.append(ws.recv(timeout=0))
         except TimeoutError:
             pass
-        except ConnectionClosed:
-            return frames, True
-        return frames, False
+        except ConnectionClosed as exc:
+            return frames, how_closed(exc)
+        return frames, None
 
     def _presence(self) -> Any:
         """Our entry in the hub's list of connected agents (its connected_at), or None."""
@@ -348,13 +370,30 @@ class Watch:
                 self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
         self._take_in()
 
-    def _drain(self) -> None:
-        """What arrived while we were not connected waits in the mailbox: take it in by HTTP."""
+    def _drain(self, sweep: bool = False) -> None:
+        """What arrived while we were not connected waits in the mailbox: take it in by HTTP.
+        A sweep (the same, while connected) says something only when it found something."""
         before = self.store.deliverable_count(self.clock())
-        result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+        try:
+            result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+        except AgentComError as exc:
+            if not sweep:
+                raise
+            self._event("warning", f"could not sweep the mailbox (tried again later): {exc}")
+            return
         handled = sum(result["handled"].values())
         waiting = self.store.deliverable_count(self.clock())
-        self._event("drained", f"mailbox drained: {waiting - before} new need attention, {handled} handled by Tier 0")
+        if not sweep:
+            self._event(
+                "drained", f"mailbox drained: {waiting - before} new need attention, {handled} handled by Tier 0"
+            )
+        elif waiting - before or handled:
+            self._event(
+                "swept",
+                f"mailbox swept: {waiting - before} new need attention, {handled} handled by Tier 0"
+                " (stored by the hub instead of pushed)",
+            )
+            self.arrived.set()
         for warning in result["warnings"]:
             self._event("warning", warning)
 

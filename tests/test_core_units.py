@@ -8,10 +8,12 @@ import stat
 import pytest
 
 from agentcom_skill.config import load_settings
-from agentcom_skill.delivery import hub_prefix, plan_check
+from agentcom_skill.delivery import batch_keys, hub_prefix, plan_check
 from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
 from agentcom_skill.message import parse_mailbox, parse_mailbox_bytes
+from agentcom_skill.skill import run_check
 from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
+from agentcom_skill.watch import PushedFrames
 
 TOKEN = "a1" * 32
 
@@ -411,6 +413,64 @@ def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_
         store.prune([], 2000.0 + 7200, days=30, most=3)
     left = store.messages(limit=100)
     assert len(left) == 4 and ids[5] in {r["id"] for r in left}, "the newest 3 finished, and the open one"
+
+
+def test_only_a_run_that_read_the_whole_mailbox_prunes(tmp_path):
+    """Pruning keeps what the hub still holds, which only a poll knows: a finished message
+    behind an unfinished one stays at the hub (the prefix ack waits), and pruning it in a run
+    that read no mailbox (pushed frames, a check served from the store while the watch runs)
+    made the next poll take it for new (found by a hostile pass)."""
+    s = settings(tmp_path, retention_max=2)
+    store = MessageStore.memory()
+    at_hub = batch(*[(n, "loash", "chat", {"text": f"m{n}"}) for n in range(1, 6)])
+    first = apply(store, at_hub, s, now=1000.0)
+    with store.write():
+        store.finish([m["id"] for m in first.messages[1:]], "done", 1000.0)  # m1 stays open: the hub keeps all
+    run_check(None, store, s, None, False, 1000.0 + 2 * 3600)  # served from the store alone
+    pushed = PushedFrames(None, batch()._replace(entries=()))
+    run_check(pushed, store, s, None, False, 1000.0 + 4 * 3600, via="push", agents_check=False)
+    assert len(store.messages(limit=100)) == 5, "nothing pruned without a poll"
+    again = run_check(ModelHub(at_hub), store, s, None, False, 1000.0 + 6 * 3600, agents_check=False)
+    assert [m["seq"] for m in again["messages"]] == [1], "m1 again (its lease ran out), and nothing acked as new"
+    assert len(store.messages(limit=100)) == 5, "a poll prunes, but never what the hub holds"
+
+
+def test_an_entry_with_no_sender_or_no_id_and_seq_is_set_aside_listed_and_known_next_time(tmp_path):
+    """Found by a hostile pass: an entry without `from` was set aside but hidden from
+    `inbox --state dead`; one with neither a readable id nor a seq was dropped without a word."""
+    from agentcom_skill.render import render_history_text
+    from agentcom_skill.skill import history_entry
+
+    s = settings(tmp_path)
+    store = MessageStore.memory()
+    body = (
+        '{"messages": [{"seq": 1, "id": "' + "c" * 16 + '", "to": "gcu", "type": "chat", "payload": {}},'
+        ' {"seq": "two", "from": "loash", "payload": {"text": "odd"}},'
+        ' {"seq": 3, "id": "' + "d" * 16 + '", "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": "ok"}}'
+        '], "last_seq": 3}'
+    )
+    polled = parse_mailbox_bytes(body.encode(), 0)
+    plan = apply(store, polled, s, now=1.0)
+    assert [m["id"] for m in plan.messages] == ["d" * 16]
+    assert len([w for w in plan.warnings if w.startswith("set aside")]) == 2
+    dead = store.messages(state="dead", limit=10)
+    assert len(dead) == 2 and "c" * 16 in {r["id"] for r in dead}
+    assert "unreadable" in render_history_text([history_entry(r) for r in dead], "none")
+    again = plan_check(polled, store.view(batch_keys(polled), 2.0), s, 2.0)
+    assert not [w for w in again.warnings if w.startswith("set aside")], "known: not set aside twice"
+
+
+class ModelHub:
+    """A hub that holds `held` and takes acks (nothing is sent in these tests)."""
+
+    def __init__(self, held):
+        self.held = held
+
+    def poll(self, agent_id, since=0):
+        return self.held
+
+    def ack(self, agent_id, seq):
+        return seq
 
 
 def test_a_second_store_in_one_process_keeps_the_first_ones_commits_visible(tmp_path):

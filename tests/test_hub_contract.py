@@ -25,6 +25,21 @@ def test_health_and_agents(hub):
     assert requests.get(hub.url + "/api/agents").json() == {"agents": []}
 
 
+def test_replies_carry_text_as_utf8_as_the_real_hub_does_and_escape_only_a_lone_surrogate(hub):
+    """The real hub (Jason) writes non-ASCII text as it is: a reply is no larger than what was
+    posted. A lone surrogate, which UTF-8 cannot carry, is the one thing escaped."""
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    hub.post(bob, {"to": "alice", "payload": {"text": "caf\u00e9 \u2603"}}).raise_for_status()
+    headers = {"Authorization": f"Bearer {alice}"}
+    raw = requests.get(f"{hub.url}/api/mailbox/alice", headers=headers, timeout=10).content
+    assert "café ☃".encode() in raw and b"\\u00e9" not in raw
+    lone = '{"to":"alice","payload":{"text":"x\\ud800 caf\u00e9"}}'.encode()
+    headers_bob = {"Authorization": f"Bearer {bob}", "content-type": "application/json"}
+    requests.post(hub.url + "/api/message", data=lone, headers=headers_bob, timeout=10).raise_for_status()
+    raw = requests.get(f"{hub.url}/api/mailbox/alice", headers=headers, timeout=10).content
+    assert b"\\ud800" in raw and json.loads(raw)["messages"][-1]["payload"]["text"] == "x\ud800 caf\u00e9"
+
+
 def test_hub_token_cli_prints_only_a_64_hex_token(hub):
     assert HEX64.match(hub.mint("alice"))
 

@@ -397,3 +397,56 @@ def test_a_connection_there_before_the_watch_is_reported_and_its_leaving_brings_
     msg = post(hub, bob, payload={"text": "after the other one left"})
     eventually(lambda: any(e.get("id") == msg for e in w.events()), "the message reached the watch")
     eventually(lambda: run_json("status", env=env)["hazards"] == [], "the hazard is cleared")
+
+
+def test_a_pushed_message_as_large_as_the_hub_takes_is_kept(rig, tmp_path):
+    """Found by a hostile pass: the hub takes bodies up to 8 MB, and a hub escaping every
+    non-ASCII character (ours does when a lone surrogate forces it) pushes a frame three times
+    that. The watch took frames up to 8 MiB, closed the socket on a larger one (1009) and the
+    message, pushed and so never stored at the hub, was gone."""
+    import sqlite3
+
+    hub, env, alice, bob, gateway, start = rig
+    w = start()
+    big = '{"to":"alice","payload":{"text":"\\ud800' + "\u00e9" * 3_500_000 + '"}}'  # 7 MB posted, ~21 MB pushed
+    r = requests.post(
+        hub.url + "/api/message",
+        data=big.encode(),
+        headers={"Authorization": f"Bearer {bob}", "content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    big_id = r.json()["id"]
+    small_id = hub.post(bob, {"to": "alice", "payload": {"text": "after it"}}).json()["id"]
+
+    def kept() -> set[str]:
+        db = next((tmp_path / "state").glob("*/messages.sqlite3"))
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT id FROM messages")}
+
+    eventually(lambda: {big_id, small_id} <= kept(), "both messages kept by the watch", deadline=120)
+    assert "disconnected" not in w.kinds()
+    w.stop()
+
+
+def test_a_message_the_hub_stored_while_the_watch_was_connected_is_swept_in(rig, tmp_path):
+    """Found by a hostile pass: a message the hub routed just before the watch identified but
+    stored just after its drain read the mailbox stayed at the hub, unseen (`check` trusts a
+    connected watch), until the next reconnect. The watch now also reads the mailbox a moment
+    after connecting and every watch_sweep_interval. Stored here straight into the hub's
+    database, as the hub's own late write would."""
+    from agentcom_skill.hub.store import HubStore
+
+    hub, env, alice, bob, gateway, start = rig
+    (tmp_path / "alice.toml").write_text("watch_sweep_interval = 1\n" + (tmp_path / "alice.toml").read_text())
+    w = start()
+    w.wait_for("drained")
+    store = HubStore(hub.db)
+    try:
+        late = store.post("bob", "alice", "chat", {"text": "stored, never pushed"}, None)
+    finally:
+        store.close()
+    swept = w.wait_for("swept")
+    assert "1 new need attention" in swept[0]["text"]
+    assert [m["id"] for m in run_json("check", env=env)["messages"]] == [late]
+    w.stop()

@@ -17,6 +17,19 @@ from typing import Any, NamedTuple
 # near 1,000 levels, and a mailbox holding such a message could not be read at all).
 MAX_DEPTH = 100
 
+
+def wire_json(value: Any) -> str:
+    """JSON as the real hub writes it (Jason): text as it is, escaping only what JSON requires,
+    so a frame is no larger than the body that was posted. A lone surrogate, which UTF-8 cannot
+    carry, is the one thing written as a \\u escape instead."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"))
+    return text
+
+
 # The real hub's string length limits, in characters, for the fields that have one.
 LENGTH_LIMITS = {
     "agent_id": 128,

@@ -9,7 +9,6 @@ an admin token set, only that token mints tokens.
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import signal
 import sys
@@ -23,7 +22,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .limits import RateLimiter, hub_limiter
-from .schema import parse_json, validate_http
+from .schema import parse_json, validate_http, wire_json
 from .store import HubStore, is_broadcast
 from .ws import Presence, SocketContext, serve_socket, upgrade
 
@@ -171,7 +170,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _respond(
         self, status: int, body: Any = None, headers: dict[str, str] | None = None, close: bool = False
     ) -> None:
-        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = b"" if body is None else wire_json(body).encode()
         close = close or self._body_unread  # what is left of the body would be read as the next request
         self._log(status)  # before the reply: whoever got the reply finds its line in the log
         self.send_response(status)

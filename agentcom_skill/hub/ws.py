@@ -16,7 +16,6 @@ Presence follows the real hub's bookkeeping, because clients see its effects:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
 
 from .limits import WS_TIERS, RateLimiter
-from .schema import parse_json, validate_frame
+from .schema import parse_json, validate_frame, wire_json
 
 # As on the real hub: this many validation errors within a minute on one socket close it.
 MAX_VIOLATIONS = 10
@@ -67,7 +66,7 @@ class Peer:
     def write(self, frame: dict[str, Any]) -> bool:
         """Send now, even while pushes are held."""
         try:
-            self.connection.send(json.dumps(frame, separators=(",", ":")))
+            self.connection.send(wire_json(frame))
         except Exception:  # a dead socket: the push is lost, as on the real hub
             return False
         self.touch()
