@@ -85,6 +85,7 @@ class Reply(NamedTuple):
     status: int
     headers: Mapping[str, str]  # case-insensitive (requests' own mapping)
     body: bytes
+    complete: bool = True  # False: only the first max_bytes of a longer body (see `exchange`)
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -124,9 +125,11 @@ def exchange(
     give_up_at: float,
     max_bytes: int,
     peer: Peer,
+    prefix_ok: bool = False,
 ) -> Reply:
     """One HTTP exchange, its body read to the end in chunks (the deadline is checked
-    between them, so a peer dripping its reply still meets it), at most `max_bytes`."""
+    between them, so a peer dripping its reply still meets it), at most `max_bytes`; with
+    `prefix_ok`, a longer 2xx body is cut there and comes back marked incomplete."""
     try:
         resp = session.request(
             method,
@@ -142,14 +145,19 @@ def exchange(
     except requests.RequestException as exc:
         raise _transport_error(exc, url, peer) from None
     try:
+        prefix_ok = prefix_ok and 200 <= resp.status_code < 300
         declared = resp.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes and not prefix_ok:
             raise BodyTooLarge(int(declared))
         chunks, size = [], 0
         for chunk in _chunks(resp.raw):
             size += len(chunk)
             if size > max_bytes:
-                raise BodyTooLarge(None)
+                if not prefix_ok:
+                    raise BodyTooLarge(None)
+                chunks.append(chunk[: len(chunk) - (size - max_bytes)])
+                resp.close()  # the rest is not read: this connection cannot be reused
+                return Reply(resp.status_code, resp.headers, b"".join(chunks), complete=False)
             chunks.append(chunk)
             if time.monotonic() > give_up_at:
                 raise DeadlinePassed()
@@ -466,8 +474,10 @@ class HubClient:
     def poll(self, agent_id: str, since: int = 0) -> MailboxBatch:
         # The body is parsed by message.py from its bytes: one entry too deep or otherwise
         # unreadable is set aside there, and must not fail the whole reply here.
-        raw = self._request("GET", f"/api/mailbox/{quote(agent_id, safe='')}?since={int(since)}", raw=True)
-        return parse_mailbox_bytes(raw, since)
+        # A reply over max_response_bytes is read that far: the messages complete in it are
+        # taken (the rest wait at the hub), so a few huge messages cannot block a mailbox.
+        reply = self._request("GET", f"/api/mailbox/{quote(agent_id, safe='')}?since={int(since)}", raw=True)
+        return parse_mailbox_bytes(reply.body, since, complete=reply.complete, limit=self.max_response_bytes)
 
     def ack(self, agent_id: str, seq: int) -> int:
         body = self._request("POST", f"/api/mailbox/{quote(agent_id, safe='')}/ack", json_body={"seq": int(seq)})
@@ -510,7 +520,8 @@ class HubClient:
         idempotent: bool = True,
         raw: bool = False,
     ) -> Any:
-        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx reply's bytes)."""
+        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx `Reply`, whose
+        body may be cut at max_response_bytes)."""
         headers = {"Accept": "application/json"}
         data = None
         if json_body is not None:
@@ -523,7 +534,7 @@ class HubClient:
         while True:
             started = time.monotonic()
             try:
-                reply = self._exchange(call, method, path, headers, data, bearer, give_up_at)
+                reply = self._exchange(call, method, path, headers, data, bearer, give_up_at, prefix_ok=raw)
             except TransportError as exc:
                 log.debug("%s failed: %s (%.1f ms)", call, exc.reason, (time.monotonic() - started) * 1000)
                 if (idempotent or not exc.sent) and not exc.hopeless and attempt < self.retries:
@@ -555,7 +566,7 @@ class HubClient:
             if raw and 200 <= status < 300:
                 if not reply.body:
                     raise HubProtocolError(f"hub reply to {call} is empty")
-                return reply.body
+                return reply
             return self._decode(status, reply.body, method, path)
 
     def _exchange(
@@ -567,6 +578,7 @@ class HubClient:
         data: bytes | None,
         bearer: BearerAuth,
         give_up_at: float,
+        prefix_ok: bool = False,
     ) -> Reply:
         """One exchange within what is left of the deadline; a reply that cannot be used
         is an error here (only failures below HTTP come out as TransportError)."""
@@ -589,6 +601,7 @@ class HubClient:
                 give_up_at=give_up_at,
                 max_bytes=self.max_response_bytes,
                 peer=HUB,
+                prefix_ok=prefix_ok,
             )
         except BodyTooLarge as exc:
             size = f"{exc.size} bytes, " if exc.size else ""

@@ -182,6 +182,12 @@ def plan_check(
     if batch.messages and batch.messages[-1].seq != view.cursor:
         plan.cursor = batch.messages[-1].seq
     _plan_leases(batch, [*view.open, *new_attention], view.recovered, settings, now, limit, plan)
+    if not batch.complete:
+        plan.warnings.append(
+            f"the mailbox's reply is over max_response_bytes ({settings.max_response_bytes} bytes): took the"
+            f" {len(batch.entries)} message(s) that fit; the rest wait at the hub until these are finished"
+            " (or raise max_response_bytes)"
+        )
     if len(batch.entries) >= HAZARD_FILL * settings.mailbox_cap:  # what the hub holds (pushed frames: none)
         plan.warnings.append(
             f"mailbox holds {len(batch.messages)} messages, {len(batch.messages) * 100 // settings.mailbox_cap}% "

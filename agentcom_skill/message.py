@@ -102,6 +102,9 @@ class MailboxBatch(NamedTuple):
     # (seq, id or key) of every entry the hub sent, duplicates included, sorted: what the hub's
     # prefix ack covers. Empty for batches built by hand (pushed frames): `messages` stands in.
     entries: tuple[tuple[int, str], ...] = ()
+    # False: the hub's reply was longer than max_response_bytes and only the entries complete
+    # in its first part are here; the hub holds more (at higher seqs).
+    complete: bool = True
 
 
 MAX_DEPTH = 100  # nesting levels a payload may have (the payload object is level 1)
@@ -182,10 +185,13 @@ def parse_mailbox(body: Any, since: int) -> MailboxBatch:
     return _batch([(raw, None) for raw in raw_messages], body.get("last_seq"), since)
 
 
-def parse_mailbox_bytes(data: bytes, since: int) -> MailboxBatch:
+def parse_mailbox_bytes(data: bytes, since: int, complete: bool = True, limit: int = 0) -> MailboxBatch:
     """`parse_mailbox` from the reply's bytes. A body Python's parser cannot take whole (an
     entry nested past its recursion limit, NaN) is split into its entries, so one bad entry
-    is set aside and the others are read."""
+    is set aside and the others are read. `complete` False: `data` is the first `limit` bytes
+    of a longer reply, and its complete entries are read."""
+    if not complete:
+        return _mailbox_prefix(data, since, limit)
     try:
         text = data.decode("utf-8")
         return parse_mailbox(json.loads(text, parse_constant=_refuse_constant), since)
@@ -199,13 +205,52 @@ def parse_mailbox_bytes(data: bytes, since: int) -> MailboxBatch:
     if split is None:
         raise HubProtocolError("hub sent a mailbox reply that is not JSON")
     top, elements = split
+    return _batch(_read_elements(elements), top.get("last_seq"), since)
+
+
+def _read_elements(elements: list[str]) -> list[tuple[Any, str | None]]:
     entries: list[tuple[Any, str | None]] = []
     for element in elements:
         try:
             entries.append((json.loads(element, parse_constant=_refuse_constant), element))
         except (RecursionError, ValueError) as exc:
             entries.append((_Broken(_why_unparsable(exc)), element))
-    return _batch(entries, top.get("last_seq"), since)
+    return entries
+
+
+def _mailbox_prefix(data: bytes, since: int, limit: int) -> MailboxBatch:
+    """The entries complete in the first part of a mailbox reply too long to read whole."""
+    import codecs  # late: only a reply over max_response_bytes needs it
+
+    try:  # the cut may fall inside a character: decode what is whole
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        raise HubProtocolError("hub sent a mailbox reply that is not UTF-8 JSON") from None
+    elements = _complete_elements(text)
+    if not elements:
+        raise HubProtocolError(
+            f"hub sent a mailbox whose first message alone is over the {limit}-byte limit"
+            " (the setting max_response_bytes: raise it to read that message)"
+        )
+    return _batch(_read_elements(elements), None, since)._replace(complete=False)
+
+
+def _complete_elements(text: str) -> list[str]:
+    """The texts of the entries of a mailbox body's `messages` array that end before `text`
+    does (a body cut short): those followed by a comma, or all when the array closes."""
+    found = _Structure()
+    last = 0
+    for match in re.finditer(_TOKENS, text):
+        if '"' in text[last : match.start()]:
+            break  # a string the cut left open: nothing after its quote is structure
+        last = match.end()
+        if found.feed(match.group(), match.start()):
+            break
+    if found.array_at < 0:
+        return []
+    ends = [*found.commas, *([found.end] if found.end >= 0 else [])]
+    starts = [found.array_at, *(comma + 1 for comma in found.commas)]
+    return [text[a:b] for a, b in zip(starts, ends, strict=False) if text[a:b].strip()]
 
 
 class _Constant(ValueError):

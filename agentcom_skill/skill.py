@@ -259,7 +259,7 @@ def run_check(
             store.set_meta("agents_checked_at", now)
         if hub is not None:
             store.set_meta("hub_ok_at", now)
-        if hub is not None and via == "poll":
+        if hub is not None and via == "poll" and batch.complete:
             # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
             # pruning must keep (a finished message behind an unfinished one is still there, and
             # would come back as new). Pushed frames and the store alone say nothing about it.
@@ -893,7 +893,13 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
     try:
         with hub_client(s) as hub:
             health = hub.health()
-            mailbox = len(hub.poll(s.agent_id, 0).messages)
+            polled = hub.poll(s.agent_id, 0)
+            mailbox = len(polled.messages)
+            if not polled.complete:
+                hazards.append(
+                    f"the mailbox's reply is over max_response_bytes: it holds more than the {mailbox} message(s)"
+                    " read; check takes them a part at a time"
+                )
             if mailbox >= 0.8 * s.mailbox_cap:
                 hazards.append(f"mailbox holds {mailbox} messages, near the hub's cap of {s.mailbox_cap}")
             if watch is None:  # our own watch is the one connection expected under our id

@@ -6,6 +6,9 @@ import json
 import stat
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import batch_keys, hub_prefix, plan_check
@@ -458,6 +461,50 @@ def test_an_entry_with_no_sender_or_no_id_and_seq_is_set_aside_listed_and_known_
     assert "unreadable" in render_history_text([history_entry(r) for r in dead], "none")
     again = plan_check(polled, store.view(batch_keys(polled), 2.0), s, 2.0)
     assert not [w for w in again.warnings if w.startswith("set aside")], "known: not set aside twice"
+
+
+@settings_h(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(
+        st.text(st.sampled_from('"\\{}[],: \u00e9\u2603') | st.characters(blacklist_categories=("Cs",)), max_size=12),
+        min_size=1,
+        max_size=5,
+    ),
+    cut=st.integers(min_value=0, max_value=10_000),
+)
+def test_a_mailbox_reply_cut_anywhere_yields_its_whole_messages_before_the_cut(texts, cut):
+    """A reply over max_response_bytes is read that far: the messages complete before the cut
+    are taken, each whole (never one cut short and set aside as broken), in order."""
+    check_cut_mailbox(texts, cut)
+
+
+def test_a_cut_inside_a_text_that_looks_like_the_end_of_an_entry_is_not_an_entry():
+    texts = ['a}},{"seq": 9},[', "\\}],", "b"]
+    for cut in range(600):
+        check_cut_mailbox(texts, cut)
+
+
+def check_cut_mailbox(texts: list[str], cut: int) -> None:
+    head = '{"agent_id":"gcu","messages":['
+    entries = [
+        json.dumps(
+            {"seq": n, "id": f"{n:016x}", "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": t}},
+            ensure_ascii=False,
+        )
+        for n, t in enumerate(texts, 1)
+    ]
+    data = (head + ",".join(entries) + '],"last_seq":' + str(len(texts)) + "}").encode()
+    cut %= len(data) + 1
+    ends = [len((head + ",".join(entries[: k + 1])).encode()) + 1 for k in range(len(entries))]  # past its , or ]
+    whole = [f"{k + 1:016x}" for k, end in enumerate(ends) if end <= cut]
+    try:
+        got = parse_mailbox_bytes(data[:cut], 0, complete=False, limit=cut)
+    except HubProtocolError:
+        assert whole == []
+        return
+    assert [m.id for m in got.messages] == whole and got.unreadable == () and not got.complete
+    assert [m.text for m in got.messages] == texts[: len(whole)]
+    assert parse_mailbox_bytes(data, 0).complete and len(parse_mailbox_bytes(data, 0).messages) == len(texts)
 
 
 class ModelHub:

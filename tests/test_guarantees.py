@@ -135,6 +135,30 @@ def test_one_unreadable_message_does_not_block_the_mailbox(duo, tmp_path, fault)
         proxy.close()
 
 
+def test_a_mailbox_over_max_response_bytes_is_taken_a_part_at_a_time(duo, tmp_path):
+    """Found by a hostile pass: a few huge messages (any sender may post 8 MB) made every
+    check fail, the urgent one behind them never delivered. The reply is read up to
+    max_response_bytes and the messages complete in it are taken; the rest follow as these
+    are finished."""
+    hub, env, alice, bob = duo
+    write_config(tmp_path, "alice", max_response_bytes=900)
+    sent = post(hub, bob, "alice", 6, filler="x" * 150)
+    seen: list[str] = []
+    for _ in range(6):
+        out = run_cli("check", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        ids = [m["id"] for m in result["messages"]]
+        assert ids and not set(ids) & set(seen), "each message once, in order"
+        seen += ids
+        if len(seen) < len(sent):
+            assert any("max_response_bytes" in w for w in result["warnings"]), result["warnings"]
+        assert run_cli("ack", "--json", env=env).returncode == 0
+        if len(seen) == len(sent):
+            break
+    assert seen == sent and hub.poll("alice", alice)["messages"] == []
+
+
 def test_429_with_a_short_retry_after_is_honoured(duo, tmp_path):
     """Guarantee 8 / HTTP: a 429 whose retry-after fits the bound is waited out, not an error."""
     hub, env, alice, bob = duo
