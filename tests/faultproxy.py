@@ -204,15 +204,13 @@ class FaultProxy:
                 "from": "bob",
                 "to": "alice",
                 "type": "chat",
-                "payload": {"text": "y" * 1000},
+                "payload": {"text": "y" * self.huge_bytes},  # one message over the client's limit by itself
                 "reply_to": None,
                 "timestamp": 1,
                 "seq": 1,
             }
-            n = self.huge_bytes // 1100 + 1
-            msgs = [dict(one, id=f"{i:016x}", seq=i + 1) for i in range(n)]
             return self._reply(
-                h, 200, json.dumps({"agent_id": "alice", "messages": msgs, "last_seq": n, "count": n}).encode()
+                h, 200, json.dumps({"agent_id": "alice", "messages": [one], "last_seq": 1, "count": 1}).encode()
             )
         # shape faults: take the real answer and break it
         real = requests.get(

@@ -139,14 +139,37 @@ def test_429_with_a_short_retry_after_is_waited_out():
 
 
 def test_reply_size_limit_declared_and_streamed():
-    big = json.dumps({**MAILBOX, "pad": "x" * 5000}).encode()
+    big = json.dumps({"agents": [], "pad": "x" * 5000}).encode()
     adapter = ScriptedHub((200, big, {"content-length": str(len(big))}))
     hub, _ = client(adapter, max_response_bytes=1000)
-    with pytest.raises(HubProtocolError, match=f"{len(big)} bytes, over the 1000-byte limit"):
-        hub.poll("alice")
+    with pytest.raises(HubProtocolError, match=f"{len(big)} bytes, over the 1000-byte limit .*max_response_bytes"):
+        hub.agents()
     adapter = ScriptedHub((200, big))  # no content-length: counted as it streams
     hub, _ = client(adapter, max_response_bytes=1000)
     with pytest.raises(HubProtocolError, match="over the 1000-byte limit"):
+        hub.agents()
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_mailbox_reply_over_the_limit_gives_the_messages_complete_in_it(declared):
+    def entry(seq: int, text: str) -> dict[str, Any]:
+        return {
+            "id": f"{seq:016x}",
+            "from": "bob",
+            "to": "alice",
+            "type": "chat",
+            "payload": {"text": text},
+            "seq": seq,
+        }
+
+    body = json.dumps({**MAILBOX, "messages": [entry(1, "a"), entry(2, "b"), entry(3, "z" * 5000)]}).encode()
+    headers = {"content-length": str(len(body))} if declared else {}
+    hub, _ = client(ScriptedHub((200, body, headers)), max_response_bytes=1000)
+    batch = hub.poll("alice")
+    assert [m.seq for m in batch.messages] == [1, 2] and not batch.complete and batch.unreadable == ()
+    alone = json.dumps({**MAILBOX, "messages": [entry(1, "z" * 5000)]}).encode()
+    hub, _ = client(ScriptedHub((200, alone, headers)), max_response_bytes=1000)
+    with pytest.raises(HubProtocolError, match="first message alone is over the 1000-byte limit"):
         hub.poll("alice")
 
 
