@@ -235,15 +235,18 @@ def _mailbox_prefix(data: bytes, since: int, limit: int) -> MailboxBatch:
     return _batch(_read_elements(elements), None, since)._replace(complete=False)
 
 
+# As _TOKENS, but a string the cut left open is one token too, up to the end (scanning it
+# as structure would restart at each of its escaped quotes: quadratic in a text of quotes).
+_CUT_TOKENS = r'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?P<closed>")?|[\[{]+|[\]}]+|[,:]'
+
+
 def _complete_elements(text: str) -> list[str]:
     """The texts of the entries of a mailbox body's `messages` array that end before `text`
     does (a body cut short): those followed by a comma, or all when the array closes."""
     found = _Structure()
-    last = 0
-    for match in re.finditer(_TOKENS, text):
-        if '"' in text[last : match.start()]:
-            break  # a string the cut left open: nothing after its quote is structure
-        last = match.end()
+    for match in re.finditer(_CUT_TOKENS, text):
+        if match.group()[0] == '"' and match.group("closed") is None:
+            break  # the string the cut left open: the end of what can be read
         if found.feed(match.group(), match.start()):
             break
     if found.array_at < 0:
@@ -283,7 +286,9 @@ def _batch(raw_entries: list[tuple[Any, str | None]], last_seq: Any, since: int)
             read.append(parse_message(raw, index))
         except HubProtocolError as exc:
             reason = str(exc).removeprefix("hub sent ").removeprefix("a ")
-            unreadable.append(_unreadable(raw, reason, text if text is not None else _dump(raw)))
+            # its text as parsed, not as sent: the same entry read whole or from a cut reply
+            # is the same text (the key of one with neither id nor seq is its digest)
+            unreadable.append(_unreadable(raw, reason, _dump(raw)))
     read.sort(key=lambda m: m.seq or 0)  # (every mailbox message has a seq: parse_message checked it)
     entries = [(m.seq or 0, m.id) for m in read]
     messages: list[Message] = []

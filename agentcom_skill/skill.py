@@ -120,6 +120,7 @@ def open_store(settings: Settings) -> MessageStore:
 
 MAX_SEQ = 2**63 - 1  # SQLite's integers: a larger number names no message
 _HEX_REF = r"^[0-9a-f]{4,16}$"
+_SET_ASIDE_KEY = r"^unreadable-(seq-\d{1,19}|[0-9a-f]{16})$"  # message.Unreadable.key
 REF_RULE = "its seq (a number), its id (16 hex digits) or a unique id prefix (at least 4 hex digits)"
 
 
@@ -143,6 +144,8 @@ def parse_ref(ref: Any) -> int | str:
         if text.isascii() and text.isdigit() and (forced_seq or len(text) < 4):
             return parse_ref(int(text))
         if not forced_seq and re.match(_HEX_REF, text):
+            return text
+        if re.match(_SET_ASIDE_KEY, text):  # a poison record whose id could not be read
             return text
     raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 
@@ -405,8 +408,10 @@ def ack(
     or, with nothing named, every one shown so far. Naming one never shown is an error."""
     s = resolve_settings(settings, overrides)
     named = _refs(refs, ids)
-    if through is not None and (isinstance(through, bool) or not isinstance(through, int)):
-        raise UsageError("through must be a seq (an integer)")
+    if through is not None and (
+        isinstance(through, bool) or not isinstance(through, int) or not 0 <= through <= MAX_SEQ
+    ):
+        raise UsageError(f"through must be a seq (a whole number from 0 to {MAX_SEQ})")
     with hub_client(s) as hub, open_store(s) as store:
         return run_ack(hub, store, s, named, through, time.time())
 
@@ -946,6 +951,15 @@ def set_status(text: str, *, settings: Settings | None = None, **overrides: Any)
     return {"agent_id": s.agent_id, "status": text, "via": "broadcast", "id": sent["id"], "warnings": sent["warnings"]}
 
 
+def _check_wait(timeout: Any, limit: Any) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_TIMEOUT
+    ):
+        raise UsageError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:,} (none: wait for good)")
+    if limit is not None:
+        _check_limit(limit)
+
+
 def wait(
     timeout: float | None = None,
     limit: int | None = None,
@@ -962,18 +976,16 @@ def wait(
     otherwise the hub is polled, backing off from 1 s to 30 s between looks.
     """
     s = resolve_settings(settings, overrides)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_TIMEOUT
-    ):
-        raise UsageError(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:,} (none: wait for good)")
-    if limit is not None:
-        _check_limit(limit)
+    _check_wait(timeout, limit)
     give_up_at = None if timeout is None else clock() + timeout
     delay = 1.0
+    said: list[str] = []  # warnings of the looks that found nothing: they come with the result
 
     def emit_found(result: dict[str, Any]) -> None:
-        if result["messages"] and emit is not None:
-            emit(result)
+        if result["messages"]:
+            result["warnings"][:0] = [w for w in said if w not in result["warnings"]]
+            if emit is not None:
+                emit(result)
 
     with open_store(s) as store:
         while True:
@@ -991,6 +1003,8 @@ def wait(
                         result = _check_offline(store, s, limit, False, exc, emit_found)
             if result is not None and result["messages"]:
                 return result
+            if result is not None:
+                said += [w for w in result["warnings"] if w not in said]
             left = None if give_up_at is None else give_up_at - clock()
             if left is not None and left <= 0:
                 return None

@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from .a2a import A2ADispatcher
 from .config import Settings
 from .delivery import plan_check
-from .errors import AgentComError, AuthError, BusyError, HubProtocolError
+from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check
@@ -56,6 +56,7 @@ MAX_FRAME = 32 * 1024 * 1024
 # identify but stored just after the drain read the mailbox would otherwise wait there (unseen
 # by `check`, which trusts a connected watch) until the next reconnect.
 FIRST_SWEEP = 2.0
+SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
     '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
@@ -264,20 +265,28 @@ class Watch:
             self.presence_since = self._presence()
             self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
             self._set_hazards(self.first_hazard)
-            self._drain()
             try:
+                self._drain()  # (failing, it is tried again by the first sweep, 2 s on)
                 self._converse(ws)
             finally:
-                # However the connection ends, the frames already read are kept first.
-                while frames := self._receive(ws, wait=0)[0]:
-                    self._on_frames(frames)
+                # However the connection ends, the frames already read are kept first; then the
+                # close handshake, during which the hub still pushes what it sent before it saw
+                # our Close: those are kept too.
+                self._keep_unread(ws)
+                ws.close()
+                self._keep_unread(ws)
             return True
+
+    def _keep_unread(self, ws: Any) -> None:
+        while frames := self._receive(ws, wait=0)[0]:
+            self._on_frames(frames)
 
     def _converse(self, ws: Any) -> None:
         """Read frames and ping until the connection ends or the watch stops."""
         interval, patience = self.s.watch_ping_interval, self.s.watch_pong_timeout
         next_ping, awaiting_pong_since = time.monotonic() + interval, None
-        next_sweep = time.monotonic() + min(FIRST_SWEEP, self.s.watch_sweep_interval)
+        sweep_every = self.s.watch_sweep_interval
+        next_sweep = time.monotonic() + min(FIRST_SWEEP, sweep_every)
         while not self.stopping:
             frames, closed = self._receive(ws, wait=0.2)
             if frames:
@@ -300,8 +309,8 @@ class Watch:
                 self._event("disconnected", f"no pong within {patience:g} s: the connection is dead")
                 return
             if mono >= next_sweep:
-                self._drain(sweep=True)
-                next_sweep = time.monotonic() + self.s.watch_sweep_interval
+                swept = self._drain(sweep=True)
+                next_sweep = time.monotonic() + (sweep_every if swept else min(SWEEP_RETRY, sweep_every))
             if mono >= next_ping:
                 ws.send(json.dumps({"type": "ping"}))
                 next_ping = mono + interval
@@ -370,17 +379,17 @@ class Watch:
                 self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
         self._take_in()
 
-    def _drain(self, sweep: bool = False) -> None:
+    def _drain(self, sweep: bool = False) -> bool:
         """What arrived while we were not connected waits in the mailbox: take it in by HTTP.
-        A sweep (the same, while connected) says something only when it found something."""
+        A sweep (the same, while connected) says something only when it found something.
+        False when the mailbox could not be read (the socket stays up: pushes keep coming,
+        and the next sweep tries again)."""
         before = self.store.deliverable_count(self.clock())
         try:
             result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
-        except AgentComError as exc:
-            if not sweep:
-                raise
-            self._event("warning", f"could not sweep the mailbox (tried again later): {exc}")
-            return
+        except (HubUnavailableError, HubProtocolError) as exc:
+            self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
+            return False
         handled = sum(result["handled"].values())
         waiting = self.store.deliverable_count(self.clock())
         if not sweep:
@@ -396,6 +405,7 @@ class Watch:
             self.arrived.set()
         for warning in result["warnings"]:
             self._event("warning", warning)
+        return True
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the

@@ -461,6 +461,10 @@ def test_an_entry_with_no_sender_or_no_id_and_seq_is_set_aside_listed_and_known_
     assert "unreadable" in render_history_text([history_entry(r) for r in dead], "none")
     again = plan_check(polled, store.view(batch_keys(polled), 2.0), s, 2.0)
     assert not [w for w in again.warnings if w.startswith("set aside")], "known: not set aside twice"
+    from agentcom_skill.skill import parse_ref
+
+    keyed = [r["id"] for r in dead if r["id"].startswith("unreadable-")]
+    assert keyed and all(store.resolve(parse_ref(key)) is not None for key in keyed), "`show KEY` names it"
 
 
 @settings_h(max_examples=200, deadline=None)
@@ -484,6 +488,13 @@ def test_a_cut_inside_a_text_that_looks_like_the_end_of_an_entry_is_not_an_entry
         check_cut_mailbox(texts, cut)
 
 
+def test_a_cut_inside_a_long_text_of_quotes_is_read_in_one_pass():
+    """Found by a hostile pass: a cut inside a string of escaped quotes made the scan restart
+    at each of them (quadratic: 80,000 quotes took 48 s, and one sender could stall every
+    check for hours). A cut string is now one token up to the end."""
+    check_cut_mailbox(["ok", '"' * 100_000, "after"], 120_000)
+
+
 def check_cut_mailbox(texts: list[str], cut: int) -> None:
     head = '{"agent_id":"gcu","messages":['
     entries = [
@@ -505,6 +516,22 @@ def check_cut_mailbox(texts: list[str], cut: int) -> None:
     assert [m.id for m in got.messages] == whole and got.unreadable == () and not got.complete
     assert [m.text for m in got.messages] == texts[: len(whole)]
     assert parse_mailbox_bytes(data, 0).complete and len(parse_mailbox_bytes(data, 0).messages) == len(texts)
+
+
+def test_a_poison_entry_has_one_key_whether_the_reply_was_read_whole_or_cut():
+    """Found by a hostile pass: an entry with neither id nor seq was keyed by a digest of its
+    text as sent when read from a cut reply, and as re-serialised when read whole: set aside twice."""
+    poison = '{"seq":"two","from":"loash","payload":{"text":"odd"}}'
+    good = [
+        json.dumps(
+            {"seq": n, "id": f"{n:016x}", "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": "ok"}}
+        )
+        for n in (3, 4)
+    ]
+    body = ('{"agent_id":"gcu","messages":[' + ",".join([poison, *good]) + '],"last_seq":4}').encode()
+    whole, cut = parse_mailbox_bytes(body, 0), parse_mailbox_bytes(body[:-20], 0, complete=False, limit=1)
+    assert [m.seq for m in cut.messages] == [3] and len(cut.unreadable) == len(whole.unreadable) == 1
+    assert cut.unreadable[0].key == whole.unreadable[0].key
 
 
 class ModelHub:

@@ -393,6 +393,33 @@ def test_a_damaged_row_is_repaired_or_set_aside_and_everything_else_works(duo, t
     )
 
 
+def test_wait_brings_the_warnings_of_its_empty_looks_with_what_it_finds(duo, tmp_path):
+    """Found by a hostile pass: a damaged row repaired during one of wait's looks that found
+    nothing was never reported (the warning went with the empty result)."""
+    import sqlite3
+
+    from agentcom_skill import skill
+    from agentcom_skill.config import load_settings
+
+    hub, env, alice, bob = duo
+    (kept,) = post(hub, bob, "alice", 1)
+    run_json("check", env=env)
+    assert run_cli("defer", kept, "--for", "1h", env=env).returncode == 0
+    (path,) = (tmp_path / "state").rglob("messages.sqlite3")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE messages SET priority = 'bogus' WHERE id = ?", (kept,))
+    later: list[str] = []
+
+    def sleep(seconds: float) -> None:  # the first look found nothing: a message arrives meanwhile
+        if not later:
+            later.extend(post(hub, bob, "alice", 1))
+
+    s = load_settings({}, env=env)
+    result = skill.wait(timeout=600, settings=s, sleep=sleep)
+    assert result is not None and [m["id"] for m in result["messages"]] == later
+    assert any("repaired a damaged row" in w and kept in w for w in result["warnings"]), result["warnings"]
+
+
 def test_a_store_whose_schema_is_not_ours_is_moved_aside_and_rebuilt(duo, tmp_path):
     """Issue 19.4: a renamed column is a store this version cannot use: moved aside like a
     corrupt file, rebuilt from the hub."""

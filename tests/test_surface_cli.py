@@ -318,6 +318,7 @@ def test_ping_without_a_pong_exits_1(pair):
         ["inbox", "--limit", str(10**22)],
         ["check", "--limit", str(10**7)],
         ["log", "--limit", str(10**22)],
+        ["ack", "--through", str(10**22)],
         ["wait", "--timeout", "inf"],
         ["wait", "--timeout", "nan"],
         ["ping", "bob", "--timeout", "nan"],

@@ -450,3 +450,27 @@ def test_a_message_the_hub_stored_while_the_watch_was_connected_is_swept_in(rig,
     assert "1 new need attention" in swept[0]["text"]
     assert [m["id"] for m in run_json("check", env=env)["messages"]] == [late]
     w.stop()
+
+
+def test_a_mailbox_that_cannot_be_read_at_connect_keeps_the_socket_and_its_pushes(rig, tmp_path):
+    """Found by a hostile pass: a failed drain at connect closed the socket with the frames
+    pushed since the identify unread (pushed, so stored nowhere). Now the watch says so,
+    stays connected, keeps what is pushed, and sweeps again later."""
+    import sqlite3
+
+    hub, env, alice, bob, gateway, start = rig
+    (tmp_path / "alice.toml").write_text("max_response_bytes = 1000\n" + (tmp_path / "alice.toml").read_text())
+    post(hub, bob, payload={"text": "x" * 3000})  # stored (no watch yet), alone over alice's limit
+    w = start()
+    w.wait_for("warning")
+    pushed = post(hub, bob, payload={"text": "pushed meanwhile"})
+
+    def kept() -> set[str]:
+        db = next((tmp_path / "state").glob("*/messages.sqlite3"))
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT id FROM messages")}
+
+    eventually(lambda: pushed in kept(), "the pushed message kept")
+    assert "disconnected" not in w.kinds()
+    assert any("could not read the mailbox" in e["text"] for e in w.events() if e["event"] == "warning")
+    w.stop()
