@@ -27,7 +27,7 @@ from .client import describe_proxy, environment_proxy
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
-from .skill import hub_client, open_store
+from .skill import hub_client, open_store, watch_warnings
 from .watchstate import read_status
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -191,10 +191,7 @@ def _watch(settings: Settings, findings: list[Finding]) -> None:
             )
         )
         return
-    problems = list(status.get("hazards") or [])
-    wake_error = status.get("wake_error")
-    if isinstance(wake_error, dict):
-        problems.append(f"last wake failed: {wake_error.get('detail') or wake_error}")
+    problems = watch_warnings(status)  # connected: its hazards and a last wake error not yet cleared
     detail = f"running (pid {pid}), connected {ago(status['connected_since'])}"
     if problems:
         findings.append(Finding("watch", WARN, f"{detail}; {problems[0]}", "see `agentcom status`"))

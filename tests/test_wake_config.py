@@ -130,6 +130,8 @@ def test_a_failing_command_shows_its_stderr_and_the_error_stays_in_status_and_ch
         assert any("runtime not logged in" in x for x in checked["warnings"])
         prompt = run_cli("check", "--format", "prompt", env=env).stdout
         assert "[AgentCom] warning: the watch's last wake failed" in prompt
+        doctor = {c["check"]: c for c in json.loads(run_cli("doctor", "--json", env=env).stdout)["checks"]}
+        assert doctor["watch"]["outcome"] == "warn" and "runtime not logged in" in doctor["watch"]["detail"]
     finally:
         w.stop()
     assert json.loads(run_cli("status", "--json", env=env).stdout)["watch"] is None
