@@ -63,3 +63,36 @@ def run_json(*args: str, env: dict[str, str]) -> dict[str, Any]:
     out = run_cli(*args, "--json", env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for localhost and 127.0.0.1, made with openssl (the test skips
+    when openssl is not installed)."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a certificate for a TLS server")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

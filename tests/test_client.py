@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import agent_env, free_port, run_cli, run_json
+from conftest import agent_env, free_port, run_cli, run_json, self_signed_cert
 from faultproxy import FaultProxy
 from forwardproxy import ForwardProxy
 from requests.adapters import BaseAdapter
@@ -277,31 +276,7 @@ def test_check_and_send_go_through_a_forward_proxy_and_no_proxy_skips_it(duo, fo
 
 @pytest.fixture
 def tls_hub(duo, tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a certificate for the TLS hub")
-    cert, key = tmp_path / "hub-cert.pem", tmp_path / "hub-key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     front = FaultProxy(duo[0].url, tls=(str(cert), str(key)))
     yield front, cert
     front.close()

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, agent_env, run_cli, run_json
+from conftest import ROOT, agent_env, run_cli, run_json, self_signed_cert
 from faultproxy import FaultProxy
 from test_guarantees import post, write_config
 
@@ -420,36 +420,14 @@ def test_json_output_escapes_terminal_tricks_and_usage_errors_are_json(duo, tmp_
 
 def test_plain_http_against_a_tls_hub_says_to_use_https(duo, tmp_path):
     """Issue 12: the reverse mismatch (https against plain http is in test_errors_say_what_to_fix)."""
-    import shutil
     import socket
     import ssl
     import threading
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a certificate for the TLS stand-in")
     hub, env, alice, bob = duo
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(tmp_path / "k.pem"),
-            "-out",
-            str(tmp_path / "c.pem"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    context.load_cert_chain(cert, key)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
