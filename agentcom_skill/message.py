@@ -182,7 +182,7 @@ def parse_mailbox(body: Any, since: int) -> MailboxBatch:
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise HubProtocolError("hub sent a mailbox reply without a 'messages' list")
-    return _batch([(raw, None) for raw in raw_messages], body.get("last_seq"), since)
+    return _batch(raw_messages, body.get("last_seq"), since)
 
 
 def parse_mailbox_bytes(data: bytes, since: int, complete: bool = True, limit: int = 0) -> MailboxBatch:
@@ -208,13 +208,14 @@ def parse_mailbox_bytes(data: bytes, since: int, complete: bool = True, limit: i
     return _batch(_read_elements(elements), top.get("last_seq"), since)
 
 
-def _read_elements(elements: list[str]) -> list[tuple[Any, str | None]]:
-    entries: list[tuple[Any, str | None]] = []
+def _read_elements(elements: list[str]) -> list[Any]:
+    """Each entry's value, or a `_Broken` holding the text Python's parser could not take."""
+    entries: list[Any] = []
     for element in elements:
         try:
-            entries.append((json.loads(element, parse_constant=_refuse_constant), element))
+            entries.append(json.loads(element, parse_constant=_refuse_constant))
         except (RecursionError, ValueError) as exc:
-            entries.append((_Broken(_why_unparsable(exc)), element))
+            entries.append(_Broken(_why_unparsable(exc), element))
     return entries
 
 
@@ -266,6 +267,7 @@ def _refuse_constant(name: str) -> Any:
 
 class _Broken(NamedTuple):
     reason: str
+    text: str
 
 
 def _why_unparsable(exc: BaseException) -> str:
@@ -274,13 +276,13 @@ def _why_unparsable(exc: BaseException) -> str:
     return "not valid JSON (" + (str(exc)[:80] if isinstance(exc, _Constant) else "syntax") + ")"
 
 
-def _batch(raw_entries: list[tuple[Any, str | None]], last_seq: Any, since: int) -> MailboxBatch:
+def _batch(raw_entries: list[Any], last_seq: Any, since: int) -> MailboxBatch:
     """Read every entry; dedupe by id (the first, lowest seq, wins); set aside the unreadable."""
     read: list[Message] = []
     unreadable: list[Unreadable] = []
-    for index, (raw, text) in enumerate(raw_entries):
+    for index, raw in enumerate(raw_entries):
         if isinstance(raw, _Broken):
-            unreadable.append(_unreadable(_shallow(text or ""), raw.reason, text or ""))
+            unreadable.append(_unreadable(_shallow(raw.text), raw.reason, raw.text))
             continue
         try:
             read.append(parse_message(raw, index))
