@@ -33,6 +33,8 @@ ENV_VARS = {
     "config": "AGENTCOM_CONFIG",
     "state_dir": "AGENTCOM_STATE_DIR",
     "wake_token": "AGENTCOM_WAKE_TOKEN",
+    "wake_mode": "AGENTCOM_WAKE_MODE",
+    "wake_url": "AGENTCOM_WAKE_URL",
 }
 
 # Where a setting can be given on the command line, for error messages.
@@ -422,6 +424,8 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
 
     No table (or an empty one) means no wake. A table that is there must be complete for
     its mode: a wake that cannot work is an error at start, never a watch that wakes nobody.
+    AGENTCOM_WAKE_MODE and AGENTCOM_WAKE_URL replace the table's mode and url (the wake target
+    only: the OpenClaw plugin points its watch at itself this way, the rest stays the user's).
     """
     if table is None:
         table = {}
@@ -429,6 +433,11 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         raise ConfigError(f"wake in {where} must be a table")
     _check_table(table, _WAKE_KEYS, where, "wake.")
     values: dict[str, Any] = dict(table)
+    overridden = [ENV_VARS[f"wake_{key}"] for key in ("mode", "url") if env.get(ENV_VARS[f"wake_{key}"])]
+    for var in overridden:
+        values[var.rsplit("_", 1)[1].lower()] = env[var]
+    if overridden:
+        where = f"{where} with {' and '.join(overridden)}"
     mode = values.get("mode", "agent")
     if mode not in WAKE_MODES:
         raise ConfigError(f"wake.mode in {where} must be one of {', '.join(WAKE_MODES)}")

@@ -113,9 +113,19 @@ class PushedFrames:
         return self.hub.agents()
 
 
+PARENT_POLL = 0.5  # seconds between two looks at whether the parent process is still there
+
+
 class Watch:
-    def __init__(self, settings: Settings, events: Events, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        events: Events,
+        clock: Callable[[], float] = time.time,
+        parent_pid: int | None = None,
+    ):
         self.s = settings
+        self.parent_pid = parent_pid  # stop when our parent is no longer this process (it died)
         self.events = events
         self.clock = clock
         self.directory = settings.agent_state_dir()
@@ -155,6 +165,8 @@ class Watch:
         if lock is None:
             raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if self.parent_pid is not None:
+            threading.Thread(target=self._watch_parent, name="agentcom-parent", daemon=True).start()
         try:
             with (
                 open_store(self.s) as store,
@@ -190,6 +202,17 @@ class Watch:
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
+
+    def _watch_parent(self) -> None:
+        """A parent killed hard (the OpenClaw gateway, SIGKILL) cannot stop us: we notice that
+        we were handed to another parent and stop as if told to, so the lock is free for the
+        next parent's watch."""
+        while not self.stopping:
+            if os.getppid() != self.parent_pid:
+                self._event("parent_gone", f"the parent process {self.parent_pid} is gone: stopping")
+                self.stopping = True
+                return
+            time.sleep(PARENT_POLL)
 
     def _loop(self) -> int:
         attempt = 0
@@ -570,9 +593,9 @@ class Watch:
             write_status(self.directory, self.status)
 
 
-def run_watch(settings: Settings, jsonl: bool = False) -> int:
+def run_watch(settings: Settings, jsonl: bool = False, parent_pid: int | None = None) -> int:
     """The CLI's entry: the exit code."""
-    return Watch(settings, Events(jsonl)).run()
+    return Watch(settings, Events(jsonl), parent_pid=parent_pid).run()
 
 
 __all__ = ["Watch", "Events", "run_watch"]

@@ -40,6 +40,7 @@ COMMANDS = {
     "help": "running:help_command",
     "completion": "running:completion",
     "hub": "hubcmd:hub",
+    "openclaw": "openclaw:openclaw",
 }
 
 

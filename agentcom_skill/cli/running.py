@@ -60,12 +60,18 @@ agentcom watch --jsonl        # and a JSON object per event on stdout
 """
 )
 @click.option("--jsonl", is_flag=True, help="Also print each event as one JSON object on stdout.")
+@click.option(
+    "--parent-pid",
+    type=click.IntRange(min=1),
+    metavar="PID",
+    help="Stop when the parent process is no longer PID (a supervisor killed hard, as the OpenClaw plugin's gateway).",
+)
 @click.pass_context
-def watch(ctx: click.Context, jsonl: bool) -> None:
+def watch(ctx: click.Context, jsonl: bool, parent_pid: int | None) -> None:
     """Hold the hub's WebSocket; handle and wake in real time."""
     from ..watch import run_watch
 
-    sys.exit(run_watch(cli_obj(ctx).settings(), jsonl))
+    sys.exit(run_watch(cli_obj(ctx).settings(), jsonl, parent_pid))
 
 
 @command(
