@@ -60,7 +60,8 @@ def run_doctor(overrides: Mapping[str, Any], env: Mapping[str, str] | None = Non
         _store(settings, findings)
         _watch(settings, findings)
         _wake(settings, findings)
-    _openclaw(findings)
+    plugin = _openclaw_plugin(settings, findings)
+    _openclaw(findings, plugin_installed=plugin)
     failed = [f for f in findings if f.outcome == FAIL]
     return {"checks": [f._asdict() for f in findings], "exit_code": failed[0].exit_code if failed else 0}
 
@@ -294,7 +295,28 @@ def _judge(wake: Any, status: int, mode: str, accepted: bool) -> Finding:
     return Finding("wake", OK, f"{mode} mode: the gateway {wake.url} accepts the wake token")
 
 
-def _openclaw(findings: list[Finding]) -> None:
+def _openclaw_plugin(settings: Settings | None, findings: list[Finding]) -> bool:
+    """The AgentCom channel plugin as OpenClaw's config holds it; True when installed."""
+    if shutil.which("openclaw") is None:
+        return False
+    from .openclaw_plugin import OpenClaw, describe, find_openclaw
+
+    try:
+        outcome, detail = describe(OpenClaw(find_openclaw()).config(), settings)
+    except AgentComError as exc:
+        findings.append(Finding("openclaw plugin", WARN, f"cannot read OpenClaw's config: {exc}"))
+        return False
+    if outcome == "absent":
+        findings.append(Finding("openclaw plugin", SKIP, f"{detail} (`agentcom openclaw install` adds it)"))
+        return False
+    if outcome == "stale":
+        findings.append(Finding("openclaw plugin", WARN, detail, "run `agentcom openclaw install` again"))
+        return True
+    findings.append(Finding("openclaw plugin", OK, detail))
+    return True
+
+
+def _openclaw(findings: list[Finding], plugin_installed: bool = False) -> None:
     program = shutil.which("openclaw")
     if program is None:
         findings.append(Finding("openclaw", SKIP, "no openclaw on PATH"))
@@ -323,6 +345,17 @@ def _openclaw(findings: list[Finding]) -> None:
         findings.append(Finding("openclaw", OK, f"the agentcom skill is visible to the model ({Path(program).name})"))
         return
     missing = json.dumps(info.get("missing") or {}, separators=(",", ":"))[:200]
+    if plugin_installed:  # the channel plugin hands messages over itself; the skill is optional then
+        findings.append(
+            Finding(
+                "openclaw",
+                WARN,
+                f"the agentcom skill is not visible to the model (missing: {missing}); the channel plugin works without"
+                " it, but the model cannot run `agentcom` commands",
+                "see the README's OpenClaw section",
+            )
+        )
+        return
     findings.append(
         Finding(
             "openclaw",

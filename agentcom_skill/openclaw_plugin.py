@@ -183,10 +183,15 @@ def uninstall(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if state.get("channel") is not None:
         oc.run("config", "unset", f"channels.{PLUGIN_ID}")
         changed.append(f"removed channels.{PLUGIN_ID}")
-    if state.get("entry") is not None or str(PLUGIN_DIR) in state.get("paths", []):
+    entry = state.get("entry")
+    if str(PLUGIN_DIR) in state.get("paths", []) or (isinstance(entry, dict) and entry.get("enabled")):
         # --keep-files: the linked folder is this package's own; OpenClaw must not delete it
         oc.run("plugins", "uninstall", PLUGIN_ID, "--force", "--keep-files")
         changed.append("uninstalled the AgentCom channel plugin")
+        entry = oc.config().get("entry")
+    if entry is not None:  # OpenClaw leaves the entry behind, disabled: install wrote it, so it goes
+        oc.run("config", "unset", f"plugins.entries.{PLUGIN_ID}")
+        changed.append(f"removed plugins.entries.{PLUGIN_ID}")
     if changed:
         oc.validate()
     return {"openclaw": oc.program, "changed": changed, "next": RESTART_HINT if changed else None}

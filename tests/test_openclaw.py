@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, agent_env, run_json
+from conftest import ROOT, agent_env, run_cli, run_json
 from fakemodel import FakeModel, Turn, text_of
 from hubprocess import RunningHub
 from hubprocess import eventually as _eventually
@@ -92,6 +93,31 @@ class Script:
         return self.handler(request)
 
 
+def install_plugin(oc: OpenClawHome, hub: RunningHub, tmp: Path) -> dict:
+    """As a user would: `agentcom config init --register` (with an ignore rule of theirs), then
+    `agentcom openclaw install`, before the gateway starts. The plugin's agent is "mind"."""
+    config, state = tmp / "mind.toml", tmp / "mind-state"
+    init = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "--config", str(config), "--state-dir", str(state)]
+        + ["--hub-url", hub.url, "--agent-id", "mind", "config", "init", "--register", "--ignore-from", "spammer"],
+        env=oc.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert init.returncode == 0, init.stderr
+    env = {**oc.env, "AGENTCOM_CONFIG": str(config)}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "openclaw", "install", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    return {"config": config, "env": env, "install": json.loads(out.stdout)}
+
+
 @pytest.fixture(scope="session")
 def started(openclaw, tmp_path_factory):
     """One hub and one gateway for the whole session, started here without waiting (the
@@ -113,10 +139,11 @@ def started(openclaw, tmp_path_factory):
         "AGENTCOM_CONFIG": str(config),
     }
     port = oc.configure_gateway(model.base_url, skill_env, api_key=gcu)
+    plugin = install_plugin(oc, hub, tmp)  # before the start: the same gateway serves the AgentCom channel
     gateway = Gateway(oc, port, wait=False)
     env = agent_env(hub, "gcu", gcu, tmp)  # the same agent, outside OpenClaw
     env.update(AGENTCOM_STATE_DIR=str(state), AGENTCOM_CONFIG=str(config))
-    yield {
+    ctx = {
         "hub": hub,
         "gcu": gcu,
         "bob": bob,
@@ -128,8 +155,11 @@ def started(openclaw, tmp_path_factory):
         "env": env,
         "config": config,
         "tmp": tmp,
+        "plugin": plugin,
+        "spammer": hub.mint("spammer"),
     }
-    gateway.stop()
+    yield ctx
+    ctx["gateway"].stop()  # the lifecycle test may have started another one
     model.close()
     if hub.proc and hub.proc.poll() is None:
         hub.proc.kill()
@@ -426,3 +456,159 @@ def test_a2a_path_one_model_call_per_message_answers_go_back_and_each_peer_is_it
         watch.terminate()
         watch.wait(timeout=60)
         config.write_text("")
+
+
+# the AgentCom channel plugin -------------------------------------------------------------------
+
+
+def plugin_watch(world) -> dict | None:
+    """The plugin's watch (the gateway's child) as its status file says, while it runs."""
+    from agentcom_skill.config import load_settings
+    from agentcom_skill.watchstate import read_status
+
+    settings = load_settings(env=world["plugin"]["env"])
+    return read_status(settings.agent_state_dir())
+
+
+def connected_watch(world, not_pid: int | None = None) -> dict:
+    def connected():
+        status = plugin_watch(world)
+        ok = status and status.get("connected_since") and status.get("pid") != not_pid
+        return status if ok else None
+
+    return eventually(connected, "the plugin's watch connected to the hub")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class PluginScript:
+    """The model behind the AgentCom channel: answers by marker, one plain-text turn each."""
+
+    ANSWERS = {
+        "QUESTION-ONE": "Plugin answer one: Paris.",
+        "QUESTION-TWO": "Plugin answer two: still Paris.",
+        "CAROL-HELLO": "Hello Carol, from the plugin.",
+        "STAY-QUIET": "AGENTCOM_NO_REPLY",
+        "BARE-NO-REPLY": "NO_REPLY",
+        "AFTER-CHILD-RESTART": "Back after the watch restarted.",
+        "AFTER-GATEWAY-RESTART": "Back after the gateway restarted.",
+        "SPAM-TEXT": "should never be asked",
+    }
+
+    def __init__(self):
+        self.turns: dict[str, list[dict]] = {}
+
+    def __call__(self, request):
+        texts = ours(request)
+        if not texts:
+            return Turn(text="NO_REPLY")
+        marker = next((m for m in self.ANSWERS if m in texts[-1]), "other")
+        self.turns.setdefault(marker, []).append(request)
+        return Turn(text=self.ANSWERS.get(marker, "NO_REPLY"))
+
+
+def plugin_ask(world, who: str, text: str) -> tuple[str, list[dict]]:
+    hub = world["hub"]
+    msg_id = hub.post(world[who], {"to": "mind", "payload": {"text": text}}).json()["id"]
+    answers = eventually(
+        lambda: [m for m in hub.poll(who, world[who])["messages"] if m["reply_to"] == msg_id],
+        f"the answer to {text[:24]!r} at {who}'s",
+    )
+    return msg_id, answers
+
+
+def a2a_counts(world) -> dict:
+    return run_json("status", env=world["plugin"]["env"])["watch"]["a2a"]
+
+
+def test_plugin_is_installed_by_agentcom_openclaw_install_idempotently(world):
+    installed = world["plugin"]["install"]
+    assert len(installed["changed"]) == 2 and "restart the gateway" in installed["next"]
+    channel = world["oc"].config()["channels"]["agentcom"]
+    assert channel == installed["channel"] and channel["agentId"] == "mind"
+    assert channel["config"] == str(world["plugin"]["config"].resolve()) and "token" not in json.dumps(channel).lower()
+    assert world["oc"].config()["plugins"]["entries"]["agentcom"]["enabled"] is True
+    again = run_cli("openclaw", "install", env=world["plugin"]["env"])
+    assert again.returncode == 0 and "nothing to change" in again.stdout, again.stderr
+    doctor = run_cli("doctor", "--json", env=world["plugin"]["env"], timeout=300)
+    found = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert found["openclaw plugin"]["outcome"] == "ok", found["openclaw plugin"]
+
+
+def test_plugin_conversations_one_model_call_a_session_per_peer_and_silences(world):
+    hub, model, script = world["hub"], world["model"], world["script"]
+    plugin = PluginScript()
+    script.handler = plugin
+    connected_watch(world)
+    ping = hub.post(world["bob"], {"to": "mind", "type": "ping", "payload": {}}).json()["id"]
+    hub.post(world["spammer"], {"to": "mind", "payload": {"text": "SPAM-TEXT: buy now"}})
+    q1, got = plugin_ask(world, "bob", "QUESTION-ONE: what is the capital of France?")
+    assert [(a["type"], a["payload"]["text"]) for a in got] == [("response", "Plugin answer one: Paris.")]
+    assert [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == ping], "pong, by code"
+    seen = ours(plugin.turns["QUESTION-ONE"][0])[-1]
+    assert "[AgentCom channel]" in seen and "from the agent bob" in seen, "the turn says which channel and who"
+    assert seen.index("<<<AGENTCOM_UNTRUSTED_") < seen.index("QUESTION-ONE") < seen.index("<<<END_AGENTCOM_UNTRUSTED_")
+
+    _, got = plugin_ask(world, "bob", "QUESTION-TWO: and still?")
+    assert got[0]["payload"]["text"] == "Plugin answer two: still Paris."
+    follow_up = json.dumps(plugin.turns["QUESTION-TWO"][-1]["messages"])
+    assert "QUESTION-ONE" in follow_up and "Plugin answer one: Paris." in follow_up, "bob's session goes on"
+    _, got = plugin_ask(world, "carol", "CAROL-HELLO from carol")
+    assert got[0]["payload"]["text"] == "Hello Carol, from the plugin."
+    assert "QUESTION-ONE" not in json.dumps(plugin.turns["CAROL-HELLO"][-1]["messages"]), "carol has her own"
+
+    before = a2a_counts(world)["no_reply"]
+    quiet = hub.post(world["bob"], {"to": "mind", "payload": {"text": "STAY-QUIET: fyi"}}).json()["id"]
+    bare = hub.post(world["carol"], {"to": "mind", "payload": {"text": "BARE-NO-REPLY: fyi"}}).json()["id"]
+    eventually(lambda: a2a_counts(world)["no_reply"] >= before + 2, "both silent tasks ended")
+    everything = hub.poll("bob", world["bob"])["messages"] + hub.poll("carol", world["carol"])["messages"]
+    assert not [m for m in everything if m["reply_to"] in (quiet, bare)], "AGENTCOM_NO_REPLY and NO_REPLY send nothing"
+    assert "couldn't generate" not in json.dumps(everything)
+
+    one_call = ("QUESTION-ONE", "QUESTION-TWO", "CAROL-HELLO", "STAY-QUIET")
+    assert {m: len(plugin.turns.get(m, [])) for m in one_call} == dict.fromkeys(one_call, 1), "1 model call each"
+    every_request = json.dumps(model.requests)
+    assert ping not in every_request and "SPAM-TEXT" not in every_request, "Tier 0 and ignore_from: never the model"
+    assert world["plugin"]["install"]["channel"].get("tokenFile") is None
+    assert not model.errors, model.errors
+    assert a2a_counts(world)["failed"] == 0
+
+
+def test_plugin_lifecycle_child_restarted_gateway_stop_and_hard_kill_then_uninstall(world):
+    """Last test of the session: it kills and restarts the session's gateway."""
+    world["script"].handler = plugin = PluginScript()
+    first = connected_watch(world)
+    os.kill(first["pid"], signal.SIGKILL)  # the child dies: the gateway restarts the channel (5 s)
+    second = connected_watch(world, not_pid=first["pid"])
+    _, got = plugin_ask(world, "bob", "AFTER-CHILD-RESTART: there?")
+    assert got[0]["payload"]["text"] == "Back after the watch restarted."
+
+    gateway = world["gateway"]
+    os.kill(gateway.proc.pid, signal.SIGKILL)  # the gateway alone, killed hard: its child is orphaned
+    gateway.proc.wait(timeout=30)
+    eventually(lambda: not alive(second["pid"]), "the orphaned watch noticed its parent is gone and exited")
+    gateway.log.close()
+    world["gateway"] = gateway = Gateway(world["oc"], gateway.port)
+    third = connected_watch(world, not_pid=second["pid"])  # watch.lock did not keep it out
+    _, got = plugin_ask(world, "bob", "AFTER-GATEWAY-RESTART: there?")
+    assert got[0]["payload"]["text"] == "Back after the gateway restarted."
+    assert len(plugin.turns["AFTER-GATEWAY-RESTART"]) == 1
+
+    os.kill(gateway.proc.pid, signal.SIGTERM)  # stopping the gateway (not its process group) stops the child
+    eventually(lambda: not alive(third["pid"]), "the watch stopped with the gateway")
+    gateway.proc.wait(timeout=120)
+
+    out = run_cli("openclaw", "uninstall", "--json", env=world["plugin"]["env"], timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["changed"]) == 3
+    cfg = world["oc"].config()
+    assert "agentcom" not in cfg.get("channels", {}) and "agentcom" not in cfg["plugins"].get("entries", {})
+    assert (ROOT / "agentcom_skill" / "openclaw" / "index.js").exists(), "the package's plugin folder is kept"
+    again = run_cli("openclaw", "uninstall", env=world["plugin"]["env"])
+    assert again.returncode == 0 and "nothing to change" in again.stdout

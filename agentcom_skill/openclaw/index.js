@@ -250,8 +250,8 @@ async function dispatchOnce({ cfg, account, channelRuntime, task, text, messageI
   const reason = failure ? String(failure instanceof Error ? failure.message : failure) : errorText;
   if (reason && NOT_RAN.test(reason)) return { kind: "not_ran", reason };
   if (errorText && NO_ANSWER.test(errorText) && !failure) return { kind: "silent" };
-  if (reason) return { kind: "failed", reason };
-  return { kind: "silent" };
+  // nothing at all: the messages go back to `agentcom check` rather than being taken as answered
+  return { kind: "failed", reason: reason || "the turn ended without a reply" };
 }
 
 // the route the watch calls ---------------------------------------------------------------
