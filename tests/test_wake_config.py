@@ -6,8 +6,10 @@ error stays in `status`, `status --json` and `check`'s warnings."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,67 @@ def test_a_failing_command_shows_its_stderr_and_the_error_stays_in_status_and_ch
     finally:
         w.stop()
     assert json.loads(run_cli("status", "--json", env=env).stdout)["watch"] is None
+
+
+def test_the_environment_sets_the_wake_target_and_keeps_the_rest_of_the_users_table(tmp_path):
+    """How the OpenClaw plugin points its watch at itself: AGENTCOM_WAKE_MODE, _URL and _TOKEN
+    replace the target only; the user's other [wake] settings stay."""
+    config = tmp_path / "c.toml"
+    config.write_text('[wake]\nmode = "agent"\nurl = "http://127.0.0.1:18789"\nwindow = 0.7\nanswer_budget = 3\n')
+    base = {"hub_url": "http://127.0.0.1:9", "agent_id": "alice", "token": "t" * 32, "config": str(config)}
+    env = {
+        "AGENTCOM_WAKE_MODE": "a2a",
+        "AGENTCOM_WAKE_URL": "http://127.0.0.1:5555/agentcom/a2a",
+        "AGENTCOM_WAKE_TOKEN": "p" * 64,
+    }
+    wake = load_settings(base, env=env).wake
+    assert (wake.mode, wake.url, wake.token) == ("a2a", "http://127.0.0.1:5555/agentcom/a2a", "p" * 64)
+    assert (wake.window, wake.answer_budget) == (0.7, 3), "the user's own settings stay"
+    config.write_text("")  # no [wake] table at all: the environment alone makes a complete one
+    assert load_settings(base, env=env).wake.configured
+    with pytest.raises(ConfigError) as err:  # checked as a table's value would be, and says where it came from
+        load_settings(base, env={**env, "AGENTCOM_WAKE_URL": "http://127.0.0.1:5555"})
+    assert "JSON-RPC endpoint" in str(err.value) and "AGENTCOM_WAKE_URL" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_settings(base, env={**env, "AGENTCOM_WAKE_MODE": "telepathy"})
+    assert "AGENTCOM_WAKE_MODE" in str(err.value)
+    assert not load_settings(base, env={}).wake.configured, "without them nothing changes"
+
+
+def test_a_watch_whose_parent_dies_stops_and_frees_the_lock(hub, tmp_path):
+    """`watch --parent-pid`: a parent killed hard (SIGKILL: it cannot stop its child) leaves no
+    watch behind holding watch.lock."""
+    env = agent_env(hub, "alice", hub.mint("alice"), tmp_path)
+    err = tmp_path / "watch.err"
+    # the parent: a shell that starts the watch and waits; the watch's parent pid is the shell's
+    parent = subprocess.Popen(
+        ["/bin/sh", "-c", f'"{sys.executable}" -m agentcom_skill watch --jsonl --parent-pid $$ 2>"{err}"; :'],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        connected = json.loads(parent.stdout.readline())
+        while connected["event"] != "connected":
+            connected = json.loads(parent.stdout.readline())
+        status = run_json("status", env=env)["watch"]
+        watch_pid = status["pid"]
+        parent.kill()
+        parent.wait(timeout=30)
+        from hubprocess import eventually
+
+        eventually(lambda: "parent process" in err.read_text() and "stopped" in err.read_text(), "the watch stopped")
+        eventually(lambda: run_json("status", env=env)["watch"] is None, "no live watch any more")
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):  # reaped by init by now, or about to be
+                os.kill(watch_pid, 0)
+                time.sleep(0.1)
+        second = WatchProcess(env, tmp_path)  # the lock is free for the next one
+        try:
+            second.wait_for("connected")
+        finally:
+            second.proc.terminate()
+            second.proc.wait(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
