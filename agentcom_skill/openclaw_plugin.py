@@ -3,7 +3,8 @@ this file): install it into the `openclaw` found on PATH, write its `channels.ag
 from agentcom's own settings, undo both, and say how it stands (for `doctor`).
 
 Everything goes through OpenClaw's own command line (`openclaw plugins install --link`,
-`openclaw config set|unset|validate`), so OpenClaw validates what is written; the current
+`openclaw config set|unset|validate`), so OpenClaw validates what is written (`config set`
+and `unset` check the whole config before writing; after anything else, `config validate`); the current
 state is read from its config file (`openclaw config file`), or, when that file is not plain
 JSON, with `openclaw config get`.
 """
@@ -153,9 +154,11 @@ def install(settings: Settings, env: Mapping[str, str] | None = None) -> dict[st
     block = channel_block(settings)
     state = oc.config()
     changed = []
+    validated = True  # `openclaw config set|unset` validate the whole config before they write
     if not installed(state):
         oc.run("plugins", "install", "--link", str(PLUGIN_DIR), "--force", "--accept-capabilities")
         changed.append(f"installed the AgentCom channel plugin (linked {PLUGIN_DIR})")
+        validated = False
     if state.get("channel") != block:
         oc.run("config", "set", f"channels.{PLUGIN_ID}", json.dumps(block), "--strict-json")
         what = "replaced" if state.get("channel") else "wrote"
@@ -163,7 +166,8 @@ def install(settings: Settings, env: Mapping[str, str] | None = None) -> dict[st
             f"{what} channels.{PLUGIN_ID}: agent {block['agentId']} at {block['hubUrl']}, "
             f"settings from {block['config']}, watch run as {block['command']}"
         )
-    if changed:
+        validated = True
+    if not validated:
         oc.validate()
     return {
         "openclaw": oc.program,
@@ -184,15 +188,18 @@ def uninstall(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         oc.run("config", "unset", f"channels.{PLUGIN_ID}")
         changed.append(f"removed channels.{PLUGIN_ID}")
     entry = state.get("entry")
+    validated = True
     if str(PLUGIN_DIR) in state.get("paths", []) or (isinstance(entry, dict) and entry.get("enabled")):
         # --keep-files: the linked folder is this package's own; OpenClaw must not delete it
         oc.run("plugins", "uninstall", PLUGIN_ID, "--force", "--keep-files")
         changed.append("uninstalled the AgentCom channel plugin")
         entry = oc.config().get("entry")
+        validated = False
     if entry is not None:  # OpenClaw leaves the entry behind, disabled: install wrote it, so it goes
         oc.run("config", "unset", f"plugins.entries.{PLUGIN_ID}")
         changed.append(f"removed plugins.entries.{PLUGIN_ID}")
-    if changed:
+        validated = True
+    if not validated:
         oc.validate()
     return {"openclaw": oc.program, "changed": changed, "next": RESTART_HINT if changed else None}
 

@@ -536,6 +536,7 @@ def test_plugin_is_installed_by_agentcom_openclaw_install_idempotently(world):
     assert world["oc"].config()["plugins"]["entries"]["agentcom"]["enabled"] is True
     again = run_cli("openclaw", "install", env=world["plugin"]["env"])
     assert again.returncode == 0 and "nothing to change" in again.stdout, again.stderr
+    assert world["oc"].run("config", "validate").returncode == 0
     doctor = run_cli("doctor", "--json", env=world["plugin"]["env"], timeout=300)
     found = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert found["openclaw plugin"]["outcome"] == "ok", found["openclaw plugin"]
