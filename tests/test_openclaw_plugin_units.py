@@ -64,3 +64,20 @@ def test_doctor_says_absent_ok_or_stale(tmp_path):
     assert describe(installed, other) == ("stale", "channels.agentcom names another agentId than these settings")
     gone = {**installed, "channel": {**block, "command": str(tmp_path / "no-such-agentcom")}}
     assert describe(gone, s)[0] == "stale"
+
+
+def test_every_plugin_file_is_package_data_of_the_wheel_and_in_the_sdist():
+    import fnmatch
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    root = PLUGIN_DIR.parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    files = [f"openclaw/{p.name}" for p in PLUGIN_DIR.iterdir() if p.is_file()]
+    assert {"openclaw/index.js", "openclaw/openclaw.plugin.json", "openclaw/package.json"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns["agentcom_skill"]) for f in files)
+    assert "recursive-include agentcom_skill/openclaw *.js *.json" in (root / "MANIFEST.in").read_text()
