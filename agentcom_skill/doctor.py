@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 
 import requests
 
-from .client import describe_proxy, environment_proxy
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
 from .skill import hub_client, open_store, watch_warnings
+from .transport import describe_proxy, environment_proxy
 from .watchstate import read_status
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"

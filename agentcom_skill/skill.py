@@ -42,6 +42,7 @@ from .errors import (
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    PossiblyDelivered,
     UsageError,
 )
 from .legacy import has_state_file, import_state_file
@@ -307,6 +308,9 @@ def _answer_and_ack(
         payload = auto_reply_payload(reply.kind, status_text, s.capabilities)
         try:
             sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
+        except PossiblyDelivered as exc:  # counted as sent: an auto-reply is never sent twice
+            sent.append((reply, payload, unconfirmed_id()))
+            warnings.append(f"a {reply.kind} auto-reply was probably delivered, not confirmed: {exc}")
         except AgentComError as exc:
             warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
     up_to, error = ack_hub_prefix(hub, store, s, batch)
@@ -634,7 +638,12 @@ def _send_and_record(
     """Send, then record in the local history. With `check_known`, warn (after sending) when
     nobody knows the recipient: never heard from here, and not connected to the hub."""
     with hub_client(s) as hub:
-        msg_id = hub.send(to, type_, body, reply_to)
+        try:
+            msg_id = hub.send(to, type_, body, reply_to)
+        except PossiblyDelivered as exc:
+            # Never sent again on its own: a retry would be a duplicate if the hub took it.
+            msg_id = unconfirmed_id()
+            warnings.append(f"probably delivered, not confirmed: {exc}")
         if check_known:
             warnings += _unknown_recipient(hub, s, to)
     try:
@@ -642,7 +651,28 @@ def _send_and_record(
             store.record_sent(msg_id, to, type_, body, reply_to, kind, time.time())
     except AgentComError as exc:  # sent all the same: say so rather than fail
         warnings.append(f"sent, but not recorded in the local history: {exc}")
-    return {"id": msg_id, "to": to, "type": type_ or "chat", "reply_to": reply_to, "warnings": warnings}
+    return {
+        "id": msg_id,
+        "to": to,
+        "type": type_ or "chat",
+        "reply_to": reply_to,
+        "confirmed": is_confirmed(msg_id),
+        "warnings": warnings,
+    }
+
+
+UNCONFIRMED = "unconfirmed-"
+
+
+def unconfirmed_id() -> str:
+    """The local key of a send the hub probably took but whose id never came back."""
+    import secrets
+
+    return UNCONFIRMED + secrets.token_hex(8)
+
+
+def is_confirmed(sent_id: str) -> bool:
+    return not sent_id.startswith(UNCONFIRMED)
 
 
 def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
@@ -776,6 +806,7 @@ def sent_entry(row: Any) -> dict[str, Any]:
         "priority": priority,
         "kind": r["kind"],
         "sent_at": r["sent_at"],
+        "confirmed": is_confirmed(r["id"]),
     }
 
 

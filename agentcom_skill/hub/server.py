@@ -8,12 +8,14 @@ an admin token set, only that token mints tokens.
 
 from __future__ import annotations
 
+import gzip
 import hmac
 import re
 import signal
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -172,10 +174,19 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         data = b"" if body is None else wire_json(body).encode()
         close = close or self._body_unread  # what is left of the body would be read as the next request
+        # As the real hub's web server (Bandit) does: every reply but a 204 varies by
+        # accept-encoding, and a non-empty body is compressed when the request accepts it.
+        coding = content_coding(self.headers.get("accept-encoding")) if data and status != 204 else None
+        if coding is not None:
+            data = compress(data, coding)
         self._log(status)  # before the reply: whoever got the reply finds its line in the log
         self.send_response(status)
         if body is not None:
             self.send_header("content-type", JSON_TYPE)
+        if status != 204:
+            self.send_header("vary", "accept-encoding")
+        if coding is not None:
+            self.send_header("content-encoding", coding)
         self.send_header("content-length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -453,6 +464,40 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             },
         )
         return True
+
+
+RESPONSE_CODINGS = ("gzip", "x-gzip", "deflate")  # Bandit's order of preference (no zstd before OTP 28)
+
+
+def content_coding(accept_encoding: str | None) -> str | None:
+    """The coding the real hub's Bandit picks for an Accept-Encoding header: the first of
+    its own preference the client accepts (q > 0, or a `*` with q > 0), else none."""
+    if not accept_encoding:
+        return None
+    accepted: dict[str, float] = {}
+    for element in accept_encoding.split(","):
+        coding, *params = element.split(";")
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().lower().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 1.0  # lenient, as Bandit is: a client that lists a coding accepts it
+        accepted.setdefault(coding.strip().lower(), q)
+    wildcard = accepted.get("*")
+    for coding in RESPONSE_CODINGS:
+        weight = accepted.get(coding, wildcard)
+        if weight is not None and weight > 0:
+            return coding
+    return None
+
+
+def compress(data: bytes, coding: str) -> bytes:
+    if coding == "deflate":
+        return zlib.compress(data)
+    return gzip.compress(data, mtime=0)
 
 
 def serve(
