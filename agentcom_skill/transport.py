@@ -230,9 +230,9 @@ def _chunks(raw: Any) -> Iterator[bytes]:
     # read1: whatever one socket read brings (urllib3 >= 2.3), not a full chunk, so the
     # caller sees a slow body arrive and can give up on time. The raw stream is not decoded
     # (requests leaves that to its own readers): `ContentDecoder` does it, within the limit.
-    read: Callable[[int], bytes] = getattr(raw, "read1", None) or raw.read
+    read: Callable[..., bytes] = getattr(raw, "read1", None) or raw.read
     while True:
-        chunk = read(CHUNK_BYTES)
+        chunk = read(CHUNK_BYTES, decode_content=False)
         if not chunk:
             return
         yield chunk
