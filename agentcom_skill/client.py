@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -62,6 +62,7 @@ log = logging.getLogger("agentcom.http")
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 HUB = Peer("hub", "hub_url")
+HISTORY_PAGE, HISTORY_PAGES = 200, 5  # the hub answers at most 200 a query
 HUB_MAX_BODY = 8_000_000  # the hub refuses a larger request body (Plug.Parsers' length), closing the connection
 
 
@@ -170,6 +171,31 @@ class HubClient:
             raise self._unconfirmed("POST /api/message", "the reply has no string 'id'")
         return msg_id
 
+    def routed(self, sender: str, start_ms: int, end_ms: int, deadline: float = 2.0) -> dict[str, str | None]:
+        """Whom the hub routed `sender`'s messages of that span of time to (id -> `to`; None
+        for a broadcast), from its message history (`GET /api/messages`): a pushed frame
+        carries no `to`, so this is how a broadcast is told from a direct message. Kept short
+        (`deadline`): the watch asks it while pushed messages wait to be stored."""
+        routed: dict[str, str | None] = {}
+        cursor = 0
+        for _ in range(HISTORY_PAGES):
+            query = urlencode(
+                {"from": sender, "start_time": start_ms, "end_time": end_ms, "cursor": cursor, "limit": HISTORY_PAGE}
+            )
+            body = self._request("GET", f"/api/messages?{query}", deadline=deadline)
+            messages = body.get("messages") if isinstance(body, dict) else None
+            if not isinstance(messages, list):
+                raise HubProtocolError("hub sent an /api/messages reply without a 'messages' list")
+            for m in messages:
+                if isinstance(m, dict) and isinstance(m.get("id"), str):
+                    to = m.get("to")
+                    routed[m["id"]] = to if isinstance(to, str) and to.strip().casefold() != "broadcast" else None
+            next_cursor = body.get("cursor")
+            if len(messages) < HISTORY_PAGE or not isinstance(next_cursor, int) or next_cursor <= cursor:
+                break
+            cursor = next_cursor
+        return routed
+
     def register(self, agent_id: str) -> dict[str, Any]:
         body = self._request(
             "POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False, idempotent=False
@@ -189,6 +215,7 @@ class HubClient:
         auth: bool = True,
         idempotent: bool = True,
         raw: bool = False,
+        deadline: float | None = None,
     ) -> Any:
         """One call with retries; the decoded JSON body (or, with `raw`, a 2xx `Reply`, whose
         body may be cut at max_response_bytes). A call that is not idempotent and may have
@@ -202,11 +229,12 @@ class HubClient:
             headers["Content-Type"] = "application/json"
         bearer = BearerAuth(self._token) if auth else NO_AUTH
         attempt, waited_for_limit, rate_limited = 0, 0.0, 0
-        give_up_at = time.monotonic() + self.deadline
+        deadline = self.deadline if deadline is None else min(deadline, self.deadline)
+        give_up_at = time.monotonic() + deadline
         while True:
             if time.monotonic() >= give_up_at:  # (not sent this time: the deadline went on waits)
                 raise HubUnavailableError(
-                    f"hub {self.base_url} gave no complete reply to {call} within the {self.deadline:g} s deadline"
+                    f"hub {self.base_url} gave no complete reply to {call} within the {deadline:g} s deadline"
                 )
             reply = self._attempt(call, method, path, headers, data, bearer, give_up_at, raw, idempotent, attempt)
             status = reply.status if reply is not None else 0

@@ -142,6 +142,7 @@ class Watch:
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.first_hazard: list[str] = []  # another connection under our id was there before us
         self.rejoin = False  # the hub sent agent_left for our id: identify again
+        self.history_usable = True  # the hub answers GET /api/messages (to tell broadcasts apart)
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
@@ -416,7 +417,7 @@ class Watch:
         if self.clock() < self.retry_store_at:
             return
         taken = list(self.unstored)
-        readable = [m for m in taken if isinstance(m, Message)]
+        readable = self._addressed([m for m in taken if isinstance(m, Message)])
         batch = MailboxBatch(readable, 0, unreadable=tuple(m for m in taken if isinstance(m, Unreadable)))
         try:
             result = run_check(
@@ -455,6 +456,33 @@ class Watch:
             self._event("warning", warning, persist=False)
         self._persist_status()
         self.arrived.set()
+
+    def _addressed(self, pushed: list[Message]) -> list[Message]:
+        """A pushed frame carries no `to`: the hub's message history says which were
+        broadcasts (one short look per sender; the frames wait in memory meanwhile, as they do
+        for a busy store). Where it cannot tell, the message stays taken as direct, and the
+        watch says so once."""
+        guessed = [m for m in pushed if m.to is not None and m.timestamp is not None]
+        if not guessed or not self.history_usable:
+            return pushed
+        spans: dict[str, list[int]] = {}
+        for m in guessed:
+            spans.setdefault(m.sender, []).append(int(m.timestamp or 0))
+        routed: dict[str, str | None] = {}
+        try:
+            for sender, times in spans.items():
+                # (a margin: a hub whose frames and history disagree on the millisecond)
+                routed.update(self.hub.routed(sender, min(times) - 1000, max(times) + 1000))
+        except AgentComError as exc:
+            if "has no /api/messages" in str(exc):
+                self.history_usable = False
+            self._event(
+                "warning",
+                f"cannot tell pushed broadcasts from direct messages (taken as direct): {exc}",
+            )
+            return pushed
+        asked = {m.id for m in guessed}
+        return [m._replace(to=routed[m.id]) if m.id in asked and m.id in routed else m for m in pushed]
 
     def _announce_status(self, ws: Any) -> None:
         status = current_status(self.store, self.s)

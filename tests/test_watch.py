@@ -474,3 +474,18 @@ def test_a_mailbox_that_cannot_be_read_at_connect_keeps_the_socket_and_its_pushe
     assert "disconnected" not in w.kinds()
     assert any("could not read the mailbox" in e["text"] for e in w.events() if e["event"] == "warning")
     w.stop()
+
+
+def test_a_pushed_broadcast_is_kept_as_a_broadcast_and_a_direct_message_as_direct(rig, tmp_path):
+    """Issue 32.2: pushed frames carry no `to`; the hub's message history tells them apart."""
+    hub, env, alice, bob, gateway, start = rig
+    w = start()
+    everyone = hub.post(bob, {"payload": {"text": "to everyone"}}).json()["id"]
+    named = hub.post(bob, {"to": "broadcast", "payload": {"text": "to all, by name"}}).json()["id"]
+    direct = post(hub, bob, payload={"text": "just you"})
+    w.wait_for("message", 3)
+    shown = {m["id"]: m for m in run_json("inbox", "--json", env=env)["messages"]}
+    assert [shown[i]["broadcast"] for i in (everyone, named, direct)] == [True, True, False]
+    assert shown[direct]["to"] == "alice" and shown[everyone]["to"] is None
+    assert "warning" not in w.kinds()
+    assert w.stop() == 0

@@ -105,7 +105,8 @@ class HubServer(ThreadingHTTPServer):
         else:
             assert to is not None
             pushed, skip = ([first[to]], {to}) if to in first else ([], set())
-        msg_id = self.store.post(sender, to, type_, payload, reply_to, skip=skip)
+        now = int(self.store.clock() * 1000)
+        msg_id = self.store.post(sender, to, type_, payload, reply_to, skip=skip, now=now)
         frame = {
             "type": "message",
             "id": msg_id,
@@ -113,7 +114,7 @@ class HubServer(ThreadingHTTPServer):
             "message_type": type_,
             "payload": payload,
             "reply_to": reply_to,
-            "timestamp": int(time.time() * 1000),
+            "timestamp": now,
         }
         for peer in pushed:
             peer.send(frame)  # a dead socket loses it, as on the real hub
@@ -313,6 +314,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             ("GET", "ws"): self.websocket,
             ("GET", "api/agents"): self.agents,
             ("POST", "api/message"): self.post_message,
+            ("GET", "api/messages"): self.message_history,
             ("POST", "api/onboard/register"): self.register,
             ("POST", "admin/tokens"): self.admin_tokens,
         }
@@ -398,6 +400,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         messages = self.server.store.poll(agent_id, since)
         last_seq = messages[-1]["seq"] if messages else since
         self._respond(200, {"agent_id": agent_id, "messages": messages, "last_seq": last_seq, "count": len(messages)})
+
+    def message_history(self) -> None:
+        """`GET /api/messages`: what the hub routed, for any valid token, with the real hub's
+        filters (from, to, start_time, end_time, cursor, limit)."""
+        if self._bearer_agent() is None:
+            self._respond(401, {"error": "unauthorized"})
+            return
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        try:
+            numbers = {k: int(query[k]) for k in ("start_time", "end_time", "cursor", "limit") if k in query}
+        except ValueError:  # the real hub's String.to_integer crashes the request
+            self._respond(500, close=True)
+            return
+        messages = self.server.store.history(
+            sender=query.get("from"),
+            to=query.get("to"),
+            start_ms=numbers.get("start_time", 0),
+            end_ms=numbers.get("end_time"),
+            cursor=numbers.get("cursor", 0),
+            limit=numbers.get("limit", 50),
+        )
+        cursor = messages[-1]["seq"] if messages else numbers.get("cursor", 0)
+        self._respond(200, {"messages": messages, "cursor": cursor, "count": len(messages)})
 
     def ack(self, agent_id: str) -> None:
         body = self._json_body()
