@@ -107,6 +107,10 @@ class HubClient:
             check_ca_bundle_environment(self.base_url)
         self.session = session if session is not None else new_session()
 
+    def use_token(self, token: str) -> None:
+        """Go on with another token (the old one was refused and its source now holds a new one)."""
+        self._token = token
+
     def close(self) -> None:
         self.session.close()
 

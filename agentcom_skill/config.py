@@ -559,6 +559,28 @@ def _pick(
     return None, None
 
 
+def reread_token(settings: Settings) -> str | None:
+    """The token as its source holds it now (a token file, or the config file), for a long
+    run whose token the hub stopped taking; None when its source cannot change under a
+    running process (the environment, the command line) or holds no usable token."""
+    source = settings.sources.get("token", "")
+    token: Any
+    try:
+        if source.startswith("token file "):
+            token = _read_token_file(source.removeprefix("token file "), source)
+        elif source == f"config file {settings.config_path}":
+            values = read_config_file(settings.config_path)
+            token = values.get("token") or (
+                _read_token_file(str(values["token_file"]), source) if values.get("token_file") else None
+            )
+        else:
+            return None
+    except ConfigError:
+        return None
+    token = str(token or "").strip()
+    return token if _TOKEN.match(token) else None
+
+
 def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:
     # Within one level a literal token beats a token file; a higher level beats both.
     levels = [

@@ -283,7 +283,8 @@ def run_check(
         store.confirm_shown([m["id"] for m in plan.messages])
         for reply, payload, sent_id in sent:
             store.record_reply_sent(reply.reply_to, sent_id)
-            store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
+            if sent_id != TOKEN_REFUSED:
+                store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
         if up_to is not None:
             store.set_meta("hub_acked", up_to)
     return result
@@ -311,6 +312,9 @@ def _answer_and_ack(
         except PossiblyDelivered as exc:  # counted as sent: an auto-reply is never sent twice
             sent.append((reply, payload, unconfirmed_id()))
             warnings.append(f"a {reply.kind} auto-reply was probably delivered, not confirmed: {exc}")
+        except AuthError as exc:  # refused before the hub did anything: sent once the token works again
+            sent.append((reply, payload, TOKEN_REFUSED))
+            warnings.append(f"could not send a {reply.kind} auto-reply (sent when the token works again): {exc}")
         except AgentComError as exc:
             warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
     up_to, error = ack_hub_prefix(hub, store, s, batch)
@@ -659,6 +663,31 @@ def _send_and_record(
         "confirmed": is_confirmed(msg_id),
         "warnings": warnings,
     }
+
+
+TOKEN_REFUSED = "refused:token"  # an auto-reply intent the hub refused for our token: to be sent later
+REFUSED_RETRY_WINDOW = 3600.0  # seconds: older refused auto-replies are stale answers, never sent
+
+
+def send_refused_auto_replies(hub: Hub, store: MessageStore, s: Settings, now: float) -> tuple[int, list[str]]:
+    """Send the auto-replies the hub refused because of our token (once it takes a token
+    again): how many went out, and warnings. Each intent is still sent at most once."""
+    status_text = current_status(store, s)
+    done, warnings = 0, []
+    for message_id, recipient, kind in store.refused_auto_replies(TOKEN_REFUSED, now - REFUSED_RETRY_WINDOW):
+        payload = auto_reply_payload(kind, status_text, s.capabilities)
+        try:
+            sent_id = hub.send(recipient, "response", payload, message_id)
+        except PossiblyDelivered:
+            sent_id = unconfirmed_id()
+        except AgentComError as exc:
+            warnings.append(f"could not send a refused {kind} auto-reply yet: {exc}")
+            break
+        with store.write():
+            store.record_reply_sent(message_id, sent_id)
+            store.record_sent(sent_id, recipient, "response", payload, message_id, "auto_reply", now)
+        done += 1
+    return done, warnings
 
 
 UNCONFIRMED = "unconfirmed-"

@@ -26,12 +26,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .a2a import A2ADispatcher
-from .config import Settings
+from .config import Settings, reread_token
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import current_status, hub_client, open_store, run_check
+from .skill import current_status, hub_client, open_store, run_check, send_refused_auto_replies
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, write_status
 
@@ -56,6 +56,8 @@ MAX_FRAME = 32 * 1024 * 1024
 # identify but stored just after the drain read the mailbox would otherwise wait there (unseen
 # by `check`, which trusts a connected watch) until the next reconnect.
 FIRST_SWEEP = 2.0
+TOKEN_CHECK_INTERVAL = 15.0  # seconds (at most) between looks at whether the hub still takes our token
+TOKEN_PROBE_SINCE = 2**53  # a mailbox poll past every seq: answers nothing, but checks the token
 SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
@@ -143,6 +145,9 @@ class Watch:
         self.first_hazard: list[str] = []  # another connection under our id was there before us
         self.rejoin = False  # the hub sent agent_left for our id: identify again
         self.history_usable = True  # the hub answers GET /api/messages (to tell broadcasts apart)
+        self.token = settings.token  # replaced when the hub refuses it and its source holds a new one
+        self.token_hazard: list[str] = []
+        self.later_hazard: list[str] = []
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
@@ -163,7 +168,7 @@ class Watch:
                 hub_client(self.s) as hub,
                 hub_client(self.s) as wake_hub,
             ):
-                self.store, self.wake_store, self.hub = store, wake_store, hub
+                self.store, self.wake_store, self.hub, self.wake_hub = store, wake_store, hub, wake_hub
                 if self.s.wake.configured and self.s.wake.mode == "a2a":
                     self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
                     self._event(
@@ -246,7 +251,7 @@ class Watch:
                     {
                         "type": "identify",
                         "agent_id": self.s.agent_id,
-                        "token": self.s.token,
+                        "token": self.token,
                         "name": self.s.agent_id,
                         "status": status,
                         "capabilities": list(self.s.capabilities),
@@ -265,6 +270,7 @@ class Watch:
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
             self.presence_since = self._presence()
             self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
+            self.later_hazard = []
             self._set_hazards(self.first_hazard)
             try:
                 self._drain()  # (failing, it is tried again by the first sweep, 2 s on)
@@ -288,6 +294,8 @@ class Watch:
         next_ping, awaiting_pong_since = time.monotonic() + interval, None
         sweep_every = self.s.watch_sweep_interval
         next_sweep = time.monotonic() + min(FIRST_SWEEP, sweep_every)
+        token_every = min(TOKEN_CHECK_INTERVAL, interval)
+        next_token_check = time.monotonic() + token_every
         while not self.stopping:
             frames, closed = self._receive(ws, wait=0.2)
             if frames:
@@ -312,6 +320,9 @@ class Watch:
             if mono >= next_sweep:
                 swept = self._drain(sweep=True)
                 next_sweep = time.monotonic() + (sweep_every if swept else min(SWEEP_RETRY, sweep_every))
+            if mono >= next_token_check:
+                self._check_token()
+                next_token_check = time.monotonic() + token_every
             if mono >= next_ping:
                 ws.send(json.dumps({"type": "ping"}))
                 next_ping = mono + interval
@@ -350,14 +361,64 @@ class Watch:
             self.presence_since = self._presence()
             return
         now_listed = self._presence()
-        later = (
+        self.later_hazard = (
             [LATER_HAZARD.format(agent=self.s.agent_id)]
             if now_listed is not None and now_listed != self.presence_since
             else []
         )
-        self._set_hazards(self.first_hazard + later)
+        self._set_hazards(self.first_hazard + self.later_hazard)
+
+    def _check_token(self) -> None:
+        """A token reset at the hub leaves our socket up (pushes keep coming) while every HTTP
+        call is refused: ask the hub with a poll that returns nothing."""
+        try:
+            self.hub.poll(self.s.agent_id, since=TOKEN_PROBE_SINCE)
+        except AuthError as exc:
+            self._token_refused(exc)
+            return
+        except AgentComError:
+            return  # the hub's trouble, not the token's: the sweeps report it
+        if self.token_hazard:
+            self._token_works("the hub takes our token again")
+
+    def _token_refused(self, exc: AgentComError) -> None:
+        """The hub refuses our token: re-read its source (a token file or the config file);
+        with a new token that works, go on with it. Otherwise a hazard that `check`, `status`
+        and `doctor` show, until it works again."""
+        fresh = reread_token(self.s)
+        if fresh and fresh != self.token:
+            self.hub.use_token(fresh)
+            try:
+                self.hub.poll(self.s.agent_id, since=TOKEN_PROBE_SINCE)
+            except AgentComError:
+                pass
+            else:
+                self.token = fresh
+                self.wake_hub.use_token(fresh)
+                self._token_works(f"the new token from {self.s.sources.get('token', 'its source')} is taken")
+                return
+            self.hub.use_token(self.token)
+        source = self.s.sources.get("token", "the settings")
+        hazard = [
+            f"the hub refuses this agent's token (from {source}): pushed messages are still stored, but nothing "
+            f"can be sent or acked; put the agent's new token in {source} (the watch re-reads it) ({exc})"
+        ]
+        if hazard != self.token_hazard:
+            self.token_hazard = hazard
+            self._set_hazards(self.first_hazard + self.later_hazard)
+
+    def _token_works(self, why: str) -> None:
+        self.token_hazard = []
+        self._set_hazards(self.first_hazard + self.later_hazard)
+        self._event("token", why)
+        sent, warnings = send_refused_auto_replies(self.hub, self.store, self.s, self.clock())
+        if sent:
+            self._event("auto_replies", f"{sent} auto-reply(ies) the hub had refused for our token sent now")
+        for warning in warnings:
+            self._event("warning", warning)
 
     def _set_hazards(self, hazards: list[str]) -> None:
+        hazards = hazards + self.token_hazard
         if hazards != self.status["hazards"]:
             self.status["hazards"] = hazards
             self._event(
@@ -388,6 +449,9 @@ class Watch:
         before = self.store.deliverable_count(self.clock())
         try:
             result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+        except AuthError as exc:  # the socket still brings pushes: keep it, say so everywhere
+            self._token_refused(exc)
+            return False
         except (HubUnavailableError, HubProtocolError) as exc:
             self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
             return False

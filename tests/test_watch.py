@@ -489,3 +489,37 @@ def test_a_pushed_broadcast_is_kept_as_a_broadcast_and_a_direct_message_as_direc
     assert shown[direct]["to"] == "alice" and shown[everyone]["to"] is None
     assert "warning" not in w.kinds()
     assert w.stop() == 0
+
+
+def test_a_token_reset_under_a_running_watch_is_a_hazard_then_the_new_token_is_picked_up(rig, tmp_path):
+    """Issue 32.3: the hub resets alice's token while her watch runs. Pushes are still stored;
+    `check` says so (a hazard, within the token check interval); the ping bob sent meanwhile
+    is answered once the token file holds the new token, which the watch re-reads."""
+    hub, env, alice, bob, gateway, start = rig
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(alice + "\n")
+    token_file.chmod(0o600)
+    config = tmp_path / "alice.toml"
+    config.write_text(f'token_file = "{token_file}"\nwatch_ping_interval = 1\n' + config.read_text())
+    env.pop("AGENTCOM_TOKEN")
+    w = start()
+    reset = hub.post_path(bob, "/api/admin/agents/alice/reset-token", {})
+    assert reset.status_code == 201
+    new_token = reset.json()["token"]
+    eventually(
+        lambda: [h for h in run_json("check", env=env)["warnings"] if "refuses this agent's token" in h],
+        "the refused token as a hazard in check",
+    )
+    assert "refuses this agent's token" in run_cli("status", env=env).stdout
+    ping = post(hub, bob, type="ping")
+    w.wait_for("message", 1)
+    assert not [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping]
+    token_file.write_text(new_token + "\n")
+    w.wait_for("token")
+    eventually(
+        lambda: [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping],
+        "the refused pong sent with the new token",
+    )
+    assert not [h for h in run_json("check", env=env)["warnings"] if "token" in h]
+    assert new_token not in w.err_path.read_text() + w.out_path.read_text()
+    assert w.stop() == 0

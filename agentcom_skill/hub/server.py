@@ -325,6 +325,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return lambda: self.poll(parts[2])
         if len(parts) == 4 and parts[:2] == ["api", "mailbox"] and parts[3] == "ack" and self.command == "POST":
             return lambda: self.ack(parts[2])
+        if len(parts) == 5 and parts[:3] == ["api", "admin", "agents"] and parts[4] == "reset-token":
+            return (lambda: self.reset_token(parts[3])) if self.command == "POST" else None
         return None
 
     def _dispatch(self) -> None:
@@ -460,8 +462,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def admin_tokens(self) -> None:
         body = self._json_body()
-        if body is _Answered:
+        if body is _Answered or not self._admin_allowed():
             return
+        if self._invalid("post_admin_token", body) or self._empty_agent_id(body):
+            return
+        self._respond(201, {"agent_id": body["agent_id"], "token": self.server.store.mint_token(body["agent_id"])})
+
+    def reset_token(self, agent_id: str) -> None:
+        """`POST /api/admin/agents/<id>/reset-token`: every token of the agent revoked, a new one minted."""
+        if not self._admin_allowed():
+            return
+        token = self.server.store.reset_token(agent_id)
+        if token is None:
+            self._respond(404, {"error": "agent_not_found", "agent_id": agent_id})
+            return
+        self._respond(201, {"agent_id": agent_id, "token": token, "hint": "give the agent its new token"})
+
+    def _admin_allowed(self) -> bool:
+        """Whether the bearer may use the admin routes (any valid token, as on the real hub, or
+        only the admin token when the hub has one); False after answering 401 or 403."""
         token = self._bearer_token()
         admin = self.server.options.admin_token
         if admin is None:
@@ -470,13 +489,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             allowed = token is not None and hmac.compare_digest(token.encode(), admin.encode())
             if not allowed and token is not None and self.server.store.agent_for_token(token) is not None:
                 self._respond(403, {"error": "admin_only", "message": "this hub mints tokens only for its admin token"})
-                return
+                return False
         if not allowed:
             self._respond(401, {"error": "unauthorized"})
-            return
-        if self._invalid("post_admin_token", body) or self._empty_agent_id(body):
-            return
-        self._respond(201, {"agent_id": body["agent_id"], "token": self.server.store.mint_token(body["agent_id"])})
+        return allowed
 
     def _empty_agent_id(self, body: dict[str, Any]) -> bool:
         if body["agent_id"].strip():

@@ -129,6 +129,18 @@ class HubStore:
             )
         return token
 
+    def reset_token(self, agent_id: str) -> str | None:
+        """Revoke every token of `agent_id` and mint a new one; None when it has none."""
+        token = new_token()
+        with self._lock:
+            if not self._db.execute("SELECT 1 FROM tokens WHERE agent_id = ?", (agent_id,)).fetchone():
+                return None
+            self._db.execute("DELETE FROM tokens WHERE agent_id = ?", (agent_id,))
+            self._db.execute(
+                "INSERT INTO tokens(token, agent_id, created_ms) VALUES (?, ?, ?)", (token, agent_id, self._now_ms())
+            )
+        return token
+
     def agent_for_token(self, token: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT agent_id FROM tokens WHERE token = ?", (token,)).fetchone()
