@@ -29,7 +29,7 @@ from .a2a import A2ADispatcher
 from .config import Settings, reread_token
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
-from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
+from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check, send_refused_auto_replies
 from .wake import WakeBatcher, Waker, wake_error
@@ -144,9 +144,11 @@ class Watch:
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.first_hazard: list[str] = []  # another connection under our id was there before us
         self.rejoin = False  # the hub sent agent_left for our id: identify again
+        self.rejoin_why = ""
         self.history_usable = True  # the hub answers GET /api/messages (to tell broadcasts apart)
         self.token = settings.token  # replaced when the hub refuses it and its source holds a new one
         self.token_hazard: list[str] = []
+        self.declines: list[dict[str, Any]] = []  # task_assign frames to decline
         self.later_hazard: list[str] = []
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
@@ -303,15 +305,12 @@ class Watch:
                 # only after the frames queued before it.
                 awaiting_pong_since = None
             self._on_frames(frames)  # also retries messages a failing store could not take
+            self._decline_tasks(ws)
             if closed:
                 self._event("disconnected", f"connection closed: {closed}")
                 return
             if self.rejoin:
-                self._event(
-                    "disconnected",
-                    "the hub dropped our listing (another connection under our id closed):"
-                    " reconnecting, so direct messages come here again",
-                )
+                self._event("disconnected", self.rejoin_why)
                 return
             mono = time.monotonic()
             if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
@@ -433,10 +432,28 @@ class Watch:
             kind = frame.get("type")
             if kind == "message":
                 self.unstored.append(pushed_message(frame, self.s.agent_id, raw, problem))
+            elif kind == "task_assign":
+                # The hub takes every identified socket for a worker of its task queue. Never
+                # hold a task silently: keep a notice of it, then decline at once (below), so
+                # the hub gives it to another agent instead of waiting 60 s and flagging us.
+                self.unstored.append(task_notice(frame, self.s.agent_id, raw))
+                self.declines.append(frame)
+            elif kind == "task_ack":
+                self._event("task", f"the hub took our answer on task {neutralise(str(frame.get('task_id')))[:80]}")
             elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
                 self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
+                self.rejoin_why = (
+                    "the hub dropped our listing (another connection under our id closed):"
+                    " reconnecting, so direct messages come here again"
+                )
             elif kind == "error":
-                self._event("hub_error", f"hub error: {str(frame.get('error'))[:100]}")
+                self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
+                if str(frame.get("error")).startswith("task_fail_failed"):
+                    # A task pushed outside the hub's queue cannot be failed: the hub keeps us
+                    # "working" on it, so no task ever comes again. A new connection starts
+                    # its worker state afresh (what arrives meanwhile waits in the mailbox).
+                    self.rejoin = True
+                    self.rejoin_why = "the hub keeps us busy with a task it cannot take back: reconnecting"
             elif kind == "rate_limited":
                 self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
         self._take_in()
@@ -521,12 +538,36 @@ class Watch:
         self._persist_status()
         self.arrived.set()
 
+    def _decline_tasks(self, ws: Any) -> None:
+        """Decline the tasks the hub assigned us (their notices are taken in first): accept
+        and fail each at once, the only refusal the hub's task protocol has; it puts the task
+        back in its queue for another agent."""
+        while self.declines:
+            frame = self.declines.pop(0)
+            task_id = frame.get("task_id")
+            if not isinstance(task_id, str):
+                continue
+            generation = frame.get("generation")
+            generation = generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+            ws.send(json.dumps({"type": "task_accepted", "task_id": task_id}))
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "task_failed",
+                        "task_id": task_id,
+                        "generation": generation,
+                        "error": f"declined: agentcom agent {self.s.agent_id} does not run hub tasks",
+                    }
+                )
+            )
+            self._event("task", f"hub task {neutralise(task_id)[:80]} declined (kept in the log)", task=task_id)
+
     def _addressed(self, pushed: list[Message]) -> list[Message]:
         """A pushed frame carries no `to`: the hub's message history says which were
         broadcasts (one short look per sender; the frames wait in memory meanwhile, as they do
         for a busy store). Where it cannot tell, the message stays taken as direct, and the
         watch says so once."""
-        guessed = [m for m in pushed if m.to is not None and m.timestamp is not None]
+        guessed = [m for m in pushed if m.to is not None and m.timestamp is not None and m.type != "task_assign"]
         if not guessed or not self.history_usable:
             return pushed
         spans: dict[str, list[int]] = {}

@@ -36,6 +36,7 @@ def watch(tmp_path: Path) -> tuple[Watch, Recorder]:
     events = Recorder()
     w = Watch(s, events)
     w.store, w.hub = MessageStore.open(s.agent_state_dir()), None
+    w.history_usable = False  # no hub here to tell broadcasts apart (test_watch.py asks a real one)
     return w, events
 
 
