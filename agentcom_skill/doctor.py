@@ -27,7 +27,7 @@ from .client import describe_proxy, environment_proxy
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
-from .skill import hub_client, open_store, watch_warnings
+from .skill import hub_client, open_store, token_way_out, watch_warnings
 from .watchstate import read_status
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -127,7 +127,13 @@ def _token(settings: Settings, findings: list[Finding]) -> None:
     except AuthError as exc:
         findings.append(
             Finding(
-                "token", FAIL, str(exc), f"mint or register a token for {settings.agent_id} at this hub", exc.exit_code
+                "token",
+                FAIL,
+                str(exc),
+                token_way_out(
+                    settings.agent_id, f"give its token with --token-file FILE or token_file in {settings.config_path}"
+                ),
+                exc.exit_code,
             )
         )
         return

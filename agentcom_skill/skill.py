@@ -1121,6 +1121,16 @@ def log(
     }
 
 
+def token_way_out(agent_id: str, give_it: str) -> str:
+    """What to do when the hub knows this id but we hold no working token for it: a hub gives a
+    token once, at registration, so another comes from whoever runs the hub. `give_it` says
+    where the token goes."""
+    return (
+        f"{give_it}, with the token {agent_id} was given or one from the hub's operator; for a local hub"
+        f" (`agentcom hub serve`), `agentcom hub token {agent_id} --db HUB.DB > FILE` mints one"
+    )
+
+
 def init_config(
     overrides: Mapping[str, Any],
     *,
@@ -1149,7 +1159,11 @@ def init_config(
         from .client import HubClient
 
         with HubClient(values["hub_url"], None) as hub:
-            values["token"] = hub.register(values["agent_id"])["token"]
+            try:
+                values["token"] = hub.register(values["agent_id"])["token"]
+            except ConfigError as exc:  # the hub's 409: the id is taken, and the hub never gives its token twice
+                give_it = "write the config with `agentcom config init ... --token-file FILE` instead of --register"
+                raise ConfigError(f"{exc}; {token_way_out(values['agent_id'], give_it)}") from None
     elif overrides.get("token_file") or env.get(ENV_VARS["token_file"]):
         values["token_file"] = os.path.abspath(overrides.get("token_file") or env[ENV_VARS["token_file"]])
     state_dir = overrides.get("state_dir") or env.get(ENV_VARS["state_dir"])

@@ -179,8 +179,11 @@ def test_config_init_register_and_show(hub, tmp_path):
     assert shown["capabilities"] == ["code", "review"] and shown["agent_id"] == "newbie"
     assert shown["sources"]["token"].startswith("config file")
     assert run_json("check", env=env)["messages"] == []
-    again = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", env=env)
+    again = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", "--force", env=env)
     assert_clean_failure(again, 2)
+    assert "already registered" in again.stderr and "--token-file" in again.stderr, "the way out is named"
+    assert "agentcom hub token newbie --db" in again.stderr
+    assert cfg.read_text().count(token) == 1, "the config written before stands"
 
 
 def test_verbose_logs_http_calls_without_the_token(pair):
