@@ -33,7 +33,7 @@ from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_mes
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check
 from .wake import WakeBatcher, Waker, wake_error
-from .watchstate import hold_watch_lock, write_status
+from .watchstate import hold_watch_lock, lock_holder, write_status
 
 if TYPE_CHECKING:
     from .skill import Hub
@@ -65,22 +65,32 @@ WAKE_FOOTER = (
 
 
 class Events:
-    """One line per event on stderr; with `jsonl`, one JSON object per event on stdout."""
+    """One line per event on stderr, starting with the time (UTC, ISO 8601: a log kept with
+    `2> watch.log` says when); with `jsonl`, one JSON object per event on stdout."""
 
-    def __init__(self, jsonl: bool = False, out: Any = None, err: Any = None):
+    def __init__(
+        self, jsonl: bool = False, out: Any = None, err: Any = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.jsonl = jsonl
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.clock = clock
         self.last: dict[str, Any] | None = None
 
     def __call__(self, kind: str, text: str, **fields: Any) -> None:
-        self.last = {"event": kind, "at": time.time(), "text": text, **fields}
+        at = self.clock()
+        self.last = {"event": kind, "at": at, "text": text, **fields}
         try:
-            print(f"agentcom watch: {neutralise(text)}", file=self.err, flush=True)
+            print(f"{log_time(at)} agentcom watch: {neutralise(text)}", file=self.err, flush=True)
             if self.jsonl:
                 print(json.dumps(self.last, ensure_ascii=True), file=self.out, flush=True)
         except (OSError, ValueError):
             pass
+
+
+def log_time(at: float) -> str:
+    """2026-12-07T06:30:15.123Z"""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def how_closed(exc: ConnectionClosed) -> str:
@@ -153,7 +163,11 @@ class Watch:
     def run(self) -> int:
         lock = hold_watch_lock(self.directory)
         if lock is None:
-            raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
+            pid = lock_holder(self.directory)
+            raise BusyError(
+                f"another agentcom watch{f' (pid {pid})' if pid else ''} runs for {self.s.agent_id}"
+                f" (lock {self.directory / 'watch.lock'}): stop it first, or leave it running"
+            )
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with (
@@ -384,22 +398,22 @@ class Watch:
         A sweep (the same, while connected) says something only when it found something.
         False when the mailbox could not be read (the socket stays up: pushes keep coming,
         and the next sweep tries again)."""
-        before = self.store.deliverable_count(self.clock())
+        # Counted as ids, not as a difference of counts: the wake thread leases messages meanwhile
+        # (a difference went negative).
+        before = set(self.store.deliverable_ids(self.clock()))
         try:
             result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
         except (HubUnavailableError, HubProtocolError) as exc:
             self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
             return False
         handled = sum(result["handled"].values())
-        waiting = self.store.deliverable_count(self.clock())
+        new = len(set(self.store.deliverable_ids(self.clock())) - before)
         if not sweep:
-            self._event(
-                "drained", f"mailbox drained: {waiting - before} new need attention, {handled} handled by Tier 0"
-            )
-        elif waiting - before or handled:
+            self._event("drained", f"mailbox drained: {new} new need attention, {handled} handled by Tier 0")
+        elif new or handled:
             self._event(
                 "swept",
-                f"mailbox swept: {waiting - before} new need attention, {handled} handled by Tier 0"
+                f"mailbox swept: {new} new need attention, {handled} handled by Tier 0"
                 " (stored by the hub instead of pushed)",
             )
             self.arrived.set()

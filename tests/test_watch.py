@@ -8,6 +8,7 @@ rule itself is tested with an injected clock in test_wake_units.py.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -231,11 +232,13 @@ def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
 
 def test_a_second_watch_exits_7_and_a_bad_token_exits_3(rig, tmp_path):
     hub, env, alice, bob, gateway, start = rig
-    start()
+    first = start()
     second = subprocess.run(
         [sys.executable, "-m", "agentcom_skill", "watch"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert second.returncode == 7 and "another agentcom watch" in second.stderr
+    assert second.returncode == 7 and f"another agentcom watch (pid {first.proc.pid}) runs" in second.stderr
+    log = first.err_path.read_text().splitlines()
+    assert log and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z agentcom watch: ", line) for line in log), log
     other_env = agent_env(hub, "carol", hub.mint("carol"), tmp_path)
     bad = subprocess.run(
         [sys.executable, "-m", "agentcom_skill", "watch"],
