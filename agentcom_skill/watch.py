@@ -124,8 +124,16 @@ class PushedFrames:
 
 
 class Watch:
-    def __init__(self, settings: Settings, events: Events, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        events: Events,
+        clock: Callable[[], float] = time.time,
+        reload: Callable[[], Settings] | None = None,
+    ):
         self.s = settings
+        self.reload = reload  # loads the settings again (SIGHUP)
+        self.reload_requested = False
         self.events = events
         self.clock = clock
         self.directory = settings.agent_state_dir()
@@ -169,6 +177,8 @@ class Watch:
                 f" (lock {self.directory / 'watch.lock'}): stop it first, or leave it running"
             )
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if self.reload is not None:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hang_up)
         try:
             with (
                 open_store(self.s) as store,
@@ -176,7 +186,7 @@ class Watch:
                 hub_client(self.s) as hub,
                 hub_client(self.s) as wake_hub,
             ):
-                self.store, self.wake_store, self.hub = store, wake_store, hub
+                self.store, self.wake_store, self.hub, self.wake_hub = store, wake_store, hub, wake_hub
                 if self.s.wake.configured and self.s.wake.mode == "a2a":
                     self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
                     self._event(
@@ -185,7 +195,11 @@ class Watch:
                         f"(one context per {self.s.wake.context}); answers come back to the senders",
                     )
                 elif not self.waker:
-                    self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
+                    self._event(
+                        "config",
+                        "no [wake] configured: messages wait in the store for `agentcom check`"
+                        f" (add a [wake] table, then `kill -HUP {os.getpid()}` to take it up)",
+                    )
                 # Wakes run beside the socket loop (with their own store connection and hub
                 # client), so a slow gateway never holds up pings or incoming frames.
                 waker = threading.Thread(target=self._wake_loop, name="agentcom-wake", daemon=True)
@@ -204,6 +218,11 @@ class Watch:
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
+
+    def _hang_up(self, signum: int, frame: Any) -> None:
+        # Only a flag: the wake thread, which owns the waker, reloads within 0.2 s. (Setting
+        # an Event here could deadlock on its lock, held by the code this handler interrupted.)
+        self.reload_requested = True
 
     def _loop(self) -> int:
         attempt = 0
@@ -482,6 +501,9 @@ class Watch:
     def _wake_loop(self) -> None:
         while not self.stopping:
             try:
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload_wake()
                 if self.dispatcher is not None:
                     self._a2a_step()
                 else:
@@ -549,6 +571,45 @@ class Watch:
         delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)
         self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
 
+    def _reload_wake(self) -> None:
+        """SIGHUP: read the settings again and take up their [wake] table, in the wake thread.
+        What the connection rests on (hub, id, token, Tier 0 rules) changes only at a restart:
+        the event names what changed and waits for one. A config that no longer loads leaves
+        the running one in place."""
+        if self.reload is None:
+            return
+        try:
+            new = self.reload()
+        except AgentComError as exc:
+            self._event("config", f"SIGHUP: the config was not reloaded (the running one stays): {exc}")
+            return
+        later = [
+            n for n in Settings.field_names() if n not in ("wake", "sources") and getattr(new, n) != getattr(self.s, n)
+        ]
+        note = f"; changed too, taken up at a restart: {', '.join(later)}" if later else ""
+        wake = new.wake
+        if wake == self.s.wake:
+            self._event("config", f"SIGHUP: config read again, [wake] unchanged{note}")
+            return
+        if self.dispatcher is not None:
+            self.dispatcher.close()  # its tasks are in the store: the next dispatcher resumes them
+            self.dispatcher = None
+        self.s = self.s.replace(wake=wake)
+        self.batcher = WakeBatcher(wake.window, wake.min_interval)
+        self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
+        self.wake_paused_until, self.reported_unauthorized = 0.0, False
+        if wake.configured and wake.mode == "a2a":
+            self.dispatcher = A2ADispatcher(self.s, self.wake_store, self.wake_hub, self._event, self.clock)
+        with self._lock:
+            self.status["wake_mode"] = wake.mode if wake.configured else None
+            self._clear_wake_error(self.clock())  # it was about the [wake] replaced
+        if not wake.configured:
+            now = "no wake: messages wait in the store for `agentcom check`"
+        else:
+            now = f"wakes go to {wake.url if wake.mode != 'command' else wake.argv()[0]} (mode {wake.mode})"
+        self._event("config", f"SIGHUP: [wake] reloaded: {neutralise(now)}{note}")
+        self.arrived.set()  # what waits is woken for now
+
     def _a2a_step(self) -> None:
         """Mode a2a: the dispatcher does what is due; `status` gets what changed."""
         dispatcher = self.dispatcher
@@ -584,9 +645,9 @@ class Watch:
             write_status(self.directory, self.status)
 
 
-def run_watch(settings: Settings, jsonl: bool = False) -> int:
-    """The CLI's entry: the exit code."""
-    return Watch(settings, Events(jsonl)).run()
+def run_watch(settings: Settings, jsonl: bool = False, reload: Callable[[], Settings] | None = None) -> int:
+    """The CLI's entry: the exit code. `reload` loads the settings again, on SIGHUP."""
+    return Watch(settings, Events(jsonl), reload=reload).run()
 
 
 __all__ = ["Watch", "Events", "run_watch"]

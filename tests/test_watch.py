@@ -199,6 +199,33 @@ def test_a_refused_wake_token_is_reported_once_and_storing_goes_on(rig, tmp_path
     assert gateway.token not in json.dumps(st)
 
 
+def test_sighup_takes_up_a_wake_table_added_after_the_start(rig, tmp_path):
+    """A watch started without [wake] stores what needs the agent and wakes nobody; a [wake]
+    table added later is taken up on SIGHUP, and what was waiting is woken for. A config that
+    no longer loads leaves the running one in place."""
+    hub, env, alice, bob, gateway, start = rig
+    config = tmp_path / "alice.toml"
+    with_wake = config.read_text()
+    config.write_text("")
+    w = start()
+    assert any("no [wake] configured" in e["text"] and "kill -HUP" in e["text"] for e in w.events())
+    waiting = post(hub, bob, payload={"text": "waiting since before the wake"})
+    eventually(lambda: any(e.get("id") == waiting for e in w.events()), "stored")
+    config.write_text("lease_seconds = 60\n" + with_wake)
+    w.proc.send_signal(signal.SIGHUP)
+    (reloaded,) = w.wait_for("config", 2)[1:]
+    assert "[wake] reloaded" in reloaded["text"] and gateway.url in reloaded["text"], reloaded
+    assert "taken up at a restart: lease_seconds" in reloaded["text"]
+    assert w.wait_for("woke")[0]["ids"] == [waiting]
+    config.write_text("[wake]\nmdoe = 1\n")
+    w.proc.send_signal(signal.SIGHUP)
+    refused = w.wait_for("config", 3)[2]
+    assert "not reloaded" in refused["text"] and "wake.mdoe" in refused["text"]
+    later = post(hub, bob, payload={"text": "after the bad edit"})
+    assert later in [i for e in w.wait_for("woke", 2) for i in e["ids"]], "the running [wake] stays"
+    assert w.stop() == 0
+
+
 def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
     """Each message is sent once the previous one is committed; the watch is killed at a
     random point of one's handling. Nothing committed or sent after is lost: `check`

@@ -65,10 +65,14 @@ agentcom watch --jsonl        # and a JSON object per event on stdout
 @click.option("--jsonl", is_flag=True, help="Also print each event as one JSON object on stdout.")
 @click.pass_context
 def watch(ctx: click.Context, jsonl: bool) -> None:
-    """Hold the hub's WebSocket; handle and wake in real time."""
+    """Hold the hub's WebSocket; handle and wake in real time.
+
+    SIGHUP reads the config again and takes up its [wake] table (`kill -HUP PID`); other
+    settings change at a restart."""
     from ..watch import run_watch
 
-    sys.exit(run_watch(cli_obj(ctx).settings(), jsonl))
+    obj = cli_obj(ctx)
+    sys.exit(run_watch(obj.settings(), jsonl, reload=obj.settings))
 
 
 @command(
