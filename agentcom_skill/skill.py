@@ -1067,9 +1067,24 @@ def ping(
                 return result
             left = give_up_at - clock()
             if left <= 0:
+                result["warnings"] += _not_listening(hub, agent)
                 return result
             sleep(min(delay, left))
             delay = min(1.0, delay * 2)
+
+
+def _not_listening(hub: Hub, agent: str) -> list[str]:
+    """Why no pong came, when the hub can say: `agent` holds no WebSocket (no watch), so only
+    its own next `check` will answer (Tier 0 does, in code)."""
+    try:
+        if any(a.get("agent_id") == agent for a in hub.agents()):
+            return []
+    except AgentComError:
+        return []
+    return [
+        f"{safe_sender(agent)} is not connected to the hub (no `agentcom watch` runs for it): it answers the ping"
+        " at its next `agentcom check`, and the pong then waits in your mailbox"
+    ]
 
 
 def _pong(store: MessageStore, ping_id: str, agent: str) -> Message | None:
