@@ -27,7 +27,7 @@ from .client import describe_proxy, environment_proxy
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
-from .skill import hub_client, open_store, token_way_out, watch_warnings
+from .skill import forget_unused_state, hub_client, open_store, token_way_out, watch_warnings
 from .watchstate import read_status
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -52,6 +52,7 @@ def run_doctor(overrides: Mapping[str, Any], env: Mapping[str, str] | None = Non
             Finding(c, SKIP, "needs a working configuration") for c in ("hub", "token", "store", "watch", "wake")
         ]
     else:
+        made_here = not settings.agent_state_dir().exists()
         hub_ok = _hub(settings, findings)
         if hub_ok:
             _token(settings, findings)
@@ -60,6 +61,8 @@ def run_doctor(overrides: Mapping[str, Any], env: Mapping[str, str] | None = Non
         _store(settings, findings)
         _watch(settings, findings)
         _wake(settings, findings)
+        if made_here and any(f.outcome == FAIL for f in findings if f.check in ("hub", "token")):
+            forget_unused_state(settings.agent_state_dir())  # no folder for a hub or id that may be a typo
     _openclaw(findings)
     failed = [f for f in findings if f.outcome == FAIL]
     return {"checks": [f._asdict() for f in findings], "exit_code": failed[0].exit_code if failed else 0}

@@ -105,6 +105,26 @@ def hub_client(settings: Settings) -> HubClient:
     )
 
 
+STORE_FILES = ("messages.sqlite3", "messages.sqlite3-wal", "messages.sqlite3-shm", "messages.sqlite3-journal")
+
+
+def forget_unused_state(directory: Path) -> None:
+    """Remove an agent's state folder this run made for a hub it never reached (a mistyped
+    hub_url or agent id): only the empty store's files, then the folder if nothing else is
+    in it. Anything else there, or any error, leaves it as it is."""
+    for name in STORE_FILES:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
 def open_store(settings: Settings) -> MessageStore:
     """The agent's message store, with 0.1's state.json imported into it the first time."""
     directory = settings.agent_state_dir()
@@ -169,18 +189,24 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
-    with open_store(s) as store:
-        watch = read_status(s.agent_state_dir())
-        if watch is not None:
-            store.warnings.extend(watch_warnings(watch))
-            if watch_connected(watch):
-                # The connected watch holds everything the hub sent: serve from the store alone.
-                return run_check(None, store, s, limit, peek, time.time(), emit)
-        with hub_client(s) as hub:
-            try:
-                return run_check(hub, store, s, limit, peek, time.time(), emit)
-            except HubUnavailableError as exc:
-                return _check_offline(store, s, limit, peek, exc, emit)
+    made_here = not s.agent_state_dir().exists()
+    try:
+        with open_store(s) as store:
+            watch = read_status(s.agent_state_dir())
+            if watch is not None:
+                store.warnings.extend(watch_warnings(watch))
+                if watch_connected(watch):
+                    # The connected watch holds everything the hub sent: serve from the store alone.
+                    return run_check(None, store, s, limit, peek, time.time(), emit)
+            with hub_client(s) as hub:
+                try:
+                    return run_check(hub, store, s, limit, peek, time.time(), emit)
+                except HubUnavailableError as exc:
+                    return _check_offline(store, s, limit, peek, exc, emit)
+    except (HubUnavailableError, HubProtocolError, AuthError):
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
+        raise
 
 
 def _check_offline(
@@ -885,6 +911,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
     """
     s = resolve_settings(settings, overrides)
     now = time.time()
+    made_here = not s.agent_state_dir().exists()
     with open_store(s) as store:
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
@@ -914,6 +941,8 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         )
     except (HubUnavailableError, AuthError, HubProtocolError) as exc:
         hub_part["error"] = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
