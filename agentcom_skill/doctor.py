@@ -229,7 +229,19 @@ def _wake(settings: Settings, findings: list[Finding]) -> None:
             )
         return
     probe: Callable[[Any], Finding] = _probe_a2a if wake.mode == "a2a" else _probe_hooks
-    findings.append(probe(wake))
+    finding = probe(wake)
+    watch = read_status(settings.agent_state_dir()) or {}
+    error = watch.get("last_wake_error")
+    if finding.outcome == OK and isinstance(error, Mapping) and not error.get("cleared_at"):
+        # The probe proves the token and the route now, not the wake that failed: both are said.
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
+        finding = finding._replace(
+            outcome=WARN,
+            detail=f"{finding.detail} now; but the watch's last wake failed ({when}): {error.get('detail')}",
+            fix=f"`kill -HUP {watch.get('pid', 'PID')}` has the watch try again at once; "
+            "it clears when a wake goes through",
+        )
+    findings.append(finding)
 
 
 def _probe_hooks(wake: Any) -> Finding:

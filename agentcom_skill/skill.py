@@ -386,7 +386,8 @@ def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
         out.append(
             f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
-            f"{error.get('detail')}; to fix: {error.get('fix')}"
+            f"{error.get('detail')}; to fix: {error.get('fix')} (this stands until a wake goes through;"
+            f" once fixed, `kill -HUP {watch.get('pid', 'PID')}` has the watch try at once)"
         )
     return out
 

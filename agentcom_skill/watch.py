@@ -589,7 +589,11 @@ class Watch:
         note = f"; changed too, taken up at a restart: {', '.join(later)}" if later else ""
         wake = new.wake
         if wake == self.s.wake:
-            self._event("config", f"SIGHUP: config read again, [wake] unchanged{note}")
+            # The fault was elsewhere (the gateway, its token): a wake held back is tried now.
+            self.wake_paused_until, self.reported_unauthorized = 0.0, False
+            self.batcher.not_before, self.batcher.failures = 0.0, 0
+            self._event("config", f"SIGHUP: config read again, [wake] unchanged; a wake held back is tried now{note}")
+            self.arrived.set()
             return
         if self.dispatcher is not None:
             self.dispatcher.close()  # its tasks are in the store: the next dispatcher resumes them

@@ -226,6 +226,27 @@ def test_sighup_takes_up_a_wake_table_added_after_the_start(rig, tmp_path):
     assert w.stop() == 0
 
 
+def test_a_wake_failure_stands_beside_a_good_probe_until_a_wake_goes_through(rig, tmp_path):
+    """doctor's probe proves the token now, not the wake that failed: it says both (warn) until
+    a wake goes through; fixed on the gateway's side, SIGHUP has the paused watch try at once."""
+    hub, env, alice, bob, gateway, start = rig
+    gateway.mode = "401"
+    w = start()
+    first = post(hub, bob, payload={"text": "one"})
+    w.wait_for("wake_unauthorized")
+    gateway.mode = "ok"  # fixed at the gateway: the watch, paused for 10 minutes, does not know
+    wake = json.loads(run_cli("doctor", "--json", env=env).stdout)["checks"]
+    (wake,) = [c for c in wake if c["check"] == "wake"]
+    assert wake["outcome"] == "warn" and "accepts the wake token now" in wake["detail"], wake
+    assert "last wake failed" in wake["detail"] and f"kill -HUP {w.proc.pid}" in wake["fix"]
+    w.proc.send_signal(signal.SIGHUP)
+    assert w.wait_for("woke")[0]["ids"] == [first]
+    assert not any("last wake failed" in x for x in run_json("check", "--peek", env=env)["warnings"])
+    wake = [c for c in json.loads(run_cli("doctor", "--json", env=env).stdout)["checks"] if c["check"] == "wake"]
+    assert wake[0]["outcome"] == "ok", wake
+    assert w.stop() == 0
+
+
 def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
     """Each message is sent once the previous one is committed; the watch is killed at a
     random point of one's handling. Nothing committed or sent after is lost: `check`
