@@ -432,6 +432,7 @@ class A2ADispatcher:
         self.next_probe = 0.0
         self.probe_failures = 0
         self.reported: set[str] = set()  # problems reported once (the kind of each)
+        self.reported_answered: set[str] = set()  # messages answered by hand, reported once
         self.paused_until = 0.0
         self.warned_peers: dict[str, float] = {}  # the loop guard's one warning per peer and window
         self.lease_checked_at = 0.0
@@ -761,7 +762,21 @@ class A2ADispatcher:
                 return
             handed = self.store.a2a_handed([o.id for o in deliverable])
             unhanded = [o for o in deliverable if o.id not in handed]
+            # One a person (or the agent) already answered with `agentcom reply` or `send
+            # --reply-to` needs no model call: it waits for its `ack`.
+            answered = (
+                {
+                    r["reply_to"]
+                    for r in self.store.sent_messages(reply_to=[o.id for o in unhanded])
+                    if r["kind"] in ("reply", "send")
+                }
+                if unhanded
+                else set()
+            )
+            unhanded = [o for o in unhanded if o.id not in answered]
             if not unhanded:
+                self.last_plan_key, self.replan_at = key, now + REPLAN_INTERVAL  # nothing to decide till they change
+                self._report_answered(answered)
                 return
             candidates = self._candidates(unhanded, now)
             by_peer: dict[str, int] = {}
@@ -785,6 +800,7 @@ class A2ADispatcher:
                 if task is not None:
                     created.append(task)
         self._report_held(plan.held, now)
+        self._report_answered(answered)
         for task in created:
             row = self.store.a2a_task(task)
             if row is None or not self._advance(row, self.clock()):
@@ -801,6 +817,19 @@ class A2ADispatcher:
             order = attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival)
             out.append(Candidate(o.id, o.msg.sender, context, times.get(o.id, now), order))
         return out
+
+    def _report_answered(self, answered: set[str]) -> None:
+        """Messages already answered by hand are not handed over: say so once for each."""
+        new = sorted(answered - self.reported_answered)
+        if new:
+            self.reported_answered.update(new)
+            named = ", ".join(map(safe_msg_id, new[:5]))
+            self.report(
+                "a2a_answered_by_hand",
+                f"{len(new)} message(s) already answered with `agentcom reply` ({named}):"
+                " not handed to the A2A agent; `agentcom ack` finishes them",
+                ids=new,
+            )
 
     def _report_held(self, held: Mapping[str, Sequence[str]], now: float) -> None:
         """The loop guard held a peer's messages back: say so once per answer window."""

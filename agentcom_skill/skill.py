@@ -106,6 +106,26 @@ def hub_client(settings: Settings) -> HubClient:
     )
 
 
+STORE_FILES = ("messages.sqlite3", "messages.sqlite3-wal", "messages.sqlite3-shm", "messages.sqlite3-journal")
+
+
+def forget_unused_state(directory: Path) -> None:
+    """Remove an agent's state folder this run made for a hub it never reached (a mistyped
+    hub_url or agent id): only the empty store's files, then the folder if nothing else is
+    in it. Anything else there, or any error, leaves it as it is."""
+    for name in STORE_FILES:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
 def open_store(settings: Settings) -> MessageStore:
     """The agent's message store, with 0.1's state.json imported into it the first time."""
     directory = settings.agent_state_dir()
@@ -170,18 +190,24 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
-    with open_store(s) as store:
-        watch = read_status(s.agent_state_dir())
-        if watch is not None:
-            store.warnings.extend(watch_warnings(watch))
-            if watch_connected(watch):
-                # The connected watch holds everything the hub sent: serve from the store alone.
-                return run_check(None, store, s, limit, peek, time.time(), emit)
-        with hub_client(s) as hub:
-            try:
-                return run_check(hub, store, s, limit, peek, time.time(), emit)
-            except HubUnavailableError as exc:
-                return _check_offline(store, s, limit, peek, exc, emit)
+    made_here = not s.agent_state_dir().exists()
+    try:
+        with open_store(s) as store:
+            watch = read_status(s.agent_state_dir())
+            if watch is not None:
+                store.warnings.extend(watch_warnings(watch))
+                if watch_connected(watch):
+                    # The connected watch holds everything the hub sent: serve from the store alone.
+                    return run_check(None, store, s, limit, peek, time.time(), emit)
+            with hub_client(s) as hub:
+                try:
+                    return run_check(hub, store, s, limit, peek, time.time(), emit)
+                except HubUnavailableError as exc:
+                    return _check_offline(store, s, limit, peek, exc, emit)
+    except (HubUnavailableError, HubProtocolError, AuthError):
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
+        raise
 
 
 def _check_offline(
@@ -368,7 +394,8 @@ def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
         out.append(
             f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
-            f"{error.get('detail')}; to fix: {error.get('fix')}"
+            f"{error.get('detail')}; to fix: {error.get('fix')} (this stands until a wake goes through;"
+            f" once fixed, `kill -HUP {watch.get('pid', 'PID')}` has the watch try at once)"
         )
     return out
 
@@ -945,6 +972,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
     """
     s = resolve_settings(settings, overrides)
     now = time.time()
+    made_here = not s.agent_state_dir().exists()
     with open_store(s) as store:
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
@@ -974,6 +1002,8 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         )
     except (HubUnavailableError, AuthError, HubProtocolError) as exc:
         hub_part["error"] = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
@@ -1127,9 +1157,24 @@ def ping(
                 return result
             left = give_up_at - clock()
             if left <= 0:
+                result["warnings"] += _not_listening(hub, agent)
                 return result
             sleep(min(delay, left))
             delay = min(1.0, delay * 2)
+
+
+def _not_listening(hub: Hub, agent: str) -> list[str]:
+    """Why no pong came, when the hub can say: `agent` holds no WebSocket (no watch), so only
+    its own next `check` will answer (Tier 0 does, in code)."""
+    try:
+        if any(a.get("agent_id") == agent for a in hub.agents()):
+            return []
+    except AgentComError:
+        return []
+    return [
+        f"{safe_sender(agent)} is not connected to the hub (no `agentcom watch` runs for it): it answers the ping"
+        " at its next `agentcom check`, and the pong then waits in your mailbox"
+    ]
 
 
 def _pong(store: MessageStore, ping_id: str, agent: str) -> Message | None:
@@ -1181,6 +1226,16 @@ def log(
     }
 
 
+def token_way_out(agent_id: str, give_it: str) -> str:
+    """What to do when the hub knows this id but we hold no working token for it: a hub gives a
+    token once, at registration, so another comes from whoever runs the hub. `give_it` says
+    where the token goes."""
+    return (
+        f"{give_it}, with the token {agent_id} was given or one from the hub's operator; for a local hub"
+        f" (`agentcom hub serve`), `agentcom hub token {agent_id} --db HUB.DB > FILE` mints one"
+    )
+
+
 def init_config(
     overrides: Mapping[str, Any],
     *,
@@ -1209,7 +1264,11 @@ def init_config(
         from .client import HubClient
 
         with HubClient(values["hub_url"], None) as hub:
-            values["token"] = hub.register(values["agent_id"])["token"]
+            try:
+                values["token"] = hub.register(values["agent_id"])["token"]
+            except ConfigError as exc:  # the hub's 409: the id is taken, and the hub never gives its token twice
+                give_it = "write the config with `agentcom config init ... --token-file FILE` instead of --register"
+                raise ConfigError(f"{exc}; {token_way_out(values['agent_id'], give_it)}") from None
     elif overrides.get("token_file") or env.get(ENV_VARS["token_file"]):
         values["token_file"] = os.path.abspath(overrides.get("token_file") or env[ENV_VARS["token_file"]])
     state_dir = overrides.get("state_dir") or env.get(ENV_VARS["state_dir"])

@@ -33,7 +33,7 @@ from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_mes
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check, send_refused_auto_replies
 from .wake import WakeBatcher, Waker, wake_error
-from .watchstate import hold_watch_lock, write_status
+from .watchstate import hold_watch_lock, lock_holder, write_status
 
 if TYPE_CHECKING:
     from .skill import Hub
@@ -67,22 +67,32 @@ WAKE_FOOTER = (
 
 
 class Events:
-    """One line per event on stderr; with `jsonl`, one JSON object per event on stdout."""
+    """One line per event on stderr, starting with the time (UTC, ISO 8601: a log kept with
+    `2> watch.log` says when); with `jsonl`, one JSON object per event on stdout."""
 
-    def __init__(self, jsonl: bool = False, out: Any = None, err: Any = None):
+    def __init__(
+        self, jsonl: bool = False, out: Any = None, err: Any = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.jsonl = jsonl
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.clock = clock
         self.last: dict[str, Any] | None = None
 
     def __call__(self, kind: str, text: str, **fields: Any) -> None:
-        self.last = {"event": kind, "at": time.time(), "text": text, **fields}
+        at = self.clock()
+        self.last = {"event": kind, "at": at, "text": text, **fields}
         try:
-            print(f"agentcom watch: {neutralise(text)}", file=self.err, flush=True)
+            print(f"{log_time(at)} agentcom watch: {neutralise(text)}", file=self.err, flush=True)
             if self.jsonl:
                 print(json.dumps(self.last, ensure_ascii=True), file=self.out, flush=True)
         except (OSError, ValueError):
             pass
+
+
+def log_time(at: float) -> str:
+    """2026-12-07T06:30:15.123Z"""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def how_closed(exc: ConnectionClosed) -> str:
@@ -116,8 +126,16 @@ class PushedFrames:
 
 
 class Watch:
-    def __init__(self, settings: Settings, events: Events, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        events: Events,
+        clock: Callable[[], float] = time.time,
+        reload: Callable[[], Settings] | None = None,
+    ):
         self.s = settings
+        self.reload = reload  # loads the settings again (SIGHUP)
+        self.reload_requested = False
         self.events = events
         self.clock = clock
         self.directory = settings.agent_state_dir()
@@ -161,8 +179,14 @@ class Watch:
     def run(self) -> int:
         lock = hold_watch_lock(self.directory)
         if lock is None:
-            raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
+            pid = lock_holder(self.directory)
+            raise BusyError(
+                f"another agentcom watch{f' (pid {pid})' if pid else ''} runs for {self.s.agent_id}"
+                f" (lock {self.directory / 'watch.lock'}): stop it first, or leave it running"
+            )
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if self.reload is not None:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hang_up)
         try:
             with (
                 open_store(self.s) as store,
@@ -179,7 +203,11 @@ class Watch:
                         f"(one context per {self.s.wake.context}); answers come back to the senders",
                     )
                 elif not self.waker:
-                    self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
+                    self._event(
+                        "config",
+                        "no [wake] configured: messages wait in the store for `agentcom check`"
+                        f" (add a [wake] table, then `kill -HUP {os.getpid()}` to take it up)",
+                    )
                 # Wakes run beside the socket loop (with their own store connection and hub
                 # client), so a slow gateway never holds up pings or incoming frames.
                 waker = threading.Thread(target=self._wake_loop, name="agentcom-wake", daemon=True)
@@ -198,6 +226,11 @@ class Watch:
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
+
+    def _hang_up(self, signum: int, frame: Any) -> None:
+        # Only a flag: the wake thread, which owns the waker, reloads within 0.2 s. (Setting
+        # an Event here could deadlock on its lock, held by the code this handler interrupted.)
+        self.reload_requested = True
 
     def _loop(self) -> int:
         attempt = 0
@@ -463,7 +496,9 @@ class Watch:
         A sweep (the same, while connected) says something only when it found something.
         False when the mailbox could not be read (the socket stays up: pushes keep coming,
         and the next sweep tries again)."""
-        before = self.store.deliverable_count(self.clock())
+        # Counted as ids, not as a difference of counts: the wake thread leases messages meanwhile
+        # (a difference went negative).
+        before = set(self.store.deliverable_ids(self.clock()))
         try:
             result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
         except AuthError as exc:  # the socket still brings pushes: keep it, say so everywhere
@@ -473,15 +508,13 @@ class Watch:
             self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
             return False
         handled = sum(result["handled"].values())
-        waiting = self.store.deliverable_count(self.clock())
+        new = len(set(self.store.deliverable_ids(self.clock())) - before)
         if not sweep:
-            self._event(
-                "drained", f"mailbox drained: {waiting - before} new need attention, {handled} handled by Tier 0"
-            )
-        elif waiting - before or handled:
+            self._event("drained", f"mailbox drained: {new} new need attention, {handled} handled by Tier 0")
+        elif new or handled:
             self._event(
                 "swept",
-                f"mailbox swept: {waiting - before} new need attention, {handled} handled by Tier 0"
+                f"mailbox swept: {new} new need attention, {handled} handled by Tier 0"
                 " (stored by the hub instead of pushed)",
             )
             self.arrived.set()
@@ -601,6 +634,9 @@ class Watch:
     def _wake_loop(self) -> None:
         while not self.stopping:
             try:
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload_wake()
                 if self.dispatcher is not None:
                     self._a2a_step()
                 else:
@@ -668,6 +704,49 @@ class Watch:
         delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)
         self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
 
+    def _reload_wake(self) -> None:
+        """SIGHUP: read the settings again and take up their [wake] table, in the wake thread.
+        What the connection rests on (hub, id, token, Tier 0 rules) changes only at a restart:
+        the event names what changed and waits for one. A config that no longer loads leaves
+        the running one in place."""
+        if self.reload is None:
+            return
+        try:
+            new = self.reload()
+        except AgentComError as exc:
+            self._event("config", f"SIGHUP: the config was not reloaded (the running one stays): {exc}")
+            return
+        later = [
+            n for n in Settings.field_names() if n not in ("wake", "sources") and getattr(new, n) != getattr(self.s, n)
+        ]
+        note = f"; changed too, taken up at a restart: {', '.join(later)}" if later else ""
+        wake = new.wake
+        if wake == self.s.wake:
+            # The fault was elsewhere (the gateway, its token): a wake held back is tried now.
+            self.wake_paused_until, self.reported_unauthorized = 0.0, False
+            self.batcher.not_before, self.batcher.failures = 0.0, 0
+            self._event("config", f"SIGHUP: config read again, [wake] unchanged; a wake held back is tried now{note}")
+            self.arrived.set()
+            return
+        if self.dispatcher is not None:
+            self.dispatcher.close()  # its tasks are in the store: the next dispatcher resumes them
+            self.dispatcher = None
+        self.s = self.s.replace(wake=wake)
+        self.batcher = WakeBatcher(wake.window, wake.min_interval)
+        self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
+        self.wake_paused_until, self.reported_unauthorized = 0.0, False
+        if wake.configured and wake.mode == "a2a":
+            self.dispatcher = A2ADispatcher(self.s, self.wake_store, self.wake_hub, self._event, self.clock)
+        with self._lock:
+            self.status["wake_mode"] = wake.mode if wake.configured else None
+            self._clear_wake_error(self.clock())  # it was about the [wake] replaced
+        if not wake.configured:
+            now = "no wake: messages wait in the store for `agentcom check`"
+        else:
+            now = f"wakes go to {wake.url if wake.mode != 'command' else wake.argv()[0]} (mode {wake.mode})"
+        self._event("config", f"SIGHUP: [wake] reloaded: {neutralise(now)}{note}")
+        self.arrived.set()  # what waits is woken for now
+
     def _a2a_step(self) -> None:
         """Mode a2a: the dispatcher does what is due; `status` gets what changed."""
         dispatcher = self.dispatcher
@@ -703,9 +782,9 @@ class Watch:
             write_status(self.directory, self.status)
 
 
-def run_watch(settings: Settings, jsonl: bool = False) -> int:
-    """The CLI's entry: the exit code."""
-    return Watch(settings, Events(jsonl)).run()
+def run_watch(settings: Settings, jsonl: bool = False, reload: Callable[[], Settings] | None = None) -> int:
+    """The CLI's entry: the exit code. `reload` loads the settings again, on SIGHUP."""
+    return Watch(settings, Events(jsonl), reload=reload).run()
 
 
 __all__ = ["Watch", "Events", "run_watch"]
