@@ -298,7 +298,7 @@ class HubClient:
             if not idempotent:
                 raise self._unconfirmed(call, str(exc)) from None
             raise
-        log.debug("%s -> %d (%.1f ms)", call, reply.status, (time.monotonic() - started) * 1000)
+        log.debug("%s %s -> %d (%.1f ms)", method, path, reply.status, (time.monotonic() - started) * 1000)
         return reply
 
     def _unconfirmed(self, call: str, why: str) -> PossiblyDelivered:
