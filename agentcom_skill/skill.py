@@ -21,6 +21,7 @@ from .config import (
     check_agent_id,
     check_hub_url,
     default_config_path,
+    keep_previous,
     load_settings,
     mask_token,
     write_config_file,
@@ -1161,8 +1162,10 @@ def init_config(
     status: str | None = None,
     force: bool = False,
     env: Mapping[str, str] | None = None,
-) -> str:
-    """Write a config file from the given settings; with `register`, get a token from the hub first."""
+) -> dict[str, Any]:
+    """Write a config file from the given settings; with `register`, get a token from the hub
+    first. With `force` over an existing file, its other settings are kept: the result names
+    the file, the settings kept from the old one and those dropped."""
     env = os.environ if env is None else env
     path = overrides.get("config") or env.get(ENV_VARS["config"]) or default_config_path()
     values: dict[str, Any] = {
@@ -1192,8 +1195,12 @@ def init_config(
         values["ignore_from"] = [c.strip() for c in ignore_from.split(",") if c.strip()]
     if status is not None:
         values["status"] = status
+    kept: list[str] = []
+    dropped: list[str] = []
+    if force and Path(path).expanduser().exists():  # keep what the new values do not replace
+        values, kept, dropped = keep_previous(Path(path).expanduser(), values)
     write_config_file(Path(path).expanduser(), values, force=force)
-    return str(path)
+    return {"path": str(path), "kept": kept, "dropped": dropped}
 
 
 __all__ = [
