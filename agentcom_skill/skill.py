@@ -1116,6 +1116,8 @@ def ping(
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
         raise UsageError("the ping timeout must be between 0 and 86400 seconds")
     give_up_at = clock() + timeout
+    from .client import HubClient  # noqa: F401 - loaded before the clock starts: the round trip is the hub's, not an import's
+
     sent_at = time.time()
     sent = _send_and_record(s, agent, "ping", {"action": "ping"}, None, "send", [], check_known=True)
     result = {
