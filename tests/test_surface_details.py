@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, run_json
-from hubprocess import agent_env
+from hubprocess import agent_env, eventually
 from test_hub_contract import ws_call, ws_connect
+from test_surface_cli import start_watch, stop
 
 from agentcom_skill import skill
 from agentcom_skill.client import HubClient
@@ -341,3 +343,18 @@ def test_a_status_heard_from_the_hub_list_is_kept_only_when_it_changed(tmp_path)
         skill.note_listed_statuses(store, s, [{"agent_id": "bob", "status": "x"}, {"agent_id": 3}], 200.0)
         skill.note_listed_statuses(store, s, [{"agent_id": "alice", "status": "me"}], 300.0)
         assert store.peers() == {"bob": {"status": "x", "timestamp": None, "id": None, "at": 100.0}}
+
+
+def test_a_running_watch_keeps_the_statuses_the_hub_pushes(pair, tmp_path):
+    """A status set over a peer's WebSocket reaches no mailbox: the hub pushes it to connected
+    sockets (`agent_joined`, `status_changed`), and the watch puts it in the roster."""
+    hub, alice_env, bob_env, alice, bob = pair
+    watch = start_watch(alice_env, tmp_path / "alice.jsonl")
+    try:
+        with ws_connect(hub) as ws:
+            ws_call(ws, {"type": "identify", "agent_id": "bob", "token": bob, "status": "starting"})
+            eventually(lambda: "bob: starting (as of" in run_cli("log", "--format", "text", env=alice_env).stdout, "a")
+            ws.send(json.dumps({"type": "status", "status": "deploying"}))
+            eventually(lambda: "bob: deploying (as of" in run_cli("log", "--format", "text", env=alice_env).stdout, "b")
+    finally:
+        stop(watch)
