@@ -411,7 +411,8 @@ def _connected_hazard(hub: Hub, s: Settings, store: MessageStore | None = None) 
     except AgentComError as exc:
         return [f"could not list connected agents: {exc}"]
     if store is not None:
-        note_listed_statuses(store, s, agents_listed, time.time())
+        with contextlib.suppress(AgentComError):  # a roster not refreshed this time is no failure
+            note_listed_statuses(store, s, agents_listed, time.time())
     if any(a.get("agent_id") == s.agent_id for a in agents_listed):
         return [
             "this agent id is connected to the hub by WebSocket: direct messages are pushed there and bypass this "
