@@ -358,3 +358,11 @@ def test_a_running_watch_keeps_the_statuses_the_hub_pushes(pair, tmp_path):
             eventually(lambda: "bob: deploying (as of" in run_cli("log", "--format", "text", env=alice_env).stdout, "b")
     finally:
         stop(watch)
+
+
+def test_checks_periodic_look_at_the_agent_list_refreshes_the_roster(pair):
+    hub, alice_env, bob_env, alice, bob = pair
+    with ws_connect(hub) as ws:
+        ws_call(ws, {"type": "identify", "agent_id": "bob", "token": bob, "status": "on call"})
+        run_json("check", env=alice_env)  # the first check looks at /api/agents (then every few minutes)
+    assert run_json("log", env=alice_env)["roster"]["bob"]["status"] == "on call"
