@@ -19,6 +19,17 @@ def fold(value: Any) -> str:
     return value.strip().casefold() if isinstance(value, str) else ""
 
 
+def payload_text(payload: dict[str, Any]) -> str | None:
+    """A payload's text: a string as is, a number (the hub takes `"text": 42`) as its JSON
+    digits, anything else None (rendered with the rest of the payload)."""
+    text = payload.get("text")
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return json.dumps(text)
+    return None
+
+
 class Message(NamedTuple):
     seq: int | None  # None for a message pushed over the WebSocket
     id: str
@@ -36,8 +47,7 @@ class Message(NamedTuple):
 
     @property
     def text(self) -> str | None:
-        text = self.payload.get("text")
-        return text if isinstance(text, str) else None
+        return payload_text(self.payload)
 
     @property
     def action(self) -> str:

@@ -31,7 +31,7 @@ from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import current_status, hub_client, open_store, run_check, send_refused_auto_replies
+from .skill import current_status, hub_client, note_listed_statuses, open_store, run_check, send_refused_auto_replies
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, lock_holder, write_status
 
@@ -479,6 +479,8 @@ class Watch:
                     "the hub dropped our listing (another connection under our id closed):"
                     " reconnecting, so direct messages come here again"
                 )
+            elif kind in ("agent_joined", "status_changed") and isinstance(frame.get("agent"), dict):
+                self._note_status(frame["agent"])
             elif kind == "error":
                 self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
                 if str(frame.get("error")).startswith("task_fail_failed"):
@@ -490,6 +492,14 @@ class Watch:
             elif kind == "rate_limited":
                 self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
         self._take_in()
+
+    def _note_status(self, agent: dict[str, Any]) -> None:
+        """A peer's status as the hub pushes it (set over its WebSocket, it reaches no mailbox):
+        into the roster `log` shows. A presence, not a message: a store too busy now skips it."""
+        try:
+            note_listed_statuses(self.store, self.s, [agent], self.clock())
+        except AgentComError as exc:
+            self._event("warning", f"could not note a peer's status: {exc}", persist=False)
 
     def _drain(self, sweep: bool = False) -> bool:
         """What arrived while we were not connected waits in the mailbox: take it in by HTTP.

@@ -88,7 +88,7 @@ def test_the_token_is_never_in_repr_or_public_view(tmp_path):
     "over,needle",
     [
         ({"hub_url": "ftp://x"}, "hub_url"),
-        ({"agent_id": "bad id with spaces"}, "agent_id"),
+        ({"agent_id": "bad\x1bid"}, "agent_id"),
         ({"token": "has space inside"}, "token"),
         ({"lease_seconds": -1}, "lease_seconds"),
         ({"max_deliveries": "many"}, "max_deliveries"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 from click.shell_completion import get_completion_class
@@ -148,7 +150,7 @@ agentcom config init --hub-url http://hub:4000 --agent-id gcu --token-file ~/.gc
 @click.option("--capabilities", metavar="LIST", help="Comma-separated capabilities.")
 @click.option("--ignore-from", metavar="LIST", help="Comma-separated sender globs to ignore.")
 @click.option("--status", "status_text", metavar="TEXT", help="Status text sent in auto-replies.")
-@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.option("--force", is_flag=True, help="Replace an existing config file (its settings not given anew are kept).")
 @click.pass_context
 def config_init(
     ctx: click.Context,
@@ -159,7 +161,7 @@ def config_init(
     force: bool,
 ) -> None:
     """Write a config file (mode 0600) from the options and environment."""
-    path = skill.init_config(
+    written = skill.init_config(
         cli_obj(ctx).overrides,
         register=register,
         capabilities=capabilities,
@@ -167,7 +169,53 @@ def config_init(
         status=status_text,
         force=force,
     )
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {written['path']}")
+    if written["kept"]:
+        click.echo(f"kept from the file it replaced: {', '.join(written['kept'])}")
+    if written["dropped"]:
+        click.echo(f"dropped from the file it replaced: {', '.join(written['dropped'])}")
+
+
+@command(
+    config,
+    "token",
+    examples="""
+agentcom config token --token-file ~/new-token
+printf %s "$NEW_TOKEN" | agentcom config token -
+""",
+)
+@click.argument("source", required=False, metavar="[-]")
+@click.pass_context
+def config_token(ctx: click.Context, source: str | None) -> None:
+    """Replace only the token (after a reset), keeping every other setting.
+
+    The new token comes from --token-file F, or from stdin with `-`; it goes where the config
+    file keeps its token (its token line, or the file its token_file names), mode 0600. The
+    token is never printed."""
+    from ..config import ENV_VARS, default_config_path, replace_token
+
+    overrides = cli_obj(ctx).overrides
+    token_file = overrides.get("token_file")
+    if (source is None) == (token_file is None) or source not in (None, "-"):
+        raise UsageError("give the new token with --token-file FILE or on stdin with `-` (one of them)")
+    if source == "-":
+        token = sys.stdin.read()
+    else:
+        try:
+            token = Path(str(token_file)).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise UsageError(f"cannot read the new token from {token_file}: {reason}") from None
+    path = Path(overrides.get("config") or os.environ.get(ENV_VARS["config"]) or default_config_path())
+    what, where = replace_token(path, token)
+    click.echo(
+        f"wrote the new token to config file {where}"
+        if what == "config file"
+        else f"wrote the new token to token file {where} (named by config file {path})"
+    )
+    for name in ("token", "token_file"):
+        if os.environ.get(ENV_VARS[name]):
+            click.echo(f"note: {ENV_VARS[name]} is set in the environment and overrides the config's token", err=True)
 
 
 @command(
