@@ -5,12 +5,14 @@ Every setting is validated here, once; the rest of the code trusts `Settings`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -173,7 +175,9 @@ class Settings(Record):
         parts = urlsplit(self.hub_url)
         host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.netloc or "hub")
         digest = hashlib.sha256(f"{self.hub_url}\0{self.agent_id}".encode()).hexdigest()[:10]
-        agent = re.sub(r"[^A-Za-z0-9._-]", "_", self.agent_id)
+        # Plain characters only, cut at 128 (an id of many-code-point characters would exceed a
+        # file name's 255 bytes; every id of the older ASCII-only grammar keeps its folder).
+        agent = re.sub(r"[^A-Za-z0-9._-]", "_", self.agent_id)[:128]
         return self.state_dir / f"{agent}@{host}-{digest}"
 
     def public(self) -> dict[str, Any]:
@@ -285,16 +289,50 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    _check_table(data, _FILE_KEYS, f"config file {path}")
+    where = f"config file {path}"
+    wake = data.get("wake")
+    unknown: list[str] = []
+    if any(key not in _FILE_KEYS for key in data):
+        unknown += _unknown_keys(data, _FILE_KEYS, "", _WAKE_KEYS, "wake.")
+    if isinstance(wake, Mapping) and any(key not in _WAKE_KEYS for key in wake):
+        unknown += _unknown_keys(wake, _WAKE_KEYS, "wake.", _FILE_KEYS, "")
+    if unknown:
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} in {where}: {'; '.join(unknown)}")
+    _check_table(data, _FILE_KEYS, where)
     return data
+
+
+def _unknown_keys(
+    table: Mapping[str, Any], kinds: Mapping[str, Any], prefix: str, other: Mapping[str, Any], other_prefix: str
+) -> list[str]:
+    """Each unknown key with what it likely meant: a close spelling of a known one, or a key of
+    the other table (TOML puts every line after `[wake]` into that table)."""
+    import difflib  # late: only when a key is unknown (~1 ms of every run otherwise)
+
+    out = []
+    for key in table:
+        if key in kinds:
+            continue
+        shown = repr(prefix + key[:40])
+        if key in other:
+            where = (
+                "it goes under [wake]" if other_prefix else "it goes before the [wake] line, or TOML puts it in [wake]"
+            )
+            out.append(f"{shown} (did you mean {other_prefix + key}? {where})")
+            continue
+        close = difflib.get_close_matches(key, list(kinds), n=1, cutoff=0.6)
+        out.append(f"{shown} (did you mean {prefix + close[0]}?)" if close else f"{shown} (no such setting)")
+    return out
 
 
 def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str, prefix: str = "") -> None:
     """Every key known, every value of its type (a bool is never a number)."""
+    unknown = [key for key in table if key not in kinds]
+    if unknown:
+        unknown = _unknown_keys(table, kinds, prefix, {}, "")
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} in {where}: {'; '.join(unknown)}")
     for key, value in table.items():
-        kind = kinds.get(key)
-        if kind is None:
-            raise ConfigError(f"unknown setting {prefix + key!r} in {where}")
+        kind = kinds[key]
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             expected, got = type_name(kind), type_name(type(value))
             raise ConfigError(f"setting {prefix}{key} in {where} must be {expected}, not {got}")
@@ -568,6 +606,28 @@ def _pick(
     return None, None
 
 
+def reread_token(settings: Settings) -> str | None:
+    """The token as its source holds it now (a token file, or the config file), for a long
+    run whose token the hub stopped taking; None when its source cannot change under a
+    running process (the environment, the command line) or holds no usable token."""
+    source = settings.sources.get("token", "")
+    token: Any
+    try:
+        if source.startswith("token file "):
+            token = _read_token_file(source.removeprefix("token file "), source)
+        elif source == f"config file {settings.config_path}":
+            values = read_config_file(settings.config_path)
+            token = values.get("token") or (
+                _read_token_file(str(values["token_file"]), source) if values.get("token_file") else None
+            )
+        else:
+            return None
+    except ConfigError:
+        return None
+    token = str(token or "").strip()
+    return token if _TOKEN.match(token) else None
+
+
 def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:
     # Within one level a literal token beats a token file; a higher level beats both.
     levels = [
@@ -591,14 +651,59 @@ def _load_token(overrides, env, file_values, where_file, sources, source_name) -
     return None
 
 
-AGENT_ID_RULE = "1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+AGENT_ID_RULE = "1-128 characters, any but control characters (the hub registers any non-empty text that long)"
+AGENT_ID_LIMIT = 128  # the real hub's limit (validation/schemas.ex), in characters as a person sees them
 
 
 def check_agent_id(agent_id: str, source: str) -> str:
+    """An agent id as the real hub accepts it: any text of 1 to 128 characters (`Zoë 🔷`), but
+    for control characters and lone surrogates, which the hub takes but no config file,
+    terminal or URL carries safely. Outside the plain grammar an id is shown quoted and
+    escaped (render.safe_sender), and the state folder's name is its plain characters and a
+    digest (Settings.agent_state_dir)."""
     agent_id = agent_id.strip()
-    if not _AGENT_ID.match(agent_id):
-        raise ConfigError(f"agent_id {agent_id[:60]!r} from {source} is not a valid agent id: use {AGENT_ID_RULE}")
+    if _AGENT_ID.match(agent_id):
+        return agent_id
+    problem = None
+    if not agent_id:
+        problem = "it is empty"
+    elif any(unicodedata.category(ch) in ("Cc", "Cs") for ch in agent_id):
+        problem = "it holds a control character"
+    elif len(agent_id) > AGENT_ID_LIMIT and _characters(agent_id) > AGENT_ID_LIMIT:
+        problem = f"it is longer than {AGENT_ID_LIMIT} characters"
+    if problem:
+        shown = json.dumps(agent_id[:60])
+        raise ConfigError(f"agent_id {shown} from {source} is not a valid agent id ({problem}): use {AGENT_ID_RULE}")
     return agent_id
+
+
+_JOINING = ((0xFE00, 0xFE0F), (0x1F3FB, 0x1F3FF), (0xE0020, 0xE007F), (0xE0100, 0xE01EF))
+
+
+def _characters(text: str) -> int:
+    """Characters as a person sees them (the hub counts grapheme clusters): combining marks,
+    variation selectors, skin tones, tags and what a zero-width joiner joins count with the
+    character before; two regional indicators make one flag. An approximation of Unicode's
+    rules that never counts more than they do for these."""
+    count, after_joiner, half_flag = 0, False, False
+    for ch in text:
+        code = ord(ch)
+        if after_joiner:
+            after_joiner = False
+            continue
+        if code == 0x200D:
+            after_joiner = True
+            continue
+        if unicodedata.category(ch) in ("Mn", "Me", "Mc") or any(lo <= code <= hi for lo, hi in _JOINING):
+            continue
+        if 0x1F1E6 <= code <= 0x1F1FF:
+            half_flag = not half_flag
+            if not half_flag:
+                continue
+        else:
+            half_flag = False
+        count += 1
+    return count
 
 
 def check_hub_url(url: str, source: str) -> str:
@@ -676,13 +781,17 @@ def _where_to_set(name: str, config_path: Path) -> str:
 def write_config_file(path: Path, values: Mapping[str, Any], force: bool = False) -> None:
     """Write a TOML config file with mode 0600 (it may hold the token)."""
     lines = ["# agentcom configuration (written by `agentcom config init`)"]
+    tables = []
     for key, value in values.items():
         if value is None:
             continue
         if key not in _FILE_KEYS:
             raise ConfigError(f"unknown setting {key!r}")
-        lines.append(f"{key} = {_toml_value(value)}")
-    text = "\n".join(lines) + "\n"
+        if isinstance(value, Mapping):  # a table (wake): after every top-level key, as TOML wants
+            tables += ["", f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)]
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    text = "\n".join(lines + tables) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL)
     try:
@@ -699,9 +808,101 @@ def write_config_file(path: Path, values: Mapping[str, Any], force: bool = False
 def _toml_value(value: Any) -> str:
     # JSON strings, numbers and arrays of strings are valid TOML values.
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+        return "[" + ", ".join(_toml_value(str(v)) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return json.dumps(str(value))
+    # Not ASCII-escaped: TOML has no \ud83d-style surrogate pairs, so "🔷" is written as it is;
+    # DEL, the one control character JSON leaves bare that TOML refuses, is escaped.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+# Replacing a config file's settings, keeping the others -----------------------------
+
+_IDENTITY = ("hub_url", "agent_id")
+_TOKEN_KEYS = ("token", "token_file")
+
+
+def keep_previous(path: Path, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """`config init --force` over an existing file: the new values, plus every setting of the
+    old file they do not replace. The old token (or token file) is dropped when a new one is
+    given or the hub or agent id changed (it belonged to the other identity). Returns the
+    merged values and the names of the settings kept and dropped; an old file that cannot be
+    read is replaced whole (everything in it dropped)."""
+    try:
+        old = read_config_file(path)
+    except ConfigError:
+        return dict(values), [], ["everything in the old file (it could not be read)"]
+    new_token = any(values.get(k) for k in _TOKEN_KEYS)
+    moved = any(k in old and values.get(k) is not None and old[k] != values[k] for k in _IDENTITY)
+    merged, kept, dropped = dict(values), [], []
+    for key, value in old.items():
+        if values.get(key) is not None:
+            continue
+        if key in _TOKEN_KEYS and (new_token or moved):
+            dropped.append(key)
+        else:
+            merged[key] = value
+            kept.append(key)
+    return merged, kept, dropped
+
+
+def replace_token(path: Path, token: str) -> tuple[str, Path]:
+    """Put a new token where the config file at `path` keeps its token, changing nothing else:
+    its `token` line, else the file its `token_file` names, else a new `token` line. Every
+    file written is 0600 and replaced at once (never half written). Returns what was written
+    ("config file" or "token file") and where. Never puts the token in an error."""
+    token = token.strip()
+    if not _TOKEN.match(token):
+        raise ConfigError("the new token is malformed (expected one word of 8-512 printable characters)")
+    path = path.expanduser()
+    if not path.exists():
+        raise ConfigError(f"no config file at {path}: `agentcom config init` writes one")
+    data = read_config_file(path)
+    if "token" not in data and isinstance(data.get("token_file"), str):
+        target = Path(data["token_file"]).expanduser()
+        _write_private(target, token + "\n", "token file")
+        return "token file", target
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    at = next((i for i in range(first_table) if re.match(r"\s*token\s*=", lines[i])), None)
+    line = f"token = {json.dumps(token)}\n"
+    if at is not None:
+        lines[at] = line
+    else:
+        if first_table and not lines[first_table - 1].endswith("\n"):
+            lines[first_table - 1] += "\n"
+        lines.insert(first_table, line)
+    new_text = "".join(lines)
+    try:
+        same = tomllib.loads(new_text) == {**data, "token": token}
+    except tomllib.TOMLDecodeError:
+        same = False
+    if not same:
+        raise ConfigError(f"cannot replace the token in {path} without touching its other lines: edit its token line")
+    _write_private(path.resolve(), new_text, "config file")
+    return "config file", path
+
+
+def _write_private(path: Path, text: str, what: str) -> None:
+    """Write `text` to `path` with mode 0600, all at once: a new file renamed over the old."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from None

@@ -46,6 +46,13 @@ class RateLimitedError(HubUnavailableError):
     kind = "rate_limited"
 
 
+class PossiblyDelivered(HubUnavailableError):
+    """A send reached the hub but its reply was lost, cut off or unreadable: the hub probably
+    acted on it, so it is recorded as sent and never repeated blindly."""
+
+    kind = "possibly_delivered"
+
+
 class HubProtocolError(AgentComError):
     """The hub answered something that breaks the contract."""
 

@@ -24,7 +24,9 @@ _WORD_FIELDS = {
     "note": "{}",
     "feedback": "{}",
 }
-_QUIET_FIELDS = {"text", "priority", "needed_capabilities", "auction", "respond_with"}
+# (A payload reaches payload_words only when its text is not a string or a number: a text of
+# another kind, a list or an object, is shown with the rest, never dropped.)
+_QUIET_FIELDS = {"priority", "needed_capabilities", "auction", "respond_with"}
 _MARKERS = r"<{3,}|>{3,}"
 # The hub's own grammar for agent ids and message ids, and a plain word for types: anything
 # else from another agent is shown quoted, escaped and cut, so it cannot pose as our text.
@@ -270,9 +272,25 @@ def render_history_prompt(messages: list[dict[str, Any]], text_limit: int = 1500
     return "\n".join([f"[AgentCom] {len(entries)} message(s)."] + (fenced(entries) if entries else []))
 
 
+def payload_besides_text(msg: dict[str, Any]) -> str | None:
+    """What `show` adds under a message that has a text: every other payload field (action,
+    respond_with, channel, ...) as one line of JSON; None when there is none. The priority is
+    left out (the header shows it); a payload without a text is shown whole instead."""
+    payload = msg.get("payload")
+    if msg.get("text") is None or not isinstance(payload, dict):
+        return None
+    rest = {k: v for k, v in payload.items() if k not in ("text", "priority")}
+    return json.dumps(rest, ensure_ascii=False, separators=(", ", ": ")) if rest else None
+
+
 def render_show_prompt(msg: dict[str, Any], nonce: str | None = None) -> str:
-    """`show` for an LLM: the whole text, inside the same fence as the check prompt."""
-    return "\n".join([f"[AgentCom] message {ref_of(msg)}, in full:", *fenced([_prompt_entry(msg, None)], nonce)])
+    """`show` for an LLM: the whole text, then the payload's other fields, inside the same
+    fence as the check prompt."""
+    entry = _prompt_entry(msg, None)
+    rest = payload_besides_text(msg)
+    if rest is not None:  # a continuation line of the entry: it cannot pose as an entry of its own
+        entry += "\n  " + _unfence(neutralise(f"(payload besides the text: {rest})"))
+    return "\n".join([f"[AgentCom] message {ref_of(msg)}, in full:", *fenced([entry], nonce)])
 
 
 # for a terminal ---------------------------------------------------------------
@@ -351,7 +369,7 @@ def render_log_text(result: dict[str, Any]) -> str:
     if result["roster"]:
         lines.append("Peers' latest statuses:")
         lines += [
-            f"  {safe_sender(peer)}: {one_line(info.get('status'), 200)}"
+            f"  {safe_sender(peer)}: {one_line(info.get('status'), 200)} ({status_age(info)})"
             for peer, info in sorted(result["roster"].items())
         ]
     if result["dead_letters"]:
@@ -366,6 +384,13 @@ def render_log_text(result: dict[str, Any]) -> str:
         ]
     lines += [f"warning: {neutralise(w)}" for w in result.get("warnings", [])]
     return "\n".join(lines)
+
+
+def status_age(info: dict[str, Any]) -> str:
+    """How old a peer's status is, by when it was learnt here (its status message, or the hub's
+    agent list): 'as of 3m ago'."""
+    at = info.get("at")
+    return f"as of {ago(at)}" if isinstance(at, (int, float)) and not isinstance(at, bool) else "age unknown"
 
 
 def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
@@ -384,7 +409,7 @@ def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
         lines.append("[AgentCom] Peers' latest statuses:")
         lines += fenced(
             [
-                _unfence(f"{safe_sender(peer)}: {one_line(info.get('status'), 200)}")
+                _unfence(f"{safe_sender(peer)}: {one_line(info.get('status'), 200)} ({status_age(info)})")
                 for peer, info in sorted(result["roster"].items())
             ]
         )
@@ -426,10 +451,10 @@ def _agent_line(agent: dict[str, Any]) -> str:
 def sent_line(result: dict[str, Any]) -> str:
     """What `send` and `reply` did, on one line: every id and name through the safe_* rules."""
     reply = f", reply to {safe_msg_id(result['reply_to'])}" if result.get("reply_to") else ""
-    return (
-        f"sent {safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply} "
-        f"(id {safe_msg_id(result.get('id'))})"
-    )
+    what = f"{safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply}"
+    if result.get("confirmed") is False:  # the hub's reply was lost: its id never came back
+        return f"probably sent {what} (not confirmed by the hub; not sent again)"
+    return f"sent {what} (id {safe_msg_id(result.get('id'))})"
 
 
 def render_sent_prompt(result: dict[str, Any]) -> str:
@@ -516,7 +541,9 @@ def render_show_text(msg: dict[str, Any]) -> str:
     who = f"{safe_sender(msg.get('from'))} -> {to}"
     head = f"{ref}{ago(message_time(msg))} {who} {safe_type(msg.get('type') or 'chat')}{flags}"
     head += f"  [{safe_msg_id(msg.get('id'))}; {msg.get('state')}]"
-    return neutralise(head) + "\n" + CONTINUATION + body_lines(text)
+    rest = payload_besides_text(msg)
+    fields = "" if rest is None else "\n" + CONTINUATION + neutralise(f"payload besides the text: {rest}")
+    return neutralise(head) + fields + "\n" + CONTINUATION + body_lines(text)
 
 
 def render_status_text(st: dict[str, Any]) -> str:

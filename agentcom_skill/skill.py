@@ -7,6 +7,7 @@ commit the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from .config import (
     check_agent_id,
     check_hub_url,
     default_config_path,
+    keep_previous,
     load_settings,
     mask_token,
     write_config_file,
@@ -42,10 +44,11 @@ from .errors import (
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    PossiblyDelivered,
     UsageError,
 )
 from .legacy import has_state_file, import_state_file
-from .message import PRIORITIES, RESPOND_WITH, MailboxBatch, Message
+from .message import PRIORITIES, RESPOND_WITH, MailboxBatch, Message, payload_text
 from .render import ago, safe_field, safe_sender
 from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
@@ -103,6 +106,26 @@ def hub_client(settings: Settings) -> HubClient:
         token_source=settings.sources.get("token", ""),
         url_source=settings.sources.get("hub_url", ""),
     )
+
+
+STORE_FILES = ("messages.sqlite3", "messages.sqlite3-wal", "messages.sqlite3-shm", "messages.sqlite3-journal")
+
+
+def forget_unused_state(directory: Path) -> None:
+    """Remove an agent's state folder this run made for a hub it never reached (a mistyped
+    hub_url or agent id): only the empty store's files, then the folder if nothing else is
+    in it. Anything else there, or any error, leaves it as it is."""
+    for name in STORE_FILES:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def open_store(settings: Settings) -> MessageStore:
@@ -169,18 +192,24 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
-    with open_store(s) as store:
-        watch = read_status(s.agent_state_dir())
-        if watch is not None:
-            store.warnings.extend(watch_warnings(watch))
-            if watch_connected(watch):
-                # The connected watch holds everything the hub sent: serve from the store alone.
-                return run_check(None, store, s, limit, peek, time.time(), emit)
-        with hub_client(s) as hub:
-            try:
-                return run_check(hub, store, s, limit, peek, time.time(), emit)
-            except HubUnavailableError as exc:
-                return _check_offline(store, s, limit, peek, exc, emit)
+    made_here = not s.agent_state_dir().exists()
+    try:
+        with open_store(s) as store:
+            watch = read_status(s.agent_state_dir())
+            if watch is not None:
+                store.warnings.extend(watch_warnings(watch))
+                if watch_connected(watch):
+                    # The connected watch holds everything the hub sent: serve from the store alone.
+                    return run_check(None, store, s, limit, peek, time.time(), emit)
+            with hub_client(s) as hub:
+                try:
+                    return run_check(hub, store, s, limit, peek, time.time(), emit)
+                except HubUnavailableError as exc:
+                    return _check_offline(store, s, limit, peek, exc, emit)
+    except (HubUnavailableError, HubProtocolError, AuthError):
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
+        raise
 
 
 def _check_offline(
@@ -221,17 +250,20 @@ def run_check(
     *,
     via: str = "poll",
     agents_check: bool = True,
+    batch: MailboxBatch | None = None,
 ) -> dict[str, Any]:
     """`check` on a given hub and store (the property tests drive this with a model hub;
     the watch with the frames it is pushed). With `hub` None, nothing is asked of the hub:
-    the store alone is served (a live watch keeps it complete).
+    the store alone is served (a live watch keeps it complete). `batch`: the mailbox as the
+    caller just polled it (`ack`), so it is not asked for twice.
 
     A first look reads one snapshot: when the mailbox holds nothing new and nothing is due
     (the idle heartbeat), the run writes nothing. Otherwise everything is decided afresh
     inside one write transaction, committed (leases, auto-reply intents), and only then
     does the run talk to the hub again.
     """
-    batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
+    if batch is None:
+        batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
     agents_check = agents_check and hub is not None
     ids = batch_keys(batch)
     with store.snapshot():
@@ -256,6 +288,8 @@ def run_check(
         at_hub = {m.id: m for m in batch.messages}
         store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
         store.apply_check(plan, now, via)
+        if seq_restarted(batch, store.get_meta("hub_acked")):  # what `status` says was acked
+            store.set_meta("hub_acked", None)
         agents_due = agents_check and _agents_check_due(store, now)
         status_text = current_status(store, s)
         if agents_due:
@@ -278,14 +312,27 @@ def run_check(
     result = _check_result(s, plan, warnings)
     if emit:
         emit(result)
+    _confirm(store, plan, sent, up_to, now)
+    return result
+
+
+def _confirm(
+    store: MessageStore,
+    plan: CheckPlan,
+    sent: list[tuple[AutoReply, dict[str, Any], str]],
+    up_to: int | None,
+    now: float,
+) -> None:
+    """After the output: what was printed is shown (so `ack` may finish it), and what was sent
+    and acked at the hub is recorded."""
     with store.write():
         store.confirm_shown([m["id"] for m in plan.messages])
         for reply, payload, sent_id in sent:
             store.record_reply_sent(reply.reply_to, sent_id)
-            store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
+            if sent_id != TOKEN_REFUSED:
+                store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
         if up_to is not None:
             store.set_meta("hub_acked", up_to)
-    return result
 
 
 def _answer_and_ack(
@@ -301,12 +348,18 @@ def _answer_and_ack(
     """After the commit: send the auto-replies, ack the hub's finished prefix, look for another
     connection under our id when due. Failures are warnings (what was leased stands)."""
     if agents_due:
-        warnings += _connected_hazard(hub, s)
+        warnings += _connected_hazard(hub, s, store)
     sent = []
     for reply in plan.replies:
         payload = auto_reply_payload(reply.kind, status_text, s.capabilities)
         try:
             sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
+        except PossiblyDelivered as exc:  # counted as sent: an auto-reply is never sent twice
+            sent.append((reply, payload, unconfirmed_id()))
+            warnings.append(f"a {reply.kind} auto-reply was probably delivered, not confirmed: {exc}")
+        except AuthError as exc:  # refused before the hub did anything: sent once the token works again
+            sent.append((reply, payload, TOKEN_REFUSED))
+            warnings.append(f"could not send a {reply.kind} auto-reply (sent when the token works again): {exc}")
         except AgentComError as exc:
             warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
     up_to, error = ack_hub_prefix(hub, store, s, batch)
@@ -339,6 +392,18 @@ def ack_hub_prefix(hub: Hub, store: MessageStore, s: Settings, batch: MailboxBat
     return up_to, None
 
 
+def seq_restarted(batch: MailboxBatch, hub_acked: Any) -> bool:
+    """Whether the hub's seq counter started again since we acked up to `hub_acked`: the hub
+    drops what is acked, so a mailbox whose last seq is below that ack holds only messages
+    numbered afresh (an empty mailbox tells nothing)."""
+    return (
+        bool(batch.messages)
+        and isinstance(hub_acked, int)
+        and not isinstance(hub_acked, bool)
+        and batch.last_seq < hub_acked
+    )
+
+
 def watch_connected(watch: Mapping[str, Any] | None) -> bool:
     """Whether a watch runs and holds its WebSocket: only then does the hub push everything to
     it (and keep nothing in the mailbox), so that reading the store alone is complete."""
@@ -360,7 +425,8 @@ def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
         out.append(
             f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
-            f"{error.get('detail')}; to fix: {error.get('fix')}"
+            f"{error.get('detail')}; to fix: {error.get('fix')} (this stands until a wake goes through;"
+            f" once fixed, `kill -HUP {watch.get('pid', 'PID')}` has the watch try at once)"
         )
     return out
 
@@ -380,12 +446,17 @@ def _agents_check_due(store: MessageStore, now: float) -> bool:
     return now - store.get_number("agents_checked_at") >= AGENTS_CHECK_INTERVAL
 
 
-def _connected_hazard(hub: Hub, s: Settings) -> list[str]:
+def _connected_hazard(hub: Hub, s: Settings, store: MessageStore | None = None) -> list[str]:
+    """A hazard when another connection holds our id; with `store`, the peers' statuses the
+    hub lists are noted on the way (`log` shows them)."""
     try:
-        listed = any(a.get("agent_id") == s.agent_id for a in hub.agents())
+        agents_listed = hub.agents()
     except AgentComError as exc:
         return [f"could not list connected agents: {exc}"]
-    if listed:
+    if store is not None:
+        with contextlib.suppress(AgentComError):  # a roster not refreshed this time is no failure
+            note_listed_statuses(store, s, agents_listed, time.time())
+    if any(a.get("agent_id") == s.agent_id for a in agents_listed):
         return [
             "this agent id is connected to the hub by WebSocket: direct messages are pushed there and bypass this "
             "mailbox"
@@ -431,6 +502,12 @@ def run_ack(
     error: str | None = None
     try:
         batch = hub.poll(s.agent_id, 0)
+        keys = batch_keys(batch)
+        if len(store.known(keys)) < len(set(keys)):
+            # The hub holds a message this store never took in (a channel message the watch has
+            # not swept yet): take it in as the watch's drain does (stored, Tier 0 answers,
+            # nothing leased or shown), so whatever this ack names is one `show` can open.
+            run_check(hub, store, s, 0, False, now, agents_check=False, batch=batch)
     except AgentComError as exc:
         error = f"could not ack the hub (it will be retried): {exc}"
     else:
@@ -634,7 +711,12 @@ def _send_and_record(
     """Send, then record in the local history. With `check_known`, warn (after sending) when
     nobody knows the recipient: never heard from here, and not connected to the hub."""
     with hub_client(s) as hub:
-        msg_id = hub.send(to, type_, body, reply_to)
+        try:
+            msg_id = hub.send(to, type_, body, reply_to)
+        except PossiblyDelivered as exc:
+            # Never sent again on its own: a retry would be a duplicate if the hub took it.
+            msg_id = unconfirmed_id()
+            warnings.append(f"probably delivered, not confirmed: {exc}")
         if check_known:
             warnings += _unknown_recipient(hub, s, to)
     try:
@@ -642,15 +724,67 @@ def _send_and_record(
             store.record_sent(msg_id, to, type_, body, reply_to, kind, time.time())
     except AgentComError as exc:  # sent all the same: say so rather than fail
         warnings.append(f"sent, but not recorded in the local history: {exc}")
-    return {"id": msg_id, "to": to, "type": type_ or "chat", "reply_to": reply_to, "warnings": warnings}
+    return {
+        "id": msg_id,
+        "to": to,
+        "type": type_ or "chat",
+        "reply_to": reply_to,
+        "confirmed": is_confirmed(msg_id),
+        "warnings": warnings,
+    }
+
+
+TOKEN_REFUSED = "refused:token"  # an auto-reply intent the hub refused for our token: to be sent later
+REFUSED_RETRY_WINDOW = 3600.0  # seconds: older refused auto-replies are stale answers, never sent
+
+
+def send_refused_auto_replies(hub: Hub, store: MessageStore, s: Settings, now: float) -> tuple[int, list[str]]:
+    """Send the auto-replies the hub refused because of our token (once it takes a token
+    again): how many went out, and warnings. Each intent is still sent at most once."""
+    status_text = current_status(store, s)
+    done, warnings = 0, []
+    for message_id, recipient, kind in store.refused_auto_replies(TOKEN_REFUSED, now - REFUSED_RETRY_WINDOW):
+        payload = auto_reply_payload(kind, status_text, s.capabilities)
+        try:
+            sent_id = hub.send(recipient, "response", payload, message_id)
+        except PossiblyDelivered:
+            sent_id = unconfirmed_id()
+        except AgentComError as exc:
+            warnings.append(f"could not send a refused {kind} auto-reply yet: {exc}")
+            break
+        with store.write():
+            store.record_reply_sent(message_id, sent_id)
+            store.record_sent(sent_id, recipient, "response", payload, message_id, "auto_reply", now)
+        done += 1
+    return done, warnings
+
+
+UNCONFIRMED = "unconfirmed-"
+
+
+def unconfirmed_id() -> str:
+    """The local key of a send the hub probably took but whose id never came back."""
+    import secrets
+
+    return UNCONFIRMED + secrets.token_hex(8)
+
+
+def is_confirmed(sent_id: str) -> bool:
+    return not sent_id.startswith(UNCONFIRMED)
 
 
 def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
-    """A warning when `to` never wrote to us (local store) and is not among the agents the hub
-    lists as connected; none for a known sender. The hub's list is read only when needed."""
+    """A note when `to` never wrote to us, was never sent to from here before, and is not
+    among the agents the hub lists as connected; none otherwise. The hub's list is read only
+    when needed.
+
+    The note never calls the id a typo: the real hub answers the same for an agent that only
+    polls its mailbox as for an id nobody registered (`/api/agents` and
+    `/api/agents/:id/state` know connected agents only), so all it can say is that the agent
+    is not connected and gets the message when it polls."""
     try:
         with open_store(s) as store:
-            if store.peers().get(to) is not None or store.messages(sender=to, limit=1):
+            if store.peers().get(to) is not None or store.messages(sender=to, limit=1) or store.sent_to(to):
                 return []
     except AgentComError:
         pass  # no usable store: the hub's list alone decides
@@ -663,8 +797,9 @@ def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
             "check the agent id"
         ]
     return [
-        f"sent, but {safe_sender(to)} is unknown: it never wrote to us and is not connected to the hub "
-        "(a typo? `agentcom agents` lists who is connected)"
+        f"sent; {safe_sender(to)} is not connected to the hub and has not written to us: it gets the message "
+        "when it polls its mailbox (the hub cannot tell an agent that only polls from an id nobody uses, "
+        "so check the id if it is new to you)"
     ]
 
 
@@ -761,7 +896,7 @@ def history_entry(row: Any) -> dict[str, Any]:
 def sent_entry(row: Any) -> dict[str, Any]:
     r = row_dict(row)
     payload = json.loads(r["payload"])
-    text = payload.get("text") if isinstance(payload.get("text"), str) else None
+    text = payload_text(payload) if isinstance(payload, dict) else None
     priority = payload.get("priority") if payload.get("priority") in PRIORITIES else "normal"
     return {
         "direction": "out",
@@ -776,6 +911,7 @@ def sent_entry(row: Any) -> dict[str, Any]:
         "priority": priority,
         "kind": r["kind"],
         "sent_at": r["sent_at"],
+        "confirmed": is_confirmed(r["id"]),
     }
 
 
@@ -885,6 +1021,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
     """
     s = resolve_settings(settings, overrides)
     now = time.time()
+    made_here = not s.agent_state_dir().exists()
     with open_store(s) as store:
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
@@ -895,11 +1032,18 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
     hazards: list[str] = watch_warnings(watch) if watch is not None else []
     hub_part: dict[str, Any] = {"ok": False, "agents_connected": None, "error": None, "last_contact": last_contact}
     mailbox = None
+    restarted: MailboxBatch | None = None
     try:
         with hub_client(s) as hub:
             health = hub.health()
             polled = hub.poll(s.agent_id, 0)
             mailbox = len(polled.messages)
+            if seq_restarted(polled, hub_acked):
+                warnings.append(
+                    f"the hub's seq restarted: its mailbox ends at seq {polled.last_seq}, below seq {hub_acked} "
+                    "acked earlier; that record is dropped"
+                )
+                restarted, hub_acked = polled, None
             if not polled.complete:
                 hazards.append(
                     f"the mailbox's reply is over max_response_bytes: it holds more than the {mailbox} message(s)"
@@ -914,6 +1058,12 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         )
     except (HubUnavailableError, AuthError, HubProtocolError) as exc:
         hub_part["error"] = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
+    if restarted is not None:
+        with contextlib.suppress(AgentComError), open_store(s) as store, store.write():
+            if seq_restarted(restarted, store.get_meta("hub_acked")):
+                store.set_meta("hub_acked", None)
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
@@ -1038,6 +1188,8 @@ def ping(
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
         raise UsageError("the ping timeout must be between 0 and 86400 seconds")
     give_up_at = clock() + timeout
+    from .client import HubClient  # noqa: F401 - loaded before the clock starts: the round trip is the hub's, not an import's
+
     sent_at = time.time()
     sent = _send_and_record(s, agent, "ping", {"action": "ping"}, None, "send", [], check_known=True)
     result = {
@@ -1049,7 +1201,7 @@ def ping(
         "timeout": float(timeout),
         "warnings": sent["warnings"],
     }
-    delay = 0.1
+    started, delay = clock(), PONG_LOOK_INTERVAL
     with open_store(s) as store, hub_client(s) as hub:
         while True:
             if not watch_connected(read_status(s.agent_state_dir())):
@@ -1067,9 +1219,32 @@ def ping(
                 return result
             left = give_up_at - clock()
             if left <= 0:
+                result["warnings"] += _not_listening(hub, agent)
                 return result
             sleep(min(delay, left))
-            delay = min(1.0, delay * 2)
+            if clock() - started >= PONG_CLOSE_LOOKS:  # a live peer has answered by now: back off
+                delay = min(1.0, delay * 2)
+
+
+# How `ping` looks for its pong: every PONG_LOOK_INTERVAL seconds for the first PONG_CLOSE_LOOKS
+# seconds (a peer's watch answers within a few hundred ms, and without our own watch the round
+# trip is measured when a look finds the pong), then backing off to one look a second.
+PONG_LOOK_INTERVAL = 0.05
+PONG_CLOSE_LOOKS = 2.0
+
+
+def _not_listening(hub: Hub, agent: str) -> list[str]:
+    """Why no pong came, when the hub can say: `agent` holds no WebSocket (no watch), so only
+    its own next `check` will answer (Tier 0 does, in code)."""
+    try:
+        if any(a.get("agent_id") == agent for a in hub.agents()):
+            return []
+    except AgentComError:
+        return []
+    return [
+        f"{safe_sender(agent)} is not connected to the hub (no `agentcom watch` runs for it): it answers the ping"
+        " at its next `agentcom check`, and the pong then waits in your mailbox"
+    ]
 
 
 def _pong(store: MessageStore, ping_id: str, agent: str) -> Message | None:
@@ -1081,10 +1256,27 @@ def _pong(store: MessageStore, ping_id: str, agent: str) -> Message | None:
 
 
 def agents(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Agents connected to the hub by WebSocket (the hub lists no others)."""
+    """Agents connected to the hub by WebSocket (the hub lists no others). Their statuses are
+    noted in the peers' roster `log` shows."""
     s = resolve_settings(settings, overrides)
     with hub_client(s) as hub:
-        return {"agents": hub.agents()}
+        listed = hub.agents()
+    with contextlib.suppress(AgentComError), open_store(s) as store:
+        note_listed_statuses(store, s, listed, time.time())
+    return {"agents": listed}
+
+
+def note_listed_statuses(store: MessageStore, s: Settings, listed: Sequence[Mapping[str, Any]], now: float) -> None:
+    """Peers' statuses as the hub's agent list shows them, into the roster wherever they
+    differ from the last one kept (a status set over a peer's WebSocket reaches us only there)."""
+    statuses = {
+        a["agent_id"]: a["status"]
+        for a in listed
+        if isinstance(a.get("agent_id"), str) and a["agent_id"] != s.agent_id and isinstance(a.get("status"), str)
+    }
+    if statuses:
+        with store.write():
+            store.note_statuses(statuses, now)
 
 
 def log(
@@ -1121,6 +1313,16 @@ def log(
     }
 
 
+def token_way_out(agent_id: str, give_it: str) -> str:
+    """What to do when the hub knows this id but we hold no working token for it: a hub gives a
+    token once, at registration, so another comes from whoever runs the hub. `give_it` says
+    where the token goes."""
+    return (
+        f"{give_it}, with the token {agent_id} was given or one from the hub's operator; for a local hub"
+        f" (`agentcom hub serve`), `agentcom hub token {agent_id} --db HUB.DB > FILE` mints one"
+    )
+
+
 def init_config(
     overrides: Mapping[str, Any],
     *,
@@ -1130,8 +1332,10 @@ def init_config(
     status: str | None = None,
     force: bool = False,
     env: Mapping[str, str] | None = None,
-) -> str:
-    """Write a config file from the given settings; with `register`, get a token from the hub first."""
+) -> dict[str, Any]:
+    """Write a config file from the given settings; with `register`, get a token from the hub
+    first. With `force` over an existing file, its other settings are kept: the result names
+    the file, the settings kept from the old one and those dropped."""
     env = os.environ if env is None else env
     path = overrides.get("config") or env.get(ENV_VARS["config"]) or default_config_path()
     values: dict[str, Any] = {
@@ -1149,7 +1353,11 @@ def init_config(
         from .client import HubClient
 
         with HubClient(values["hub_url"], None) as hub:
-            values["token"] = hub.register(values["agent_id"])["token"]
+            try:
+                values["token"] = hub.register(values["agent_id"])["token"]
+            except ConfigError as exc:  # the hub's 409: the id is taken, and the hub never gives its token twice
+                give_it = "write the config with `agentcom config init ... --token-file FILE` instead of --register"
+                raise ConfigError(f"{exc}; {token_way_out(values['agent_id'], give_it)}") from None
     elif overrides.get("token_file") or env.get(ENV_VARS["token_file"]):
         values["token_file"] = os.path.abspath(overrides.get("token_file") or env[ENV_VARS["token_file"]])
     state_dir = overrides.get("state_dir") or env.get(ENV_VARS["state_dir"])
@@ -1161,8 +1369,12 @@ def init_config(
         values["ignore_from"] = [c.strip() for c in ignore_from.split(",") if c.strip()]
     if status is not None:
         values["status"] = status
+    kept: list[str] = []
+    dropped: list[str] = []
+    if force and Path(path).expanduser().exists():  # keep what the new values do not replace
+        values, kept, dropped = keep_previous(Path(path).expanduser(), values)
     write_config_file(Path(path).expanduser(), values, force=force)
-    return str(path)
+    return {"path": str(path), "kept": kept, "dropped": dropped}
 
 
 __all__ = [

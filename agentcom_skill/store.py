@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -715,6 +715,14 @@ class MessageStore:
             recovered=bool(self.get_number("recovered")),
         )
 
+    def known(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` (message ids, or unreadable entries' keys) this store holds."""
+        out: set[str] = set()
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
+        return out
+
     def finished(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
         for chunk in _chunks(list(ids), 500):
@@ -821,6 +829,18 @@ class MessageStore:
             self._exec(
                 f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk
             )
+
+    def refused_auto_replies(self, marker: str, since: float) -> list[tuple[str, str, str]]:
+        """Auto-reply intents marked `marker` (refused, to be sent later) since `since`:
+        (message id, recipient, kind), oldest first."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self._read(
+                "SELECT message_id, recipient, kind FROM auto_replies WHERE sent_id = ? AND at >= ?"
+                " ORDER BY at LIMIT 100",
+                (marker, since),
+            )
+        ]
 
     def record_reply_sent(self, message_id: str, sent_id: str) -> None:
         self._exec("UPDATE auto_replies SET sent_id = ? WHERE message_id = ?", (sent_id, message_id))
@@ -973,6 +993,14 @@ class MessageStore:
             "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
             (clean(agent_id), clean(status), timestamp, clean(message_id), at),
         )
+
+    def note_statuses(self, statuses: Mapping[str, str], now: float) -> None:
+        """Peers' statuses from the hub's agent list: kept (as of `now`) where they differ from
+        the roster's."""
+        kept = self.peers()
+        for agent_id, status in statuses.items():
+            if (kept.get(clean(agent_id) or "") or {}).get("status") != clean(status):
+                self.set_peer(agent_id, status, None, None, now)
 
     def add_reply_times(self, sender: str, times: Sequence[float]) -> None:
         """Auto-replies already sent to `sender` (they count against its per-minute budget)."""
@@ -1261,6 +1289,10 @@ class MessageStore:
             marks = ",".join("?" * len(ids))
             return self._sent_rows(f"SELECT rowid, * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
         return self._sent_rows("SELECT rowid, * FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,))
+
+    def sent_to(self, recipient: str) -> bool:
+        """Whether anything was sent to `recipient` from here."""
+        return bool(self._read("SELECT 1 FROM sent WHERE recipient = ? LIMIT 1", (recipient,)))
 
     def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(ids))

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agentcom_skill import a2a
+from agentcom_skill import a2a, skill
 from agentcom_skill.a2a import (
     A2AClient,
     A2ADispatcher,
@@ -480,6 +480,27 @@ def test_no_reply_and_an_answer_already_given_send_nothing(rig):
     rig.standin.finish(rig.standin.working()[0].id, Outcome(text="the same answer again"))
     rig.run(lambda: rig.kinds().count("a2a_no_reply") == 2, "the second silence")
     assert [a["payload"]["text"] for a in rig.answers_at()] == ["answered by hand"]
+
+
+def test_a_message_a_person_already_answered_is_not_handed_to_the_agent(rig):
+    """A person answered with `agentcom reply` before the watch handed the message over: no
+    task, no model call; the message waits for its ack, said once. The others go on."""
+    rig.standin.answer = lambda text, ctx: Outcome(text="from the agent")
+    answered = rig.send(text="answered by a person")
+    rig.take_in()
+    reply = skill.reply(answered, "answered by hand", settings=rig.s)
+    for _ in range(5):
+        rig.d.step()
+        rig.clock.advance(1.0)
+    assert rig.standin.sends() == [], "no task: the model is not called"
+    assert rig.kinds().count("a2a_answered_by_hand") == 1
+    assert rig.store.resolve(answered)["state"] == "pending", "it waits for `agentcom ack`, unfinished"
+    other = rig.send("carol", text="still for the agent")
+    rig.take_in()
+    rig.run(lambda: rig.answers_at("carol"), "carol's answer")
+    assert [m["contextId"] for m in rig.standin.sends()] == ["agentcom:peer:carol"]
+    assert rig.store.resolve(other)["state"] == "done" and rig.kinds().count("a2a_answered_by_hand") == 1
+    assert [a["id"] for a in rig.answers_at()] == [reply["id"]], "bob got the person's answer only"
 
 
 def test_the_loop_guard_holds_a_chatty_peer_for_check_with_one_warning(hub, tmp_path, standin):

@@ -304,13 +304,13 @@ def test_global_options_go_after_the_command_too(duo, tmp_path):
         "--hub-url",
         hub.url,
         "--agent-id",
-        "bad id!",
+        "bad\x1b[31mid",
         "--register",
         "--config",
         str(tmp_path / "x.toml"),
         env=bare,
     )
-    assert bad.returncode == 2 and "letters, digits" in bad.stderr
+    assert bad.returncode == 2 and "control character" in bad.stderr and "\x1b" not in bad.stderr
 
 
 def test_send_reads_stdin_refuses_empty_and_warns_about_itself(duo, tmp_path):

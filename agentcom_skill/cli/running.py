@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 from click.shell_completion import get_completion_class
 
 from .. import skill
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..render import (
     render_doctor_text,
     render_mapping,
@@ -17,6 +19,9 @@ from ..render import (
 )
 from . import main
 from .base import CONTEXT, cli_obj, command, emit, global_options, json_option
+
+# the MCP server's tools, for --tools's help (its module loads the SDK: named here, checked by a test)
+MCP_TOOLS = "check, send, reply, ack, defer, show, thread, search, status"
 
 
 @click.group(
@@ -68,10 +73,14 @@ agentcom watch --jsonl        # and a JSON object per event on stdout
 )
 @click.pass_context
 def watch(ctx: click.Context, jsonl: bool, parent_pid: int | None) -> None:
-    """Hold the hub's WebSocket; handle and wake in real time."""
+    """Hold the hub's WebSocket; handle and wake in real time.
+
+    SIGHUP reads the config again and takes up its [wake] table (`kill -HUP PID`); other
+    settings change at a restart."""
     from ..watch import run_watch
 
-    sys.exit(run_watch(cli_obj(ctx).settings(), jsonl, parent_pid))
+    obj = cli_obj(ctx)
+    sys.exit(run_watch(obj.settings(), jsonl, reload=obj.settings, parent_pid=parent_pid))
 
 
 @command(
@@ -80,14 +89,32 @@ agentcom mcp                        # for an MCP client: command "agentcom", arg
 agentcom mcp --tools check,reply,ack
 """
 )
-@click.option("--tools", metavar="LIST", help="Comma-separated tools to expose [default: all].")
+@click.option(
+    "--tools",
+    metavar="LIST",
+    is_flag=False,
+    flag_value="",
+    help=f"Comma-separated tools to expose, of: {MCP_TOOLS} [default: all]. Alone: list them and exit.",
+)
 @click.pass_context
 def mcp(ctx: click.Context, tools: str | None) -> None:
-    """Serve this mailbox to an MCP client over stdio."""
-    from ..mcpserver import run_mcp
+    """Serve this mailbox to an MCP client over stdio.
 
+    A setup that is not complete (no token, say) still answers `initialize`: the error comes
+    back from each tool call, so the client shows it, and the fixed config is read at the next call."""
+    from ..mcpserver import TOOLS, run_mcp
+
+    if tools == "":
+        for name, (description, _) in TOOLS.items():
+            click.echo(f"{name:8} {description}")
+        return
     names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
-    sys.exit(run_mcp(cli_obj(ctx).settings(), names))
+    obj = cli_obj(ctx)
+    try:
+        settings = obj.settings()
+    except ConfigError:
+        settings = None  # reported through the MCP connection, where the client shows it
+    sys.exit(run_mcp(settings, names, obj.settings))
 
 
 @command(
@@ -129,7 +156,7 @@ agentcom config init --hub-url http://hub:4000 --agent-id gcu --token-file ~/.gc
 @click.option("--capabilities", metavar="LIST", help="Comma-separated capabilities.")
 @click.option("--ignore-from", metavar="LIST", help="Comma-separated sender globs to ignore.")
 @click.option("--status", "status_text", metavar="TEXT", help="Status text sent in auto-replies.")
-@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.option("--force", is_flag=True, help="Replace an existing config file (its settings not given anew are kept).")
 @click.pass_context
 def config_init(
     ctx: click.Context,
@@ -140,7 +167,7 @@ def config_init(
     force: bool,
 ) -> None:
     """Write a config file (mode 0600) from the options and environment."""
-    path = skill.init_config(
+    written = skill.init_config(
         cli_obj(ctx).overrides,
         register=register,
         capabilities=capabilities,
@@ -148,7 +175,53 @@ def config_init(
         status=status_text,
         force=force,
     )
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {written['path']}")
+    if written["kept"]:
+        click.echo(f"kept from the file it replaced: {', '.join(written['kept'])}")
+    if written["dropped"]:
+        click.echo(f"dropped from the file it replaced: {', '.join(written['dropped'])}")
+
+
+@command(
+    config,
+    "token",
+    examples="""
+agentcom config token --token-file ~/new-token
+printf %s "$NEW_TOKEN" | agentcom config token -
+""",
+)
+@click.argument("source", required=False, metavar="[-]")
+@click.pass_context
+def config_token(ctx: click.Context, source: str | None) -> None:
+    """Replace only the token (after a reset), keeping every other setting.
+
+    The new token comes from --token-file F, or from stdin with `-`; it goes where the config
+    file keeps its token (its token line, or the file its token_file names), mode 0600. The
+    token is never printed."""
+    from ..config import ENV_VARS, default_config_path, replace_token
+
+    overrides = cli_obj(ctx).overrides
+    token_file = overrides.get("token_file")
+    if (source is None) == (token_file is None) or source not in (None, "-"):
+        raise UsageError("give the new token with --token-file FILE or on stdin with `-` (one of them)")
+    if source == "-":
+        token = sys.stdin.read()
+    else:
+        try:
+            token = Path(str(token_file)).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise UsageError(f"cannot read the new token from {token_file}: {reason}") from None
+    path = Path(overrides.get("config") or os.environ.get(ENV_VARS["config"]) or default_config_path())
+    what, where = replace_token(path, token)
+    click.echo(
+        f"wrote the new token to config file {where}"
+        if what == "config file"
+        else f"wrote the new token to token file {where} (named by config file {path})"
+    )
+    for name in ("token", "token_file"):
+        if os.environ.get(ENV_VARS[name]):
+            click.echo(f"note: {ENV_VARS[name]} is set in the environment and overrides the config's token", err=True)
 
 
 @command(
