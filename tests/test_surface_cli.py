@@ -405,7 +405,7 @@ def test_v_is_the_version_and_no_command_summary_is_cut():
     runner = CliRunner()
     version = runner.invoke(main, ["--version"]).output
     assert version.startswith("agentcom, version ") and runner.invoke(main, ["-V"]).output == version
-    for group in ([], ["hub"], ["config"], ["status"]):
+    for group in ([], ["hub"], ["config"], ["status"], ["openclaw"]):
         helped = runner.invoke(main, [*group, "--help"], terminal_width=80).output
         summaries = helped.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
         assert "..." not in summaries, (group, summaries)

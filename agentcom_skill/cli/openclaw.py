@@ -9,7 +9,7 @@ import click
 from .base import CONTEXT, cli_obj, command, emit, json_option
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT, short_help="Install or remove the OpenClaw channel plugin.")
 def openclaw() -> None:
     """Install or remove the AgentCom channel plugin of OpenClaw (its gateway then runs the watch)."""
 
@@ -25,6 +25,7 @@ def _text(result: dict[str, Any]) -> str:
 @command(
     openclaw,
     "install",
+    short_help="Install the plugin; point its channel at these settings.",
     examples="""
 agentcom config init --hub-url http://localhost:4000 --agent-id alice --register
 agentcom openclaw install        # then restart the gateway
@@ -48,6 +49,7 @@ def install(ctx: click.Context, as_json: bool) -> None:
 @command(
     openclaw,
     "uninstall",
+    short_help="Remove the channel block and the plugin.",
     examples="""
 agentcom openclaw uninstall      # then restart the gateway
 """,
