@@ -81,3 +81,15 @@ def test_every_plugin_file_is_package_data_of_the_wheel_and_in_the_sdist():
     assert {"openclaw/index.js", "openclaw/openclaw.plugin.json", "openclaw/package.json"} <= set(files)
     assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns["agentcom_skill"]) for f in files)
     assert "recursive-include agentcom_skill/openclaw *.js *.json" in (root / "MANIFEST.in").read_text()
+
+
+def test_the_plugin_carries_the_packages_version_and_one_id_everywhere():
+    import json
+
+    import agentcom_skill
+
+    package = json.loads((PLUGIN_DIR / "package.json").read_text())
+    manifest = json.loads((PLUGIN_DIR / "openclaw.plugin.json").read_text())
+    assert package["version"] == agentcom_skill.__version__
+    assert manifest["id"] == package["name"] == package["openclaw"]["channel"]["id"] == "agentcom"
+    assert manifest["channels"] == ["agentcom"] and "agentcom" in manifest["channelConfigs"]
