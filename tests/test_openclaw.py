@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def started(openclaw, tmp_path_factory):
     """One hub and one gateway for the whole session, started here without waiting (the
     gateway takes 10-50 s to start; its hooks and A2A channel are both configured from the
     start), the agent gcu's skill settings in OpenClaw's config, and a scripted model whose
-    behaviour each test sets."""
+    behaviour each test sets. The AgentCom plugin is installed first (`agentcom openclaw
+    install`: two OpenClaw starts), in a thread with the gateway's start after it, so both go
+    on while the first test runs; `world` waits for them."""
     tmp = tmp_path_factory.mktemp("openclaw")
     hub = RunningHub(tmp)
     gcu, bob, carol = hub.mint("gcu"), hub.mint("bob"), hub.mint("carol")
@@ -139,8 +142,17 @@ def started(openclaw, tmp_path_factory):
         "AGENTCOM_CONFIG": str(config),
     }
     port = oc.configure_gateway(model.base_url, skill_env, api_key=gcu)
-    plugin = install_plugin(oc, hub, tmp)  # before the start: the same gateway serves the AgentCom channel
-    gateway = Gateway(oc, port, wait=False)
+    starting: dict = {}
+
+    def start() -> None:
+        try:  # the plugin before the start: the same gateway serves the AgentCom channel
+            starting["plugin"] = install_plugin(oc, hub, tmp)
+            starting["gateway"] = Gateway(oc, port, wait=False)
+        except BaseException as exc:  # raised again by `world`
+            starting["error"] = exc
+
+    starter = threading.Thread(target=start, name="openclaw-start", daemon=True)
+    starter.start()
     env = agent_env(hub, "gcu", gcu, tmp)  # the same agent, outside OpenClaw
     env.update(AGENTCOM_STATE_DIR=str(state), AGENTCOM_CONFIG=str(config))
     ctx = {
@@ -151,15 +163,18 @@ def started(openclaw, tmp_path_factory):
         "model": model,
         "script": script,
         "oc": oc,
-        "gateway": gateway,
         "env": env,
         "config": config,
         "tmp": tmp,
-        "plugin": plugin,
         "spammer": hub.mint("spammer"),
+        "starter": starter,
+        "starting": starting,
     }
     yield ctx
-    ctx["gateway"].stop()  # the lifecycle test may have started another one
+    starter.join(timeout=900)
+    gateway = ctx.get("gateway") or starting.get("gateway")  # the lifecycle test may have started another one
+    if gateway is not None:
+        gateway.stop()
     model.close()
     if hub.proc and hub.proc.poll() is None:
         hub.proc.kill()
@@ -169,6 +184,12 @@ def started(openclaw, tmp_path_factory):
 @pytest.fixture(scope="session")
 def world(started):
     """The session's hub and gateway, the gateway answering hooks."""
+    started["starter"].join(timeout=900)
+    starting = started["starting"]
+    if "error" in starting:
+        raise starting["error"]
+    started.setdefault("plugin", starting["plugin"])
+    started.setdefault("gateway", starting["gateway"])
     started["gateway"].wait_ready()
     return started
 
