@@ -140,13 +140,15 @@ def parse_ref(ref: Any) -> int | str:
     if isinstance(ref, str):
         text = ref.strip()
         forced_seq = text.startswith("#")
-        text = text.lstrip("#").lower() if forced_seq else text.lower()
+        text = text.lstrip("#") if forced_seq else text
         if text.isascii() and text.isdigit() and (forced_seq or len(text) < 4):
             return parse_ref(int(text))
-        if not forced_seq and re.match(_HEX_REF, text):
+        # Kept in its case: a hub may choose ids that differ only in case (the store matches
+        # the exact id first, then any case).
+        if not forced_seq and re.match(_HEX_REF, text.lower()):
             return text
-        if re.match(_SET_ASIDE_KEY, text):  # a poison record whose id could not be read
-            return text
+        if re.match(_SET_ASIDE_KEY, text.lower()):  # a poison record whose id could not be read
+            return text.lower()
     raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 
 

@@ -277,9 +277,11 @@ class AmbiguousRef(UsageError):
         self.candidates = candidates
 
 
-def _prefix_end(prefix: str) -> str:
-    """The smallest string above every string starting with `prefix` (a range scan on the id key)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _any_case(ref: str) -> str:
+    """A LIKE pattern (escape `\\`) for the ids `ref` names regardless of ASCII case: a whole
+    id (16 characters or more) as is, a shorter one as a prefix."""
+    escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped if len(ref) >= 16 else escaped + "%"
 
 
 def create_private(path: Path) -> None:
@@ -869,41 +871,56 @@ class MessageStore:
         an exact id, or, from 4 hex digits, a unique id prefix (as git does; several matches
         raise `AmbiguousRef`). A plain all-digit string of 4-15 digits without a leading zero
         is a seq when a kept message has that seq, else an id prefix. A seq picks the open
-        message first (seqs can be reused), then the newest."""
+        message (seqs can be reused: two open ones with it raise `AmbiguousRef`), else the
+        newest. Ids are compared exactly first (a hub may choose ids that differ only in case:
+        each names its own message); failing that, a prefix or an id in another case matches
+        regardless of case, and must be unique."""
         if isinstance(ref, int):
             return self._resolve_seq(ref)
         rows = self._message_rows("SELECT rowid, * FROM messages WHERE id = ?", (ref,))
-        if rows or not 4 <= len(ref) < 16:
+        if rows or len(ref) < 4:
             return rows[0] if rows else None
-        if ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
+        if len(ref) < 16 and ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
             row = self._resolve_seq(int(ref))
             if row is not None:
                 return row
+        # A whole id (16 characters or more) in another case, or a prefix: any case. The inner
+        # query reads the id index only (LIKE ignores ASCII case; the ref has no wildcards).
         rows = self._message_rows(
-            "SELECT rowid, * FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+            "SELECT rowid, * FROM messages WHERE id IN"
+            " (SELECT id FROM messages WHERE id LIKE ? ESCAPE '\\' LIMIT ?) ORDER BY id",
+            (_any_case(ref), AMBIGUOUS_SHOWN + 1),
         )
         if len(rows) > 1:
             raise AmbiguousRef(ref, [row_dict(r) for r in rows[:AMBIGUOUS_SHOWN]], more=len(rows) > AMBIGUOUS_SHOWN)
         return rows[0] if rows else None
 
     def _resolve_seq(self, seq: int) -> sqlite3.Row | None:
+        """The message with this seq: the open one (two open ones: refused, the hub's seq went
+        back and either may be meant, guarantee 11), else the one shown, else the newest."""
         rows = self._message_rows(
             f"SELECT rowid, * FROM messages WHERE seq = ?"
-            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
-            (seq,),
+            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT ?",
+            (seq, AMBIGUOUS_SHOWN + 1),
         )
+        still_open = [r for r in rows if r["state"] in OPEN_STATES]
+        if len(still_open) > 1:
+            raise AmbiguousRef(
+                f"#{seq}", [row_dict(r) for r in still_open[:AMBIGUOUS_SHOWN]], more=len(still_open) > AMBIGUOUS_SHOWN
+            )
         return rows[0] if rows else None
 
     def sent_ids(self, ref: str) -> list[str]:
-        """Ids of messages we sent that `ref` names: the exact id, or those it is a prefix of."""
-        if len(ref) >= 16:
-            return [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        """Ids of messages we sent that `ref` names: the exact id, or those it names in any case
+        (a prefix, or a whole id in another case)."""
+        exact = [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        if exact:
+            return exact
         return [
             r[0]
             for r in self._read(
-                "SELECT id FROM sent WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+                "SELECT id FROM sent WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+                (_any_case(ref), AMBIGUOUS_SHOWN + 1),
             )
         ]
 
