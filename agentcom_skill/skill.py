@@ -482,7 +482,7 @@ def defer(
     now = time.time()
     with open_store(s) as store, store.write():
         targets, already = _resolve_refs(store, named, need_shown=True)
-        store.defer([r["id"] for r in targets], now + seconds)
+        store.defer([r["id"] for r in targets], now + seconds, now)
     return {
         "agent_id": s.agent_id,
         "deferred": [{"id": r["id"], "seq": r["seq"]} for r in targets],

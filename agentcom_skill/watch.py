@@ -508,10 +508,17 @@ class Watch:
             "warnings": [],
         }
         prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
-        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
-        if outcome.kind == "ok":
+        handed_over = self.s.wake.mode != "wake"  # the prompt itself goes to the agent (a notice does not)
+        if handed_over:
+            # Shown from the moment it is handed over: the agent may `agentcom ack` (or reply) while
+            # the command or the gateway's turn still runs, or after it ran past its timeout.
             with store.write():
                 store.confirm_shown(ids)
+        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
+        if outcome.kind == "ok":
+            if not handed_over:
+                with store.write():
+                    store.confirm_shown(ids)
             self.batcher.woke(now)
             with self._lock:
                 self.status["wakes_sent"] += 1
@@ -519,7 +526,9 @@ class Watch:
             self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
             return
         with store.write():
-            store.restore(before)  # not delivered: `check` and the next wake return them
+            # Not delivered: `check` and the next wake return them (those the agent finished
+            # meanwhile stay finished; those it was shown may be acked).
+            store.restore(before, shown=handed_over)
         with self._lock:
             self.status["last_wake_error"] = wake_error(outcome, self.s.wake, now)
         if outcome.kind == "unauthorized":
