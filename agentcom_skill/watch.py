@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from .a2a import A2ADispatcher
 from .config import Settings
 from .delivery import plan_check
-from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
+from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError, StateError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, open_store, run_check
@@ -145,8 +145,14 @@ class Watch:
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
-        self.unstored: list[Message | Unreadable] = []  # pushed, not yet committed (the store failed)
+        # Pushed, not yet committed (the store failed). Bounded: the first store that fails
+        # closes the socket and no other is opened until these are stored, so this holds at most
+        # what one connection had read by then (FRAME_BATCH, FRAME_QUEUE and the close's last
+        # frames); the hub keeps everything after it in the mailbox.
+        self.unstored: list[Message | Unreadable] = []
         self.retry_store_at = 0.0
+        self.store_failures = 0
+        self.store_error: AgentComError | None = None
 
     # the process --------------------------------------------------------------
 
@@ -192,14 +198,15 @@ class Watch:
         self.stopping = True
 
     def _loop(self) -> int:
-        attempt = 0
+        attempt, code = 0, 0
         while not self.stopping:
             identified = False
             try:
                 identified = self._session()
             except AuthError as exc:
                 self._event("auth", f"the hub refused us: {exc}; not retrying")
-                return 3
+                code = 3
+                break
             except AgentComError as exc:
                 self._event("error", f"{exc}")
             except (OSError, TimeoutError) as exc:
@@ -214,13 +221,40 @@ class Watch:
             self.status["reconnects"] += 1
             self._event("reconnecting", f"reconnecting in {delay:.1f} s")
             give_up_at = time.monotonic() + delay
-            while not self.stopping and time.monotonic() < give_up_at:  # wakes go on meanwhile
-                time.sleep(min(0.2, max(0.0, give_up_at - time.monotonic())))
+            # Wakes go on meanwhile. Messages a failing store could not take are retried, and no
+            # connection is opened until they are stored: the hub keeps what follows meanwhile.
+            while not self.stopping and (time.monotonic() < give_up_at or self.unstored):
+                self._take_in()
+                time.sleep(0.2 if self.unstored else min(0.2, max(0.0, give_up_at - time.monotonic())))
         if self.unstored:  # a last try before exiting
             self.retry_store_at = 0.0
             self._take_in()
+        if self.unstored:
+            return self._give_up_unstored()
         self._event("stopped", "stopped")
-        return 0
+        return code
+
+    def _give_up_unstored(self) -> int:
+        """Stopping with pushed messages the store never took (the hub no longer has them): each
+        goes to stderr in full, one JSON line, for a person to recover; the exit is not 0."""
+        held = list(self.unstored)
+        error = self.store_error or StateError("the message store could not take them")
+        for item in held:
+            if isinstance(item, Message):
+                line: dict[str, Any] = {"event": "unstored_message", "message": item.to_json()}
+            else:
+                line = {"event": "unstored_message", "unreadable": item._asdict()}
+            try:
+                print(json.dumps(line, ensure_ascii=True), file=self.events.err, flush=True)
+            except (OSError, ValueError):
+                pass
+        self._event(
+            "stopped",
+            f"STOPPED WITH {len(held)} PUSHED MESSAGE(S) NOT STORED (the store failed: {error}); the hub no longer"
+            ' has them: each is on stderr above, one JSON line {"event": "unstored_message", ...}; exit'
+            f" {error.exit_code}",
+        )
+        return error.exit_code
 
     # one connection -----------------------------------------------------------
 
@@ -293,7 +327,14 @@ class Watch:
                 # Any frame is a sign of life: a hub pushing us a burst answers our ping
                 # only after the frames queued before it.
                 awaiting_pong_since = None
-            self._on_frames(frames)  # also retries messages a failing store could not take
+            self._on_frames(frames)
+            if self.unstored:
+                self._event(
+                    "disconnected",
+                    "the store cannot take pushed messages: closing the connection, so the hub keeps what follows in"
+                    " the mailbox; connecting again once what was read is stored",
+                )
+                return
             if closed:
                 self._event("disconnected", f"connection closed: {closed}")
                 return
@@ -430,13 +471,18 @@ class Watch:
                 agents_check=False,
             )
         except AgentComError as exc:
-            self.retry_store_at = self.clock() + 1.0
+            self.store_failures += 1
+            self.store_error = exc
+            delay = min(30.0, 2.0 ** (self.store_failures - 1))
+            self.retry_store_at = self.clock() + delay
             self._event(
-                "store_failed", f"could not store {len(taken)} pushed message(s), kept in memory and retried: {exc}"
+                "store_failed",
+                f"could not store {len(taken)} pushed message(s), kept in memory and retried in {delay:g} s: {exc}",
             )
             return
         del self.unstored[: len(taken)]
         self.retry_store_at = 0.0
+        self.store_failures, self.store_error = 0, None
         self.status["messages_received"] += len(taken)
         rows = {r["id"]: r for r in self.store.messages(ids=[m.id for m in readable], limit=len(readable) or 1)}
         for msg in {m.id: m for m in readable}.values():  # the same id pushed twice is one message
