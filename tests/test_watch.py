@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,22 @@ def test_a_ping_is_answered_without_a_wake_and_a_chat_wakes_the_agent(rig, tmp_p
     assert "/api/" not in verbose.stderr, "with a live watch, check reads the store only"
     assert run_json("ack", chat, env=env)["acked"] == [{"id": chat, "seq": None}]
     assert w.stop() == 0 and "stopped" in w.kinds()
+
+
+def test_an_agent_turn_can_ack_before_the_gateway_answers_the_wake(rig, tmp_path):
+    """Issue 27, item 2, hooks: the wake's messages are shown from the moment the POST goes out,
+    so the agent's `agentcom ack` works even while the gateway has not answered yet."""
+    hub, env, alice, bob, gateway, start = rig
+    acks: list[subprocess.CompletedProcess] = []
+    gateway.on_wake = lambda entry: acks.extend(
+        run_cli("ack", ref, env=env) for ref in re.findall(r"^\[([0-9a-f]{16})\] ", entry["body"]["message"], re.M)
+    )
+    w = start()
+    msg = post(hub, bob, payload={"text": "please review"})
+    w.wait_for("woke")
+    assert [a.returncode for a in acks] == [0], [a.stderr for a in acks]
+    assert run_json("show", msg, env=env)["state"] == "done"
+    w.stop()
 
 
 def test_fifty_broadcasts_in_a_second_are_a_few_wakes_carrying_all(rig, tmp_path):
