@@ -32,6 +32,7 @@ from .delivery import (
     AutoReply,
     CheckPlan,
     batch_keys,
+    bounded_due,
     hub_prefix,
     message_view,
     plan_check,
@@ -755,7 +756,7 @@ def history_entry(row: Any) -> dict[str, Any]:
         disposition=r["disposition"],
         rule=r["rule"],
         received_at=r["received_at"],
-        due=r["due"],
+        due=bounded_due(r["due"], r.get("span"), time.time()) if r["state"] in OPEN_STATES else r["due"],
     )
     return view
 
