@@ -44,6 +44,13 @@ OPEN_STATES = ("pending", "leased", "shown", "deferred")
 FINISHED_STATES = ("done", "dismissed", "dead")
 STATES = OPEN_STATES + FINISHED_STATES
 HAZARD_FILL = 0.8
+# A lease or defer never ends later than its length from now (its `span`, kept beside its
+# `due`): one that ends further off was taken while the clock ran ahead and has since been
+# set back, and is over at once (`bounded_due`). The slack covers runs that read the time a
+# little apart (a check reads it before its poll, up to `request_deadline` earlier than it
+# decides, while another run leases); a clock set back by less than this is not noticed.
+CLOCK_SLACK = 600.0
+LONGEST_SPAN = 366 * 86400.0  # a due kept before spans were (schema 5): the longest defer
 REPLY_WINDOW = 60.0  # seconds of the per-sender auto-reply budget
 
 
@@ -57,10 +64,20 @@ class Record(NamedTuple):
     ever_shown: bool = False  # printed to the agent at least once: `ack` may finish it
     arrival: int = 0  # local arrival order
     why: str = ""
+    span: float | None = None  # the length of the lease or defer that set `due` (None: not known)
 
     @property
     def lease_ran_out(self) -> bool:
         return self.state in ("leased", "shown")
+
+
+def bounded_due(due: float | None, span: float | None, now: float) -> float | None:
+    """When a lease or defer ends, seen at `now`: `due`, unless that is further off than its
+    length (`span`, plus CLOCK_SLACK) allows, when the clock was set back since it was taken:
+    then it is over now (it comes back at once rather than after the clock's jump)."""
+    if due is None:
+        return None
+    return now if due > now + (LONGEST_SPAN if span is None else span) + CLOCK_SLACK else due
 
 
 class OpenMessage(NamedTuple):

@@ -33,7 +33,7 @@ _MARKERS = r"<{3,}|>{3,}"
 _SAFE_AGENT = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$"
 _SAFE_ID = r"^[0-9a-f]{16}$"
 _SAFE_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
-_SAFE_HEX_PREFIX = r"^[0-9a-f]{1,16}$"
+_SAFE_HEX_PREFIX = r"^[0-9a-fA-F]{1,16}$"
 FIELD_LIMIT = 64
 
 
@@ -510,14 +510,22 @@ def ping_text(result: dict[str, Any]) -> str:
 
 
 def ambiguous_ref_text(prefix: str, candidates: list[dict[str, Any]], more: bool) -> str:
-    """A short id that names several messages: the candidates, each on safe terms."""
+    """A reference that names several messages (a short id, an id in another case than any kept,
+    or `#SEQ` for a reused seq): the candidates, each on safe terms."""
     listed = ", ".join(
         f"{safe_msg_id(c.get('id'))} ({refs_text([c]) if c.get('seq') is not None else 'no seq'}, "
         f"from {safe_sender(c.get('sender'))})"
         for c in candidates
     )
     more_text = ", …" if more else ""
+    if prefix.startswith("#"):  # a seq the hub gave twice (its counter went back)
+        return (
+            f"seq {safe_field(prefix[1:], _SAFE_HEX_PREFIX)} names several open messages (the hub's seq counter went"
+            f" back): {listed}{more_text}; name the one you mean by its id"
+        )
     named = safe_field(prefix, _SAFE_HEX_PREFIX)
+    if len(prefix) >= 16:
+        return f"id {named} names several messages (ids differing only in case): {listed}{more_text}; give the exact id"
     return f"id prefix {named} names several messages: {listed}{more_text}; give more digits"
 
 

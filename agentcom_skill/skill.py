@@ -34,6 +34,7 @@ from .delivery import (
     AutoReply,
     CheckPlan,
     batch_keys,
+    bounded_due,
     hub_prefix,
     message_view,
     plan_check,
@@ -163,13 +164,15 @@ def parse_ref(ref: Any) -> int | str:
     if isinstance(ref, str):
         text = ref.strip()
         forced_seq = text.startswith("#")
-        text = text.lstrip("#").lower() if forced_seq else text.lower()
+        text = text.lstrip("#") if forced_seq else text
         if text.isascii() and text.isdigit() and (forced_seq or len(text) < 4):
             return parse_ref(int(text))
-        if not forced_seq and re.match(_HEX_REF, text):
+        # Kept in its case: a hub may choose ids that differ only in case (the store matches
+        # the exact id first, then any case).
+        if not forced_seq and re.match(_HEX_REF, text.lower()):
             return text
-        if re.match(_SET_ASIDE_KEY, text):  # a poison record whose id could not be read
-            return text
+        if re.match(_SET_ASIDE_KEY, text.lower()):  # a poison record whose id could not be read
+            return text.lower()
     raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 
 
@@ -557,7 +560,7 @@ def defer(
     now = time.time()
     with open_store(s) as store, store.write():
         targets, already = _resolve_refs(store, named, need_shown=True)
-        store.defer([r["id"] for r in targets], now + seconds)
+        store.defer([r["id"] for r in targets], now + seconds, now)
     return {
         "agent_id": s.agent_id,
         "deferred": [{"id": r["id"], "seq": r["seq"]} for r in targets],
@@ -888,7 +891,7 @@ def history_entry(row: Any) -> dict[str, Any]:
         disposition=r["disposition"],
         rule=r["rule"],
         received_at=r["received_at"],
-        due=r["due"],
+        due=bounded_due(r["due"], r.get("span"), time.time()) if r["state"] in OPEN_STATES else r["due"],
     )
     return view
 

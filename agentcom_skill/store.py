@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
+from .delivery import (
+    CLOCK_SLACK,
+    FINISHED_STATES,
+    LONGEST_SPAN,
+    OPEN_STATES,
+    CheckPlan,
+    OpenMessage,
+    Record,
+    StoreView,
+    summary_text,
+)
 from .errors import BusyError, StateError, UsageError
 from .message import Message, Unreadable
 from .render import ambiguous_ref_text
@@ -154,6 +164,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX a2a_messages_task ON a2a_messages(task);
         """,
     ),
+    (
+        "the length of each lease and defer beside its end: a clock set back cannot hold one for its jump",
+        "ALTER TABLE messages ADD COLUMN span REAL;  -- seconds the lease or defer that set due was for",
+    ),
 ]
 
 _FTS_SQL = """
@@ -196,6 +210,9 @@ INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0)
 """
 
 _OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
+# A lease or defer over at ?1 (a time): its end has come, or it ends further off than its
+# length allows (taken while the clock ran ahead): `delivery.bounded_due` in SQL.
+_OVER = f"(due <= ?1 OR due > ?1 + COALESCE(span, {LONGEST_SPAN!r}) + {CLOCK_SLACK!r})"
 # The columns of our tables at the current schema, in order (a test checks them against the migrations).
 SCHEMA_COLUMNS = {
     "messages": (
@@ -221,6 +238,7 @@ SCHEMA_COLUMNS = {
         "ever_shown",
         "due",
         "finished_at",
+        "span",
     ),
     "sent": ("id", "recipient", "type", "payload", "reply_to", "kind", "sent_at"),
     "auto_replies": ("message_id", "recipient", "kind", "at", "sent_id"),
@@ -277,9 +295,11 @@ class AmbiguousRef(UsageError):
         self.candidates = candidates
 
 
-def _prefix_end(prefix: str) -> str:
-    """The smallest string above every string starting with `prefix` (a range scan on the id key)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _any_case(ref: str) -> str:
+    """A LIKE pattern (escape `\\`) for the ids `ref` names regardless of ASCII case: a whole
+    id (16 characters or more) as is, a shorter one as a prefix."""
+    escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped if len(ref) >= 16 else escaped + "%"
 
 
 def create_private(path: Path) -> None:
@@ -706,7 +726,7 @@ class MessageStore:
         return StoreView(
             known=frozenset(known),
             open=tuple(
-                OpenMessage(r["id"], r["seq"], row_message(r), open_record(r))
+                OpenMessage(r["id"], r["seq"], row_message(r), open_record(r, now))
                 for r in open_rows
                 if r["state"] in OPEN_STATES and r["disposition"] == "attention"
             ),
@@ -749,17 +769,18 @@ class MessageStore:
             "expired",
             "due",
             "finished_at",
+            "span",
         ]
         leases = {lease.id: lease for lease in plan.leases}
         rows = []
         for msg, decision in plan.new:
             if decision.disposition != "attention":
-                state: tuple[Any, ...] = ("done", 0, 0, None, now)
+                state: tuple[Any, ...] = ("done", 0, 0, None, now, None)
             elif msg.id in leases:  # stored and leased at once: one write a message, not two
                 lease = leases.pop(msg.id)
-                state = ("leased", lease.deliveries, lease.expired, lease.due, None)
+                state = ("leased", lease.deliveries, lease.expired, lease.due, None, lease.due - now)
             else:
-                state = ("pending", 0, 0, None, None)
+                state = ("pending", 0, 0, None, None, None)
             rows.append((*_body_columns(msg), via, now, decision.disposition, decision.rule, decision.reason, *state))
         marks = ", ".join("?" * len(columns))
         self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({marks})", rows)
@@ -774,8 +795,8 @@ class MessageStore:
             [(r.reply_to, r.to, r.kind, now) for r in plan.replies],
         )
         self._many(
-            "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ? WHERE id = ?",
-            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in leases.values()],
+            "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ?, span = ? WHERE id = ?",
+            [(lease.deliveries, lease.expired, lease.due, lease.due - now, lease.id) for lease in leases.values()],
         )
         self._many("UPDATE messages SET state = 'dead', finished_at = ? WHERE id = ?", [(now, i) for i in plan.dead])
         self._many(
@@ -889,41 +910,56 @@ class MessageStore:
         an exact id, or, from 4 hex digits, a unique id prefix (as git does; several matches
         raise `AmbiguousRef`). A plain all-digit string of 4-15 digits without a leading zero
         is a seq when a kept message has that seq, else an id prefix. A seq picks the open
-        message first (seqs can be reused), then the newest."""
+        message (seqs can be reused: two open ones with it raise `AmbiguousRef`), else the
+        newest. Ids are compared exactly first (a hub may choose ids that differ only in case:
+        each names its own message); failing that, a prefix or an id in another case matches
+        regardless of case, and must be unique."""
         if isinstance(ref, int):
             return self._resolve_seq(ref)
         rows = self._message_rows("SELECT rowid, * FROM messages WHERE id = ?", (ref,))
-        if rows or not 4 <= len(ref) < 16:
+        if rows or len(ref) < 4:
             return rows[0] if rows else None
-        if ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
+        if len(ref) < 16 and ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
             row = self._resolve_seq(int(ref))
             if row is not None:
                 return row
+        # A whole id (16 characters or more) in another case, or a prefix: any case. The inner
+        # query reads the id index only (LIKE ignores ASCII case; the ref has no wildcards).
         rows = self._message_rows(
-            "SELECT rowid, * FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+            "SELECT rowid, * FROM messages WHERE id IN"
+            " (SELECT id FROM messages WHERE id LIKE ? ESCAPE '\\' LIMIT ?) ORDER BY id",
+            (_any_case(ref), AMBIGUOUS_SHOWN + 1),
         )
         if len(rows) > 1:
             raise AmbiguousRef(ref, [row_dict(r) for r in rows[:AMBIGUOUS_SHOWN]], more=len(rows) > AMBIGUOUS_SHOWN)
         return rows[0] if rows else None
 
     def _resolve_seq(self, seq: int) -> sqlite3.Row | None:
+        """The message with this seq: the open one (two open ones: refused, the hub's seq went
+        back and either may be meant, guarantee 11), else the one shown, else the newest."""
         rows = self._message_rows(
             f"SELECT rowid, * FROM messages WHERE seq = ?"
-            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
-            (seq,),
+            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT ?",
+            (seq, AMBIGUOUS_SHOWN + 1),
         )
+        still_open = [r for r in rows if r["state"] in OPEN_STATES]
+        if len(still_open) > 1:
+            raise AmbiguousRef(
+                f"#{seq}", [row_dict(r) for r in still_open[:AMBIGUOUS_SHOWN]], more=len(still_open) > AMBIGUOUS_SHOWN
+            )
         return rows[0] if rows else None
 
     def sent_ids(self, ref: str) -> list[str]:
-        """Ids of messages we sent that `ref` names: the exact id, or those it is a prefix of."""
-        if len(ref) >= 16:
-            return [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        """Ids of messages we sent that `ref` names: the exact id, or those it names in any case
+        (a prefix, or a whole id in another case)."""
+        exact = [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        if exact:
+            return exact
         return [
             r[0]
             for r in self._read(
-                "SELECT id FROM sent WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+                "SELECT id FROM sent WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+                (_any_case(ref), AMBIGUOUS_SHOWN + 1),
             )
         ]
 
@@ -944,10 +980,10 @@ class MessageStore:
             [(state, now, reason, i) for i in ids],
         )
 
-    def defer(self, ids: Sequence[str], until: float) -> None:
+    def defer(self, ids: Sequence[str], until: float, now: float) -> None:
         self._many(
-            f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}",
-            [(until, i) for i in ids],
+            f"UPDATE messages SET state = 'deferred', due = ?, span = ? WHERE id = ? AND state IN {_OPEN}",
+            [(until, until - now, i) for i in ids],
         )
 
     def deliverable_ids(self, now: float) -> list[str]:
@@ -956,7 +992,7 @@ class MessageStore:
             r[0]
             for r in self._read(
                 "SELECT id FROM messages WHERE disposition = 'attention' AND"
-                " (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND due <= ?))",
+                f" (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND {_OVER}))",
                 (now,),
             )
         ]
@@ -964,12 +1000,15 @@ class MessageStore:
     def deliverable_count(self, now: float) -> int:
         return len(self.deliverable_ids(now))
 
-    def restore(self, records: dict[str, Record]) -> None:
+    def restore(self, records: dict[str, Record], shown: bool = False) -> None:
         """Undo leases taken for a delivery that failed (a wake the gateway refused):
-        the messages are as they were, so `check` or the next wake returns them."""
+        the messages are as they were, so `check` or the next wake returns them. With `shown`,
+        also those marked shown when handed over (they stay `ever_shown`: `ack` takes them)."""
+        states = "('leased', 'shown')" if shown else "('leased')"
         self._many(
-            "UPDATE messages SET state = ?, deliveries = ?, expired = ?, due = ? WHERE id = ? AND state = 'leased'",
-            [(r.state, r.deliveries, r.expired, r.due, msg_id) for msg_id, r in records.items()],
+            f"UPDATE messages SET state = ?, deliveries = ?, expired = ?, due = ?, span = ? WHERE id = ? AND state IN"
+            f" {states}",
+            [(r.state, r.deliveries, r.expired, r.due, r.span, msg_id) for msg_id, r in records.items()],
         )
 
     # the one-time import of 0.1's state (legacy.py) -----------------------------
@@ -1123,10 +1162,11 @@ class MessageStore:
     def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
         """Messages of tasks still running stay leased to them: `check` does not hand them out."""
         return self._exec(
-            "UPDATE messages SET due = ? WHERE state IN ('leased', 'shown') AND due < ? AND id IN ("
+            "UPDATE messages SET due = ?1 + ?2, span = ?2 WHERE state IN ('leased', 'shown')"
+            f" AND (due < ?1 + ?2 / 2 OR {_OVER}) AND id IN ("
             " SELECT a.message_id FROM a2a_messages a JOIN a2a_tasks t ON a.task = t.id"
             f" WHERE t.state IN {_A2A_OPEN})",
-            (now + lease_seconds, now + lease_seconds / 2),
+            (now, lease_seconds),
         ).rowcount
 
     def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
@@ -1194,7 +1234,7 @@ class MessageStore:
         )
         by_state = {r[0]: (r[1], r[2]) for r in rows}
         in_lease = self._read(
-            "SELECT COUNT(*), MIN(due) FROM messages WHERE state IN ('leased', 'shown') AND due > ?", (now,)
+            f"SELECT COUNT(*), MIN(due) FROM messages WHERE state IN ('leased', 'shown') AND NOT {_OVER}", (now,)
         )[0]
         open_total = sum(by_state.get(s, (0, None))[0] for s in OPEN_STATES)
         return {

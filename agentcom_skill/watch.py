@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from .a2a import A2ADispatcher
 from .config import Settings, reread_token
 from .delivery import plan_check
-from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
+from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError, StateError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
 from .skill import current_status, hub_client, note_listed_statuses, open_store, run_check, send_refused_auto_replies
@@ -171,8 +171,14 @@ class Watch:
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
-        self.unstored: list[Message | Unreadable] = []  # pushed, not yet committed (the store failed)
+        # Pushed, not yet committed (the store failed). Bounded: the first store that fails
+        # closes the socket and no other is opened until these are stored, so this holds at most
+        # what one connection had read by then (FRAME_BATCH, FRAME_QUEUE and the close's last
+        # frames); the hub keeps everything after it in the mailbox.
+        self.unstored: list[Message | Unreadable] = []
         self.retry_store_at = 0.0
+        self.store_failures = 0
+        self.store_error: AgentComError | None = None
 
     # the process --------------------------------------------------------------
 
@@ -233,14 +239,15 @@ class Watch:
         self.reload_requested = True
 
     def _loop(self) -> int:
-        attempt = 0
+        attempt, code = 0, 0
         while not self.stopping:
             identified = False
             try:
                 identified = self._session()
             except AuthError as exc:
                 self._event("auth", f"the hub refused us: {exc}; not retrying")
-                return 3
+                code = 3
+                break
             except AgentComError as exc:
                 self._event("error", f"{exc}")
             except (OSError, TimeoutError) as exc:
@@ -255,13 +262,40 @@ class Watch:
             self.status["reconnects"] += 1
             self._event("reconnecting", f"reconnecting in {delay:.1f} s")
             give_up_at = time.monotonic() + delay
-            while not self.stopping and time.monotonic() < give_up_at:  # wakes go on meanwhile
-                time.sleep(min(0.2, max(0.0, give_up_at - time.monotonic())))
+            # Wakes go on meanwhile. Messages a failing store could not take are retried, and no
+            # connection is opened until they are stored: the hub keeps what follows meanwhile.
+            while not self.stopping and (time.monotonic() < give_up_at or self.unstored):
+                self._take_in()
+                time.sleep(0.2 if self.unstored else min(0.2, max(0.0, give_up_at - time.monotonic())))
         if self.unstored:  # a last try before exiting
             self.retry_store_at = 0.0
             self._take_in()
+        if self.unstored:
+            return self._give_up_unstored()
         self._event("stopped", "stopped")
-        return 0
+        return code
+
+    def _give_up_unstored(self) -> int:
+        """Stopping with pushed messages the store never took (the hub no longer has them): each
+        goes to stderr in full, one JSON line, for a person to recover; the exit is not 0."""
+        held = list(self.unstored)
+        error = self.store_error or StateError("the message store could not take them")
+        for item in held:
+            if isinstance(item, Message):
+                line: dict[str, Any] = {"event": "unstored_message", "message": item.to_json()}
+            else:
+                line = {"event": "unstored_message", "unreadable": item._asdict()}
+            try:
+                print(json.dumps(line, ensure_ascii=True), file=self.events.err, flush=True)
+            except (OSError, ValueError):
+                pass
+        self._event(
+            "stopped",
+            f"STOPPED WITH {len(held)} PUSHED MESSAGE(S) NOT STORED (the store failed: {error}); the hub no longer"
+            ' has them: each is on stderr above, one JSON line {"event": "unstored_message", ...}; exit'
+            f" {error.exit_code}",
+        )
+        return error.exit_code
 
     # one connection -----------------------------------------------------------
 
@@ -339,6 +373,13 @@ class Watch:
                 awaiting_pong_since = None
             self._on_frames(frames)  # also retries messages a failing store could not take
             self._decline_tasks(ws)
+            if self.unstored:
+                self._event(
+                    "disconnected",
+                    "the store cannot take pushed messages: closing the connection, so the hub keeps what follows in"
+                    " the mailbox; connecting again once what was read is stored",
+                )
+                return
             if closed:
                 self._event("disconnected", f"connection closed: {closed}")
                 return
@@ -555,13 +596,18 @@ class Watch:
                 agents_check=False,
             )
         except AgentComError as exc:
-            self.retry_store_at = self.clock() + 1.0
+            self.store_failures += 1
+            self.store_error = exc
+            delay = min(30.0, 2.0 ** (self.store_failures - 1))
+            self.retry_store_at = self.clock() + delay
             self._event(
-                "store_failed", f"could not store {len(taken)} pushed message(s), kept in memory and retried: {exc}"
+                "store_failed",
+                f"could not store {len(taken)} pushed message(s), kept in memory and retried in {delay:g} s: {exc}",
             )
             return
         del self.unstored[: len(taken)]
         self.retry_store_at = 0.0
+        self.store_failures, self.store_error = 0, None
         self.status["messages_received"] += len(taken)
         rows = {r["id"]: r for r in self.store.messages(ids=[m.id for m in readable], limit=len(readable) or 1)}
         for msg in {m.id: m for m in readable}.values():  # the same id pushed twice is one message
@@ -687,10 +733,17 @@ class Watch:
             "warnings": [],
         }
         prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
-        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
-        if outcome.kind == "ok":
+        handed_over = self.s.wake.mode != "wake"  # the prompt itself goes to the agent (a notice does not)
+        if handed_over:
+            # Shown from the moment it is handed over: the agent may `agentcom ack` (or reply) while
+            # the command or the gateway's turn still runs, or after it ran past its timeout.
             with store.write():
                 store.confirm_shown(ids)
+        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
+        if outcome.kind == "ok":
+            if not handed_over:
+                with store.write():
+                    store.confirm_shown(ids)
             self.batcher.woke(now)
             with self._lock:
                 self.status["wakes_sent"] += 1
@@ -698,7 +751,9 @@ class Watch:
             self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
             return
         with store.write():
-            store.restore(before)  # not delivered: `check` and the next wake return them
+            # Not delivered: `check` and the next wake return them (those the agent finished
+            # meanwhile stay finished; those it was shown may be acked).
+            store.restore(before, shown=handed_over)
         with self._lock:
             self.status["last_wake_error"] = wake_error(outcome, self.s.wake, now)
         if outcome.kind == "unauthorized":

@@ -555,6 +555,35 @@ def test_a_poison_entry_has_one_key_whether_the_reply_was_read_whole_or_cut():
     assert cut.unreadable[0].key == whole.unreadable[0].key
 
 
+def test_a_clock_set_back_after_running_ahead_holds_no_lease_or_defer_for_the_jump(tmp_path):
+    """Issue 27, item 6: checked and deferred while the clock was a year ahead, then corrected:
+    the 5 s lease and the 1 min defer are over at once (never later than their length from
+    now), for the check, the wake's count and `status` alike; leases and defers taken on the
+    corrected clock, and one another run took a little later than our reading, last as asked."""
+    s = settings(tmp_path, lease_seconds=5)
+    store = MessageStore.open(tmp_path / "store")
+    real, ahead = 1_000_000.0, 1_000_000.0 + 365 * 86400
+    b = batch((1, "a", "chat", {"text": "leased"}), (2, "a", "chat", {"text": "deferred"}))
+    leased, deferred = (m.id for m in b.messages)
+    assert {m["id"] for m in apply(store, b, s, now=ahead).messages} == {leased, deferred}
+    with store.write():
+        store.defer([deferred], ahead + 60, ahead)
+    assert store.deliverable_ids(ahead + 1) == [] and store.counts(ahead + 1)["in_lease"] == 1
+
+    now = real + 10  # the clock corrected
+    assert sorted(store.deliverable_ids(now)) == sorted([leased, deferred])
+    assert store.counts(now)["in_lease"] == 0
+    plan = apply(store, batch(), s, now=now)
+    assert {m["id"]: m["redelivered"] for m in plan.messages} == {leased: True, deferred: True}
+
+    assert store.deliverable_ids(now + 4) == [], "a lease taken on the corrected clock lasts its 5 s"
+    assert sorted(store.deliverable_ids(now + 5)) == sorted([leased, deferred])
+    with store.write():
+        store.defer([deferred], now + 86400, now)
+    assert store.deliverable_ids(now + 3600) == [leased], "a day's defer on the right clock lasts a day"
+    assert store.deliverable_ids(now - 120) == [], "a run that read the clock 2 min before another leased"
+
+
 class ModelHub:
     """A hub that holds `held` and takes acks (nothing is sent in these tests)."""
 
