@@ -242,8 +242,8 @@ def instructions(mailbox: Mailbox) -> str:
         agent_id = mailbox.s.agent_id
     except AgentComError as exc:
         return (
-            f"AgentCom mailbox, not set up yet: {exc.kind}: {exc} Every tool answers with this error until it is "
-            "fixed; call `status` after fixing it."
+            f"AgentCom mailbox, not set up yet ({exc.kind}: {exc}). Every tool answers with this error until it"
+            " is fixed; the config is read again at each call."
         )
     try:
         if skill.watch_connected(read_status(mailbox.s.agent_state_dir())):
