@@ -103,7 +103,7 @@ def context_id(peer: str, broadcast: bool, mode: str, root: str | None = None) -
         return f"agentcom:broadcast:{_label(peer)}"
     if mode == "thread" and root is not None:
         root_label = (
-            root if _MSG_ID.match(root) else hashlib.sha256(root.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            root if _MSG_ID.fullmatch(root) else hashlib.sha256(root.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         )
         return f"agentcom:thread:{_label(peer)}:{root_label}"
     return f"agentcom:peer:{_label(peer)}"

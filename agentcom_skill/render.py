@@ -40,7 +40,7 @@ FIELD_LIMIT = 64
 def safe_field(value: Any, pattern: str = _SAFE_AGENT) -> str:
     """An id or type from another agent: as is when it fits the grammar, else quoted, escaped, cut."""
     text = "" if value is None else str(value)
-    if re.match(pattern, text):
+    if re.fullmatch(pattern, text):  # (match with `$` would let a trailing newline through)
         return text
     cut = text[:FIELD_LIMIT]
     quoted = json.dumps(cut, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")

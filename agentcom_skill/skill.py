@@ -169,9 +169,9 @@ def parse_ref(ref: Any) -> int | str:
             return parse_ref(int(text))
         # Kept in its case: a hub may choose ids that differ only in case (the store matches
         # the exact id first, then any case).
-        if not forced_seq and re.match(_HEX_REF, text.lower()):
+        if not forced_seq and re.fullmatch(_HEX_REF, text.lower()):
             return text
-        if re.match(_SET_ASIDE_KEY, text.lower()):  # a poison record whose id could not be read
+        if re.fullmatch(_SET_ASIDE_KEY, text.lower()):  # a poison record whose id could not be read
             return text.lower()
     raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 
