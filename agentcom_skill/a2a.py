@@ -89,7 +89,7 @@ def _label(text: str) -> str:
     lowercases context ids, so `Bob` and `bob` would share a session), else a readable stem, a
     colon and a hash of the exact id. A literal label never holds a colon, so no agent can pick
     an id that spells another one's hashed label and join its conversation."""
-    if _CONTEXT_LABEL.match(text):
+    if _CONTEXT_LABEL.fullmatch(text):
         return text
     stem = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:40]
     return f"{stem}:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"

@@ -479,7 +479,7 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         token = _read_token_file(values["token_file"], where)
     if token is not None:
         token = str(token).strip()
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ConfigError(f"the wake token (from {where} or {ENV_VARS['wake_token']}) is malformed")
     session_key = values.get("session_key", "hook:agentcom")
     if not session_key.startswith("hook:"):
@@ -616,7 +616,7 @@ def reread_token(settings: Settings) -> str | None:
     except ConfigError:
         return None
     token = str(token or "").strip()
-    return token if _TOKEN.match(token) else None
+    return token if _TOKEN.fullmatch(token) else None
 
 
 def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:
@@ -635,7 +635,7 @@ def _load_token(overrides, env, file_values, where_file, sources, source_name) -
         else:
             continue
         token = str(token).strip()
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ConfigError(f"the token from {source} is malformed (expected one word of printable characters)")
         sources["token"] = source
         return token
@@ -653,7 +653,7 @@ def check_agent_id(agent_id: str, source: str) -> str:
     escaped (render.safe_sender), and the state folder's name is its plain characters and a
     digest (Settings.agent_state_dir)."""
     agent_id = agent_id.strip()
-    if _AGENT_ID.match(agent_id):
+    if _AGENT_ID.fullmatch(agent_id):
         return agent_id
     problem = None
     if not agent_id:
@@ -845,7 +845,7 @@ def replace_token(path: Path, token: str) -> tuple[str, Path]:
     file written is 0600 and replaced at once (never half written). Returns what was written
     ("config file" or "token file") and where. Never puts the token in an error."""
     token = token.strip()
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise ConfigError("the new token is malformed (expected one word of 8-512 printable characters)")
     path = path.expanduser()
     if not path.exists():

@@ -252,7 +252,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _chunk_size(self) -> int:
         """The size on a chunk-size line (extensions after `;` ignored); 0 ends the body."""
         size_text = self._line(MAX_CHUNK_LINE).split(b";", 1)[0].strip()
-        if not _HEX.match(size_text):
+        if not _HEX.fullmatch(size_text):
             raise _Refused(HTTPStatus.BAD_REQUEST)
         return int(size_text, 16)
 
