@@ -154,6 +154,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX a2a_messages_task ON a2a_messages(task);
         """,
     ),
+    (
+        "the channels and the room this agent joined (groups.py), with what of each needs it",
+        """
+        CREATE TABLE groups (
+            address TEXT PRIMARY KEY,       -- "#name" (normalised) or "@room"
+            attend TEXT NOT NULL,           -- mentions | all | none (tier0.ATTEND)
+            joined_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -248,6 +258,7 @@ SCHEMA_COLUMNS = {
         "error",
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
+    "groups": ("address", "attend", "joined_at"),
 }
 _COLUMNS_SQL = (
     "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p"
@@ -690,8 +701,9 @@ class MessageStore:
 
     # what a check reads -----------------------------------------------------
 
-    def view(self, batch_ids: Sequence[str], now: float) -> StoreView:
-        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek)."""
+    def view(self, batch_ids: Sequence[str], now: float, refs: Sequence[str] = ()) -> StoreView:
+        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek).
+        `refs`: ids to tell whether we sent them (the batch's reply_to, its room messages' keys)."""
         known: set[str] = set()
         for chunk in _chunks(list(batch_ids), 500):
             marks = ",".join("?" * len(chunk))
@@ -713,7 +725,30 @@ class MessageStore:
             reply_times=times,
             cursor=int(self.get_number("cursor")),
             recovered=bool(self.get_number("recovered")),
+            groups=tuple(sorted(self.groups().items())),
+            ours=self._sent_among(refs) if refs else frozenset(),
         )
+
+    def _sent_among(self, ids: Sequence[str]) -> frozenset[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._read(f"SELECT id FROM sent WHERE id IN ({marks})", chunk))
+        return frozenset(found)
+
+    # channels and the room ----------------------------------------------------
+
+    def groups(self) -> dict[str, str]:
+        """The channels ("#name") and the room ("@room") joined, each with its attention setting."""
+        return {r[0]: r[1] for r in self._read("SELECT address, attend FROM groups ORDER BY address")}
+
+    def join_group(self, address: str, attend: str, now: float) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO groups (address, attend, joined_at) VALUES (?, ?, ?)", (address, attend, now)
+        )
+
+    def leave_group(self, address: str) -> bool:
+        return self._exec("DELETE FROM groups WHERE address = ?", (address,)).rowcount > 0
 
     def finished(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
@@ -1188,10 +1223,16 @@ class MessageStore:
         since: float | None = None,
         limit: int = 50,
         ids: Sequence[str] | None = None,
+        channel: str | None = None,
     ) -> list[sqlite3.Row]:
-        """Stored messages, newest first."""
+        """Stored messages, newest first; `channel`: those said there ("#name" or "@room")."""
         where: list[str] = [_LISTED]
         params: list[Any] = []
+        if channel == "@room":
+            where.append("recipient = '@room' AND seq IS NULL")
+        elif channel is not None:
+            where.append("recipient IS NULL AND json_extract(body, '$.payload.channel') = ?")
+            params.append(channel.removeprefix("#"))
         for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -75,7 +75,10 @@ def test_channel_http_routes_answer_as_the_real_hub(two):
 
     # The mailbox copy: every other subscriber's, payload.channel set, to null, the history's id.
     mail = hub.poll("bob", bob)["messages"]
-    assert [m["payload"] for m in mail] == [{"text": "hi @bob", "channel": "research"}, {"text": "x", "channel": "research"}]
+    assert [m["payload"] for m in mail] == [
+        {"text": "hi @bob", "channel": "research"},
+        {"text": "x", "channel": "research"},
+    ]
     assert mail[0]["to"] is None and mail[0]["id"] == first["message"]["id"] and mail[1]["reply_to"] == "ab"
     assert mail[1]["type"] == "q"
     assert hub.poll("alice", alice)["messages"] == []  # never the sender's
@@ -104,7 +107,9 @@ def test_room_ring_its_quirk_and_the_human_route(two):
     assert post(hub, "/api/room/message", None, {"text": "x"}).status_code == 401
     r = post(hub, "/api/room/message/human", alice, {"from": "alice", "text": "forged"})
     assert r.json()["from"] == "alice" and r.json()["seq"] == 2  # any name, an agent's too
-    assert post(hub, "/api/room/message/human", alice, {"from": "Bob"}).json() == {"error": "from and text are required"}
+    assert post(hub, "/api/room/message/human", alice, {"from": "Bob"}).json() == {
+        "error": "from and text are required"
+    }
     post(hub, "/api/room/message/human", alice, {"from": "Bob", "text": "three"})
     got = get(hub, "/api/room/messages?since=0&limit=1")
     assert got["last_seq"] == 3 and [m["seq"] for m in got["messages"]] == [3]  # the newest, not the next
