@@ -20,7 +20,7 @@ import re
 from typing import Any, NamedTuple
 
 from .errors import HubProtocolError, UsageError
-from .message import ROOM, Message, Unreadable, _is_int, parse_message
+from .message import ROOM, Message, Unreadable, _is_int, _unreadable, parse_message
 
 ROOM_RING = 500  # the hub keeps the last 500 room messages: a read of this many misses none
 _NOT_NAME = re.compile(r"[^a-z0-9\-_]")
@@ -131,6 +131,20 @@ def channel_frame_message(frame: dict[str, Any]) -> Message:
             "timestamp": frame.get("timestamp"),
         }
     )._replace(seq=None)
+
+
+def pushed_group_message(frame: dict[str, Any], raw: str | bytes, problem: str | None = None) -> Message | Unreadable:
+    """A pushed `channel_message` or `room_message` frame as a `Message`, or, when it cannot
+    be read, as `Unreadable` (kept for a person, as a pushed message is)."""
+    if problem is None:
+        try:
+            if frame.get("type") == "room_message":
+                return room_frame_message(frame)
+            return channel_frame_message(frame)
+        except HubProtocolError as exc:
+            problem = str(exc).removeprefix("hub sent ").removeprefix("hub pushed ")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return _unreadable({"id": frame.get("id"), "from": frame.get("from")}, problem, text)  # (a room seq is no seq)
 
 
 def room_seq(msg: Message) -> int:

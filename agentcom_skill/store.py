@@ -267,7 +267,9 @@ _COLUMNS_SQL = (
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
 # What history lists: every message but the bare ids 0.1 knew without a sender (a poison record
 # whose sender could not be read is listed: it is kept for a person)
-_LISTED = "(sender IS NOT NULL OR via IS NOT 'import')"
+# ... nor what was said in a channel or the room we had not joined or had left (tier0 row 10):
+# kept only as an id seen, so the hub is acked past it and it is never taken in again.
+_LISTED = "((sender IS NOT NULL OR via IS NOT 'import') AND NOT (disposition = 'drop' AND rule IS 10))"
 A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
 _A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
 PRUNE_INTERVAL = 3600.0

@@ -29,8 +29,9 @@ from .a2a import A2ADispatcher
 from .config import Settings
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
+from .groups import pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
-from .render import neutralise, render_prompt, safe_msg_id, safe_sender
+from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
 from .skill import current_status, hub_client, open_store, run_check
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, write_status
@@ -142,6 +143,7 @@ class Watch:
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.first_hazard: list[str] = []  # another connection under our id was there before us
         self.rejoin = False  # the hub sent agent_left for our id: identify again
+        self.listening: set[str] = set()  # the joined channels the hub pushes this connection
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
@@ -265,6 +267,9 @@ class Watch:
             self.presence_since = self._presence()
             self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
             self._set_hazards(self.first_hazard)
+            # The hub pushes a socket the channels its agent had joined when it identified:
+            # one joined later (over HTTP) is pushed only after a reconnect (protocol 1.8).
+            self.listening = self._joined_channels()
             try:
                 self._drain()  # (failing, it is tried again by the first sweep, 2 s on)
                 self._converse(ws)
@@ -311,6 +316,13 @@ class Watch:
             if mono >= next_sweep:
                 swept = self._drain(sweep=True)
                 next_sweep = time.monotonic() + (sweep_every if swept else min(SWEEP_RETRY, sweep_every))
+                joined = self._joined_channels() - self.listening
+                if joined:
+                    self._event(
+                        "disconnected",
+                        f"joined {len(joined)} channel(s) since connecting: reconnecting, so the hub pushes them here",
+                    )
+                    return
             if mono >= next_ping:
                 ws.send(json.dumps({"type": "ping"}))
                 next_ping = mono + interval
@@ -318,6 +330,12 @@ class Watch:
                     awaiting_pong_since = mono
                 self._check_presence()
             self._announce_status(ws)
+
+    def _joined_channels(self) -> set[str]:
+        try:
+            return {name for name in self.store.groups() if name.startswith("#")}
+        except AgentComError:
+            return set(self.listening)
 
     @staticmethod
     def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], str | None]:
@@ -371,6 +389,8 @@ class Watch:
             kind = frame.get("type")
             if kind == "message":
                 self.unstored.append(pushed_message(frame, self.s.agent_id, raw, problem))
+            elif kind in ("channel_message", "room_message"):
+                self.unstored.append(pushed_group_message(frame, raw, problem))
             elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
                 self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
             elif kind == "error":
@@ -445,7 +465,9 @@ class Watch:
             reason = row["reason"] if row is not None else ""
             self._event(
                 "message",
-                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
+                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}"
+                + (f" in {where_said({'channel': msg.channel})}" if msg.channel else "")
+                + ": "
                 + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
                 id=msg.id,
                 disposition=disposition,

@@ -47,7 +47,9 @@ agentcom leave @room
 @json_option
 @click.pass_context
 def leave(ctx: click.Context, where: str, as_json: bool) -> None:
-    """Leave a channel or the room: nothing new from it is kept (what was, stays)."""
+    """Leave a channel or the room; what was kept of it stays.
+
+    Nothing new from it is kept afterwards."""
     result = skill.leave(where, settings=cli_obj(ctx).settings())
     emit(result, as_json, f"left {where_said({'channel': result['left']})}")
 
@@ -61,6 +63,8 @@ agentcom channels --json
 @json_option
 @click.pass_context
 def channels(ctx: click.Context, as_json: bool) -> None:
-    """The hub's channels (subscribers, joined, attention) and the room."""
+    """The hub's channels and the room: who joined, what needs you.
+
+    Each channel with its subscriber count, whether this agent joined it, and its --attend."""
     result = skill.channels(settings=cli_obj(ctx).settings())
     emit(result, as_json, render_channels_text(result))

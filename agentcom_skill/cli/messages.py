@@ -65,8 +65,10 @@ def send(
     payload: str | None,
     as_json: bool,
 ) -> None:
-    """Send TEXT to agent TO, to everyone (TO=broadcast), in a channel (TO='#name') or in the
-    room (TO=@room, a text only)."""
+    """Send TEXT to an agent, everyone, a channel or the room.
+
+    TO is an agent id, broadcast (everyone), '#name' (a channel) or @room (the hub's room,
+    a text only)."""
     parsed = None
     if payload is not None:
         try:
@@ -105,8 +107,10 @@ agentcom reply 12 - < answer.txt
 def reply(
     ctx: click.Context, ref: str, text: str | None, text_file: str | None, as_json: bool, fmt: str | None
 ) -> None:
-    """Answer a message where it was said: to its sender as a response to it, in its channel
-    (replying to it), or in the room (naming its sender)."""
+    """Answer a message where it was said.
+
+    TEXT goes to its sender as a response to it, in its channel (replying to it), or in the
+    room (naming its sender)."""
     fmt = output_format(fmt, as_json)
     body = read_text(text, text_file, allow_stdin=True)
     result = skill.reply(ref, body or "", settings=cli_obj(ctx).settings())
