@@ -206,3 +206,38 @@ def test_channels_and_the_room_on_the_local_hub(local_hub, tmp_path):
 @pytest.mark.realhub
 def test_channels_and_the_room_on_the_real_hub(real_hub, tmp_path):
     scenario(real_hub, tmp_path)
+
+
+def test_the_mcp_tools_take_the_same_addresses(local_hub, tmp_path):
+    """Item 8: send and reply over MCP publish in a channel and post in the room; check's
+    structured result carries `channel`."""
+    from agentcom_skill.mcpserver import Mailbox
+    from agentcom_skill.skill import resolve_settings
+
+    alice, alice_token = local_hub.agent("alice")
+    _, bob_token = local_hub.agent("bob")
+    env = agent_env(local_hub, alice, alice_token, tmp_path)  # type: ignore[arg-type]
+    run_json("join", "#mcp", "--create", env=env)
+    run_json("join", "@room", env=env)
+    local_hub.post("/api/channels/mcp/subscribe", bob_token, {})
+    asked = local_hub.publish(bob_token, "mcp", "@alice over MCP?")
+    settings = resolve_settings(
+        None,
+        {
+            "hub_url": local_hub.url,
+            "agent_id": alice,
+            "token": alice_token,
+            "state_dir": env["AGENTCOM_STATE_DIR"],
+            "config": str(tmp_path / "none.toml"),
+        },
+    )
+    mailbox = Mailbox(settings)
+    _, checked = mailbox.call("check", {"format": "json"})
+    assert checked is not None and [(m["id"], m["channel"]) for m in checked["messages"]] == [(asked, "#mcp")]
+    _, replied = mailbox.call("reply", {"ref": asked, "text": "yes"})
+    _, posted = mailbox.call("send", {"to": "@room", "text": "hello room"})
+    assert replied is not None and replied["channel"] == "#mcp" and replied["reply_to"] == asked
+    history = local_hub.get("/api/channels/mcp/history")["messages"]
+    assert history[-1]["message"]["reply_to"] == asked and history[-1]["message"]["payload"] == {"text": "yes"}
+    assert posted is not None and posted["channel"] == "@room"
+    assert local_hub.get("/api/room/messages")["messages"][-1]["text"] == "hello room"
