@@ -730,10 +730,7 @@ def _say_in_group(
         raise UsageError("the room takes a text only (no payload fields, type or reply_to)")
     with hub_client(s) as hub:
         try:
-            if address.kind == "room":
-                msg_id = room_key(hub.room_post(body["text"]))
-            else:
-                msg_id = _publish(hub, address.channel, type_, body, reply_to, warnings)
+            msg_id = say_in_group(hub, address, type_, body, reply_to, warnings)
         except PossiblyDelivered as exc:
             msg_id = unconfirmed_id()
             warnings.append(f"probably delivered, not confirmed: {exc}")
@@ -753,6 +750,21 @@ def _say_in_group(
         "confirmed": is_confirmed(msg_id),
         "warnings": warnings,
     }
+
+
+def say_in_group(
+    hub: Any,  # a HubClient (the A2A dispatcher's is typed as the narrower Hub)
+    address: Address,
+    type_: str | None,
+    body: dict[str, Any],
+    reply_to: str | None,
+    warnings: list[str],
+) -> str:
+    """Publish in a channel or post in the room (its text only): the id to record it under
+    (in the room, the key its message gets when read back)."""
+    if address.kind == "room":
+        return room_key(hub.room_post(str(body.get("text") or "")))
+    return _publish(hub, address.channel, type_, body, reply_to, warnings)
 
 
 def _publish(

@@ -241,3 +241,41 @@ def test_the_mcp_tools_take_the_same_addresses(local_hub, tmp_path):
     assert history[-1]["message"]["reply_to"] == asked and history[-1]["message"]["payload"] == {"text": "yes"}
     assert posted is not None and posted["channel"] == "@room"
     assert local_hub.get("/api/room/messages")["messages"][-1]["text"] == "hello room"
+
+
+def test_a2a_keeps_one_context_per_channel_and_one_for_the_room_and_answers_there(local_hub, tmp_path):
+    """Item 6: in mode a2a, what was said in a channel goes to that channel's context and its
+    answer back into the channel (replying to it); the room's to the room's."""
+    from a2a_standin import TOKEN, A2AStandIn, Outcome
+
+    alice, alice_token = local_hub.agent("alice")
+    _, bob_token = local_hub.agent("bob")
+    env = agent_env(local_hub, alice, alice_token, tmp_path)  # type: ignore[arg-type]
+    run_json("join", "#team", "--create", env=env)
+    run_json("join", "@room", env=env)
+    local_hub.post("/api/channels/team/subscribe", bob_token, {})
+    standin = A2AStandIn()
+    standin.answer = lambda text, ctx: Outcome(text="answer for " + ("room" if "room q" in text else "team"))
+    table = {"mode": "a2a", "url": standin.url, "token": TOKEN, "window": 0.2}
+    Path(env["AGENTCOM_CONFIG"]).write_text("[wake]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()))
+    watch = WatchProcess(env, tmp_path)
+    try:
+        watch.wait_for("connected")
+        asked = local_hub.publish(bob_token, "team", "@alice ship it?")
+        local_hub.room_post(bob_token, "@alice room q")
+        eventually(lambda: len([e for e in watch.events() if e["event"] == "a2a_answered"]) >= 2, "two answers")
+        history = [e["message"] for e in local_hub.get("/api/channels/team/history")["messages"]]
+        ours = [m for m in history if m["from"] == alice]
+        assert [(m["payload"]["text"], m["reply_to"], m["type"]) for m in ours] == [
+            ("answer for team", asked, "response")
+        ]
+        room = [m["text"] for m in local_hub.get("/api/room/messages")["messages"] if m["from"] == alice]
+        assert room == ["answer for room"]
+        contexts = {m["contextId"] for m in standin.sends()}
+        assert contexts == {"agentcom:channel:team", "agentcom:room"}
+        assert watch.stop() == 0
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait()
+        standin.close()
