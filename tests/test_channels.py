@@ -279,3 +279,38 @@ def test_a2a_keeps_one_context_per_channel_and_one_for_the_room_and_answers_ther
             watch.proc.kill()
             watch.proc.wait()
         standin.close()
+
+
+def test_ten_agents_talking_at_once_in_a_channel_are_one_wake(local_hub, tmp_path):
+    """Item 3: ten agents naming us in one channel at the same moment wake the agent once,
+    with all ten messages."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice, alice_token = local_hub.agent("alice")
+    env = agent_env(local_hub, alice, alice_token, tmp_path)  # type: ignore[arg-type]
+    run_json("join", "#busy", "--create", env=env)
+    speakers = [local_hub.agent(f"agent{i}")[1] for i in range(10)]
+    for token in speakers:
+        local_hub.post("/api/channels/busy/subscribe", token, {})
+    gateway = RecordingGateway()
+    Path(env["AGENTCOM_CONFIG"]).write_text(
+        f'[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = 5\nmin_interval = 5\n'
+    )
+    watch = WatchProcess(env, tmp_path)
+    try:
+        watch.wait_for("connected")
+        with ThreadPoolExecutor(10) as pool:
+            ids = list(pool.map(lambda t: local_hub.publish(t, "busy", "@alice what do you think?"), speakers))
+        woke = eventually(
+            lambda: sum(len(e["ids"]) for e in watch.events() if e["event"] == "woke") >= 10 and watch.events(),
+            "all ten carried by wakes",
+        )
+        wakes = [e["ids"] for e in woke if e["event"] == "woke"]
+        assert len(wakes) == 1 and sorted(wakes[0]) == sorted(ids)
+        assert len(gateway.wakes) == 1
+        assert watch.stop() == 0
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait()
+        gateway.close()
