@@ -147,6 +147,14 @@ def pushed_group_message(frame: dict[str, Any], raw: str | bytes, problem: str |
     return _unreadable({"id": frame.get("id"), "from": frame.get("from")}, problem, text)  # (a room seq is no seq)
 
 
+def group_of(frame: dict[str, Any]) -> str | None:
+    """Where a pushed `channel_message` or `room_message` frame was said: "#name" or "@room"."""
+    if frame.get("type") == "room_message":
+        return ROOM
+    channel = frame.get("channel")
+    return "#" + channel if isinstance(channel, str) else None
+
+
 def room_seq(msg: Message) -> int:
     seq = msg.payload.get("room_seq")
     return seq if isinstance(seq, int) else 0

@@ -275,7 +275,7 @@ def history_prompt_entries(messages: list[dict[str, Any]], text_limit: int = 150
     for m in messages:
         prefix = ""
         if m.get("direction") == "out":
-            prefix = f"[sent by me to {safe_sender(m.get('to'))}] "
+            prefix = f"[sent by me to {where_said(m)}] "
             m = {**m, "from": "me", "timestamp": None, "received_at": m.get("sent_at")}
         entries.append(prefix + _prompt_entry(m, text_limit) + (f"  [{m['state']}]" if m.get("state") else ""))
     return entries
@@ -313,7 +313,7 @@ def message_line(msg: dict[str, Any], text_limit: int = 200, extra: str = "") ->
     if msg.get("redelivered"):
         flags.append(f"redelivered x{msg.get('deliveries', 2) - 1}")
     if msg.get("direction") == "out":
-        who = f"me -> {safe_sender(msg.get('to'))}"
+        who = f"me -> {where_said(msg)}"
     else:
         who = f"{sender_label(msg)} -> {where_said(msg)}"
     flag_text = f" [{', '.join(flags)}]" if flags else ""

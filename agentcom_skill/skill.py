@@ -1026,7 +1026,7 @@ def sent_entry(row: Any) -> dict[str, Any]:
     payload = json.loads(r["payload"])
     text = payload.get("text") if isinstance(payload.get("text"), str) else None
     priority = payload.get("priority") if payload.get("priority") in PRIORITIES else "normal"
-    return {
+    entry = {
         "direction": "out",
         "id": r["id"],
         "seq": None,
@@ -1041,6 +1041,9 @@ def sent_entry(row: Any) -> dict[str, Any]:
         "sent_at": r["sent_at"],
         "confirmed": is_confirmed(r["id"]),
     }
+    if isinstance(r["recipient"], str) and (r["recipient"].startswith("#") or r["recipient"] == ROOM):
+        entry["channel"] = r["recipient"]
+    return entry
 
 
 def inbox(

@@ -29,7 +29,7 @@ from .a2a import A2ADispatcher
 from .config import Settings
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
-from .groups import pushed_group_message
+from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
 from .skill import current_status, hub_client, open_store, run_check
@@ -331,6 +331,13 @@ class Watch:
                 self._check_presence()
             self._announce_status(ws)
 
+    def _joined_groups(self) -> dict[str, str] | None:
+        """The channels and the room joined; None when the store cannot say (keep everything)."""
+        try:
+            return self.store.groups()
+        except AgentComError:
+            return None
+
     def _joined_channels(self) -> set[str]:
         try:
             return {name for name in self.store.groups() if name.startswith("#")}
@@ -384,12 +391,17 @@ class Watch:
     def _on_frames(self, frames: list[str | bytes]) -> None:
         """Pushed messages are kept (in one transaction for all of them) before anything acts
         on them; other frames are reported."""
+        joined: dict[str, str] | None = None
         for raw in frames:
             frame, problem = decode_frame(raw)
             kind = frame.get("type")
             if kind == "message":
                 self.unstored.append(pushed_message(frame, self.s.agent_id, raw, problem))
             elif kind in ("channel_message", "room_message"):
+                if joined is None:
+                    joined = self._joined_groups()
+                if joined is not None and group_of(frame) not in joined:
+                    continue  # the room (pushed to every agent) or a channel left: not ours to keep
                 self.unstored.append(pushed_group_message(frame, raw, problem))
             elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
                 self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
