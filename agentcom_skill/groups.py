@@ -14,7 +14,6 @@ post under any name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any, NamedTuple
@@ -23,12 +22,12 @@ from .errors import HubProtocolError, UsageError
 from .message import ROOM, Message, Unreadable, _is_int, _unreadable, parse_message
 
 ROOM_RING = 500  # the hub keeps the last 500 room messages: a read of this many misses none
-_NOT_NAME = re.compile(r"[^a-z0-9\-_]")
+_NOT_NAME = r"[^a-z0-9\-_]"  # (a pattern, compiled and cached by re when first used)
 
 
 def normalise_channel(name: str) -> str:
     """The hub's normalisation: every leading `#` stripped, lower case, only `a-z0-9-_`."""
-    return _NOT_NAME.sub("", name.lstrip("#").lower())
+    return re.sub(_NOT_NAME, "", name.lstrip("#").lower())
 
 
 class Address(NamedTuple):
@@ -67,6 +66,8 @@ def group_address(to: Any) -> Address:
 
 
 def room_key(raw: dict[str, Any]) -> str:
+    import hashlib  # late: only a reader of the room needs it (every check imports this module)
+
     canonical = json.dumps(
         [raw.get("seq"), raw.get("timestamp"), raw.get("from"), raw.get("text"), raw.get("type")],
         separators=(",", ":"),

@@ -314,3 +314,23 @@ def test_ten_agents_talking_at_once_in_a_channel_are_one_wake(local_hub, tmp_pat
             watch.proc.kill()
             watch.proc.wait()
         gateway.close()
+
+
+def test_a_hub_restart_sends_the_rooms_seq_back_and_check_warns_and_reads_it_again(hub, local_hub, tmp_path):
+    """Item 5: the room's cursor is our own; after a hub restart (its room starts again at
+    seq 1) check says so and reads the new room from its start, losing nothing."""
+    alice, alice_token = local_hub.agent("alice")
+    _, bob_token = local_hub.agent("bob")
+    env = agent_env(local_hub, alice, alice_token, tmp_path)  # type: ignore[arg-type]
+    local_hub.room_post(bob_token, "before we joined")
+    run_json("join", "@room", env=env)
+    for n in range(3):
+        local_hub.room_post(bob_token, f"@alice question {n}")
+    assert len(run_json("check", env=env)["messages"]) == 3
+    hub.restart()
+    for n in range(5):  # past our cursor: only the message at our seq tells the restart apart
+        local_hub.room_post(bob_token, f"@alice after the restart {n}")
+    checked = run_json("check", env=env)
+    assert [m["text"] for m in checked["messages"]] == [f"@alice after the restart {n}" for n in range(5)]
+    assert any("went back" in w for w in checked["warnings"])
+    assert run_json("check", env=env)["messages"] == [] and not run_json("check", env=env)["warnings"]
