@@ -205,3 +205,105 @@ def test_history_and_room_reads_with_a_bad_integer_crash_as_there(two):
     assert requests.get(hub.url + "/api/room/messages?since=x", timeout=30).status_code == 500
     assert requests.get(hub.url + "/api/channels/a/history?limit=x", timeout=30).status_code == 500
     assert json.loads(requests.get(hub.url + "/api/channels/a/history", timeout=30).text)["count"] == 0
+
+
+# parity with the real hub ------------------------------------------------------------------
+
+REALHUB_URL = __import__("os").environ.get("REALHUB_URL", "").rstrip("/")
+
+
+def _normalised(value: Any, names: dict[str, str]) -> str:
+    import re
+
+    text = json.dumps(value, sort_keys=True)
+    for real, alias in names.items():
+        text = text.replace(real, alias).replace(real.upper(), alias)
+    text = re.sub(r'"[0-9a-f]{16}"', '"ID"', text)
+    return re.sub(r'"(seq|last_seq|timestamp|stored_at|created_at)": -?\d+', r'"\1": N', text)
+
+
+def _probe(url: str, mint: Any) -> list[str]:
+    """What a client sees of channels and the room: answers over HTTP and frames over the socket."""
+    from websockets.sync.client import connect
+
+    (a, ta), (b, tb) = mint("pa"), mint("pb")
+    ch = f"par-{__import__('secrets').token_hex(3)}"
+    names = {ch: "CH", a: "A", b: "B"}
+    seen: list[str] = []
+
+    def http(method: str, path: str, token: str | None = None, body: Any = None, raw: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if raw is not None:
+            headers["content-type"] = "application/json"
+        r = requests.request(method, url + path, json=None if raw is not None else body, data=raw, headers=headers)
+        answer = r.json() if r.content else None
+        line = f"{method} {path} {r.status_code} " + _normalised(answer, names)
+        for real, alias in names.items():
+            line = line.replace(real, alias)
+        seen.append(line)
+
+    http("POST", "/api/channels", ta, {"name": f"#{ch.upper()}!"})
+    http("POST", "/api/channels", ta, {"name": ch, "description": 5})
+    http("POST", f"/api/channels/{ch}/subscribe", tb, {})
+    http("POST", f"/api/channels/{ch}/subscribe", tb, {})
+    http("POST", f"/api/channels/{ch}/subscribe", None, {})
+    http("POST", f"/api/channels/{ch}/publish", ta, {"payload": {"text": "x"}, "type": 5})
+    http("POST", f"/api/channels/{ch}/publish", ta, {"payload": {"text": "x"}})
+    http("POST", f"/api/channels/{ch}/publish", ta, raw="not json")
+    http("POST", f"/api/channels/nope-{ch}/publish", ta, {"payload": {}})
+    for query in ("limit=0", "limit=-1", "since=1"):
+        http("GET", f"/api/channels/{ch}/history?{query}")
+    http("GET", f"/api/channels/nope-{ch}/history")
+    http("GET", f"/api/channels/nope-{ch}")
+    http("GET", f"/api/agents/{b}/subscriptions")
+    http("POST", "/api/room/message", ta, {"text": 5})
+    http("POST", "/api/room/message/human", ta, {"from": "", "text": "t"})
+    http("GET", "/api/room/messages?limit=0")
+
+    def ws() -> Any:
+        return connect(url.replace("http://", "ws://") + "/ws", proxy=None, open_timeout=30, ping_interval=None)
+
+    with ws() as wa, ws() as wb:
+        identify(wa, a, ta)
+        identify(wb, b, tb)
+        frames_until_pong(wa), frames_until_pong(wb)
+        seen.append(_normalised(call(wa, {"type": "channel_subscribe", "channel": f"#{ch.upper()}"}), names))
+        seen.append(_normalised(frames_until_pong(wb), names))
+        seen.append(_normalised(call(wa, {"type": "channel_subscribe", "channel": ch}), names))
+        seen.append(_normalised(call(wa, {"type": "channel_publish", "channel": ch, "payload": {"t": 1}}), names))
+        seen.append(_normalised([frames_until_pong(wb), frames_until_pong(wa)], names))
+        http("POST", f"/api/channels/{ch}/unsubscribe", tb, {})
+        http("POST", f"/api/channels/{ch}/publish", ta, {"payload": {"text": "after"}})
+        seen.append(_normalised(frames_until_pong(wb), names))
+        http("POST", "/api/room/message/human", ta, {"from": b, "text": "claims b"})
+        rooms = [[f for f in frames_until_pong(w) if f["type"] == "room_message"] for w in (wb, wa)]
+        seen.append(_normalised(rooms, names))
+        seen.append(_normalised(call(wa, {"type": "channel_history", "channel": ch, "limit": 1}), names))
+    return seen
+
+
+@pytest.mark.realhub
+def test_the_local_hub_answers_as_the_real_hub_does(hub):
+    """The same calls and frames, on both hubs, give the same answers (ids, times and seqs aside)."""
+    import secrets
+
+    if not REALHUB_URL:
+        pytest.skip("REALHUB_URL is not set")
+    first = requests.post(
+        REALHUB_URL + "/api/onboard/register", json={"agent_id": f"channels-par-{secrets.token_hex(3)}"}, timeout=30
+    )
+    assert first.status_code == 201, first.text
+    minter = first.json()["token"]
+
+    def mint_real(name: str) -> tuple[str, str]:
+        agent = f"channels-{name}-{secrets.token_hex(3)}"
+        r = requests.post(
+            REALHUB_URL + "/admin/tokens", json={"agent_id": agent}, headers={"Authorization": f"Bearer {minter}"}
+        )
+        return agent, r.json()["token"]
+
+    def mint_local(name: str) -> tuple[str, str]:
+        agent = f"channels-{name}-{secrets.token_hex(3)}"
+        return agent, hub.mint(agent)
+
+    assert _probe(hub.url, mint_local) == _probe(REALHUB_URL, mint_real)
