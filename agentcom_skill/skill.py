@@ -839,7 +839,9 @@ def reply(ref: int | str, text: str, *, settings: Settings | None = None, **over
         raise _not_kept(parsed)
     where = msg.channel
     if where == ROOM:
-        said = text if mentions(text, msg.sender) else f"@{msg.sender} {text}"
+        # Named when the claimed name is a plain one (any text may be claimed; never repeated raw).
+        plain = re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$", msg.sender) is not None
+        said = text if not plain or mentions(text, msg.sender) else f"@{msg.sender} {text}"
         return _say_in_group(s, parse_address(ROOM), None, {"text": said}, None, "reply", warnings)
     if where is not None:
         return _say_in_group(s, parse_address(where), "response", {"text": text}, msg.id, "reply", warnings)
