@@ -111,6 +111,8 @@ def scenario(hub: GroupHub, tmp_path: Path) -> None:
     kept = run_json("inbox", "--channel", f"#{name}", env=env)["messages"]
     assert {m["id"]: m["disposition"] for m in kept} == {chatter: "store", mention: "attention"}
     assert "chatter" in kept[-1]["why"]
+    logged = {e["id"]: e["why"] for e in run_json("log", env=env)["entries"]}
+    assert logged[chatter] == f"chatter in #{name} (neither naming us nor replying to us)"  # Tier 0 says why
     listed = {c["name"]: c for c in run_json("channels", env=env)["channels"]}
     assert listed[f"#{name}"]["joined"] is True and listed[f"#{name}"]["subscribers"] == 2
     assert listed[f"#{name}"]["attend"] == "mentions"
