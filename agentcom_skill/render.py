@@ -576,6 +576,9 @@ def render_status_text(st: dict[str, Any]) -> str:
         f"my status: {st.get('status')}",
         hub_line,
     ]
+    if st.get("groups"):
+        joined = ", ".join(f"{where_said({'channel': g})} ({safe_type(a)})" for g, a in st["groups"].items())
+        lines.append(f"joined: {joined}")
     watch = st.get("watch")
     if watch:
         connected = f"connected {ago(watch['connected_since'])}" if watch.get("connected_since") else "NOT connected"

@@ -1162,6 +1162,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
         last_contact = store.get_number("hub_ok_at") or None
         my_status = current_status(store, s)
+        groups = store.groups()
         warnings = store.take_warnings()
     watch = read_status(s.agent_state_dir())
     hazards: list[str] = watch_warnings(watch) if watch is not None else []
@@ -1201,6 +1202,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         "dead_letters": counts["dead"],
         "stored": counts["stored"],
         "status": my_status,
+        "groups": groups,
         "watch": watch,
         "hazards": hazards,
         "warnings": warnings,

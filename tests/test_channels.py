@@ -141,6 +141,7 @@ def scenario(hub: GroupHub, tmp_path: Path) -> None:
     # The room: joined here; a mention from an agent returned marked @room, a person's chatter
     # kept, and the reply reaches the room.
     run_json("join", "@room", env=env)
+    assert run_json("status", env=env)["groups"] == {f"#{name}": "mentions", f"#{loud}": "all", "@room": "mentions"}
     asked = hub.room_post(bob_token, f"@{alice} are you there?")
     person = hub.room_post(bob_token, "people chatting", human="Dana")
     got = [m for m in run_json("check", env=env)["messages"] if m.get("channel") == "@room"]
