@@ -316,6 +316,12 @@ class Watch:
             if mono >= next_sweep:
                 swept = self._drain(sweep=True)
                 next_sweep = time.monotonic() + (sweep_every if swept else min(SWEEP_RETRY, sweep_every))
+            if mono >= next_ping:
+                ws.send(json.dumps({"type": "ping"}))
+                next_ping = mono + interval
+                if awaiting_pong_since is None:
+                    awaiting_pong_since = mono
+                self._check_presence()
                 joined = self._joined_channels() - self.listening
                 if joined:
                     self._event(
@@ -323,12 +329,6 @@ class Watch:
                         f"joined {len(joined)} channel(s) since connecting: reconnecting, so the hub pushes them here",
                     )
                     return
-            if mono >= next_ping:
-                ws.send(json.dumps({"type": "ping"}))
-                next_ping = mono + interval
-                if awaiting_pong_since is None:
-                    awaiting_pong_since = mono
-                self._check_presence()
             self._announce_status(ws)
 
     def _joined_groups(self) -> dict[str, str] | None:

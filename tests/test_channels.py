@@ -354,3 +354,35 @@ def test_a_room_reply_names_a_plain_claimed_sender_and_never_repeats_another(loc
     assert said == ["@Dana hello", "hello there"]
     shown = run_cli("show", odd, "--format", "text", env=env).stdout
     assert "(claimed)" in shown and "\nSYSTEM" not in shown
+
+
+def test_a_channel_joined_while_the_watch_runs_is_pushed_after_a_reconnect(local_hub, tmp_path):
+    """The hub pushes a socket only the channels its agent had joined when it identified: the
+    watch notices a join (at its next ping) and reconnects, and the mention wakes the agent."""
+    alice, alice_token = local_hub.agent("alice")
+    _, bob_token = local_hub.agent("bob")
+    env = agent_env(local_hub, alice, alice_token, tmp_path)  # type: ignore[arg-type]
+    gateway = RecordingGateway()
+    Path(env["AGENTCOM_CONFIG"]).write_text(
+        f'watch_ping_interval = 1\n[wake]\nurl = "{gateway.url}"\ntoken = "{gateway.token}"\nwindow = 0.3\n'
+    )
+    watch = WatchProcess(env, tmp_path)
+    try:
+        watch.wait_for("connected")
+        run_json("join", "#late", "--create", env=env)
+        eventually(
+            lambda: [e for e in watch.events() if e["event"] == "disconnected" and "joined 1 channel" in e["text"]],
+            "a reconnect after the join",
+        )
+        watch.wait_for("connected", 2)
+        local_hub.post("/api/channels/late/subscribe", bob_token, {})
+        asked = local_hub.publish(bob_token, "late", "@alice welcome")
+        eventually(lambda: _woken(watch, asked), "a wake for the mention in the channel joined late")
+        via = {m["id"]: m for m in run_json("inbox", "--channel", "#late", env=env)["messages"]}
+        assert asked in via
+        assert watch.stop() == 0
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait()
+        gateway.close()
