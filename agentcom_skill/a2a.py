@@ -37,9 +37,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .config import Settings, WakeSettings
 from .delivery import OpenMessage, StoreView, plan_check
 from .errors import AgentComError, PossiblyDelivered, UsageError
-from .message import MailboxBatch
+from .groups import parse_address
+from .message import ROOM, MailboxBatch
 from .render import render_prompt, safe_msg_id, safe_sender
-from .skill import ack_hub_prefix, history_entry, unconfirmed_id  # the same hub-ack prefix rule as `check` and `ack`
+from .skill import (  # the same hub-ack prefix rule as `check` and `ack`
+    ack_hub_prefix,
+    history_entry,
+    say_in_group,
+    unconfirmed_id,
+)
 from .store import MessageStore
 from .tier0 import attention_order
 from .transport import (
@@ -107,6 +113,15 @@ def context_id(peer: str, broadcast: bool, mode: str, root: str | None = None) -
         )
         return f"agentcom:thread:{_label(peer)}:{root_label}"
     return f"agentcom:peer:{_label(peer)}"
+
+
+def group_context(where: str) -> str:
+    """The contextId of what was said in a channel ("#name") or the room: one each."""
+    return "agentcom:room" if where == ROOM else f"agentcom:channel:{_label(where[1:])}"
+
+
+def is_group(peer: str) -> bool:
+    return peer.startswith("#") or peer == ROOM
 
 
 class Candidate(NamedTuple):
@@ -656,7 +671,12 @@ class A2ADispatcher:
         if action == "send":
             payload = {"text": task["answer"]}
             try:
-                sent_id = self.hub.send(task["peer"], "response", payload, task["reply_to"])
+                if is_group(task["peer"]):  # said in a channel or the room: answered there
+                    sent_id = say_in_group(
+                        self.hub, parse_address(task["peer"]), "response", payload, task["reply_to"], []
+                    )
+                else:
+                    sent_id = self.hub.send(task["peer"], "response", payload, task["reply_to"])
             except PossiblyDelivered as exc:  # the hub probably took it: sending again would answer twice
                 sent_id = unconfirmed_id()
                 self.report("a2a_unconfirmed", f"task {tid}: the answer was probably delivered: {exc}", task=tid)
@@ -814,8 +834,11 @@ class A2ADispatcher:
             assert o.msg is not None
             root = self.store.thread_root(o.msg.reply_to, o.id) if self.wake.context == "thread" else None
             context = context_id(o.msg.sender, o.msg.broadcast, self.wake.context, root)
+            peer = o.msg.sender
+            if o.msg.channel is not None:  # one context per channel and one for the room; answered there
+                peer, context = o.msg.channel, group_context(o.msg.channel)
             order = attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival)
-            out.append(Candidate(o.id, o.msg.sender, context, times.get(o.id, now), order))
+            out.append(Candidate(o.id, peer, context, times.get(o.id, now), order))
         return out
 
     def _report_answered(self, answered: set[str]) -> None:

@@ -200,6 +200,71 @@ class HubClient:
             cursor = next_cursor
         return routed
 
+    # channels and the room (protocol.md 1.8) ------------------------------
+
+    def channels(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/api/channels", auth=False)
+        listed = body.get("channels") if isinstance(body, dict) else None
+        if not isinstance(listed, list):
+            raise HubProtocolError("hub sent a channel list without a 'channels' list")
+        return [c for c in listed if isinstance(c, dict)]
+
+    def channel_info(self, name: str) -> dict[str, Any]:
+        body = self._request("GET", f"/api/channels/{quote(name, safe='')}", auth=False)
+        if not isinstance(body, dict):
+            raise HubProtocolError("hub sent channel details that are not an object")
+        return body
+
+    def create_channel(self, name: str, description: str | None = None) -> bool:
+        """True when created, False when it existed already."""
+        body: dict[str, Any] = {"name": name}
+        if description:
+            body["description"] = description
+        try:
+            self._request("POST", "/api/channels", json_body=body, idempotent=False)
+        except ConfigError as exc:  # 409: it exists
+            if "channel_exists" in str(exc):
+                return False
+            raise
+        return True
+
+    def subscribe(self, name: str, on: bool = True) -> None:
+        action = "subscribe" if on else "unsubscribe"
+        self._request("POST", f"/api/channels/{quote(name, safe='')}/{action}", json_body={})
+
+    def publish(self, name: str, type_: str | None, payload: dict[str, Any], reply_to: str | None = None) -> int:
+        """Publish to a channel: its seq in the channel's history (the hub gives no id)."""
+        body: dict[str, Any] = {"payload": payload}
+        if type_ is not None:
+            body["type"] = type_
+        if reply_to is not None:
+            body["reply_to"] = reply_to
+        reply = self._request("POST", f"/api/channels/{quote(name, safe='')}/publish", json_body=body, idempotent=False)
+        seq = reply.get("seq") if isinstance(reply, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise self._unconfirmed("POST /api/channels/{ch}/publish", "the reply has no integer 'seq'")
+        return seq
+
+    def channel_history(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
+        body = self._request(
+            "GET", f"/api/channels/{quote(name, safe='')}/history?since={int(since)}&limit={int(limit)}", auth=False
+        )
+        entries = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise HubProtocolError("hub sent a channel history without a 'messages' list")
+        return [e for e in entries if isinstance(e, dict)]
+
+    def room_post(self, text: str) -> dict[str, Any]:
+        """Post to the room: the message as the hub keeps it ({seq, from, text, type, timestamp})."""
+        reply = self._request("POST", "/api/room/message", json_body={"text": text}, idempotent=False)
+        if not isinstance(reply, dict) or not isinstance(reply.get("seq"), int):
+            raise self._unconfirmed("POST /api/room/message", "the reply has no integer 'seq'")
+        return reply
+
+    def room_messages(self, since: int, limit: int) -> Any:
+        """The room's reply to `GET /api/room/messages` (read by groups.read_room_entries)."""
+        return self._request("GET", f"/api/room/messages?since={int(since)}&limit={int(limit)}", auth=False)
+
     def register(self, agent_id: str) -> dict[str, Any]:
         body = self._request(
             "POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False, idempotent=False
@@ -377,6 +442,10 @@ class HubClient:
             return AuthError(
                 f"hub {self.base_url} refused the token{where} ({status}) for {call}: "
                 f"check it belongs to this agent id at this hub"
+            )
+        if status == 404 and isinstance(body, dict) and body.get("error") == "channel_not_found":
+            return UsageError(
+                f"hub {self.base_url} has no such channel ({call}): `agentcom join '#name' --create` makes one"
             )
         if status == 404 and path.startswith("/api/"):
             return HubProtocolError(

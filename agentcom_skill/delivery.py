@@ -97,6 +97,8 @@ class StoreView(NamedTuple):
     reply_times: Mapping[str, Sequence[float]] = MappingProxyType({})  # sender -> auto-reply times
     cursor: int = 0
     recovered: bool = False  # the store was rebuilt: the next deliveries count as redelivered
+    groups: tuple[tuple[str, str], ...] = ()  # joined channels and the room, with their attention setting
+    ours: frozenset[str] = frozenset()  # ids (of the batch, or its reply_to) of messages we sent
 
 
 class AutoReply(NamedTuple):
@@ -147,8 +149,10 @@ class CheckPlan:
         )
 
 
-def tier0_config(settings: Settings) -> Tier0Config:
-    return Tier0Config.build(settings.agent_id, settings.capabilities, settings.ignore_from, settings.allow_from)
+def tier0_config(settings: Settings, groups: Iterable[tuple[str, str]] = ()) -> Tier0Config:
+    return Tier0Config.build(
+        settings.agent_id, settings.capabilities, settings.ignore_from, settings.allow_from, groups
+    )
 
 
 def plan_check(
@@ -156,7 +160,7 @@ def plan_check(
 ) -> CheckPlan:
     """Classify new messages, pick what to return now, and say what to change."""
     plan = CheckPlan()
-    config = tier0_config(settings)
+    config = tier0_config(settings, view.groups)
     candidates: list[tuple[Message, Tier0Decision]] = []
     regressed_at: int | None = None
     new_attention: list[OpenMessage] = []
@@ -167,7 +171,7 @@ def plan_check(
         seen.add(msg.id)
         if view.cursor and msg.seq is not None and msg.seq <= view.cursor and regressed_at is None:
             regressed_at = msg.seq
-        decision = classify(msg, config)
+        decision = classify(msg, config, ours=view.ours)
         if decision.disposition == AUTO_REPLY:
             candidates.append((msg, decision))
             continue
@@ -283,8 +287,9 @@ def _plan_leases(
 
 
 def message_view(msg: Message, why: str, deliveries: int, redelivered: bool) -> dict[str, Any]:
-    """One returned message, in the `--json` shape."""
-    return {
+    """One returned message, in the `--json` shape (with `channel` only when it was said in a
+    channel or the room)."""
+    view = {
         "seq": msg.seq,
         "id": msg.id,
         "from": msg.sender,
@@ -301,6 +306,10 @@ def message_view(msg: Message, why: str, deliveries: int, redelivered: bool) -> 
         "why": why,
         "untrusted": True,
     }
+    where = msg.channel
+    if where is not None:
+        view["channel"] = where
+    return view
 
 
 def summary_text(msg: Message) -> str:

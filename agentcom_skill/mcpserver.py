@@ -53,7 +53,7 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
         _args({"limit": {"type": "integer", "minimum": 1}, "peek": {"type": "boolean"}, "format": _FORMAT}),
     ),
     "send": (
-        "Send a message to an agent id, or to everyone with to=broadcast.",
+        "Send to an agent id, to=broadcast (everyone), to='#name' (a channel) or to='@room'.",
         _args(
             {
                 "to": {"type": "string"},
@@ -67,7 +67,7 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     "reply": (
-        "Answer a message you were shown; it goes to its sender as a response.",
+        "Answer a message you were shown, where it was said: its sender, channel or room.",
         _args({"ref": _REF, "text": {"type": "string"}}, "ref", "text"),
     ),
     "ack": (

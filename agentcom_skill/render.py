@@ -59,6 +59,21 @@ def safe_sender(value: Any) -> str:
     return safe_field(value, _SAFE_AGENT)
 
 
+def where_said(msg: dict[str, Any]) -> str:
+    """Where a message was said: its channel ("#name"), "@room", "all" for a broadcast, or its
+    recipient."""
+    channel = msg.get("channel")
+    if isinstance(channel, str):
+        return "@room" if channel == "@room" else "#" + safe_sender(channel[1:])
+    return "all" if msg.get("broadcast") else safe_sender(msg.get("to") or "?")
+
+
+def sender_label(msg: dict[str, Any]) -> str:
+    """The sender; in the room, marked as only claimed (anyone may post under any name)."""
+    who = safe_sender(msg.get("from"))
+    return f"{who} (claimed)" if msg.get("channel") == "@room" and msg.get("direction") != "out" else who
+
+
 def safe_type(value: Any) -> str:
     return safe_field(value, _SAFE_WORD)
 
@@ -229,7 +244,9 @@ def _prompt_entry(msg: dict[str, Any], text_limit: int | None, same_as: str | No
         tags.append(safe_type(msg["type"]))
     if msg.get("priority") in ("urgent", "high", "low"):
         tags.append(msg["priority"])
-    if msg.get("broadcast"):
+    if isinstance(msg.get("channel"), str):
+        tags.append(f"in {where_said(msg)}")
+    elif msg.get("broadcast"):
         tags.append("broadcast")
     if msg.get("reply_to"):
         tags.append(f"reply to {safe_msg_id(msg['reply_to'])}")
@@ -238,7 +255,7 @@ def _prompt_entry(msg: dict[str, Any], text_limit: int | None, same_as: str | No
     age = _age_if_old(message_time(msg))
     if age:
         tags.append(age)
-    head = neutralise(f"[{ref}] {safe_sender(msg['from'])}" + (f" ({', '.join(tags)})" if tags else ""))
+    head = neutralise(f"[{ref}] {sender_label(msg)}" + (f" ({', '.join(tags)})" if tags else ""))
     text = f"(the same text as [{same_as}])" if same_as is not None else message_text(msg)
     if text_limit is not None:
         text = truncate(text, text_limit, ref)
@@ -260,7 +277,7 @@ def history_prompt_entries(messages: list[dict[str, Any]], text_limit: int = 150
     for m in messages:
         prefix = ""
         if m.get("direction") == "out":
-            prefix = f"[sent by me to {safe_sender(m.get('to'))}] "
+            prefix = f"[sent by me to {where_said(m)}] "
             m = {**m, "from": "me", "timestamp": None, "received_at": m.get("sent_at")}
         entries.append(prefix + _prompt_entry(m, text_limit) + (f"  [{m['state']}]" if m.get("state") else ""))
     return entries
@@ -314,9 +331,9 @@ def message_line(msg: dict[str, Any], text_limit: int = 200, extra: str = "") ->
     if msg.get("redelivered"):
         flags.append(f"redelivered x{msg.get('deliveries', 2) - 1}")
     if msg.get("direction") == "out":
-        who = f"me -> {safe_sender(msg.get('to'))}"
+        who = f"me -> {where_said(msg)}"
     else:
-        who = f"{safe_sender(msg['from'])} -> {'all' if msg.get('broadcast') else safe_sender(msg.get('to') or '?')}"
+        who = f"{sender_label(msg)} -> {where_said(msg)}"
     flag_text = f" [{', '.join(flags)}]" if flags else ""
     ref = f"#{msg['seq']} " if msg.get("seq") is not None else ""
     if msg.get("payload") is not None or msg.get("text"):
@@ -451,7 +468,8 @@ def _agent_line(agent: dict[str, Any]) -> str:
 def sent_line(result: dict[str, Any]) -> str:
     """What `send` and `reply` did, on one line: every id and name through the safe_* rules."""
     reply = f", reply to {safe_msg_id(result['reply_to'])}" if result.get("reply_to") else ""
-    what = f"{safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply}"
+    to = where_said(result) if result.get("channel") else safe_sender(result.get("to"))
+    what = f"{safe_type(result.get('type') or 'chat')} to {to}{reply}"
     if result.get("confirmed") is False:  # the hub's reply was lost: its id never came back
         return f"probably sent {what} (not confirmed by the hub; not sent again)"
     return f"sent {what} (id {safe_msg_id(result.get('id'))})"
@@ -544,14 +562,25 @@ def render_show_text(msg: dict[str, Any]) -> str:
     """`show` for a terminal: a header line, then the whole text, neutralised and indented."""
     text = msg["text"] if msg.get("text") is not None else json.dumps(msg.get("payload"), ensure_ascii=False, indent=2)
     ref = f"#{msg['seq']} " if msg.get("seq") is not None else ""
-    to = "all" if msg.get("broadcast") else safe_sender(msg.get("to") or "?")
     flags = f" [{msg['priority']}]" if msg.get("priority") in ("low", "high", "urgent") else ""
-    who = f"{safe_sender(msg.get('from'))} -> {to}"
+    who = f"{sender_label(msg)} -> {where_said(msg)}"
     head = f"{ref}{ago(message_time(msg))} {who} {safe_type(msg.get('type') or 'chat')}{flags}"
     head += f"  [{safe_msg_id(msg.get('id'))}; {msg.get('state')}]"
     rest = payload_besides_text(msg)
     fields = "" if rest is None else "\n" + CONTINUATION + neutralise(f"payload besides the text: {rest}")
     return neutralise(head) + fields + "\n" + CONTINUATION + body_lines(text)
+
+
+def render_channels_text(result: dict[str, Any]) -> str:
+    """`agentcom channels` for a person: one line a channel, then the room."""
+    lines = []
+    for c in result["channels"]:
+        where = where_said({"channel": c["name"]})
+        count = f", {c['subscribers']} subscribed" if c.get("subscribers") is not None else ""
+        joined = f"joined (attend {safe_type(c['attend'])})" if c.get("joined") else "not joined"
+        about = neutralise(str(c.get("description") or ""))[:80]
+        lines.append(f"{where}: {joined}{count}" + (f" - {about}" if about else ""))
+    return "\n".join(lines)
 
 
 def render_status_text(st: dict[str, Any]) -> str:
@@ -582,6 +611,9 @@ def render_status_text(st: dict[str, Any]) -> str:
         f"my status: {st.get('status')}",
         hub_line,
     ]
+    if st.get("groups"):
+        joined = ", ".join(f"{where_said({'channel': g})} ({safe_type(a)})" for g, a in st["groups"].items())
+        lines.append(f"joined: {joined}")
     watch = st.get("watch")
     if watch:
         connected = f"connected {ago(watch['connected_since'])}" if watch.get("connected_since") else "NOT connected"

@@ -168,6 +168,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         "the length of each lease and defer beside its end: a clock set back cannot hold one for its jump",
         "ALTER TABLE messages ADD COLUMN span REAL;  -- seconds the lease or defer that set due was for",
     ),
+    (
+        "the channels and the room this agent joined (groups.py), with what of each needs it",
+        """
+        CREATE TABLE groups (
+            address TEXT PRIMARY KEY,       -- "#name" (normalised) or "@room"
+            attend TEXT NOT NULL,           -- mentions | all | none (tier0.ATTEND)
+            joined_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -266,6 +276,7 @@ SCHEMA_COLUMNS = {
         "error",
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
+    "groups": ("address", "attend", "joined_at"),
 }
 _COLUMNS_SQL = (
     "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p"
@@ -274,7 +285,9 @@ _COLUMNS_SQL = (
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
 # What history lists: every message but the bare ids 0.1 knew without a sender (a poison record
 # whose sender could not be read is listed: it is kept for a person)
-_LISTED = "(sender IS NOT NULL OR via IS NOT 'import')"
+# ... nor what was said in a channel or the room we had not joined or had left (tier0 row 10):
+# kept only as an id seen, so the hub is acked past it and it is never taken in again.
+_LISTED = "((sender IS NOT NULL OR via IS NOT 'import') AND NOT (disposition = 'drop' AND rule IS 10))"
 A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
 _A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
 PRUNE_INTERVAL = 3600.0
@@ -710,8 +723,9 @@ class MessageStore:
 
     # what a check reads -----------------------------------------------------
 
-    def view(self, batch_ids: Sequence[str], now: float) -> StoreView:
-        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek)."""
+    def view(self, batch_ids: Sequence[str], now: float, refs: Sequence[str] = ()) -> StoreView:
+        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek).
+        `refs`: ids to tell whether we sent them (the batch's reply_to, its room messages' keys)."""
         known: set[str] = set()
         for chunk in _chunks(list(batch_ids), 500):
             marks = ",".join("?" * len(chunk))
@@ -733,6 +747,8 @@ class MessageStore:
             reply_times=times,
             cursor=int(self.get_number("cursor")),
             recovered=bool(self.get_number("recovered")),
+            groups=tuple(sorted(self.groups().items())),
+            ours=self._sent_among(refs) if refs else frozenset(),
         )
 
     def known(self, ids: Sequence[str]) -> set[str]:
@@ -742,6 +758,27 @@ class MessageStore:
             marks = ",".join("?" * len(chunk))
             out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
         return out
+
+    def _sent_among(self, ids: Sequence[str]) -> frozenset[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._read(f"SELECT id FROM sent WHERE id IN ({marks})", chunk))
+        return frozenset(found)
+
+    # channels and the room ----------------------------------------------------
+
+    def groups(self) -> dict[str, str]:
+        """The channels ("#name") and the room ("@room") joined, each with its attention setting."""
+        return {r[0]: r[1] for r in self._read("SELECT address, attend FROM groups ORDER BY address")}
+
+    def join_group(self, address: str, attend: str, now: float) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO groups (address, attend, joined_at) VALUES (?, ?, ?)", (address, attend, now)
+        )
+
+    def leave_group(self, address: str) -> bool:
+        return self._exec("DELETE FROM groups WHERE address = ?", (address,)).rowcount > 0
 
     def finished(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
@@ -1256,10 +1293,16 @@ class MessageStore:
         since: float | None = None,
         limit: int = 50,
         ids: Sequence[str] | None = None,
+        channel: str | None = None,
     ) -> list[sqlite3.Row]:
-        """Stored messages, newest first."""
+        """Stored messages, newest first; `channel`: those said there ("#name" or "@room")."""
         where: list[str] = [_LISTED]
         params: list[Any] = []
+        if channel == "@room":
+            where.append("recipient = '@room' AND seq IS NULL")
+        elif channel is not None:
+            where.append("recipient IS NULL AND json_extract(body, '$.payload.channel') = ?")
+            params.append(channel.removeprefix("#"))
         for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
             if value is not None:
                 where.append(f"{column} = ?")

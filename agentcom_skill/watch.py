@@ -29,8 +29,9 @@ from .a2a import A2ADispatcher
 from .config import Settings, reread_token
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError, StateError
+from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
-from .render import neutralise, render_prompt, safe_msg_id, safe_sender
+from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
 from .skill import current_status, hub_client, note_listed_statuses, open_store, run_check, send_refused_auto_replies
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, lock_holder, write_status
@@ -168,6 +169,7 @@ class Watch:
         self.token_hazard: list[str] = []
         self.declines: list[dict[str, Any]] = []  # task_assign frames to decline
         self.later_hazard: list[str] = []
+        self.listening: set[str] = set()  # the joined channels the hub pushes this connection
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
@@ -341,6 +343,9 @@ class Watch:
             self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
             self.later_hazard = []
             self._set_hazards(self.first_hazard)
+            # The hub pushes a socket the channels its agent had joined when it identified:
+            # one joined later (over HTTP) is pushed only after a reconnect (protocol 1.8).
+            self.listening = self._joined_channels()
             try:
                 self._drain()  # (failing, it is tried again by the first sweep, 2 s on)
                 self._converse(ws)
@@ -402,7 +407,27 @@ class Watch:
                 if awaiting_pong_since is None:
                     awaiting_pong_since = mono
                 self._check_presence()
+                joined = self._joined_channels() - self.listening
+                if joined:
+                    self._event(
+                        "disconnected",
+                        f"joined {len(joined)} channel(s) since connecting: reconnecting, so the hub pushes them here",
+                    )
+                    return
             self._announce_status(ws)
+
+    def _joined_groups(self) -> dict[str, str] | None:
+        """The channels and the room joined; None when the store cannot say (keep everything)."""
+        try:
+            return self.store.groups()
+        except AgentComError:
+            return None
+
+    def _joined_channels(self) -> set[str]:
+        try:
+            return {name for name in self.store.groups() if name.startswith("#")}
+        except AgentComError:
+            return set(self.listening)
 
     @staticmethod
     def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], str | None]:
@@ -501,6 +526,7 @@ class Watch:
     def _on_frames(self, frames: list[str | bytes]) -> None:
         """Pushed messages are kept (in one transaction for all of them) before anything acts
         on them; other frames are reported."""
+        joined: dict[str, str] | None = None
         for raw in frames:
             frame, problem = decode_frame(raw)
             kind = frame.get("type")
@@ -512,27 +538,38 @@ class Watch:
                 # the hub gives it to another agent instead of waiting 60 s and flagging us.
                 self.unstored.append(task_notice(frame, self.s.agent_id, raw))
                 self.declines.append(frame)
-            elif kind == "task_ack":
-                self._event("task", f"the hub took our answer on task {neutralise(str(frame.get('task_id')))[:80]}")
-            elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
-                self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
-                self.rejoin_why = (
-                    "the hub dropped our listing (another connection under our id closed):"
-                    " reconnecting, so direct messages come here again"
-                )
-            elif kind in ("agent_joined", "status_changed") and isinstance(frame.get("agent"), dict):
-                self._note_status(frame["agent"])
-            elif kind == "error":
-                self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
-                if str(frame.get("error")).startswith("task_fail_failed"):
-                    # A task pushed outside the hub's queue cannot be failed: the hub keeps us
-                    # "working" on it, so no task ever comes again. A new connection starts
-                    # its worker state afresh (what arrives meanwhile waits in the mailbox).
-                    self.rejoin = True
-                    self.rejoin_why = "the hub keeps us busy with a task it cannot take back: reconnecting"
-            elif kind == "rate_limited":
-                self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
+            elif kind in ("channel_message", "room_message"):
+                if joined is None:
+                    joined = self._joined_groups()
+                if joined is not None and group_of(frame) not in joined:
+                    continue  # the room (pushed to every agent) or a channel left: not ours to keep
+                self.unstored.append(pushed_group_message(frame, raw, problem))
+            else:
+                self._on_notice(kind, frame)
         self._take_in()
+
+    def _on_notice(self, kind: Any, frame: dict[str, Any]) -> None:
+        """A frame that carries no message: presence, the hub's errors and acks."""
+        if kind == "task_ack":
+            self._event("task", f"the hub took our answer on task {neutralise(str(frame.get('task_id')))[:80]}")
+        elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
+            self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
+            self.rejoin_why = (
+                "the hub dropped our listing (another connection under our id closed):"
+                " reconnecting, so direct messages come here again"
+            )
+        elif kind in ("agent_joined", "status_changed") and isinstance(frame.get("agent"), dict):
+            self._note_status(frame["agent"])
+        elif kind == "error":
+            self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
+            if str(frame.get("error")).startswith("task_fail_failed"):
+                # A task pushed outside the hub's queue cannot be failed: the hub keeps us
+                # "working" on it, so no task ever comes again. A new connection starts its
+                # worker state afresh (what arrives meanwhile waits in the mailbox).
+                self.rejoin = True
+                self.rejoin_why = "the hub keeps us busy with a task it cannot take back: reconnecting"
+        elif kind == "rate_limited":
+            self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
 
     def _note_status(self, agent: dict[str, Any]) -> None:
         """A peer's status as the hub pushes it (set over its WebSocket, it reaches no mailbox):
@@ -616,7 +653,9 @@ class Watch:
             reason = row["reason"] if row is not None else ""
             self._event(
                 "message",
-                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
+                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}"
+                + (f" in {where_said({'channel': msg.channel})}" if msg.channel else "")
+                + ": "
                 + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
                 id=msg.id,
                 disposition=disposition,

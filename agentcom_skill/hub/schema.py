@@ -108,6 +108,8 @@ HTTP_SCHEMAS: dict[str, Schema] = {
     "post_mailbox_ack": Schema({"seq": "integer"}, {}),
     "post_admin_token": Schema({"agent_id": "string"}, {}),
     "post_onboard_register": Schema({"agent_id": "string"}, {}),
+    "post_channel": Schema({"name": "string"}, {"description": "string"}),
+    "post_channel_publish": Schema({"payload": "object"}, {"type": "string", "reply_to": "string"}),
 }
 
 

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .groups import HubGroups, http_route
 from .limits import RateLimiter, hub_limiter
 from .schema import parse_json, validate_http, wire_json
 from .store import HubStore, is_broadcast
@@ -67,6 +68,7 @@ class HubServer(ThreadingHTTPServer):
         self.store = store
         self.options = options or HubOptions()
         self.presence = Presence()
+        self.groups = HubGroups(store, self.presence)
         self.limiter: RateLimiter | None = None
         if self.options.rate_limits:
             self.limiter = hub_limiter(self.options.message_rate, self.options.message_burst, clock)
@@ -93,6 +95,7 @@ class HubServer(ThreadingHTTPServer):
             log=self.log_line,
             limiter=self.limiter,
             answer_pings=self.options.ws_answer_pings,
+            groups=self.groups,
         )
 
     def deliver(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None) -> str:
@@ -327,7 +330,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return lambda: self.ack(parts[2])
         if len(parts) == 5 and parts[:3] == ["api", "admin", "agents"] and parts[4] == "reset-token":
             return (lambda: self.reset_token(parts[3])) if self.command == "POST" else None
-        return None
+        return http_route(self, self.server.groups, self.command, parts)
 
     def _dispatch(self) -> None:
         self._started = time.monotonic()
@@ -565,6 +568,7 @@ def serve(
         pass
     finally:
         server.server_close()
+        server.groups.close()
         store.close()
         print("agentcom hub stopped", file=sys.stderr, flush=True)
 

@@ -139,6 +139,10 @@ class Presence:
         with self._lock:
             return dict(self._first), list(self._sockets)
 
+    def identified_sockets(self) -> list[tuple[Peer, str]]:
+        with self._lock:
+            return list(self._sockets.items())
+
     def sockets(self, except_agent: str | None = None) -> list[Peer]:
         with self._lock:
             return [peer for peer, agent_id in self._sockets.items() if agent_id != except_agent]
@@ -197,6 +201,7 @@ class SocketContext:
     limiter: RateLimiter | None = None
     answer_pings: bool = True  # off only to let tests play a half-dead connection
     clock: Callable[[], float] = time.monotonic  # injected by tests of the idle timer
+    groups: Any = None  # the hub's channels and room (groups.HubGroups)
 
 
 def serve_socket(connection: Any, context: SocketContext) -> None:
@@ -313,6 +318,8 @@ class Session:
             "connected_at": _now_ms(),
         }
         self.context.presence.identify(self.peer, info)
+        if self.context.groups is not None:
+            self.context.groups.identified(self.peer, owner)
         for other in self.context.presence.sockets(except_agent=owner):  # before the reply, as there
             other.send({"type": "agent_joined", "agent": public_agent(info)})
         self.reply({"type": "identified", "agent_id": owner})
@@ -321,6 +328,8 @@ class Session:
 
     def leave(self) -> None:
         agent_id = self.context.presence.leave(self.peer)
+        if self.context.groups is not None:
+            self.context.groups.left(self.peer)
         if agent_id is None:
             return
         self.context.log(f"WS {agent_id} disconnected")
@@ -358,30 +367,33 @@ class Session:
     def list_agents(self, frame: dict[str, Any]) -> None:
         self.reply({"type": "agents", "agents": [public_agent(a) for a in self.context.presence.listing()]})
 
-    def list_channels(self, frame: dict[str, Any]) -> None:
-        self.reply({"type": "channels", "channels": []})  # the local hub has no channels
-
-    def channel_not_found(self, frame: dict[str, Any]) -> None:
-        self.reply({"type": "error", "error": "channel_not_found"})
-
-    def channel_history(self, frame: dict[str, Any]) -> None:
-        self.reply({"type": "channel_history", "channel": frame["channel"], "messages": []})
+    def group_frame(self, frame: dict[str, Any]) -> None:
+        """A channel frame, handled by the hub's groups (hub/groups.py)."""
+        handler = getattr(self.context.groups, GROUP_FRAMES[frame["type"]], None)
+        if handler is None:
+            self.reply({"type": "error", "error": "channel_not_found"})
+        else:
+            handler(self, frame)
 
     def ignore(self, frame: dict[str, Any]) -> None:
         """A type the real hub knows and the local hub does not implement (task and resource
         reports of the hub's own sidecar): accepted silently."""
 
 
+GROUP_FRAMES = {
+    "list_channels": "frame_list",
+    "channel_subscribe": "frame_subscribe",
+    "channel_unsubscribe": "frame_unsubscribe",
+    "channel_publish": "frame_publish",
+    "channel_history": "frame_history",
+}
+
 FRAME_HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     "ping": Session.ping,
     "message": Session.message,
     "status": Session.status,
     "list_agents": Session.list_agents,
-    "list_channels": Session.list_channels,
-    "channel_subscribe": Session.channel_not_found,
-    "channel_unsubscribe": Session.channel_not_found,
-    "channel_publish": Session.channel_not_found,
-    "channel_history": Session.channel_history,
+    **{kind: Session.group_frame for kind in GROUP_FRAMES},
 }
 
 
