@@ -500,6 +500,19 @@ class HubClient:
             raise HubProtocolError("hub sent a message reply without a string 'id'")
         return msg_id
 
+    def replies(self, message_id: str) -> list[dict[str, Any]] | None:
+        """The messages the hub's thread index holds as replies to `message_id` (the real hub's
+        `GET /api/threads/{id}/replies`), as it sent them; None when this hub has no such index
+        (404: the local hub), so a caller knows it cannot tell."""
+        try:
+            body = self._request("GET", f"/api/threads/{quote(message_id, safe='')}/replies")
+        except NoSuchRoute:
+            return None
+        replies = body.get("replies") if isinstance(body, dict) else None
+        if not isinstance(replies, list):
+            raise HubProtocolError("hub sent a thread replies reply without a 'replies' list")
+        return [r for r in replies if isinstance(r, dict)]
+
     def register(self, agent_id: str) -> dict[str, Any]:
         body = self._request(
             "POST", "/api/onboard/register", json_body={"agent_id": agent_id}, auth=False, idempotent=False
@@ -542,7 +555,9 @@ class HubClient:
                     self._sleep_backoff(attempt, give_up_at)
                     continue
                 where = f" (hub_url from {self.url_source})" if self.url_source else ""
-                raise HubUnavailableError(f"hub {self.base_url}{where} unreachable: {exc.reason}") from None
+                error = HubUnavailableError(f"hub {self.base_url}{where} unreachable: {exc.reason}")
+                error.sent = exc.sent  # False: the request never left (a caller may send it again safely)
+                raise error from None
             status = reply.status
             log.debug("%s %s -> %d (%.1f ms)", method, path, status, (time.monotonic() - started) * 1000)
             if status == 429:
@@ -645,7 +660,7 @@ class HubClient:
                 f"check it belongs to this agent id at this hub"
             )
         if status == 404 and path.startswith("/api/"):
-            return HubProtocolError(
+            return NoSuchRoute(
                 f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api"
             )
         detail = self._scrub(_error_text(body))
@@ -664,6 +679,10 @@ class HubClient:
         if self._token and self._token in text:
             text = text.replace(self._token, "****")
         return text
+
+
+class NoSuchRoute(HubProtocolError):
+    """The hub answered 404 for an /api/ route: it has no such endpoint (or hub_url is wrong)."""
 
 
 def _no_constant(name: str) -> Any:

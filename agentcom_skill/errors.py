@@ -38,6 +38,7 @@ class HubUnavailableError(AgentComError):
 
     exit_code = 4
     kind = "hub_unavailable"
+    sent: bool | None = None  # for a request that changes something: False when it never left this host
 
 
 class RateLimitedError(HubUnavailableError):

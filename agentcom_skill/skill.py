@@ -46,7 +46,7 @@ from .errors import (
 )
 from .legacy import has_state_file, import_state_file
 from .message import PRIORITIES, RESPOND_WITH, MailboxBatch, Message
-from .render import ago, safe_field, safe_sender
+from .render import ago, safe_field, safe_sender, safe_type
 from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
 from .tier0 import DISPOSITIONS, auto_reply_payload
 from .watchstate import read_status, watch_alive
@@ -1106,10 +1106,12 @@ def log(
         warnings = store.take_warnings()
         a2a_failures = store.a2a_failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
+        # Our words only: the task's error quotes the agent's side (text a peer can steer), which
+        # the renderings show apart, fenced for an LLM (`a2a_failures`).
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))
         warnings.append(
-            f"A2A task {f['task']} for {f['peer']} ({len(f['ids'])} message(s)) {f['outcome']} at {when}: "
-            f"{f['error']}; its messages went back to `agentcom check`"
+            f"A2A task {f['task']} for {safe_sender(f['peer'])} ({len(f['ids'])} message(s)) "
+            f"{safe_type(f['outcome'])} at {when}; its messages went back to `agentcom check`"
         )
     return {
         "agent_id": s.agent_id,

@@ -154,6 +154,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX a2a_messages_task ON a2a_messages(task);
         """,
     ),
+    (
+        "the identity of an A2A answer, stored before its POST: a restart checks before sending it again",
+        """
+        -- set (and the state answering): a POST of the answer may have reached the hub
+        ALTER TABLE a2a_tasks ADD COLUMN answer_key TEXT;
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -246,6 +253,7 @@ SCHEMA_COLUMNS = {
         "outcome",
         "sent_id",
         "error",
+        "answer_key",
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
 }
@@ -1061,6 +1069,7 @@ class MessageStore:
             "outcome",
             "sent_id",
             "error",
+            "answer_key",
         }
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
@@ -1104,7 +1113,10 @@ class MessageStore:
     def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
         """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
         out: dict[str, list[float]] = {}
-        sql = "SELECT peer, finished_at FROM a2a_tasks WHERE outcome = 'answered' AND finished_at > ?"
+        sql = (
+            "SELECT peer, finished_at FROM a2a_tasks"
+            " WHERE outcome IN ('answered', 'maybe_answered') AND finished_at > ?"
+        )
         for peer, at in self._read(sql, (since,)):
             out.setdefault(peer, []).append(at)
         return out
@@ -1128,6 +1140,7 @@ class MessageStore:
         return {
             "in_flight": sum(by_state.get(s, 0) for s in A2A_OPEN_STATES),
             "answered": by_outcome.get("answered", 0),
+            "maybe_answered": by_outcome.get("maybe_answered", 0),
             "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
             "failed": by_state.get("failed", 0),
             "held": held,
