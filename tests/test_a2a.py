@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,102 @@ def test_the_pacer_never_allows_more_than_the_limit_in_any_minute(gaps, limit):
             assert wait > 0
     for i, t in enumerate(sent):
         assert sum(1 for u in sent[i:] if u < t + 60) <= limit
+
+
+def test_the_pacer_learns_the_agents_limit_from_a_refusal_and_forgets_it_later():
+    pacer, now = RequestPacer(120, random.Random(0)), 1000.0
+    for n in range(31):  # a burst: the agent (limit 30) refuses the 31st
+        assert pacer.wait(now + n) == 0
+        pacer.note(now + n)
+    delay = pacer.refused(now + 30)
+    assert pacer.learned == 30 and 2.5 <= delay <= 5
+    assert pacer.wait(now + 36) == pytest.approx(60 - 36), "the next slot: when the oldest request leaves the minute"
+    assert pacer.wait(now + 60) == 0
+    assert pacer.limit(now + 30 + a2a.LEARNED_FOR + 1) == 120, "a raised limit is found again"
+    quiet = RequestPacer(120, random.Random(0))
+    quiet.note(now)
+    quiet.refused(now)  # refused with nothing of ours in the window: another run's requests
+    assert quiet.learned is None and quiet.limit(now) == 120
+    down = RequestPacer(120, random.Random(0))
+    for n in range(10):
+        down.note(now + n)
+    down.backoff(now + 10)  # a 5xx or a refused connection teaches no limit
+    assert down.learned is None and len(down.sent) == 10
+
+
+def test_a_burst_of_eight_messages_is_never_paced_by_default():
+    pacer, now = RequestPacer(WakeSettings().requests_per_minute, random.Random(0)), 0.0
+    for n in range(8 * 4):  # a send and three polls each, back to back
+        assert pacer.wait(now + n * 0.1) == 0
+        pacer.note(now + n * 0.1)
+
+
+@given(st.lists(st.sampled_from("abcd"), max_size=40), st.dictionaries(st.sampled_from("abcd"), st.integers(0, 9)))
+@hsettings(max_examples=200, deadline=None)
+def test_due_requests_take_turns_by_peer(peers, served):
+    order = a2a.fair_order(peers, served)
+    assert sorted(order) == list(range(len(peers))), "every request once"
+    for peer in set(peers):
+        mine = [i for i in order if peers[i] == peer]
+        assert mine == sorted(mine), "a peer's own requests in the order they fell due"
+    taken: dict[str, int] = {}
+    for i in order:  # round-robin: no peer gets a second turn while another with requests left has had fewer
+        p = peers[i]
+        others = [taken.get(q, 0) for q in set(peers) if q != p and taken.get(q, 0) < peers.count(q)]
+        assert all(taken.get(p, 0) <= t for t in others)
+        taken[p] = taken.get(p, 0) + 1
+    if peers:
+        first = peers[order[0]]
+        assert all(served.get(first, -1) <= served.get(q, -1) for q in peers), "the peer served longest ago first"
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 3), st.integers(0, 5)), max_size=30),
+    st.dictionaries(st.sampled_from("abc"), st.integers(0, 3)),
+    st.integers(1, 6),
+)
+@hsettings(max_examples=300, deadline=None)
+def test_task_slots_are_shared_fairly_between_peers(messages, in_flight, max_tasks):
+    """Whoever has conversations left waiting never has more than one task fewer than a peer
+    that got a slot in this plan."""
+    wake = WakeSettings(mode="a2a", url="http://x/a2a/v1", window=0, max_tasks=max_tasks, answer_budget=1000)
+    cands = [
+        Candidate(f"m{n}", peer, f"agentcom:thread:{peer}:{thread}", 0.0, (prio, 0, n))
+        for n, (peer, thread, prio) in enumerate(messages)
+    ]
+    used = min(sum(in_flight.values()), max_tasks)
+    plan = plan_dispatch(cands, [], used, in_flight, {}, wake, now=10.0)
+    chosen: dict[str, int] = {}
+    for b in plan.batches:
+        chosen[b.peer] = chosen.get(b.peer, 0) + 1
+    assert len(plan.batches) <= max_tasks - used and len({b.context for b in plan.batches}) == len(plan.batches)
+    contexts = {(c.peer, c.context) for c in cands}
+    for peer in {c.peer for c in cands}:
+        left = sum(1 for p, _ in contexts if p == peer) - chosen.get(peer, 0)
+        if left > 0:
+            for other, n in chosen.items():
+                assert in_flight.get(other, 0) + n <= in_flight.get(peer, 0) + chosen.get(peer, 0) + 1
+
+
+def test_one_peers_flood_of_urgent_threads_leaves_slots_for_another():
+    wake = WakeSettings(mode="a2a", url="http://x/a2a/v1", window=0, max_tasks=4, answer_budget=1000, context="thread")
+    flood = [Candidate(f"a{n}", "mallory", f"agentcom:thread:mallory:{n}", 0.0, (0, 0, n)) for n in range(1000)]
+    calm = [Candidate("b0", "bob", "agentcom:thread:bob:0", 5.0, (2, 0, 1000))]
+    plan = plan_dispatch(flood + calm, [], 0, {}, {}, wake, now=10.0)
+    assert [b.peer for b in plan.batches].count("bob") == 1, "bob's one conversation gets a slot at once"
+    busy = [f"agentcom:thread:mallory:{n}" for n in range(4)]
+    plan = plan_dispatch(flood[4:] + calm, busy, 4, {"mallory": 4}, {}, wake, now=10.0)
+    assert plan.batches == ()
+    plan = plan_dispatch(flood[4:] + calm, busy[1:], 3, {"mallory": 3}, {}, wake, now=10.0)
+    assert [b.peer for b in plan.batches] == ["bob"], "the first slot freed goes to the peer with none"
+
+
+def test_retries_back_off_within_bounds():
+    rng = random.Random(0)
+    delays = [[a2a.retry_delay(n, rng) for _ in range(50)] for n in range(1, 6)]
+    assert all(a2a.RETRY_FIRST / 2 <= d <= a2a.RETRY_FIRST for d in delays[0])
+    assert all(d <= a2a.RETRY_MAX for row in delays for d in row)
+    assert min(delays[2]) > max(delays[0]), "later tries wait longer"
 
 
 def test_the_prompt_is_fenced_carries_the_notice_and_never_starts_with_a_slash():
@@ -450,6 +549,110 @@ def test_error_completions_every_time_send_nothing_and_give_the_messages_back(ri
     rig.run(lambda: "a2a_failed" in rig.kinds(), "given up")
     assert rig.answers_at() == [] and len(rig.standin.sends()) == a2a.MAX_ATTEMPTS
     assert [m["id"] for m in rig.check()["messages"]] == [msg]
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after it runs (an injected crash point)."""
+
+
+class CrashingHub:
+    """The real hub client, whose `send` dies just before or just after the answer's POST
+    (`when`: "before", "after" or None), and, with `index`, the real hub's thread index
+    (`GET /api/threads/{id}/replies`), served from the recipient's mailbox: the local hub has none."""
+
+    def __init__(self, real: Any, when: str | None, index: Any = None):
+        self.real, self.when, self.index = real, when, index
+        self.posts = 0
+
+    def send(self, to, type_, payload, reply_to=None):
+        if self.when == "before":
+            raise Crash
+        sent = self.real.send(to, type_, payload, reply_to)
+        self.posts += 1
+        if self.when == "after":
+            raise Crash
+        return sent
+
+    def replies(self, message_id):
+        if self.index is None:
+            return self.real.replies(message_id)  # the local hub: 404, it cannot tell
+        return [m for m in self.index() if m.get("reply_to") == message_id]
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def restart(rig: Rig, hub: Any) -> None:
+    """A new dispatcher on the same store, as a restarted watch has."""
+    rig.d = A2ADispatcher(rig.s, rig.store, hub, rig.report, rig.clock, rig.client, random.Random(2))
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("index", [True, False], ids=["hub-with-thread-index", "hub-without"])
+def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, index):
+    rig.standin.answer = lambda text, ctx: Outcome(text="the one answer")
+    msg = rig.send(text="question")
+    rig.take_in()
+    mailbox = (lambda: rig.hub.poll("bob", rig.bob)["messages"]) if index else None
+    rig.d.hub = CrashingHub(rig.hub_client, when, mailbox)
+    with pytest.raises(Crash):
+        rig.run(lambda: False, "the crash")
+    assert rig.store.a2a_open_tasks()[0]["answer_key"], "the answer's identity was committed before its POST"
+    after = CrashingHub(rig.hub_client, None, mailbox)
+    restart(rig, after)
+    rig.run(lambda: rig.store.resolve(msg)["state"] == "done", "finished after the restart")
+    answers = rig.answers_at()
+    task = rig.store.a2a_task(1)
+    if index:  # the hub can tell: sent exactly once either way
+        assert [(a["reply_to"], a["payload"]["text"]) for a in answers] == [(msg, "the one answer")]
+        assert task["outcome"] == "answered" and task["sent_id"] == answers[0]["id"]
+        assert [r["id"] for r in rig.store.sent_messages(reply_to=[msg])] == [answers[0]["id"]]
+        assert after.posts == (1 if when == "before" else 0)
+    else:  # it cannot: possibly sent, never sent again, and said so
+        assert len(answers) == (1 if when == "after" else 0) and after.posts == 0
+        assert task["outcome"] == "maybe_answered" and rig.d.last_error["status"] == "maybe_answered"
+        assert "a2a_maybe_answered" in rig.kinds() and rig.store.a2a_summary()["maybe_answered"] == 1
+    for _ in range(20):
+        rig.d.step()
+        rig.clock.advance(5)
+    assert len(rig.answers_at()) == len(answers), "nothing later either"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_kill_9_around_the_answers_post_sends_it_at_most_once(hub, tmp_path, standin, when):
+    """A real process killed with SIGKILL just before or just after the hub took the answer; a
+    dispatcher on the same store then finishes. The local hub keeps no thread index, so the
+    answer whose POST may have gone is never sent again: once if it reached the hub, else never."""
+    rig = Rig(hub, tmp_path, standin)
+    try:
+        standin.answer = lambda text, ctx: Outcome(text="the one answer")
+        msg = rig.send(text="question")
+        rig.take_in()
+        args = {
+            "hub_url": hub.url,
+            "token": rig.alice,
+            "state_dir": str(tmp_path / "state"),
+            "config": str(tmp_path / "alice.toml"),
+            "a2a_url": standin.url,
+            "a2a_token": TOKEN,
+            "when": when,
+        }
+        script = Path(__file__).with_name("a2a_kill9.py")
+        proc = subprocess.run([sys.executable, str(script), json.dumps(args)], timeout=120, capture_output=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+        assert len(standin.sends()) == 1
+        assert len(rig.answers_at()) == (1 if when == "after" else 0)
+        restart(rig, rig.hub_client)
+        rig.clock.now = time.time()
+        rig.run(lambda: rig.store.resolve(msg)["state"] == "done", "finished after the restart")
+        for _ in range(20):
+            rig.d.step()
+            rig.clock.advance(5)
+        assert len(rig.answers_at()) == (1 if when == "after" else 0), "never twice"
+        assert len(standin.sends()) == 1, "the agent was not asked again either"
+        assert rig.store.a2a_task(1)["outcome"] == "maybe_answered"
+    finally:
+        rig.close()
 
 
 def test_rate_limits_back_off_and_polling_stays_inside_the_limit(hub, tmp_path, standin):
