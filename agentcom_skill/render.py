@@ -569,6 +569,7 @@ def render_status_text(st: dict[str, Any]) -> str:
             lines.append(
                 f"a2a: {a2a.get('in_flight', 0)} task(s) in flight, {a2a.get('answered', 0)} answer(s) sent back, "
                 f"{a2a.get('no_reply', 0)} without an answer, {a2a.get('failed', 0)} failed"
+                + (f", {a2a['maybe_answered']} possibly sent" if a2a.get("maybe_answered") else "")
                 + (
                     f" (last {ago(last.get('at'))}: {last.get('outcome')}: {str(last.get('error'))[:160]})"
                     if last

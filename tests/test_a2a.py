@@ -316,12 +316,12 @@ class TimedClient(A2AClient):
 
 
 class Rig:
-    def __init__(self, hub, tmp: Path, standin: A2AStandIn, token: str = TOKEN, **wake: Any):
+    def __init__(self, hub, tmp: Path, standin: A2AStandIn, token: str = TOKEN, top: str = "", **wake: Any):
         self.hub, self.tmp, self.standin = hub, tmp, standin
         self.alice, self.bob, self.carol = hub.mint("alice"), hub.mint("bob"), hub.mint("carol")
         table = {"mode": "a2a", "url": standin.url, "token": token, "window": 0, **wake}
         config = tmp / "alice.toml"
-        lines = ["lease_seconds = 60", "[wake]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+        lines = ["lease_seconds = 60", top, "[wake]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
         config.write_text("\n".join(lines) + "\n")
         self.s = load_settings(
             {
@@ -779,6 +779,36 @@ def test_thread_mode_follows_the_reply_chain(hub, tmp_path, standin):
         rig.run(lambda: len(rig.answers_at()) == 3, "both answered")
         contexts = [m["contextId"] for m in standin.sends()]
         assert contexts[0] == contexts[1] == f"agentcom:thread:bob:{first}" and contexts[2] != contexts[0]
+    finally:
+        rig.close()
+
+
+def test_a_pushed_broadcast_goes_to_the_senders_broadcast_context_not_its_direct_one(hub, tmp_path, standin):
+    from agentcom_skill.message import MailboxBatch, pushed_message
+    from agentcom_skill.watch import PushedFrames
+
+    rig = Rig(hub, tmp_path, standin, top='capabilities = ["rust"]')
+    try:
+        standin.answer = lambda text, ctx: Outcome(text="I do")
+        frame = {
+            "type": "message",
+            "id": "00000000000000b1",
+            "from": "bob",
+            "message_type": "request",
+            "payload": {"text": "who knows rust?", "needed_capabilities": ["rust"]},
+            "reply_to": None,
+            "timestamp": int(time.time() * 1000),
+        }
+        msg = pushed_message(frame, "alice", json.dumps(frame))
+        pushed = PushedFrames(rig.hub_client, MailboxBatch([msg], 0))  # type: ignore[list-item]
+        run_check(pushed, rig.store, rig.s, 0, False, rig.clock(), via="push", agents_check=False)
+        direct = rig.send(text="and a direct question")
+        rig.take_in()
+        rig.run(lambda: len(rig.answers_at()) == 2, "both answered")
+        contexts = {m["contextId"]: m["parts"][0]["text"] for m in standin.sends()}
+        assert "who knows rust?" in contexts["agentcom:broadcast:bob"]
+        assert "and a direct question" in contexts["agentcom:peer:bob"]
+        assert "who knows rust?" not in contexts["agentcom:peer:bob"] and direct
     finally:
         rig.close()
 
