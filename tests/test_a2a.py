@@ -813,6 +813,32 @@ def test_a_pushed_broadcast_goes_to_the_senders_broadcast_context_not_its_direct
         rig.close()
 
 
+def test_one_peers_flood_of_threads_never_keeps_another_peer_waiting_for_a_slot(hub, tmp_path, standin):
+    rig = Rig(hub, tmp_path, standin, context="thread", max_tasks=3, answer_budget=1000)
+    try:
+        standin.answer = lambda text, ctx: None  # every task runs until the test finishes it
+        for n in range(12):  # urgent, each replying to a different unknown message: twelve conversations
+            rig.send(
+                "carol", text=f"flood {n}", reply_to=f"{n:016x}", payload={"text": f"flood {n}", "priority": "urgent"}
+            )
+        rig.take_in()
+        rig.run(lambda: len(standin.working()) == 3, "three of carol's at the agent")
+        calm = rig.send(text="a calm question from bob")
+        rig.take_in()
+        for _ in range(10):
+            rig.d.step()
+            rig.clock.advance(1)
+        assert len(standin.sends()) == 3, "every slot is taken"
+        standin.finish(standin.working()[0].id, Outcome(text="done"))
+        rig.run(lambda: len(standin.sends()) == 4, "the freed slot")
+        assert "a calm question from bob" in standin.sends()[3]["parts"][0]["text"], "bob's, not carol's next"
+        standin.finish(next(t for t in standin.working() if "calm question" in t.text).id, Outcome(text="hi bob"))
+        got = rig.run(rig.answers_at, "bob's answer")
+        assert [a["reply_to"] for a in got] == [calm]
+    finally:
+        rig.close()
+
+
 def test_an_endpoint_that_is_down_is_reported_once_and_messages_wait_for_check(hub, tmp_path, standin):
     rig = Rig(hub, tmp_path, standin)
     try:
