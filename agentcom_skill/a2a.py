@@ -412,14 +412,10 @@ class RequestPacer:
         self.refusals = 0
 
 
-def _with_quote(detail: str, quoted: str | None) -> str:
-    """A task's stored error: our words, then what the agent said, marked as such."""
-    return f"{detail}; the agent said: {quoted[:500]}" if quoted else detail
-
-
-def _said(quoted: str | None) -> str:
-    """What the agent said, for an event a person reads (neutralised, on one line, cut)."""
-    return f"; the agent said: {one_line(quoted, 200)}" if quoted else ""
+def _said(quoted: str | None) -> dict[str, str]:
+    """What the agent said, as an event's own field (never in its text, which `status` and
+    `check` quote as the watch's last event): neutralised, on one line, cut."""
+    return {"said": one_line(quoted, 300)} if quoted else {}
 
 
 # the wire ----------------------------------------------------------------------------
@@ -768,14 +764,16 @@ class A2ADispatcher:
                 answer=None,
                 polls=0,
                 next_at=now + delay,
-                error=_with_quote(detail, quoted),
+                error=detail,
+                said=quoted[:1000] if quoted else None,
             )
         self.changed = True
         self.report(
             "a2a_lost" if outcome == "lost" else "a2a_retry",
-            f"task {tid}: {detail}{_said(quoted)}; sending it again in {delay:.0f} s "
+            f"task {tid}: {detail}; sending it again in {delay:.0f} s "
             f"(attempt {attempts + 1} of {MAX_ATTEMPTS}; the agent may see the message twice)",
             task=tid,
+            **_said(quoted),
         )
 
     def _deliver(self, task: Any, now: float) -> None:
@@ -923,7 +921,12 @@ class A2ADispatcher:
         ids = self.store.a2a_carried(tid)
         with self.store.write():
             self.store.a2a_update(
-                tid, state="failed", outcome=outcome, finished_at=now, error=_with_quote(detail, quoted)
+                tid,
+                state="failed",
+                outcome=outcome,
+                finished_at=now,
+                error=detail,
+                said=quoted[:1000] if quoted else None,
             )
             self.store.a2a_return(ids, now, f"A2A task {outcome}: {detail[:200]}" + (QUOTE_NOTE if quoted else ""))
         self.changed = True
@@ -935,10 +938,11 @@ class A2ADispatcher:
         )
         self.report(
             "a2a_failed",
-            f"task {tid} {outcome}: {detail}{_said(quoted)}; {len(ids)} message(s) back to `agentcom check`",
+            f"task {tid} {outcome}: {detail}; {len(ids)} message(s) back to `agentcom check`",
             task=tid,
             ids=ids,
             outcome=outcome,
+            **_said(quoted),
         )
 
     # new tasks -----------------------------------------------------------------------
@@ -1094,8 +1098,11 @@ __all__ = [
     "RequestPacer",
     "answer_action",
     "context_id",
+    "fair_order",
+    "is_error_completion",
     "plan_dispatch",
     "poll_delay",
     "prompt_text",
     "read_reply",
+    "retry_delay",
 ]

@@ -364,10 +364,10 @@ def render_log_text(result: dict[str, Any]) -> str:
             + one_line(message_text(d), 120)
             for d in result["dead_letters"]
         ]
-    failures = [f for f in result.get("a2a_failures") or [] if f.get("error")]
+    failures = [f for f in result.get("a2a_failures") or [] if f.get("said")]
     if failures:
-        lines.append("A2A tasks that ended without an answer (what the agent's side said is quoted):")
-        lines += [f"  task {f.get('task')}: {one_line(f.get('error'), 300)}" for f in failures]
+        lines.append("A2A tasks that ended without an answer, and what the agent's side said:")
+        lines += [f"  task {f.get('task')}: {one_line(f.get('said'), 300)}" for f in failures]
     lines += [f"warning: {neutralise(w)}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -400,10 +400,10 @@ def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
                 for d in result["dead_letters"]
             ]
         )
-    failures = [f for f in result.get("a2a_failures") or [] if f.get("error")]
-    if failures:  # their errors quote the agent's side, which a peer can steer: fenced
-        lines.append("[AgentCom] A2A tasks that ended without an answer, and why:")
-        lines += fenced([_unfence(f"task {f.get('task')}: {one_line(f.get('error'), 300)}") for f in failures])
+    failures = [f for f in result.get("a2a_failures") or [] if f.get("said")]
+    if failures:  # the agent's side's words, which a peer can steer: fenced
+        lines.append("[AgentCom] A2A tasks that ended without an answer, and what the agent's side said:")
+        lines += fenced([_unfence(f"task {f.get('task')}: {one_line(f.get('said'), 300)}") for f in failures])
     lines += [f"[AgentCom] warning: {_unfence(neutralise(w))}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 

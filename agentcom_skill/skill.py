@@ -1106,8 +1106,8 @@ def log(
         warnings = store.take_warnings()
         a2a_failures = store.a2a_failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
-        # Our words only: the task's error quotes the agent's side (text a peer can steer), which
-        # the renderings show apart, fenced for an LLM (`a2a_failures`).
+        # Our words only: what the agent's side said (text a peer can steer) is each failure's
+        # `said`, which the renderings show apart, fenced for an LLM.
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))
         warnings.append(
             f"A2A task {f['task']} for {safe_sender(f['peer'])} ({len(f['ids'])} message(s)) "

@@ -159,6 +159,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         -- set (and the state answering): a POST of the answer may have reached the hub
         ALTER TABLE a2a_tasks ADD COLUMN answer_key TEXT;
+        -- what the agent's side said about a failure (text a peer can steer), apart from `error` (ours)
+        ALTER TABLE a2a_tasks ADD COLUMN said TEXT;
         """,
     ),
 ]
@@ -254,6 +256,7 @@ SCHEMA_COLUMNS = {
         "sent_id",
         "error",
         "answer_key",
+        "said",
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
 }
@@ -1070,6 +1073,7 @@ class MessageStore:
             "sent_id",
             "error",
             "answer_key",
+            "said",
         }
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
@@ -1150,12 +1154,20 @@ class MessageStore:
     def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
         """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
         rows = self._read(
-            "SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
+            "SELECT id, peer, outcome, error, finished_at, said FROM a2a_tasks WHERE state = 'failed'"
             " ORDER BY finished_at DESC LIMIT ?",
             (limit,),
         )
         return [
-            {"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
+            {
+                "task": r[0],
+                "peer": r[1],
+                "outcome": r[2],
+                "error": r[3],
+                "said": r[5],  # the agent's side's words: only ever shown fenced to an LLM
+                "at": r[4],
+                "ids": self.a2a_carried(r[0]),
+            }
             for r in rows
         ]
 

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agentcom_skill import a2a
+from agentcom_skill import a2a, render
 from agentcom_skill.a2a import (
     A2AClient,
     A2ADispatcher,
@@ -520,10 +520,18 @@ def test_failed_tasks_are_retried_rejected_ones_not_then_the_messages_go_back_to
     assert "agentcom log" in back["messages"][0]["why"]
     assert said not in json.dumps(back), "the agent's words never reach check's output"
     assert said not in json.dumps(rig.d.last_error), "nor the watch's last error, which check shows as a warning"
+    texts = [text for _, text, _ in rig.events]
+    assert said not in json.dumps(texts), "nor an event's text (status and check quote the last one)"
+    assert any(fields.get("said") == said for _, _, fields in rig.events), "the jsonl event carries it apart"
     outcome = "rejected" if state.endswith("REJECTED") else "failed"
     assert rig.store.a2a_summary()["last_failure"]["outcome"] == outcome
     logged = skill_log(settings=rig.s)
-    assert said in logged["a2a_failures"][0]["error"] and said not in json.dumps(logged["warnings"])
+    assert logged["a2a_failures"][0]["said"] == said and said not in json.dumps(logged["warnings"])
+    assert said not in json.dumps(rig.store.a2a_summary()), "status (JSON over MCP too) has our words only"
+    text, prompt = render.render_log_text(logged), render.render_log_prompt(logged)
+    assert said in text and said in prompt
+    fence_at = prompt.index("<<<AGENTCOM_UNTRUSTED_", prompt.index("what the agent's side said"))
+    assert fence_at < prompt.index(said) < prompt.index("<<<END_AGENTCOM_UNTRUSTED_", fence_at), "fenced"
     # given back for good: A2A does not take it again
     sends = len(rig.standin.sends())
     for _ in range(10):

@@ -459,7 +459,7 @@ def test_a2a_path_openclaws_no_reply_error_completion_is_never_sent_and_the_task
         eventually(lambda: events("a2a_ready"), "the watch reached the A2A endpoint")
         msg = hub.post(world["bob"], {"to": "gcu", "payload": {"text": "SILENT-FIRST: anything?"}}).json()["id"]
         retry = eventually(lambda: events("a2a_retry"), "the error completion taken for a failure")[0]
-        assert "error instead of an answer" in retry["text"] and "couldn" in retry["text"], retry
+        assert "error instead of an answer" in retry["text"] and "couldn" in retry["said"], retry
         answers = eventually(
             lambda: [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == msg],
             "the real answer at bob's",
