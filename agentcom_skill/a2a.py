@@ -39,17 +39,24 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import requests
-from urllib3.exceptions import NewConnectionError
-
 from .config import Settings, WakeSettings
 from .delivery import OpenMessage, StoreView, plan_check
-from .errors import AgentComError, HubUnavailableError, RateLimitedError, UsageError
+from .errors import AgentComError, HubUnavailableError, PossiblyDelivered, UsageError
 from .message import MailboxBatch
 from .render import one_line, render_prompt, safe_msg_id, safe_sender
-from .skill import ack_hub_prefix, history_entry  # the same hub-ack prefix rule as `check` and `ack`
+from .skill import ack_hub_prefix, history_entry, unconfirmed_id  # the hub-ack prefix rule of `check` and `ack`
 from .store import MessageStore
 from .tier0 import attention_order
+from .transport import (
+    BearerAuth,
+    BodyTooLarge,
+    DeadlinePassed,
+    Peer,
+    TransportError,
+    UndecodableBody,
+    exchange,
+    new_session,
+)
 from .wake import WakeOutcome, wake_error
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ if TYPE_CHECKING:
 # (another runtime passing it through) and an empty answer send nothing either.
 NO_REPLY = "AGENTCOM_NO_REPLY"
 SILENT_ANSWERS = (NO_REPLY, "NO_REPLY")
+A2A_PEER = Peer("A2A endpoint", "wake.url")
 # An error OpenClaw reports as the turn's final text (it starts its error texts with a warning
 # sign: "⚠️ Agent couldn't generate a response. Please try again.", "⚠️ Agent failed before reply: ...").
 _ERROR_COMPLETION = re.compile(r"^\s*(\u26a0|Agent couldn't generate a response|Agent failed before reply)")
@@ -70,6 +78,7 @@ RETRY_FIRST = 10.0  # seconds before sending a failed task again, tripled each t
 RETRY_MAX = 120.0
 LEARNED_FOR = 600.0  # seconds a request limit learned from a refusal holds (then we try the ceiling again)
 LEARN_FROM = 5  # a refusal teaches the limit only when this many of our requests are in its window
+ANSWER_LOOKBACK = 3600.0  # seconds before a task was taken from which the hub's history is searched for its answer
 POLL_FIRST = 1.0  # seconds from acceptance to the first GetTask (a warm answer takes 0.7-2 s)
 POLL_GROWTH = 1.5
 POLL_MAX = 10.0
@@ -82,7 +91,7 @@ PROBE_ID = "agentcom-probe"
 QUOTE_NOTE = " (what the agent said: `agentcom log`)"
 MAYBE_ANSWERED = (
     "may or may not have reached the hub (its POST was cut short, by a crash or a lost connection, and the hub"
-    " keeps no index to ask): not sent again"
+    " keeps no history to ask): not sent again"
 )
 
 _CONTEXT_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -422,20 +431,17 @@ def _said(quoted: str | None) -> dict[str, str]:
 
 
 class A2AClient:
-    """JSON-RPC over HTTP to one A2A endpoint (requests, one Session). The token goes only in
-    the Authorization header; errors name the exception type, never the token."""
+    """JSON-RPC over HTTP to one A2A endpoint, through the one HTTP exchange (`transport`:
+    decoded replies, a size bound on the decoded bytes, one deadline per call). The token goes
+    only in the Authorization header; errors name what failed, never the token."""
+
+    MAX_REPLY_BYTES = 4 * 1024 * 1024
 
     def __init__(self, url: str, token: str | None, timeout: float):
         self.url = url
         self.timeout = timeout
-        self.session = requests.Session()
-        # A fresh connection per request: a kept-alive one the server has closed fails the next
-        # POST in a way that looks like "maybe sent", which would waste the one resend.
-        self.session.headers.update(
-            {"content-type": "application/json", "accept": "application/json", "connection": "close"}
-        )
-        if token:
-            self.session.headers["authorization"] = f"Bearer {token}"
+        self.auth = BearerAuth(token)
+        self.session = new_session()
 
     def close(self) -> None:
         self.session.close()
@@ -459,37 +465,36 @@ class A2AClient:
 
     def _call(self, method: str, params: dict[str, Any]) -> Reply:
         body = json.dumps({"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": method, "params": params})
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            # A fresh connection per request: a kept-alive one the server has closed fails the
+            # next POST in a way that looks like "maybe sent", which would waste the one resend.
+            "connection": "close",
+        }
         try:
-            r = self.session.post(self.url, data=body.encode(), timeout=(min(5.0, self.timeout), self.timeout))
-        except requests.exceptions.ConnectTimeout:
-            return Reply("not_sent", "connection timed out")
-        except requests.exceptions.ConnectionError as exc:
-            if _refused(exc):
-                return Reply("not_sent", "connection refused")
-            return Reply("maybe_sent", f"connection lost ({type(exc).__name__})")
-        except requests.exceptions.RequestException as exc:
-            return Reply("maybe_sent", f"no usable reply ({type(exc).__name__})")
-        return read_reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content[: 4 * 1024 * 1024])
-
-
-def _refused(exc: BaseException) -> bool:
-    """True when the connection was never made (the request cannot have been sent)."""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, (NewConnectionError, ConnectionRefusedError)):
-            return True
-        stack += [
-            getattr(e, "reason", None),
-            e.__cause__,
-            e.__context__,
-            *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)],
-        ]
-    return False
+            reply = exchange(
+                self.session,
+                "POST",
+                self.url,
+                headers=headers,
+                body=body.encode(),
+                auth=self.auth,
+                verify=None,
+                timeouts=(min(5.0, self.timeout), self.timeout),
+                give_up_at=time.monotonic() + self.timeout,
+                max_bytes=self.MAX_REPLY_BYTES,
+                peer=A2A_PEER,
+            )
+        except TransportError as exc:
+            return Reply("maybe_sent" if exc.sent else "not_sent", exc.reason)
+        except BodyTooLarge:
+            return Reply("maybe_sent", f"the reply is over {self.MAX_REPLY_BYTES} bytes")
+        except UndecodableBody as exc:
+            return Reply("maybe_sent", f"the reply cannot be decoded: {exc.why}")
+        except DeadlinePassed:
+            return Reply("maybe_sent", f"no complete reply within {self.timeout:g} s")
+        return read_reply(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.body)
 
 
 # the shell -----------------------------------------------------------------------------
@@ -527,6 +532,7 @@ class A2ADispatcher:
         self.next_probe = 0.0
         self.probe_failures = 0
         self.reported: set[str] = set()  # problems reported once (the kind of each)
+        self.reported_answered: set[str] = set()  # messages answered by hand, reported once
         self.paused_until = 0.0
         self.warned_peers: dict[str, float] = {}  # the loop guard's one warning per peer and window
         self.lease_checked_at = 0.0
@@ -856,27 +862,31 @@ class A2ADispatcher:
         payload = {"text": task["answer"], ANSWER_KEY: key}
         if where == "found":
             return "answered", found, payload
-        if where == "unknown":
-            return "maybe_answered", None, payload
+        if where == "unknown":  # in the sent log as unconfirmed, as any send the hub may have taken
+            return "maybe_answered", unconfirmed_id(), payload
         try:
             return "answered", self.hub.send(task["peer"], "response", payload, task["reply_to"]), payload
+        except PossiblyDelivered as exc:  # it may have arrived: the hub is asked (the key stays) before any resend
+            self._hub_retry(tid, now, f"the answer's POST got no usable reply: {exc}")
         except UsageError as exc:  # the hub will never take it (too long, say): the messages go back
             self._fail(tid, now, "failed", f"the hub refused the agent's answer: {exc}")
-        except AgentComError as exc:
-            if isinstance(exc, RateLimitedError) or getattr(exc, "sent", None) is False:
-                with self.store.write():  # it never left: the next try needs no question to the hub
-                    self.store.a2a_update(tid, answer_key=None)
+        except AgentComError as exc:  # it never reached the hub: the next try needs no question
+            with self.store.write():
+                self.store.a2a_update(tid, answer_key=None)
             self._hub_retry(tid, now, f"could not send the agent's answer to the hub: {exc}")
         return None
 
     def _answer_at_hub(self, task: Any, key: str) -> tuple[str, str | None]:
-        """Whether an answer carrying `key` reached the hub: ("found", its id), ("absent", None),
-        ("unknown", None) when the hub keeps no index to ask, ("unreachable", why)."""
-        lookup = getattr(self.hub, "replies", None)
+        """Whether an answer carrying `key` reached the hub, from its message history:
+        ("found", its id), ("absent", None), ("unknown", None) when the hub keeps no history to
+        ask, ("unreachable", why). The history is asked from an hour before the task was taken
+        (clocks differ), for what we sent to that peer."""
+        lookup = getattr(self.hub, "answers_sent", None)
         if lookup is None:
             return "unknown", None
+        since = (task["accepted_at"] or task["created_at"]) - ANSWER_LOOKBACK
         try:
-            replies = lookup(task["reply_to"])
+            replies = lookup(self.s.agent_id, task["peer"], int(since * 1000))
         except HubUnavailableError as exc:
             return "unreachable", str(exc)
         except AgentComError:
@@ -971,7 +981,21 @@ class A2ADispatcher:
                 return
             handed = self.store.a2a_handed([o.id for o in deliverable])
             unhanded = [o for o in deliverable if o.id not in handed]
+            # One a person (or the agent) already answered with `agentcom reply` or `send
+            # --reply-to` needs no model call: it waits for its `ack`.
+            answered = (
+                {
+                    r["reply_to"]
+                    for r in self.store.sent_messages(reply_to=[o.id for o in unhanded])
+                    if r["kind"] in ("reply", "send")
+                }
+                if unhanded
+                else set()
+            )
+            unhanded = [o for o in unhanded if o.id not in answered]
             if not unhanded:
+                self.last_plan_key, self.replan_at = key, now + REPLAN_INTERVAL  # nothing to decide till they change
+                self._report_answered(answered)
                 return
             candidates = self._candidates(unhanded, now)
             by_peer: dict[str, int] = {}
@@ -995,6 +1019,7 @@ class A2ADispatcher:
                 if task is not None:
                     created.append(task)
         self._report_held(plan.held, now)
+        self._report_answered(answered)
         for task in created:
             row = self.store.a2a_task(task)
             if row is None or not self._advance(row, self.clock()):
@@ -1011,6 +1036,19 @@ class A2ADispatcher:
             order = attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival)
             out.append(Candidate(o.id, o.msg.sender, context, times.get(o.id, now), order))
         return out
+
+    def _report_answered(self, answered: set[str]) -> None:
+        """Messages already answered by hand are not handed over: say so once for each."""
+        new = sorted(answered - self.reported_answered)
+        if new:
+            self.reported_answered.update(new)
+            named = ", ".join(map(safe_msg_id, new[:5]))
+            self.report(
+                "a2a_answered_by_hand",
+                f"{len(new)} message(s) already answered with `agentcom reply` ({named}):"
+                " not handed to the A2A agent; `agentcom ack` finishes them",
+                ids=new,
+            )
 
     def _report_held(self, held: Mapping[str, Sequence[str]], now: float) -> None:
         """The loop guard held a peer's messages back: say so once per answer window."""

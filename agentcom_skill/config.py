@@ -283,16 +283,50 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    _check_table(data, _FILE_KEYS, f"config file {path}")
+    where = f"config file {path}"
+    wake = data.get("wake")
+    unknown: list[str] = []
+    if any(key not in _FILE_KEYS for key in data):
+        unknown += _unknown_keys(data, _FILE_KEYS, "", _WAKE_KEYS, "wake.")
+    if isinstance(wake, Mapping) and any(key not in _WAKE_KEYS for key in wake):
+        unknown += _unknown_keys(wake, _WAKE_KEYS, "wake.", _FILE_KEYS, "")
+    if unknown:
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} in {where}: {'; '.join(unknown)}")
+    _check_table(data, _FILE_KEYS, where)
     return data
+
+
+def _unknown_keys(
+    table: Mapping[str, Any], kinds: Mapping[str, Any], prefix: str, other: Mapping[str, Any], other_prefix: str
+) -> list[str]:
+    """Each unknown key with what it likely meant: a close spelling of a known one, or a key of
+    the other table (TOML puts every line after `[wake]` into that table)."""
+    import difflib  # late: only when a key is unknown (~1 ms of every run otherwise)
+
+    out = []
+    for key in table:
+        if key in kinds:
+            continue
+        shown = repr(prefix + key[:40])
+        if key in other:
+            where = (
+                "it goes under [wake]" if other_prefix else "it goes before the [wake] line, or TOML puts it in [wake]"
+            )
+            out.append(f"{shown} (did you mean {other_prefix + key}? {where})")
+            continue
+        close = difflib.get_close_matches(key, list(kinds), n=1, cutoff=0.6)
+        out.append(f"{shown} (did you mean {prefix + close[0]}?)" if close else f"{shown} (no such setting)")
+    return out
 
 
 def _check_table(table: Mapping[str, Any], kinds: Mapping[str, Any], where: str, prefix: str = "") -> None:
     """Every key known, every value of its type (a bool is never a number)."""
+    unknown = [key for key in table if key not in kinds]
+    if unknown:
+        unknown = _unknown_keys(table, kinds, prefix, {}, "")
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} in {where}: {'; '.join(unknown)}")
     for key, value in table.items():
-        kind = kinds.get(key)
-        if kind is None:
-            raise ConfigError(f"unknown setting {prefix + key!r} in {where}")
+        kind = kinds[key]
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             expected, got = type_name(kind), type_name(type(value))
             raise ConfigError(f"setting {prefix}{key} in {where} must be {expected}, not {got}")
@@ -557,6 +591,28 @@ def _pick(
     if name in file_values:
         return file_values[name], where_file
     return None, None
+
+
+def reread_token(settings: Settings) -> str | None:
+    """The token as its source holds it now (a token file, or the config file), for a long
+    run whose token the hub stopped taking; None when its source cannot change under a
+    running process (the environment, the command line) or holds no usable token."""
+    source = settings.sources.get("token", "")
+    token: Any
+    try:
+        if source.startswith("token file "):
+            token = _read_token_file(source.removeprefix("token file "), source)
+        elif source == f"config file {settings.config_path}":
+            values = read_config_file(settings.config_path)
+            token = values.get("token") or (
+                _read_token_file(str(values["token_file"]), source) if values.get("token_file") else None
+            )
+        else:
+            return None
+    except ConfigError:
+        return None
+    token = str(token or "").strip()
+    return token if _TOKEN.match(token) else None
 
 
 def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:

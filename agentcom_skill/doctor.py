@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 
 import requests
 
-from .client import describe_proxy, environment_proxy
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
-from .skill import hub_client, open_store, watch_warnings
+from .skill import forget_unused_state, hub_client, open_store, token_way_out, watch_warnings
+from .transport import describe_proxy, environment_proxy
 from .watchstate import read_status
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -52,6 +52,7 @@ def run_doctor(overrides: Mapping[str, Any], env: Mapping[str, str] | None = Non
             Finding(c, SKIP, "needs a working configuration") for c in ("hub", "token", "store", "watch", "wake")
         ]
     else:
+        made_here = not settings.agent_state_dir().exists()
         hub_ok = _hub(settings, findings)
         if hub_ok:
             _token(settings, findings)
@@ -60,6 +61,8 @@ def run_doctor(overrides: Mapping[str, Any], env: Mapping[str, str] | None = Non
         _store(settings, findings)
         _watch(settings, findings)
         _wake(settings, findings)
+        if made_here and any(f.outcome == FAIL for f in findings if f.check in ("hub", "token")):
+            forget_unused_state(settings.agent_state_dir())  # no folder for a hub or id that may be a typo
     _openclaw(findings)
     failed = [f for f in findings if f.outcome == FAIL]
     return {"checks": [f._asdict() for f in findings], "exit_code": failed[0].exit_code if failed else 0}
@@ -127,7 +130,13 @@ def _token(settings: Settings, findings: list[Finding]) -> None:
     except AuthError as exc:
         findings.append(
             Finding(
-                "token", FAIL, str(exc), f"mint or register a token for {settings.agent_id} at this hub", exc.exit_code
+                "token",
+                FAIL,
+                str(exc),
+                token_way_out(
+                    settings.agent_id, f"give its token with --token-file FILE or token_file in {settings.config_path}"
+                ),
+                exc.exit_code,
             )
         )
         return
@@ -220,7 +229,19 @@ def _wake(settings: Settings, findings: list[Finding]) -> None:
             )
         return
     probe: Callable[[Any], Finding] = _probe_a2a if wake.mode == "a2a" else _probe_hooks
-    findings.append(probe(wake))
+    finding = probe(wake)
+    watch = read_status(settings.agent_state_dir()) or {}
+    error = watch.get("last_wake_error")
+    if finding.outcome == OK and isinstance(error, Mapping) and not error.get("cleared_at"):
+        # The probe proves the token and the route now, not the wake that failed: both are said.
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
+        finding = finding._replace(
+            outcome=WARN,
+            detail=f"{finding.detail} now; but the watch's last wake failed ({when}): {error.get('detail')}",
+            fix=f"`kill -HUP {watch.get('pid', 'PID')}` has the watch try again at once; "
+            "it clears when a wake goes through",
+        )
+    findings.append(finding)
 
 
 def _probe_hooks(wake: Any) -> Finding:

@@ -38,13 +38,19 @@ class HubUnavailableError(AgentComError):
 
     exit_code = 4
     kind = "hub_unavailable"
-    sent: bool | None = None  # for a request that changes something: False when it never left this host
 
 
 class RateLimitedError(HubUnavailableError):
     """The hub kept answering 429 beyond the bound we wait for."""
 
     kind = "rate_limited"
+
+
+class PossiblyDelivered(HubUnavailableError):
+    """A send reached the hub but its reply was lost, cut off or unreadable: the hub probably
+    acted on it, so it is recorded as sent and never repeated blindly."""
+
+    kind = "possibly_delivered"
 
 
 class HubProtocolError(AgentComError):

@@ -472,6 +472,34 @@ def parse_pushed(frame: Any, me: str) -> Message:
     )
 
 
+HUB_SENDER = "hub"  # the sender of notices about what the hub itself did (a task it assigned)
+
+
+def task_notice(frame: dict[str, Any], me: str, raw: str | bytes) -> Message | Unreadable:
+    """A `task_assign` frame as a notice to keep (Tier 0 stores it, never wakes for it): the
+    hub assigned us a task, which the watch declines. Its id is the task's and generation's."""
+    task_id, generation = frame.get("task_id"), frame.get("generation")
+    if not isinstance(task_id, str) or not task_id:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return _unreadable({"id": None, "from": HUB_SENDER}, "a task_assign frame without a task_id", text)
+    description = frame.get("description")
+    summary = description if isinstance(description, str) else ""
+    return Message(
+        seq=None,
+        id=f"{task_id}.{generation if isinstance(generation, int) else 0}"[:200],
+        sender=HUB_SENDER,
+        to=me,
+        type="task_assign",
+        payload={
+            "action": "notify",
+            "text": f"the hub assigned task {task_id} ({summary[:500]}); declined: this agent runs no hub tasks",
+            "task": frame,
+        },
+        reply_to=None,
+        timestamp=frame.get("assigned_at") if isinstance(frame.get("assigned_at"), int) else None,
+    )
+
+
 def decode_frame(data: str | bytes) -> tuple[dict[str, Any], str | None]:
     """A WebSocket frame as a dict, and None. A frame Python's parser cannot take whole (too
     deep, NaN): its top-level fields with nested values as null, and why. Not a JSON object:

@@ -434,10 +434,10 @@ def _agent_line(agent: dict[str, Any]) -> str:
 def sent_line(result: dict[str, Any]) -> str:
     """What `send` and `reply` did, on one line: every id and name through the safe_* rules."""
     reply = f", reply to {safe_msg_id(result['reply_to'])}" if result.get("reply_to") else ""
-    return (
-        f"sent {safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply} "
-        f"(id {safe_msg_id(result.get('id'))})"
-    )
+    what = f"{safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply}"
+    if result.get("confirmed") is False:  # the hub's reply was lost: its id never came back
+        return f"probably sent {what} (not confirmed by the hub; not sent again)"
+    return f"sent {what} (id {safe_msg_id(result.get('id'))})"
 
 
 def render_sent_prompt(result: dict[str, Any]) -> str:

@@ -42,6 +42,7 @@ from .errors import (
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    PossiblyDelivered,
     UsageError,
 )
 from .legacy import has_state_file, import_state_file
@@ -103,6 +104,26 @@ def hub_client(settings: Settings) -> HubClient:
         token_source=settings.sources.get("token", ""),
         url_source=settings.sources.get("hub_url", ""),
     )
+
+
+STORE_FILES = ("messages.sqlite3", "messages.sqlite3-wal", "messages.sqlite3-shm", "messages.sqlite3-journal")
+
+
+def forget_unused_state(directory: Path) -> None:
+    """Remove an agent's state folder this run made for a hub it never reached (a mistyped
+    hub_url or agent id): only the empty store's files, then the folder if nothing else is
+    in it. Anything else there, or any error, leaves it as it is."""
+    for name in STORE_FILES:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def open_store(settings: Settings) -> MessageStore:
@@ -169,18 +190,24 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
-    with open_store(s) as store:
-        watch = read_status(s.agent_state_dir())
-        if watch is not None:
-            store.warnings.extend(watch_warnings(watch))
-            if watch_connected(watch):
-                # The connected watch holds everything the hub sent: serve from the store alone.
-                return run_check(None, store, s, limit, peek, time.time(), emit)
-        with hub_client(s) as hub:
-            try:
-                return run_check(hub, store, s, limit, peek, time.time(), emit)
-            except HubUnavailableError as exc:
-                return _check_offline(store, s, limit, peek, exc, emit)
+    made_here = not s.agent_state_dir().exists()
+    try:
+        with open_store(s) as store:
+            watch = read_status(s.agent_state_dir())
+            if watch is not None:
+                store.warnings.extend(watch_warnings(watch))
+                if watch_connected(watch):
+                    # The connected watch holds everything the hub sent: serve from the store alone.
+                    return run_check(None, store, s, limit, peek, time.time(), emit)
+            with hub_client(s) as hub:
+                try:
+                    return run_check(hub, store, s, limit, peek, time.time(), emit)
+                except HubUnavailableError as exc:
+                    return _check_offline(store, s, limit, peek, exc, emit)
+    except (HubUnavailableError, HubProtocolError, AuthError):
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
+        raise
 
 
 def _check_offline(
@@ -282,7 +309,8 @@ def run_check(
         store.confirm_shown([m["id"] for m in plan.messages])
         for reply, payload, sent_id in sent:
             store.record_reply_sent(reply.reply_to, sent_id)
-            store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
+            if sent_id != TOKEN_REFUSED:
+                store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
         if up_to is not None:
             store.set_meta("hub_acked", up_to)
     return result
@@ -307,6 +335,12 @@ def _answer_and_ack(
         payload = auto_reply_payload(reply.kind, status_text, s.capabilities)
         try:
             sent.append((reply, payload, hub.send(reply.to, "response", payload, reply.reply_to)))
+        except PossiblyDelivered as exc:  # counted as sent: an auto-reply is never sent twice
+            sent.append((reply, payload, unconfirmed_id()))
+            warnings.append(f"a {reply.kind} auto-reply was probably delivered, not confirmed: {exc}")
+        except AuthError as exc:  # refused before the hub did anything: sent once the token works again
+            sent.append((reply, payload, TOKEN_REFUSED))
+            warnings.append(f"could not send a {reply.kind} auto-reply (sent when the token works again): {exc}")
         except AgentComError as exc:
             warnings.append(f"could not send a {reply.kind} auto-reply: {exc}")
     up_to, error = ack_hub_prefix(hub, store, s, batch)
@@ -360,7 +394,8 @@ def watch_warnings(watch: Mapping[str, Any]) -> list[str]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(error.get("at") or 0)))
         out.append(
             f"the watch's last wake failed ({error.get('mode')}, {when}, {error.get('status')}): "
-            f"{error.get('detail')}; to fix: {error.get('fix')}"
+            f"{error.get('detail')}; to fix: {error.get('fix')} (this stands until a wake goes through;"
+            f" once fixed, `kill -HUP {watch.get('pid', 'PID')}` has the watch try at once)"
         )
     return out
 
@@ -634,7 +669,12 @@ def _send_and_record(
     """Send, then record in the local history. With `check_known`, warn (after sending) when
     nobody knows the recipient: never heard from here, and not connected to the hub."""
     with hub_client(s) as hub:
-        msg_id = hub.send(to, type_, body, reply_to)
+        try:
+            msg_id = hub.send(to, type_, body, reply_to)
+        except PossiblyDelivered as exc:
+            # Never sent again on its own: a retry would be a duplicate if the hub took it.
+            msg_id = unconfirmed_id()
+            warnings.append(f"probably delivered, not confirmed: {exc}")
         if check_known:
             warnings += _unknown_recipient(hub, s, to)
     try:
@@ -642,7 +682,53 @@ def _send_and_record(
             store.record_sent(msg_id, to, type_, body, reply_to, kind, time.time())
     except AgentComError as exc:  # sent all the same: say so rather than fail
         warnings.append(f"sent, but not recorded in the local history: {exc}")
-    return {"id": msg_id, "to": to, "type": type_ or "chat", "reply_to": reply_to, "warnings": warnings}
+    return {
+        "id": msg_id,
+        "to": to,
+        "type": type_ or "chat",
+        "reply_to": reply_to,
+        "confirmed": is_confirmed(msg_id),
+        "warnings": warnings,
+    }
+
+
+TOKEN_REFUSED = "refused:token"  # an auto-reply intent the hub refused for our token: to be sent later
+REFUSED_RETRY_WINDOW = 3600.0  # seconds: older refused auto-replies are stale answers, never sent
+
+
+def send_refused_auto_replies(hub: Hub, store: MessageStore, s: Settings, now: float) -> tuple[int, list[str]]:
+    """Send the auto-replies the hub refused because of our token (once it takes a token
+    again): how many went out, and warnings. Each intent is still sent at most once."""
+    status_text = current_status(store, s)
+    done, warnings = 0, []
+    for message_id, recipient, kind in store.refused_auto_replies(TOKEN_REFUSED, now - REFUSED_RETRY_WINDOW):
+        payload = auto_reply_payload(kind, status_text, s.capabilities)
+        try:
+            sent_id = hub.send(recipient, "response", payload, message_id)
+        except PossiblyDelivered:
+            sent_id = unconfirmed_id()
+        except AgentComError as exc:
+            warnings.append(f"could not send a refused {kind} auto-reply yet: {exc}")
+            break
+        with store.write():
+            store.record_reply_sent(message_id, sent_id)
+            store.record_sent(sent_id, recipient, "response", payload, message_id, "auto_reply", now)
+        done += 1
+    return done, warnings
+
+
+UNCONFIRMED = "unconfirmed-"
+
+
+def unconfirmed_id() -> str:
+    """The local key of a send the hub probably took but whose id never came back."""
+    import secrets
+
+    return UNCONFIRMED + secrets.token_hex(8)
+
+
+def is_confirmed(sent_id: str) -> bool:
+    return not sent_id.startswith(UNCONFIRMED)
 
 
 def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
@@ -776,6 +862,7 @@ def sent_entry(row: Any) -> dict[str, Any]:
         "priority": priority,
         "kind": r["kind"],
         "sent_at": r["sent_at"],
+        "confirmed": is_confirmed(r["id"]),
     }
 
 
@@ -885,6 +972,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
     """
     s = resolve_settings(settings, overrides)
     now = time.time()
+    made_here = not s.agent_state_dir().exists()
     with open_store(s) as store:
         counts = store.counts(now)
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
@@ -914,6 +1002,8 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         )
     except (HubUnavailableError, AuthError, HubProtocolError) as exc:
         hub_part["error"] = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code}
+        if made_here:  # the first contact failed: no folder for a hub or id that may be a typo
+            forget_unused_state(s.agent_state_dir())
     return {
         "agent_id": s.agent_id,
         "hub_url": s.hub_url,
@@ -1067,9 +1157,24 @@ def ping(
                 return result
             left = give_up_at - clock()
             if left <= 0:
+                result["warnings"] += _not_listening(hub, agent)
                 return result
             sleep(min(delay, left))
             delay = min(1.0, delay * 2)
+
+
+def _not_listening(hub: Hub, agent: str) -> list[str]:
+    """Why no pong came, when the hub can say: `agent` holds no WebSocket (no watch), so only
+    its own next `check` will answer (Tier 0 does, in code)."""
+    try:
+        if any(a.get("agent_id") == agent for a in hub.agents()):
+            return []
+    except AgentComError:
+        return []
+    return [
+        f"{safe_sender(agent)} is not connected to the hub (no `agentcom watch` runs for it): it answers the ping"
+        " at its next `agentcom check`, and the pong then waits in your mailbox"
+    ]
 
 
 def _pong(store: MessageStore, ping_id: str, agent: str) -> Message | None:
@@ -1123,6 +1228,16 @@ def log(
     }
 
 
+def token_way_out(agent_id: str, give_it: str) -> str:
+    """What to do when the hub knows this id but we hold no working token for it: a hub gives a
+    token once, at registration, so another comes from whoever runs the hub. `give_it` says
+    where the token goes."""
+    return (
+        f"{give_it}, with the token {agent_id} was given or one from the hub's operator; for a local hub"
+        f" (`agentcom hub serve`), `agentcom hub token {agent_id} --db HUB.DB > FILE` mints one"
+    )
+
+
 def init_config(
     overrides: Mapping[str, Any],
     *,
@@ -1151,7 +1266,11 @@ def init_config(
         from .client import HubClient
 
         with HubClient(values["hub_url"], None) as hub:
-            values["token"] = hub.register(values["agent_id"])["token"]
+            try:
+                values["token"] = hub.register(values["agent_id"])["token"]
+            except ConfigError as exc:  # the hub's 409: the id is taken, and the hub never gives its token twice
+                give_it = "write the config with `agentcom config init ... --token-file FILE` instead of --register"
+                raise ConfigError(f"{exc}; {token_way_out(values['agent_id'], give_it)}") from None
     elif overrides.get("token_file") or env.get(ENV_VARS["token_file"]):
         values["token_file"] = os.path.abspath(overrides.get("token_file") or env[ENV_VARS["token_file"]])
     state_dir = overrides.get("state_dir") or env.get(ENV_VARS["state_dir"])

@@ -833,6 +833,18 @@ class MessageStore:
                 f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk
             )
 
+    def refused_auto_replies(self, marker: str, since: float) -> list[tuple[str, str, str]]:
+        """Auto-reply intents marked `marker` (refused, to be sent later) since `since`:
+        (message id, recipient, kind), oldest first."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self._read(
+                "SELECT message_id, recipient, kind FROM auto_replies WHERE sent_id = ? AND at >= ?"
+                " ORDER BY at LIMIT 100",
+                (marker, since),
+            )
+        ]
+
     def record_reply_sent(self, message_id: str, sent_id: str) -> None:
         self._exec("UPDATE auto_replies SET sent_id = ? WHERE message_id = ?", (sent_id, message_id))
 

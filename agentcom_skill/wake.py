@@ -113,7 +113,7 @@ class Waker:
 
     def _post(self, path: str, body: dict, key: str | None) -> WakeOutcome:
         # The network client pulls in requests: imported here, on the first wake, not at start.
-        from .client import (
+        from .transport import (
             BearerAuth,
             BodyTooLarge,
             DeadlinePassed,

@@ -26,14 +26,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .a2a import A2ADispatcher
-from .config import Settings
+from .config import Settings, reread_token
 from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
-from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
+from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import current_status, hub_client, open_store, run_check
+from .skill import current_status, hub_client, open_store, run_check, send_refused_auto_replies
 from .wake import WakeBatcher, Waker, wake_error
-from .watchstate import hold_watch_lock, write_status
+from .watchstate import hold_watch_lock, lock_holder, write_status
 
 if TYPE_CHECKING:
     from .skill import Hub
@@ -56,6 +56,8 @@ MAX_FRAME = 32 * 1024 * 1024
 # identify but stored just after the drain read the mailbox would otherwise wait there (unseen
 # by `check`, which trusts a connected watch) until the next reconnect.
 FIRST_SWEEP = 2.0
+TOKEN_CHECK_INTERVAL = 15.0  # seconds (at most) between looks at whether the hub still takes our token
+TOKEN_PROBE_SINCE = 2**53  # a mailbox poll past every seq: answers nothing, but checks the token
 SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
@@ -65,22 +67,32 @@ WAKE_FOOTER = (
 
 
 class Events:
-    """One line per event on stderr; with `jsonl`, one JSON object per event on stdout."""
+    """One line per event on stderr, starting with the time (UTC, ISO 8601: a log kept with
+    `2> watch.log` says when); with `jsonl`, one JSON object per event on stdout."""
 
-    def __init__(self, jsonl: bool = False, out: Any = None, err: Any = None):
+    def __init__(
+        self, jsonl: bool = False, out: Any = None, err: Any = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.jsonl = jsonl
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.clock = clock
         self.last: dict[str, Any] | None = None
 
     def __call__(self, kind: str, text: str, **fields: Any) -> None:
-        self.last = {"event": kind, "at": time.time(), "text": text, **fields}
+        at = self.clock()
+        self.last = {"event": kind, "at": at, "text": text, **fields}
         try:
-            print(f"agentcom watch: {neutralise(text)}", file=self.err, flush=True)
+            print(f"{log_time(at)} agentcom watch: {neutralise(text)}", file=self.err, flush=True)
             if self.jsonl:
                 print(json.dumps(self.last, ensure_ascii=True), file=self.out, flush=True)
         except (OSError, ValueError):
             pass
+
+
+def log_time(at: float) -> str:
+    """2026-12-07T06:30:15.123Z"""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def how_closed(exc: ConnectionClosed) -> str:
@@ -114,8 +126,16 @@ class PushedFrames:
 
 
 class Watch:
-    def __init__(self, settings: Settings, events: Events, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        events: Events,
+        clock: Callable[[], float] = time.time,
+        reload: Callable[[], Settings] | None = None,
+    ):
         self.s = settings
+        self.reload = reload  # loads the settings again (SIGHUP)
+        self.reload_requested = False
         self.events = events
         self.clock = clock
         self.directory = settings.agent_state_dir()
@@ -142,6 +162,12 @@ class Watch:
         self.presence_since: Any = None  # our entry's connected_at in /api/agents
         self.first_hazard: list[str] = []  # another connection under our id was there before us
         self.rejoin = False  # the hub sent agent_left for our id: identify again
+        self.rejoin_why = ""
+        self.history_usable = True  # the hub answers GET /api/messages (to tell broadcasts apart)
+        self.token = settings.token  # replaced when the hub refuses it and its source holds a new one
+        self.token_hazard: list[str] = []
+        self.declines: list[dict[str, Any]] = []  # task_assign frames to decline
+        self.later_hazard: list[str] = []
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
@@ -153,8 +179,14 @@ class Watch:
     def run(self) -> int:
         lock = hold_watch_lock(self.directory)
         if lock is None:
-            raise BusyError(f"another agentcom watch runs for {self.s.agent_id} (lock {self.directory / 'watch.lock'})")
+            pid = lock_holder(self.directory)
+            raise BusyError(
+                f"another agentcom watch{f' (pid {pid})' if pid else ''} runs for {self.s.agent_id}"
+                f" (lock {self.directory / 'watch.lock'}): stop it first, or leave it running"
+            )
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if self.reload is not None:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hang_up)
         try:
             with (
                 open_store(self.s) as store,
@@ -162,7 +194,7 @@ class Watch:
                 hub_client(self.s) as hub,
                 hub_client(self.s) as wake_hub,
             ):
-                self.store, self.wake_store, self.hub = store, wake_store, hub
+                self.store, self.wake_store, self.hub, self.wake_hub = store, wake_store, hub, wake_hub
                 if self.s.wake.configured and self.s.wake.mode == "a2a":
                     self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
                     self._event(
@@ -171,7 +203,11 @@ class Watch:
                         f"(one context per {self.s.wake.context}); answers come back to the senders",
                     )
                 elif not self.waker:
-                    self._event("config", "no [wake] configured: messages wait in the store for `agentcom check`")
+                    self._event(
+                        "config",
+                        "no [wake] configured: messages wait in the store for `agentcom check`"
+                        f" (add a [wake] table, then `kill -HUP {os.getpid()}` to take it up)",
+                    )
                 # Wakes run beside the socket loop (with their own store connection and hub
                 # client), so a slow gateway never holds up pings or incoming frames.
                 waker = threading.Thread(target=self._wake_loop, name="agentcom-wake", daemon=True)
@@ -190,6 +226,11 @@ class Watch:
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
+
+    def _hang_up(self, signum: int, frame: Any) -> None:
+        # Only a flag: the wake thread, which owns the waker, reloads within 0.2 s. (Setting
+        # an Event here could deadlock on its lock, held by the code this handler interrupted.)
+        self.reload_requested = True
 
     def _loop(self) -> int:
         attempt = 0
@@ -245,7 +286,7 @@ class Watch:
                     {
                         "type": "identify",
                         "agent_id": self.s.agent_id,
-                        "token": self.s.token,
+                        "token": self.token,
                         "name": self.s.agent_id,
                         "status": status,
                         "capabilities": list(self.s.capabilities),
@@ -264,6 +305,7 @@ class Watch:
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
             self.presence_since = self._presence()
             self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
+            self.later_hazard = []
             self._set_hazards(self.first_hazard)
             try:
                 self._drain()  # (failing, it is tried again by the first sweep, 2 s on)
@@ -287,6 +329,8 @@ class Watch:
         next_ping, awaiting_pong_since = time.monotonic() + interval, None
         sweep_every = self.s.watch_sweep_interval
         next_sweep = time.monotonic() + min(FIRST_SWEEP, sweep_every)
+        token_every = min(TOKEN_CHECK_INTERVAL, interval)
+        next_token_check = time.monotonic() + token_every
         while not self.stopping:
             frames, closed = self._receive(ws, wait=0.2)
             if frames:
@@ -294,15 +338,12 @@ class Watch:
                 # only after the frames queued before it.
                 awaiting_pong_since = None
             self._on_frames(frames)  # also retries messages a failing store could not take
+            self._decline_tasks(ws)
             if closed:
                 self._event("disconnected", f"connection closed: {closed}")
                 return
             if self.rejoin:
-                self._event(
-                    "disconnected",
-                    "the hub dropped our listing (another connection under our id closed):"
-                    " reconnecting, so direct messages come here again",
-                )
+                self._event("disconnected", self.rejoin_why)
                 return
             mono = time.monotonic()
             if awaiting_pong_since is not None and mono - awaiting_pong_since > patience:
@@ -311,6 +352,9 @@ class Watch:
             if mono >= next_sweep:
                 swept = self._drain(sweep=True)
                 next_sweep = time.monotonic() + (sweep_every if swept else min(SWEEP_RETRY, sweep_every))
+            if mono >= next_token_check:
+                self._check_token()
+                next_token_check = time.monotonic() + token_every
             if mono >= next_ping:
                 ws.send(json.dumps({"type": "ping"}))
                 next_ping = mono + interval
@@ -349,14 +393,64 @@ class Watch:
             self.presence_since = self._presence()
             return
         now_listed = self._presence()
-        later = (
+        self.later_hazard = (
             [LATER_HAZARD.format(agent=self.s.agent_id)]
             if now_listed is not None and now_listed != self.presence_since
             else []
         )
-        self._set_hazards(self.first_hazard + later)
+        self._set_hazards(self.first_hazard + self.later_hazard)
+
+    def _check_token(self) -> None:
+        """A token reset at the hub leaves our socket up (pushes keep coming) while every HTTP
+        call is refused: ask the hub with a poll that returns nothing."""
+        try:
+            self.hub.poll(self.s.agent_id, since=TOKEN_PROBE_SINCE)
+        except AuthError as exc:
+            self._token_refused(exc)
+            return
+        except AgentComError:
+            return  # the hub's trouble, not the token's: the sweeps report it
+        if self.token_hazard:
+            self._token_works("the hub takes our token again")
+
+    def _token_refused(self, exc: AgentComError) -> None:
+        """The hub refuses our token: re-read its source (a token file or the config file);
+        with a new token that works, go on with it. Otherwise a hazard that `check`, `status`
+        and `doctor` show, until it works again."""
+        fresh = reread_token(self.s)
+        if fresh and fresh != self.token:
+            self.hub.use_token(fresh)
+            try:
+                self.hub.poll(self.s.agent_id, since=TOKEN_PROBE_SINCE)
+            except AgentComError:
+                pass
+            else:
+                self.token = fresh
+                self.wake_hub.use_token(fresh)
+                self._token_works(f"the new token from {self.s.sources.get('token', 'its source')} is taken")
+                return
+            self.hub.use_token(self.token)
+        source = self.s.sources.get("token", "the settings")
+        hazard = [
+            f"the hub refuses this agent's token (from {source}): pushed messages are still stored, but nothing "
+            f"can be sent or acked; put the agent's new token in {source} (the watch re-reads it) ({exc})"
+        ]
+        if hazard != self.token_hazard:
+            self.token_hazard = hazard
+            self._set_hazards(self.first_hazard + self.later_hazard)
+
+    def _token_works(self, why: str) -> None:
+        self.token_hazard = []
+        self._set_hazards(self.first_hazard + self.later_hazard)
+        self._event("token", why)
+        sent, warnings = send_refused_auto_replies(self.hub, self.store, self.s, self.clock())
+        if sent:
+            self._event("auto_replies", f"{sent} auto-reply(ies) the hub had refused for our token sent now")
+        for warning in warnings:
+            self._event("warning", warning)
 
     def _set_hazards(self, hazards: list[str]) -> None:
+        hazards = hazards + self.token_hazard
         if hazards != self.status["hazards"]:
             self.status["hazards"] = hazards
             self._event(
@@ -371,10 +465,28 @@ class Watch:
             kind = frame.get("type")
             if kind == "message":
                 self.unstored.append(pushed_message(frame, self.s.agent_id, raw, problem))
+            elif kind == "task_assign":
+                # The hub takes every identified socket for a worker of its task queue. Never
+                # hold a task silently: keep a notice of it, then decline at once (below), so
+                # the hub gives it to another agent instead of waiting 60 s and flagging us.
+                self.unstored.append(task_notice(frame, self.s.agent_id, raw))
+                self.declines.append(frame)
+            elif kind == "task_ack":
+                self._event("task", f"the hub took our answer on task {neutralise(str(frame.get('task_id')))[:80]}")
             elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
                 self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
+                self.rejoin_why = (
+                    "the hub dropped our listing (another connection under our id closed):"
+                    " reconnecting, so direct messages come here again"
+                )
             elif kind == "error":
-                self._event("hub_error", f"hub error: {str(frame.get('error'))[:100]}")
+                self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
+                if str(frame.get("error")).startswith("task_fail_failed"):
+                    # A task pushed outside the hub's queue cannot be failed: the hub keeps us
+                    # "working" on it, so no task ever comes again. A new connection starts
+                    # its worker state afresh (what arrives meanwhile waits in the mailbox).
+                    self.rejoin = True
+                    self.rejoin_why = "the hub keeps us busy with a task it cannot take back: reconnecting"
             elif kind == "rate_limited":
                 self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
         self._take_in()
@@ -384,22 +496,25 @@ class Watch:
         A sweep (the same, while connected) says something only when it found something.
         False when the mailbox could not be read (the socket stays up: pushes keep coming,
         and the next sweep tries again)."""
-        before = self.store.deliverable_count(self.clock())
+        # Counted as ids, not as a difference of counts: the wake thread leases messages meanwhile
+        # (a difference went negative).
+        before = set(self.store.deliverable_ids(self.clock()))
         try:
             result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+        except AuthError as exc:  # the socket still brings pushes: keep it, say so everywhere
+            self._token_refused(exc)
+            return False
         except (HubUnavailableError, HubProtocolError) as exc:
             self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
             return False
         handled = sum(result["handled"].values())
-        waiting = self.store.deliverable_count(self.clock())
+        new = len(set(self.store.deliverable_ids(self.clock())) - before)
         if not sweep:
-            self._event(
-                "drained", f"mailbox drained: {waiting - before} new need attention, {handled} handled by Tier 0"
-            )
-        elif waiting - before or handled:
+            self._event("drained", f"mailbox drained: {new} new need attention, {handled} handled by Tier 0")
+        elif new or handled:
             self._event(
                 "swept",
-                f"mailbox swept: {waiting - before} new need attention, {handled} handled by Tier 0"
+                f"mailbox swept: {new} new need attention, {handled} handled by Tier 0"
                 " (stored by the hub instead of pushed)",
             )
             self.arrived.set()
@@ -416,7 +531,7 @@ class Watch:
         if self.clock() < self.retry_store_at:
             return
         taken = list(self.unstored)
-        readable = [m for m in taken if isinstance(m, Message)]
+        readable = self._addressed([m for m in taken if isinstance(m, Message)])
         batch = MailboxBatch(readable, 0, unreadable=tuple(m for m in taken if isinstance(m, Unreadable)))
         try:
             result = run_check(
@@ -456,6 +571,57 @@ class Watch:
         self._persist_status()
         self.arrived.set()
 
+    def _decline_tasks(self, ws: Any) -> None:
+        """Decline the tasks the hub assigned us (their notices are taken in first): accept
+        and fail each at once, the only refusal the hub's task protocol has; it puts the task
+        back in its queue for another agent."""
+        while self.declines:
+            frame = self.declines.pop(0)
+            task_id = frame.get("task_id")
+            if not isinstance(task_id, str):
+                continue
+            generation = frame.get("generation")
+            generation = generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+            ws.send(json.dumps({"type": "task_accepted", "task_id": task_id}))
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "task_failed",
+                        "task_id": task_id,
+                        "generation": generation,
+                        "error": f"declined: agentcom agent {self.s.agent_id} does not run hub tasks",
+                    }
+                )
+            )
+            self._event("task", f"hub task {neutralise(task_id)[:80]} declined (kept in the log)", task=task_id)
+
+    def _addressed(self, pushed: list[Message]) -> list[Message]:
+        """A pushed frame carries no `to`: the hub's message history says which were
+        broadcasts (one short look per sender; the frames wait in memory meanwhile, as they do
+        for a busy store). Where it cannot tell, the message stays taken as direct, and the
+        watch says so once."""
+        guessed = [m for m in pushed if m.to is not None and m.timestamp is not None and m.type != "task_assign"]
+        if not guessed or not self.history_usable:
+            return pushed
+        spans: dict[str, list[int]] = {}
+        for m in guessed:
+            spans.setdefault(m.sender, []).append(int(m.timestamp or 0))
+        routed: dict[str, str | None] = {}
+        try:
+            for sender, times in spans.items():
+                # (a margin: a hub whose frames and history disagree on the millisecond)
+                routed.update(self.hub.routed(sender, min(times) - 1000, max(times) + 1000))
+        except AgentComError as exc:
+            if "has no /api/messages" in str(exc):
+                self.history_usable = False
+            self._event(
+                "warning",
+                f"cannot tell pushed broadcasts from direct messages (taken as direct): {exc}",
+            )
+            return pushed
+        asked = {m.id for m in guessed}
+        return [m._replace(to=routed[m.id]) if m.id in asked and m.id in routed else m for m in pushed]
+
     def _announce_status(self, ws: Any) -> None:
         status = current_status(self.store, self.s)
         if status != self.announced_status:
@@ -468,6 +634,9 @@ class Watch:
     def _wake_loop(self) -> None:
         while not self.stopping:
             try:
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload_wake()
                 if self.dispatcher is not None:
                     self._a2a_step()
                 else:
@@ -535,6 +704,49 @@ class Watch:
         delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)
         self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
 
+    def _reload_wake(self) -> None:
+        """SIGHUP: read the settings again and take up their [wake] table, in the wake thread.
+        What the connection rests on (hub, id, token, Tier 0 rules) changes only at a restart:
+        the event names what changed and waits for one. A config that no longer loads leaves
+        the running one in place."""
+        if self.reload is None:
+            return
+        try:
+            new = self.reload()
+        except AgentComError as exc:
+            self._event("config", f"SIGHUP: the config was not reloaded (the running one stays): {exc}")
+            return
+        later = [
+            n for n in Settings.field_names() if n not in ("wake", "sources") and getattr(new, n) != getattr(self.s, n)
+        ]
+        note = f"; changed too, taken up at a restart: {', '.join(later)}" if later else ""
+        wake = new.wake
+        if wake == self.s.wake:
+            # The fault was elsewhere (the gateway, its token): a wake held back is tried now.
+            self.wake_paused_until, self.reported_unauthorized = 0.0, False
+            self.batcher.not_before, self.batcher.failures = 0.0, 0
+            self._event("config", f"SIGHUP: config read again, [wake] unchanged; a wake held back is tried now{note}")
+            self.arrived.set()
+            return
+        if self.dispatcher is not None:
+            self.dispatcher.close()  # its tasks are in the store: the next dispatcher resumes them
+            self.dispatcher = None
+        self.s = self.s.replace(wake=wake)
+        self.batcher = WakeBatcher(wake.window, wake.min_interval)
+        self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
+        self.wake_paused_until, self.reported_unauthorized = 0.0, False
+        if wake.configured and wake.mode == "a2a":
+            self.dispatcher = A2ADispatcher(self.s, self.wake_store, self.wake_hub, self._event, self.clock)
+        with self._lock:
+            self.status["wake_mode"] = wake.mode if wake.configured else None
+            self._clear_wake_error(self.clock())  # it was about the [wake] replaced
+        if not wake.configured:
+            now = "no wake: messages wait in the store for `agentcom check`"
+        else:
+            now = f"wakes go to {wake.url if wake.mode != 'command' else wake.argv()[0]} (mode {wake.mode})"
+        self._event("config", f"SIGHUP: [wake] reloaded: {neutralise(now)}{note}")
+        self.arrived.set()  # what waits is woken for now
+
     def _a2a_step(self) -> None:
         """Mode a2a: the dispatcher does what is due; `status` gets what changed."""
         dispatcher = self.dispatcher
@@ -570,9 +782,9 @@ class Watch:
             write_status(self.directory, self.status)
 
 
-def run_watch(settings: Settings, jsonl: bool = False) -> int:
-    """The CLI's entry: the exit code."""
-    return Watch(settings, Events(jsonl)).run()
+def run_watch(settings: Settings, jsonl: bool = False, reload: Callable[[], Settings] | None = None) -> int:
+    """The CLI's entry: the exit code. `reload` loads the settings again, on SIGHUP."""
+    return Watch(settings, Events(jsonl), reload=reload).run()
 
 
 __all__ = ["Watch", "Events", "run_watch"]

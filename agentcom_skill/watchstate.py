@@ -71,11 +71,30 @@ def hold_watch_lock(directory: Path, attempts: int = 20) -> int | None:
     for _ in range(attempts):  # a probe holds a shared lock for an instant: try a little
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
         except OSError:
             time.sleep(0.05)
+            continue
+        try:  # who holds it, for a second watch to name
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        return fd
     os.close(fd)
     return None
+
+
+def lock_holder(directory: Path) -> int | None:
+    """The pid of the watch holding the lock, as it wrote it there (None when unknown)."""
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            text = os.read(fd, 32).decode("ascii").strip()
+        finally:
+            os.close(fd)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def write_status(directory: Path, status: dict[str, Any]) -> None:

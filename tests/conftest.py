@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +99,20 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+@functools.lru_cache(maxsize=1)
+def gzip_bomb(total: int = 1 << 30) -> bytes:
+    """`total` zero bytes as one valid gzip member of about 1 MB, made without compressing a
+    gigabyte: after a full flush deflate restarts, so the block for one MiB of zeros repeats."""
+    mib = b"\0" * (1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    assert again == block
+    crc = 0
+    for _ in range(total >> 20):
+        crc = zlib.crc32(mib, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    trailer = struct.pack("<II", crc, total & 0xFFFFFFFF)
+    return header + block * (total >> 20) + deflate.flush() + trailer

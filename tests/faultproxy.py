@@ -37,6 +37,9 @@ FAULTS = (
     "inf_timestamp",
     "deep",
     "bad_agents",
+    "gzip_bomb",
+    "corrupt_gzip",
+    "wrong_encoding",
 )
 
 
@@ -102,7 +105,7 @@ class FaultProxy:
         length = int(h.headers.get("content-length") or 0)
         body = h.rfile.read(length) if length else b""
         fault = self._take_fault(h.path)
-        status = self._fault(h, fault) if fault else self._forward(h, body)
+        status = self._fault(h, fault, body) if fault else self._forward(h, body)
         self.seen.append((h.command, h.path, status))
 
     def _reply(self, h, status: int, data: bytes, headers: dict[str, str] | None = None) -> int:
@@ -115,7 +118,7 @@ class FaultProxy:
         h.wfile.write(data)
         return status
 
-    def _fault(self, h, fault: str) -> int:
+    def _fault(self, h, fault: str, body: bytes = b"") -> int:
         if fault in ("500", "502", "503"):
             return self._reply(h, int(fault), b'{"error":"injected"}')
         if fault == "429":
@@ -194,6 +197,16 @@ class FaultProxy:
             return self._reply(
                 h, 200, json.dumps({"agents": [{"agent_id": "bob", "status": "idle", "capabilities": 5}]}).encode()
             )
+        if fault == "gzip_bomb":  # 1 GB of zeros in about 1 MB
+            from conftest import gzip_bomb
+
+            return self._reply(h, 200, gzip_bomb(), {"content-encoding": "gzip"})
+        if fault == "corrupt_gzip":  # a POST is carried out first: the hub acted, the reply is broken
+            if h.command == "POST":
+                self._forward(h, body, reply=False)
+            return self._reply(h, 200, b"\x1f\x8b\x08\x00 not deflate at all", {"content-encoding": "gzip"})
+        if fault == "wrong_encoding":
+            return self._reply(h, 200, b'{"agents":[]}', {"content-encoding": "br"})
         if fault == "non_json":
             return self._reply(h, 200, b"<html>gateway says hi</html>")
         if fault == "empty":
@@ -240,8 +253,10 @@ class FaultProxy:
             ]
         return self._reply(h, 200, json.dumps(real).encode())
 
-    def _forward(self, h, body: bytes) -> int:
+    def _forward(self, h, body: bytes, reply: bool = True) -> int:
         headers = {k: v for k, v in h.headers.items() if k.lower() in ("authorization", "content-type")}
         r = requests.request(h.command, self.upstream + h.path, data=body, headers=headers, timeout=30)
+        if not reply:
+            return r.status_code
         out = {"retry-after": r.headers["retry-after"]} if "retry-after" in r.headers else None
         return self._reply(h, r.status_code, r.content, out)

@@ -105,6 +105,10 @@ class RunningHub:
         headers = {"Authorization": f"Bearer {token}"}
         return requests.post(self.url + "/api/message", json=body, headers=headers, timeout=10)
 
+    def post_path(self, token: str, path: str, body: dict[str, Any]) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.post(self.url + path, json=body, headers=headers, timeout=10)
+
     def poll(self, agent: str, token: str, since: int = 0) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"}
         r = requests.get(f"{self.url}/api/mailbox/{agent}?since={since}", headers=headers, timeout=10)

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agentcom_skill import a2a, render
+from agentcom_skill import a2a, render, skill
 from agentcom_skill.a2a import (
     A2AClient,
     A2ADispatcher,
@@ -565,11 +565,11 @@ class Crash(BaseException):
 
 class CrashingHub:
     """The real hub client, whose `send` dies just before or just after the answer's POST
-    (`when`: "before", "after" or None), and, with `index`, the real hub's thread index
-    (`GET /api/threads/{id}/replies`), served from the recipient's mailbox: the local hub has none."""
+    (`when`: "before", "after" or None); `history=False` stands for a hub that keeps no
+    message history (404 on `GET /api/messages`): it cannot tell whether an answer arrived."""
 
-    def __init__(self, real: Any, when: str | None, index: Any = None):
-        self.real, self.when, self.index = real, when, index
+    def __init__(self, real: Any, when: str | None, history: bool = True):
+        self.real, self.when, self.history = real, when, history
         self.posts = 0
 
     def send(self, to, type_, payload, reply_to=None):
@@ -581,10 +581,8 @@ class CrashingHub:
             raise Crash
         return sent
 
-    def replies(self, message_id):
-        if self.index is None:
-            return self.real.replies(message_id)  # the local hub: 404, it cannot tell
-        return [m for m in self.index() if m.get("reply_to") == message_id]
+    def answers_sent(self, sender, to, start_ms):
+        return self.real.answers_sent(sender, to, start_ms) if self.history else None
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -596,22 +594,21 @@ def restart(rig: Rig, hub: Any) -> None:
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-@pytest.mark.parametrize("index", [True, False], ids=["hub-with-thread-index", "hub-without"])
-def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, index):
+@pytest.mark.parametrize("history", [True, False], ids=["hub-with-history", "hub-without"])
+def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, history):
     rig.standin.answer = lambda text, ctx: Outcome(text="the one answer")
     msg = rig.send(text="question")
     rig.take_in()
-    mailbox = (lambda: rig.hub.poll("bob", rig.bob)["messages"]) if index else None
-    rig.d.hub = CrashingHub(rig.hub_client, when, mailbox)
+    rig.d.hub = CrashingHub(rig.hub_client, when, history)
     with pytest.raises(Crash):
         rig.run(lambda: False, "the crash")
     assert rig.store.a2a_open_tasks()[0]["answer_key"], "the answer's identity was committed before its POST"
-    after = CrashingHub(rig.hub_client, None, mailbox)
+    after = CrashingHub(rig.hub_client, None, history)
     restart(rig, after)
     rig.run(lambda: rig.store.resolve(msg)["state"] == "done", "finished after the restart")
     answers = rig.answers_at()
     task = rig.store.a2a_task(1)
-    if index:  # the hub can tell: sent exactly once either way
+    if history:  # the hub can tell: sent exactly once either way
         assert [(a["reply_to"], a["payload"]["text"]) for a in answers] == [(msg, "the one answer")]
         assert task["outcome"] == "answered" and task["sent_id"] == answers[0]["id"]
         assert [r["id"] for r in rig.store.sent_messages(reply_to=[msg])] == [answers[0]["id"]]
@@ -620,17 +617,37 @@ def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, index):
         assert len(answers) == (1 if when == "after" else 0) and after.posts == 0
         assert task["outcome"] == "maybe_answered" and rig.d.last_error["status"] == "maybe_answered"
         assert "a2a_maybe_answered" in rig.kinds() and rig.store.a2a_summary()["maybe_answered"] == 1
+        assert [skill.is_confirmed(r["id"]) for r in rig.store.sent_messages(reply_to=[msg])] == [False]
     for _ in range(20):
         rig.d.step()
         rig.clock.advance(5)
     assert len(rig.answers_at()) == len(answers), "nothing later either"
 
 
+def test_an_answer_whose_reply_is_lost_is_found_at_the_hub_not_sent_again(rig):
+    """The hub took the answer but its reply was lost (PossiblyDelivered): the hub's history says so."""
+    from agentcom_skill.errors import PossiblyDelivered
+
+    class LostReply(CrashingHub):
+        def send(self, to, type_, payload, reply_to=None):
+            self.real.send(to, type_, payload, reply_to)
+            self.posts += 1
+            raise PossiblyDelivered("POST /api/message probably reached the hub, but its reply was lost")
+
+    rig.standin.answer = lambda text, ctx: Outcome(text="the one answer")
+    msg = rig.send(text="question")
+    rig.take_in()
+    hub = LostReply(rig.hub_client, None)
+    rig.d.hub = hub
+    rig.run(lambda: rig.store.resolve(msg)["state"] == "done", "finished")
+    answers = rig.answers_at()
+    assert len(answers) == 1 and hub.posts == 1 and rig.store.a2a_task(1)["sent_id"] == answers[0]["id"]
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_kill_9_around_the_answers_post_sends_it_at_most_once(hub, tmp_path, standin, when):
+def test_kill_9_around_the_answers_post_sends_it_once(hub, tmp_path, standin, when):
     """A real process killed with SIGKILL just before or just after the hub took the answer; a
-    dispatcher on the same store then finishes. The local hub keeps no thread index, so the
-    answer whose POST may have gone is never sent again: once if it reached the hub, else never."""
+    dispatcher on the same store then finishes, asking the hub's message history first."""
     rig = Rig(hub, tmp_path, standin)
     try:
         standin.answer = lambda text, ctx: Outcome(text="the one answer")
@@ -656,9 +673,10 @@ def test_kill_9_around_the_answers_post_sends_it_at_most_once(hub, tmp_path, sta
         for _ in range(20):
             rig.d.step()
             rig.clock.advance(5)
-        assert len(rig.answers_at()) == (1 if when == "after" else 0), "never twice"
+        answers = rig.answers_at()
+        assert [(a["reply_to"], a["payload"]["text"]) for a in answers] == [(msg, "the one answer")], "once"
         assert len(standin.sends()) == 1, "the agent was not asked again either"
-        assert rig.store.a2a_task(1)["outcome"] == "maybe_answered"
+        assert rig.store.a2a_task(1)["outcome"] == "answered" and rig.store.a2a_task(1)["sent_id"] == answers[0]["id"]
     finally:
         rig.close()
 
@@ -737,6 +755,27 @@ def test_no_reply_and_an_answer_already_given_send_nothing(rig):
     rig.standin.finish(rig.standin.working()[0].id, Outcome(text="the same answer again"))
     rig.run(lambda: rig.kinds().count("a2a_no_reply") == 2, "the second silence")
     assert [a["payload"]["text"] for a in rig.answers_at()] == ["answered by hand"]
+
+
+def test_a_message_a_person_already_answered_is_not_handed_to_the_agent(rig):
+    """A person answered with `agentcom reply` before the watch handed the message over: no
+    task, no model call; the message waits for its ack, said once. The others go on."""
+    rig.standin.answer = lambda text, ctx: Outcome(text="from the agent")
+    answered = rig.send(text="answered by a person")
+    rig.take_in()
+    reply = skill.reply(answered, "answered by hand", settings=rig.s)
+    for _ in range(5):
+        rig.d.step()
+        rig.clock.advance(1.0)
+    assert rig.standin.sends() == [], "no task: the model is not called"
+    assert rig.kinds().count("a2a_answered_by_hand") == 1
+    assert rig.store.resolve(answered)["state"] == "pending", "it waits for `agentcom ack`, unfinished"
+    other = rig.send("carol", text="still for the agent")
+    rig.take_in()
+    rig.run(lambda: rig.answers_at("carol"), "carol's answer")
+    assert [m["contextId"] for m in rig.standin.sends()] == ["agentcom:peer:carol"]
+    assert rig.store.resolve(other)["state"] == "done" and rig.kinds().count("a2a_answered_by_hand") == 1
+    assert [a["id"] for a in rig.answers_at()] == [reply["id"]], "bob got the person's answer only"
 
 
 def test_the_loop_guard_holds_a_chatty_peer_for_check_with_one_warning(hub, tmp_path, standin):

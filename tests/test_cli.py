@@ -179,8 +179,11 @@ def test_config_init_register_and_show(hub, tmp_path):
     assert shown["capabilities"] == ["code", "review"] and shown["agent_id"] == "newbie"
     assert shown["sources"]["token"].startswith("config file")
     assert run_json("check", env=env)["messages"] == []
-    again = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", env=env)
+    again = run_cli("--hub-url", hub.url, "--agent-id", "newbie", "config", "init", "--register", "--force", env=env)
     assert_clean_failure(again, 2)
+    assert "already registered" in again.stderr and "--token-file" in again.stderr, "the way out is named"
+    assert "agentcom hub token newbie --db" in again.stderr
+    assert cfg.read_text().count(token) == 1, "the config written before stands"
 
 
 def test_verbose_logs_http_calls_without_the_token(pair):
@@ -260,3 +263,23 @@ def test_agent_ids_are_url_encoded_in_paths(hub, tmp_path):
     run_cli("send", "ops@team:1+x", "hi", env=agent_env(hub, "bob", bob, tmp_path))
     assert [m["text"] for m in run_json("check", env=env)["messages"]] == ["hi"]
     assert len(run_json("ack", env=env)["acked"]) == 1
+
+
+def test_a_hub_never_reached_leaves_no_state_folder_behind(hub, tmp_path):
+    """A mistyped hub URL or agent id: check, status and doctor fail, and leave nothing behind
+    (the folder is per hub and agent id, so each typo would leave one). A folder with history
+    stays whatever the hub does."""
+    alice = hub.mint("alice")
+    env = agent_env(hub, "alice", alice, tmp_path)
+    state = tmp_path / "state"
+    typo = {**env, "AGENTCOM_HUB_URL": f"http://127.0.0.1:{free_port()}"}
+    for command, code in (("check", 4), ("status", 4), ("doctor", 4)):
+        assert run_cli(command, env=typo).returncode == code, command
+        assert not state.exists() or list(state.iterdir()) == [], (command, list(state.iterdir()))
+    assert run_cli("check", env={**env, "AGENTCOM_AGENT_ID": "alcie"}).returncode == 3
+    assert list(state.iterdir()) == []
+    assert run_cli("check", env=env).returncode == 0
+    (kept,) = state.iterdir()
+    assert run_cli("check", env={**env, "AGENTCOM_HUB_URL": hub.url + "/nohub"}).returncode == 5
+    assert run_cli("check", env={**env, "AGENTCOM_TOKEN": "e" * 64}).returncode == 3
+    assert (kept / "messages.sqlite3").exists() and list(state.iterdir()) == [kept], "a folder made before stays"

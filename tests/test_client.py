@@ -4,20 +4,25 @@ hub with a self-signed certificate, and the bad proxy and CA settings, through t
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import socket
 import subprocess
 import sys
 import time
+import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import agent_env, free_port, run_cli, run_json, self_signed_cert
+from conftest import agent_env, free_port, gzip_bomb, run_cli, run_json, self_signed_cert
 from faultproxy import FaultProxy
 from forwardproxy import ForwardProxy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 from urllib3 import HTTPResponse
 
@@ -28,9 +33,11 @@ from agentcom_skill.errors import (
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    PossiblyDelivered,
     RateLimitedError,
     UsageError,
 )
+from agentcom_skill.transport import ContentDecoder
 from agentcom_skill.wake import Waker
 from agentcom_skill.watchstate import hold_watch_lock, write_status
 
@@ -419,3 +426,163 @@ def test_paths_that_need_no_network_do_not_import_requests(duo, tmp_path):
         import os
 
         os.close(fd)
+
+
+# compressed replies (issue 25) -------------------------------------------------------------
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+ENCODINGS = {
+    "gzip": gzipped,
+    "x-gzip": gzipped,
+    "deflate": zlib.compress,
+    "deflate-raw": lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS),
+    "gzip-two-members": lambda data: gzipped(data[: len(data) // 2]) + gzipped(data[len(data) // 2 :]),
+}
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_a_compressed_reply_is_decoded_on_every_call(name):
+    coding = {"deflate-raw": "deflate", "gzip-two-members": "gzip"}.get(name, name)
+    encode = ENCODINGS[name]
+    mailbox = {**MAILBOX, "messages": [{"id": "00000000000000aa", "from": "bob", "payload": {"text": "é"}, "seq": 3}]}
+    steps = [
+        (200, encode(json.dumps(mailbox).encode()), {"content-encoding": coding}),
+        (200, encode(b'{"id":"00000000000000bb"}'), {"content-encoding": coding}),
+        (200, encode(b'{"agents":[]}'), {"content-encoding": coding}),
+    ]
+    adapter = ScriptedHub(*steps)
+    hub, _ = client(adapter)
+    assert [m.text for m in hub.poll("alice").messages] == ["é"]
+    assert hub.send("bob", None, {"text": "hi"}) == "00000000000000bb"
+    assert hub.agents() == []
+    assert adapter.requests[0].headers["Accept-Encoding"] == "gzip, deflate", "only what we decode"
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.binary(max_size=3000), st.lists(st.integers(1, 400), min_size=1, max_size=30), st.sampled_from(sorted(ENCODINGS))
+)
+def test_decoding_any_chunking_gives_the_body_back(body, cuts, name):
+    coding = {"deflate-raw": "deflate", "gzip-two-members": "gzip"}.get(name, name)
+    encoded = ENCODINGS[name](body)
+    decoder, out, at = ContentDecoder(coding), b"", 0
+    for size in cuts * (len(encoded) // sum(cuts) + 1):
+        out += decoder.feed(encoded[at : at + size], 10_000)
+        at += size
+        if at >= len(encoded):
+            break
+    decoder.finish()
+    assert out == body
+
+
+def test_a_compressed_bomb_stops_at_the_limit_with_the_memory_of_the_limit():
+    bomb = gzip_bomb()
+    assert len(bomb) < 2 * 1024 * 1024
+    limit = 4 * 1024 * 1024
+    for call in ("agents", "poll"):
+        hub, _ = client(ScriptedHub((200, bomb, {"content-encoding": "gzip"})), max_response_bytes=limit)
+        tracemalloc.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(HubProtocolError):
+                getattr(hub, call)(*(("alice",) if call == "poll" else ()))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 6 * limit, f"{call}: {peak} bytes held for a {limit}-byte limit"
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "body,coding,words",
+    [
+        (b"\x1f\x8b\x08\x00garbage that is not deflate" * 3, "gzip", "gzip stream is corrupt"),
+        (gzipped(b'{"agents":[]}')[:-12], "gzip", "gzip stream is cut short"),
+        (b'{"agents":[]}', "br", "'br' is not gzip or deflate"),
+        (b'{"agents":[]}', "gzip, br", "stacks encodings"),
+    ],
+)
+def test_a_reply_that_cannot_be_decoded_is_one_line_naming_why(body, coding, words):
+    hub, _ = client(ScriptedHub((200, body, {"content-encoding": coding})))
+    with pytest.raises(HubProtocolError, match=words) as raised:
+        hub.agents()
+    assert raised.value.exit_code == 5 and "\n" not in str(raised.value)
+
+
+def test_a_dripping_compressed_body_meets_the_overall_deadline():
+    class GzipDrip(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = gzipped(b" " * 100_000)
+            self.at = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            time.sleep(0.02)
+            buffer[0:1] = self.data[self.at : self.at + 1]
+            self.at += 1
+            return 1
+
+    adapter = ScriptedHub(lambda request: (200, io.BufferedReader(GzipDrip(), 1), {"content-encoding": "gzip"}))
+    hub, _ = client(adapter, deadline=0.5, read_timeout=30)
+    started = time.monotonic()
+    with pytest.raises(HubUnavailableError, match="deadline"):
+        hub.poll("alice")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        (200, b"\x1f\x8b\x08\x00 broken", {"content-encoding": "gzip"}),
+        (200, b"<html>a proxy's page</html>"),
+        (200, b'{"status":"sent"}'),
+        requests.ConnectionError(ConnectionResetError(104, "Connection reset by peer")),
+        requests.exceptions.ReadTimeout("read timed out"),
+    ],
+    ids=["corrupt-gzip", "not-json", "no-id", "reset", "read-timeout"],
+)
+def test_a_send_whose_reply_is_lost_is_possibly_delivered_and_never_repeated(step):
+    adapter = ScriptedHub(step, (200, {"id": "00000000000000aa"}))
+    hub, slept = client(adapter)
+    with pytest.raises(PossiblyDelivered, match="probably reached hub .* not repeated") as raised:
+        hub.send("bob", None, {"text": "hi"})
+    assert len(adapter.requests) == 1 and not slept
+    assert raised.value.exit_code == 4 and "\n" not in str(raised.value)
+
+
+def test_a_request_body_is_utf8_and_one_over_the_hub_limit_is_refused_before_sending():
+    adapter = ScriptedHub((200, {"id": "00000000000000aa"}))
+    hub, _ = client(adapter)
+    hub.send("bob", None, {"text": "é" * 2_800_000})
+    sent = adapter.requests[0].body
+    assert len(sent) < 5_700_000 and "é".encode() in sent, "UTF-8, not \\u00e9 (6 bytes each)"
+    with pytest.raises(UsageError, match=r"too large for the hub \(8,[0-9,]+ bytes, limit 8,000,000\)"):
+        hub.send("bob", None, {"text": "é" * 4_000_001})
+    assert len(adapter.requests) == 1, "refused before sending"
+    hub.send("bob", None, {"text": "\ud800 lone surrogate"})  # only the escaped form can carry it
+    assert b"\\ud800" in adapter.requests[1].body
+
+
+def test_send_whose_reply_is_unreadable_says_probably_delivered_and_is_not_repeated(duo):
+    """Issue 25.4: the hub took the message, its reply was broken on the way: exit 0, the user
+    reads "probably sent", `sent` shows it unconfirmed, and bob has it exactly once."""
+    hub, env, alice, bob = duo
+    proxy = FaultProxy(hub.url)
+    try:
+        proxy.arm("corrupt_gzip", path_prefix="/api/message")
+        env = {**env, "AGENTCOM_HUB_URL": proxy.url}
+        out = run_cli("send", "bob", "only once", env=env)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert "probably sent" in out.stdout and "not sent again" in out.stdout
+        assert "probably reached hub" in out.stderr
+        assert [m["payload"]["text"] for m in hub.poll("bob", bob)["messages"]] == ["only once"]
+        assert [(m["text"], m["confirmed"]) for m in run_json("sent", env=env)["messages"]] == [("only once", False)]
+        assert [p[0] for p in proxy.seen if p[1] == "/api/message"] == ["POST"]
+    finally:
+        proxy.close()

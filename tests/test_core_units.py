@@ -56,6 +56,27 @@ def test_precedence_cli_over_env_over_file(tmp_path):
     assert s.sources["token"].startswith("config file")
 
 
+def test_every_unknown_key_is_named_at_once_with_its_likely_meaning(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'hub_ulr = "http://h:1"\ncapabilites = ["x"]\nlease_secnds = 3\nfrobnicate = 1\nwindow = 3\n'
+        '[wake]\nurl = "http://127.0.0.1:18789"\nmdoe = "agent"\nignore_from = ["x"]\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path, config=str(cfg))
+    text = str(err.value)
+    for wrong, meant in [
+        ("hub_ulr", "hub_url"),
+        ("capabilites", "capabilities"),
+        ("lease_secnds", "lease_seconds"),
+        ("wake.mdoe", "wake.mode"),
+        ("window", "wake.window? it goes under [wake]"),  # a wake key above the [wake] line
+        ("wake.ignore_from", "ignore_from? it goes before the [wake] line"),  # and a top-level one below it
+    ]:
+        assert f"{wrong!r} (did you mean {meant}" in text, (wrong, text)
+    assert "'frobnicate' (no such setting)" in text and len(text.splitlines()) == 1
+
+
 def test_the_token_is_never_in_repr_or_public_view(tmp_path):
     s = settings(tmp_path)
     assert TOKEN not in repr(s)

@@ -39,6 +39,8 @@ def test_the_first_failure_gives_the_exit_code_and_skips_what_depends_on_it(hub,
     assert (
         refused.returncode == 3 and "FAIL  token:" in refused.stdout and "e" * 64 not in refused.stdout + refused.stderr
     )
+    fix = checks(run_cli("doctor", "--json", env={**env, "AGENTCOM_TOKEN": "e" * 64}))["token"]["fix"]
+    assert "--token-file" in fix and "agentcom hub token alice --db" in fix, "the way out is named"
     assert "Traceback" not in down.stderr + refused.stderr
 
 

@@ -69,6 +69,9 @@ FAULT_CASES = [
     ("missing_messages", 5),
     ("messages_not_list", 5),
     ("huge", 5),
+    ("gzip_bomb", 5),
+    ("corrupt_gzip", 5),
+    ("wrong_encoding", 5),
 ]
 
 

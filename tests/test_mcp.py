@@ -67,6 +67,10 @@ def test_tools_are_small_and_the_mailbox_round_trips(pair):
             assert client.server_info.version == __version__
             assert all("untrusted" in t.description for t in listed.tools if t.name == "check")
 
+            peeked = await client.call_tool("check", {"peek": True, "format": "json"})
+            assert len(peeked.structured_content["messages"]) == 2 and peeked.structured_content["in_lease"] == 0, (
+                "a peek takes nothing"
+            )
             checked = await client.call_tool("check", {})
             body = text(checked)
             assert not checked.is_error and checked.structured_content is None, "fenced text only: no unfenced copy"
@@ -123,6 +127,37 @@ def test_tools_option_exposes_fewer(pair):
         timeout=60,
     )
     assert out.returncode == 2 and "nope" in out.stderr
+
+
+def test_tools_alone_lists_them_and_the_help_names_them():
+    from agentcom_skill.cli.running import MCP_TOOLS
+
+    assert MCP_TOOLS == ", ".join(TOOLS)
+    out = subprocess.run(
+        [sys.executable, "-m", "agentcom_skill", "mcp", "--tools"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and [line.split()[0] for line in out.stdout.splitlines()] == list(TOOLS)
+
+
+def test_without_a_token_the_server_starts_and_each_tool_reports_the_setup_error(hub, tmp_path):
+    """A desktop client shows a server that exits before `initialize` as "Connection closed",
+    nothing more: the server answers it, and every call says what is missing and how to set it."""
+    alice = hub.mint("alice")
+    env = {k: v for k, v in agent_env(hub, "alice", alice, tmp_path).items() if k != "AGENTCOM_TOKEN"}
+    config = tmp_path / "alice.toml"
+    env["AGENTCOM_CONFIG"] = str(config)
+
+    async def main():
+        async with Client(server(env)) as client:
+            assert "not set up yet" in client.instructions and "token is not set" in client.instructions
+            failed = await client.call_tool("check", {})
+            assert failed.is_error and text(failed).startswith("config: token is not set")
+            assert "AGENTCOM_TOKEN" in text(failed)
+            config.write_text(f'token = "{alice}"\n')  # fixed: the next call reads it
+            checked = await client.call_tool("status", {})
+            assert not checked.is_error, text(checked)
+
+    run(main)
 
 
 def test_a_live_watch_pushes_resource_updates_to_a_subscribed_client(pair, tmp_path):

@@ -306,6 +306,7 @@ def test_ping_without_a_pong_exits_1(pair):
     hub, alice_env, bob_env, *_ = pair
     out = run_cli("ping", "bob", "--timeout", "0.5", env=alice_env)
     assert out.returncode == 1 and "no pong from bob within 0.5 s" in out.stderr and out.stdout == ""
+    assert "bob is not connected to the hub" in out.stderr and "at its next `agentcom check`" in out.stderr
     as_json = run_cli("ping", "bob", "--timeout", "0.5", "--json", env=alice_env)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["pong_id"] is None
     for bad in (["broadcast"], ["alice"], ["bob", "--timeout", "0"]):
@@ -394,3 +395,13 @@ def test_an_empty_inbox_says_whether_a_filter_left_nothing(pair):
     assert "hello" in run_cli("inbox", "--format", "text", env=alice_env).stdout
     filtered = run_cli("inbox", "--from", "carol", "--format", "text", env=alice_env)
     assert filtered.returncode == 0 and "No kept message matches." in filtered.stdout
+
+
+def test_v_is_the_version_and_no_command_summary_is_cut():
+    runner = CliRunner()
+    version = runner.invoke(main, ["--version"]).output
+    assert version.startswith("agentcom, version ") and runner.invoke(main, ["-V"]).output == version
+    for group in ([], ["hub"], ["config"], ["status"]):
+        helped = runner.invoke(main, [*group, "--help"], terminal_width=80).output
+        summaries = helped.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+        assert "..." not in summaries, (group, summaries)

@@ -43,7 +43,7 @@ def settings_with(tmp_path: Path, wake: str):
         ('mode = "a2a"\nurl = "http://h/a2a/v1"\nanswer_budget = 0', "wake.answer_budget"),
         ('mode = "a2a"\nurl = "http://h/a2a/v1"\nanswer_budget = 2.5', "wake.answer_budget"),
         ('mode = "a2a"\nurl = "http://h/a2a/v1"\nrequests_per_minute = true', "wake.requests_per_minute"),
-        ('mode = "a2a"\nurl = "http://h/a2a/v1"\npoll_every = 3', "unknown setting 'wake.poll_every'"),
+        ('mode = "a2a"\nurl = "http://h/a2a/v1"\npoll_every = 3', "'wake.poll_every' (no such setting)"),
         ('mode = "telepathy"', "wake.mode"),
         ('mode = "command"\ncommand = ["cat"]\ntimeout = nan', "wake.timeout in"),
         ('mode = "command"\ncommand = ["cat"]\nwindow = inf', "wake.window in"),

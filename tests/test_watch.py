@@ -8,6 +8,7 @@ rule itself is tested with an injected clock in test_wake_units.py.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,54 @@ def test_a_refused_wake_token_is_reported_once_and_storing_goes_on(rig, tmp_path
     assert gateway.token not in json.dumps(st)
 
 
+def test_sighup_takes_up_a_wake_table_added_after_the_start(rig, tmp_path):
+    """A watch started without [wake] stores what needs the agent and wakes nobody; a [wake]
+    table added later is taken up on SIGHUP, and what was waiting is woken for. A config that
+    no longer loads leaves the running one in place."""
+    hub, env, alice, bob, gateway, start = rig
+    config = tmp_path / "alice.toml"
+    with_wake = config.read_text()
+    config.write_text("")
+    w = start()
+    assert any("no [wake] configured" in e["text"] and "kill -HUP" in e["text"] for e in w.events())
+    waiting = post(hub, bob, payload={"text": "waiting since before the wake"})
+    eventually(lambda: any(e.get("id") == waiting for e in w.events()), "stored")
+    config.write_text("lease_seconds = 60\n" + with_wake)
+    w.proc.send_signal(signal.SIGHUP)
+    (reloaded,) = w.wait_for("config", 2)[1:]
+    assert "[wake] reloaded" in reloaded["text"] and gateway.url in reloaded["text"], reloaded
+    assert "taken up at a restart: lease_seconds" in reloaded["text"]
+    assert w.wait_for("woke")[0]["ids"] == [waiting]
+    config.write_text("[wake]\nmdoe = 1\n")
+    w.proc.send_signal(signal.SIGHUP)
+    refused = w.wait_for("config", 3)[2]
+    assert "not reloaded" in refused["text"] and "wake.mdoe" in refused["text"]
+    later = post(hub, bob, payload={"text": "after the bad edit"})
+    assert later in [i for e in w.wait_for("woke", 2) for i in e["ids"]], "the running [wake] stays"
+    assert w.stop() == 0
+
+
+def test_a_wake_failure_stands_beside_a_good_probe_until_a_wake_goes_through(rig, tmp_path):
+    """doctor's probe proves the token now, not the wake that failed: it says both (warn) until
+    a wake goes through; fixed on the gateway's side, SIGHUP has the paused watch try at once."""
+    hub, env, alice, bob, gateway, start = rig
+    gateway.mode = "401"
+    w = start()
+    first = post(hub, bob, payload={"text": "one"})
+    w.wait_for("wake_unauthorized")
+    gateway.mode = "ok"  # fixed at the gateway: the watch, paused for 10 minutes, does not know
+    wake = json.loads(run_cli("doctor", "--json", env=env).stdout)["checks"]
+    (wake,) = [c for c in wake if c["check"] == "wake"]
+    assert wake["outcome"] == "warn" and "accepts the wake token now" in wake["detail"], wake
+    assert "last wake failed" in wake["detail"] and f"kill -HUP {w.proc.pid}" in wake["fix"]
+    w.proc.send_signal(signal.SIGHUP)
+    assert w.wait_for("woke")[0]["ids"] == [first]
+    assert not any("last wake failed" in x for x in run_json("check", "--peek", env=env)["warnings"])
+    wake = [c for c in json.loads(run_cli("doctor", "--json", env=env).stdout)["checks"] if c["check"] == "wake"]
+    assert wake[0]["outcome"] == "ok", wake
+    assert w.stop() == 0
+
+
 def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
     """Each message is sent once the previous one is committed; the watch is killed at a
     random point of one's handling. Nothing committed or sent after is lost: `check`
@@ -231,11 +280,13 @@ def test_kill_9_of_the_watch_mid_stream_loses_nothing(rig, tmp_path):
 
 def test_a_second_watch_exits_7_and_a_bad_token_exits_3(rig, tmp_path):
     hub, env, alice, bob, gateway, start = rig
-    start()
+    first = start()
     second = subprocess.run(
         [sys.executable, "-m", "agentcom_skill", "watch"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert second.returncode == 7 and "another agentcom watch" in second.stderr
+    assert second.returncode == 7 and f"another agentcom watch (pid {first.proc.pid}) runs" in second.stderr
+    log = first.err_path.read_text().splitlines()
+    assert log and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z agentcom watch: ", line) for line in log), log
     other_env = agent_env(hub, "carol", hub.mint("carol"), tmp_path)
     bad = subprocess.run(
         [sys.executable, "-m", "agentcom_skill", "watch"],
@@ -474,3 +525,52 @@ def test_a_mailbox_that_cannot_be_read_at_connect_keeps_the_socket_and_its_pushe
     assert "disconnected" not in w.kinds()
     assert any("could not read the mailbox" in e["text"] for e in w.events() if e["event"] == "warning")
     w.stop()
+
+
+def test_a_pushed_broadcast_is_kept_as_a_broadcast_and_a_direct_message_as_direct(rig, tmp_path):
+    """Issue 32.2: pushed frames carry no `to`; the hub's message history tells them apart."""
+    hub, env, alice, bob, gateway, start = rig
+    w = start()
+    everyone = hub.post(bob, {"payload": {"text": "to everyone"}}).json()["id"]
+    named = hub.post(bob, {"to": "broadcast", "payload": {"text": "to all, by name"}}).json()["id"]
+    direct = post(hub, bob, payload={"text": "just you"})
+    w.wait_for("message", 3)
+    shown = {m["id"]: m for m in run_json("inbox", "--json", env=env)["messages"]}
+    assert [shown[i]["broadcast"] for i in (everyone, named, direct)] == [True, True, False]
+    assert shown[direct]["to"] == "alice" and shown[everyone]["to"] is None
+    assert "warning" not in w.kinds()
+    assert w.stop() == 0
+
+
+def test_a_token_reset_under_a_running_watch_is_a_hazard_then_the_new_token_is_picked_up(rig, tmp_path):
+    """Issue 32.3: the hub resets alice's token while her watch runs. Pushes are still stored;
+    `check` says so (a hazard, within the token check interval); the ping bob sent meanwhile
+    is answered once the token file holds the new token, which the watch re-reads."""
+    hub, env, alice, bob, gateway, start = rig
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(alice + "\n")
+    token_file.chmod(0o600)
+    config = tmp_path / "alice.toml"
+    config.write_text(f'token_file = "{token_file}"\nwatch_ping_interval = 1\n' + config.read_text())
+    env.pop("AGENTCOM_TOKEN")
+    w = start()
+    reset = hub.post_path(bob, "/api/admin/agents/alice/reset-token", {})
+    assert reset.status_code == 201
+    new_token = reset.json()["token"]
+    eventually(
+        lambda: [h for h in run_json("check", env=env)["warnings"] if "refuses this agent's token" in h],
+        "the refused token as a hazard in check",
+    )
+    assert "refuses this agent's token" in run_cli("status", env=env).stdout
+    ping = post(hub, bob, type="ping")
+    w.wait_for("message", 1)
+    assert not [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping]
+    token_file.write_text(new_token + "\n")
+    w.wait_for("token")
+    eventually(
+        lambda: [m for m in hub.poll("bob", bob)["messages"] if m["reply_to"] == ping],
+        "the refused pong sent with the new token",
+    )
+    assert not [h for h in run_json("check", env=env)["warnings"] if "token" in h]
+    assert new_token not in w.err_path.read_text() + w.out_path.read_text()
+    assert w.stop() == 0

@@ -4,11 +4,14 @@ that fails keeps the frames in memory until it can take them (issues 19.1, 19.2,
 
 from __future__ import annotations
 
+import io
 import json
+import sqlite3
 from pathlib import Path
 
 from agentcom_skill.config import load_settings
 from agentcom_skill.errors import StateError
+from agentcom_skill.message import parse_mailbox
 from agentcom_skill.store import MessageStore
 from agentcom_skill.watch import Events, Watch
 
@@ -36,6 +39,7 @@ def watch(tmp_path: Path) -> tuple[Watch, Recorder]:
     events = Recorder()
     w = Watch(s, events)
     w.store, w.hub = MessageStore.open(s.agent_state_dir()), None
+    w.history_usable = False  # no hub here to tell broadcasts apart (test_watch.py asks a real one)
     return w, events
 
 
@@ -86,3 +90,36 @@ def test_frames_a_failing_store_cannot_take_are_kept_in_memory_and_stored_later(
     w.retry_store_at = 0.0
     w._on_frames([frame(3)])
     assert not w.unstored and set(stored(w)) == {f"{n:016x}" for n in (1, 2, 3)}
+
+
+class SweptHub:
+    """A mailbox holding one new message; reading it, the wake thread leases what was waiting
+    (as a wake does, on its own connection), so fewer need attention after than before."""
+
+    def __init__(self, w: Watch):
+        self.w = w
+
+    def poll(self, agent_id: str, since: int = 0):
+        with sqlite3.connect(self.w.store.path) as other:
+            other.execute("UPDATE messages SET state = 'leased', due = 1e12 WHERE state = 'pending'")
+        return parse_mailbox({"messages": [{**json.loads(frame(9)), "to": "alice", "seq": 1}], "last_seq": 1}, 0)
+
+    def ack(self, agent_id: str, seq: int) -> int:
+        return seq
+
+
+def test_a_sweep_counts_the_new_messages_not_a_difference_the_wake_thread_can_make_negative(tmp_path):
+    w, events = watch(tmp_path)
+    w._on_frames([frame(1), frame(2), frame(3)])
+    w.hub = SweptHub(w)
+    assert w._drain(sweep=True)
+    (swept,) = [e["text"] for e in events.seen if e["event"] == "swept"]
+    assert swept.startswith("mailbox swept: 1 new need attention"), swept
+
+
+def test_each_log_line_starts_with_the_time_in_utc():
+    err, out = io.StringIO(), io.StringIO()
+    events = Events(jsonl=True, out=out, err=err, clock=lambda: 1796624415.25)
+    events("connected", "connected to ws://hub/ws as alice")
+    assert err.getvalue() == "2026-12-07T06:20:15.250Z agentcom watch: connected to ws://hub/ws as alice\n"
+    assert json.loads(out.getvalue())["at"] == 1796624415.25

@@ -47,7 +47,7 @@ COMMANDS = {
     cls=AgentComGroup, lazy=COMMANDS, epilog=EXIT_CODE_HELP, context_settings=CONTEXT, invoke_without_command=False
 )
 @global_options
-@click.version_option(__version__, prog_name="agentcom")  # the one source of the version
+@click.version_option(__version__, "-V", "--version", prog_name="agentcom")  # the one source of the version
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """agentcom: read an AgentCom mailbox, let code handle what it can, hand the rest to the agent.

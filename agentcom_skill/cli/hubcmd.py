@@ -24,6 +24,7 @@ def hub() -> None:
 @hub.command(
     "serve",
     context_settings=CONTEXT,
+    short_help="Serve the hub's HTTP and WebSocket contract until Ctrl-C or SIGTERM.",
     epilog="""\b
 Examples:
   agentcom hub serve --port 4000 &
@@ -139,6 +140,7 @@ def _read_admin_token(path_text: str) -> str:
 @hub.command(
     "token",
     context_settings=CONTEXT,
+    short_help="Mint a token for AGENT_ID in the hub's database; print only the token.",
     epilog="\b\nExamples:\n  TOKEN=$(agentcom hub token alice)\n  agentcom hub token alice --db /tmp/x/hub.db",
 )
 @click.argument("agent_id")

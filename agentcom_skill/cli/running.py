@@ -8,7 +8,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from .. import skill
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..render import (
     render_doctor_text,
     render_mapping,
@@ -17,6 +17,9 @@ from ..render import (
 )
 from . import main
 from .base import CONTEXT, cli_obj, command, emit, global_options, json_option
+
+# the MCP server's tools, for --tools's help (its module loads the SDK: named here, checked by a test)
+MCP_TOOLS = "check, send, reply, ack, defer, show, thread, search, status"
 
 
 @click.group(
@@ -62,10 +65,14 @@ agentcom watch --jsonl        # and a JSON object per event on stdout
 @click.option("--jsonl", is_flag=True, help="Also print each event as one JSON object on stdout.")
 @click.pass_context
 def watch(ctx: click.Context, jsonl: bool) -> None:
-    """Hold the hub's WebSocket; handle and wake in real time."""
+    """Hold the hub's WebSocket; handle and wake in real time.
+
+    SIGHUP reads the config again and takes up its [wake] table (`kill -HUP PID`); other
+    settings change at a restart."""
     from ..watch import run_watch
 
-    sys.exit(run_watch(cli_obj(ctx).settings(), jsonl))
+    obj = cli_obj(ctx)
+    sys.exit(run_watch(obj.settings(), jsonl, reload=obj.settings))
 
 
 @command(
@@ -74,14 +81,32 @@ agentcom mcp                        # for an MCP client: command "agentcom", arg
 agentcom mcp --tools check,reply,ack
 """
 )
-@click.option("--tools", metavar="LIST", help="Comma-separated tools to expose [default: all].")
+@click.option(
+    "--tools",
+    metavar="LIST",
+    is_flag=False,
+    flag_value="",
+    help=f"Comma-separated tools to expose, of: {MCP_TOOLS} [default: all]. Alone: list them and exit.",
+)
 @click.pass_context
 def mcp(ctx: click.Context, tools: str | None) -> None:
-    """Serve this mailbox to an MCP client over stdio."""
-    from ..mcpserver import run_mcp
+    """Serve this mailbox to an MCP client over stdio.
 
+    A setup that is not complete (no token, say) still answers `initialize`: the error comes
+    back from each tool call, so the client shows it, and the fixed config is read at the next call."""
+    from ..mcpserver import TOOLS, run_mcp
+
+    if tools == "":
+        for name, (description, _) in TOOLS.items():
+            click.echo(f"{name:8} {description}")
+        return
     names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
-    sys.exit(run_mcp(cli_obj(ctx).settings(), names))
+    obj = cli_obj(ctx)
+    try:
+        settings = obj.settings()
+    except ConfigError:
+        settings = None  # reported through the MCP connection, where the client shows it
+    sys.exit(run_mcp(settings, names, obj.settings))
 
 
 @command(

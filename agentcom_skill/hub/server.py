@@ -8,12 +8,14 @@ an admin token set, only that token mints tokens.
 
 from __future__ import annotations
 
+import gzip
 import hmac
 import re
 import signal
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -103,7 +105,8 @@ class HubServer(ThreadingHTTPServer):
         else:
             assert to is not None
             pushed, skip = ([first[to]], {to}) if to in first else ([], set())
-        msg_id = self.store.post(sender, to, type_, payload, reply_to, skip=skip)
+        now = int(self.store.clock() * 1000)
+        msg_id = self.store.post(sender, to, type_, payload, reply_to, skip=skip, now=now)
         frame = {
             "type": "message",
             "id": msg_id,
@@ -111,7 +114,7 @@ class HubServer(ThreadingHTTPServer):
             "message_type": type_,
             "payload": payload,
             "reply_to": reply_to,
-            "timestamp": int(time.time() * 1000),
+            "timestamp": now,
         }
         for peer in pushed:
             peer.send(frame)  # a dead socket loses it, as on the real hub
@@ -172,10 +175,19 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         data = b"" if body is None else wire_json(body).encode()
         close = close or self._body_unread  # what is left of the body would be read as the next request
+        # As the real hub's web server (Bandit) does: every reply but a 204 varies by
+        # accept-encoding, and a non-empty body is compressed when the request accepts it.
+        coding = content_coding(self.headers.get("accept-encoding")) if data and status != 204 else None
+        if coding is not None:
+            data = compress(data, coding)
         self._log(status)  # before the reply: whoever got the reply finds its line in the log
         self.send_response(status)
         if body is not None:
             self.send_header("content-type", JSON_TYPE)
+        if status != 204:
+            self.send_header("vary", "accept-encoding")
+        if coding is not None:
+            self.send_header("content-encoding", coding)
         self.send_header("content-length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -302,6 +314,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             ("GET", "ws"): self.websocket,
             ("GET", "api/agents"): self.agents,
             ("POST", "api/message"): self.post_message,
+            ("GET", "api/messages"): self.message_history,
             ("POST", "api/onboard/register"): self.register,
             ("POST", "admin/tokens"): self.admin_tokens,
         }
@@ -312,6 +325,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return lambda: self.poll(parts[2])
         if len(parts) == 4 and parts[:2] == ["api", "mailbox"] and parts[3] == "ack" and self.command == "POST":
             return lambda: self.ack(parts[2])
+        if len(parts) == 5 and parts[:3] == ["api", "admin", "agents"] and parts[4] == "reset-token":
+            return (lambda: self.reset_token(parts[3])) if self.command == "POST" else None
         return None
 
     def _dispatch(self) -> None:
@@ -388,6 +403,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         last_seq = messages[-1]["seq"] if messages else since
         self._respond(200, {"agent_id": agent_id, "messages": messages, "last_seq": last_seq, "count": len(messages)})
 
+    def message_history(self) -> None:
+        """`GET /api/messages`: what the hub routed, for any valid token, with the real hub's
+        filters (from, to, start_time, end_time, cursor, limit)."""
+        if self._bearer_agent() is None:
+            self._respond(401, {"error": "unauthorized"})
+            return
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        try:
+            numbers = {k: int(query[k]) for k in ("start_time", "end_time", "cursor", "limit") if k in query}
+        except ValueError:  # the real hub's String.to_integer crashes the request
+            self._respond(500, close=True)
+            return
+        messages = self.server.store.history(
+            sender=query.get("from"),
+            to=query.get("to"),
+            start_ms=numbers.get("start_time", 0),
+            end_ms=numbers.get("end_time"),
+            cursor=numbers.get("cursor", 0),
+            limit=numbers.get("limit", 50),
+        )
+        cursor = messages[-1]["seq"] if messages else numbers.get("cursor", 0)
+        self._respond(200, {"messages": messages, "cursor": cursor, "count": len(messages)})
+
     def ack(self, agent_id: str) -> None:
         body = self._json_body()
         if body is _Answered:
@@ -424,8 +462,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def admin_tokens(self) -> None:
         body = self._json_body()
-        if body is _Answered:
+        if body is _Answered or not self._admin_allowed():
             return
+        if self._invalid("post_admin_token", body) or self._empty_agent_id(body):
+            return
+        self._respond(201, {"agent_id": body["agent_id"], "token": self.server.store.mint_token(body["agent_id"])})
+
+    def reset_token(self, agent_id: str) -> None:
+        """`POST /api/admin/agents/<id>/reset-token`: every token of the agent revoked, a new one minted."""
+        if not self._admin_allowed():
+            return
+        token = self.server.store.reset_token(agent_id)
+        if token is None:
+            self._respond(404, {"error": "agent_not_found", "agent_id": agent_id})
+            return
+        self._respond(201, {"agent_id": agent_id, "token": token, "hint": "give the agent its new token"})
+
+    def _admin_allowed(self) -> bool:
+        """Whether the bearer may use the admin routes (any valid token, as on the real hub, or
+        only the admin token when the hub has one); False after answering 401 or 403."""
         token = self._bearer_token()
         admin = self.server.options.admin_token
         if admin is None:
@@ -434,13 +489,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             allowed = token is not None and hmac.compare_digest(token.encode(), admin.encode())
             if not allowed and token is not None and self.server.store.agent_for_token(token) is not None:
                 self._respond(403, {"error": "admin_only", "message": "this hub mints tokens only for its admin token"})
-                return
+                return False
         if not allowed:
             self._respond(401, {"error": "unauthorized"})
-            return
-        if self._invalid("post_admin_token", body) or self._empty_agent_id(body):
-            return
-        self._respond(201, {"agent_id": body["agent_id"], "token": self.server.store.mint_token(body["agent_id"])})
+        return allowed
 
     def _empty_agent_id(self, body: dict[str, Any]) -> bool:
         if body["agent_id"].strip():
@@ -453,6 +505,40 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             },
         )
         return True
+
+
+RESPONSE_CODINGS = ("gzip", "x-gzip", "deflate")  # Bandit's order of preference (no zstd before OTP 28)
+
+
+def content_coding(accept_encoding: str | None) -> str | None:
+    """The coding the real hub's Bandit picks for an Accept-Encoding header: the first of
+    its own preference the client accepts (q > 0, or a `*` with q > 0), else none."""
+    if not accept_encoding:
+        return None
+    accepted: dict[str, float] = {}
+    for element in accept_encoding.split(","):
+        coding, *params = element.split(";")
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().lower().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 1.0  # lenient, as Bandit is: a client that lists a coding accepts it
+        accepted.setdefault(coding.strip().lower(), q)
+    wildcard = accepted.get("*")
+    for coding in RESPONSE_CODINGS:
+        weight = accepted.get(coding, wildcard)
+        if weight is not None and weight > 0:
+            return coding
+    return None
+
+
+def compress(data: bytes, coding: str) -> bytes:
+    if coding == "deflate":
+        return zlib.compress(data)
+    return gzip.compress(data, mtime=0)
 
 
 def serve(

@@ -41,7 +41,20 @@ CREATE TABLE IF NOT EXISTS messages (
     timestamp INTEGER NOT NULL,
     PRIMARY KEY (recipient, seq)
 );
+-- every message routed, as the real hub's MessageHistory keeps it (GET /api/messages)
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    to_field TEXT,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    reply_to TEXT,
+    timestamp INTEGER NOT NULL
+);
 """
+HISTORY_MAX = 10_000  # the real hub's MessageHistory keeps the newest 10,000
+HISTORY_PAGE = 200  # and answers at most 200 a query (default 50)
 
 
 def default_db_path() -> Path:
@@ -116,6 +129,18 @@ class HubStore:
             )
         return token
 
+    def reset_token(self, agent_id: str) -> str | None:
+        """Revoke every token of `agent_id` and mint a new one; None when it has none."""
+        token = new_token()
+        with self._lock:
+            if not self._db.execute("SELECT 1 FROM tokens WHERE agent_id = ?", (agent_id,)).fetchone():
+                return None
+            self._db.execute("DELETE FROM tokens WHERE agent_id = ?", (agent_id,))
+            self._db.execute(
+                "INSERT INTO tokens(token, agent_id, created_ms) VALUES (?, ?, ?)", (token, agent_id, self._now_ms())
+            )
+        return token
+
     def agent_for_token(self, token: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT agent_id FROM tokens WHERE token = ?", (token,)).fetchone()
@@ -131,11 +156,13 @@ class HubStore:
         payload: dict[str, Any],
         reply_to: str | None,
         skip: Collection[str] = (),
+        now: int | None = None,
     ) -> str:
         """Store one message in every recipient's mailbox but those in `skip` (connected by
-        WebSocket: it is pushed to them instead); returns its id."""
+        WebSocket: it is pushed to them instead); returns its id. `now`: its timestamp (ms),
+        the one its pushed copies carry too."""
         msg_id = secrets.token_hex(8)
-        now = self._now_ms()
+        now = self._now_ms() if now is None else now
         body = json.dumps(payload, separators=(",", ":"))
         with self._lock:
             if is_broadcast(to):
@@ -149,6 +176,12 @@ class HubStore:
             seq_before = self._seq
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute(
+                    "INSERT INTO history(id, sender, to_field, type, payload, reply_to, timestamp)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, sender, to, type_, body, reply_to, now),
+                )
+                self._db.execute("DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?", (HISTORY_MAX,))
                 for recipient in recipients:
                     self._seq += 1
                     self._db.execute(
@@ -163,6 +196,46 @@ class HubStore:
                 self._counts.clear()
                 raise
         return msg_id
+
+    def history(
+        self,
+        sender: str | None = None,
+        to: str | None = None,
+        start_ms: int = 0,
+        end_ms: int | None = None,
+        cursor: int = 0,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """The routed messages after `cursor`, oldest first, as the real hub's
+        `GET /api/messages` gives them (its filters, at most 200)."""
+        where = ["seq > ?", "timestamp >= ?"]
+        args: list[Any] = [cursor, start_ms]
+        for column, value in (("sender", sender), ("to_field", to)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if end_ms is not None:
+            where.append("timestamp <= ?")
+            args.append(end_ms)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, id, sender, to_field, type, payload, reply_to, timestamp FROM history"
+                f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                (*args, max(0, min(limit, HISTORY_PAGE))),
+            ).fetchall()
+        return [
+            {
+                "seq": seq,
+                "id": msg_id,
+                "from": sender_,
+                "to": to_field,
+                "type": type_,
+                "payload": json.loads(payload),
+                "reply_to": reply_to,
+                "timestamp": ts,
+            }
+            for seq, msg_id, sender_, to_field, type_, payload, reply_to, ts in rows
+        ]
 
     def _enforce_cap(self, recipient: str) -> None:
         # The real hub drops the oldest silently on overflow.
