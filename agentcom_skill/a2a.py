@@ -298,13 +298,7 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> Reply:
         return Reply("maybe_sent", "the reply is not a JSON-RPC object")
     error = data.get("error")
     if isinstance(error, dict):
-        code, message = error.get("code"), str(error.get("message"))[:200]
-        shown = code if isinstance(code, int) and not isinstance(code, bool) else "?"
-        if code == -32001:
-            return Reply("lost", "task not found (-32001)", quoted=message)
-        if code == -32000:
-            return Reply("rate_limited", "refused (-32000)", retry_after=retry_after, quoted=message)
-        return Reply("error", f"JSON-RPC error {shown}", quoted=message)
+        return _rpc_error(error, retry_after)
     result = data.get("result")
     task = result.get("task", result) if isinstance(result, dict) else None
     if not isinstance(task, dict) or not isinstance(task.get("id"), str) or not isinstance(task.get("status"), dict):
@@ -318,6 +312,19 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> Reply:
         state,
         _texts(task.get("artifacts")) if state == "TASK_STATE_COMPLETED" else _texts([status_obj.get("message")]),
     )
+
+
+def _rpc_error(error: dict[str, Any], retry_after: float | None) -> Reply:
+    """A JSON-RPC error object, read: what its code means for us, its message quoted."""
+    code, message = error.get("code"), str(error.get("message"))[:200]
+    shown = code if isinstance(code, int) and not isinstance(code, bool) else "?"
+    if code == -32001:
+        return Reply("lost", "task not found (-32001)", quoted=message)
+    if code == -32000 and "rate limit" in message.lower():  # OpenClaw: "Peer is rate limited"
+        return Reply("rate_limited", "refused (-32000)", retry_after=retry_after, quoted=message)
+    if code in (-32000, -32603):  # a server error ("A2A request could not be processed"): it may have acted
+        return Reply("maybe_sent", f"server error ({shown})", quoted=message)
+    return Reply("error", f"JSON-RPC error {shown}", quoted=message)
 
 
 def _texts(holders: Any) -> str:

@@ -124,13 +124,19 @@ def test_reading_replies():
         },
     }
     assert read_reply(200, {}, json.dumps(rejected).encode()).text == "no slash commands"
-    err = lambda code: json.dumps({"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "m"}}).encode()  # noqa: E731
+
+    def err(code: int, message: str = "m") -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": message}}).encode()
+
     assert read_reply(200, {}, err(-32001)).kind == "lost"
-    assert read_reply(200, {}, err(-32000)).kind == "rate_limited"
+    assert read_reply(200, {}, err(-32000, "Peer is rate limited")).kind == "rate_limited"
+    assert read_reply(200, {}, err(-32000, "A2A request could not be processed")).kind == "maybe_sent", (
+        "OpenClaw's -32000 is also its internal error: no limit to learn from it"
+    )
     assert read_reply(200, {}, err(-32602)).kind == "error"
     for code in (-32001, -32000, -32602):
-        reply = read_reply(200, {}, err(code))
-        assert reply.quoted == "m" and "m" not in reply.detail, "the agent's side's words apart from ours"
+        reply = read_reply(200, {}, err(code, "Peer is rate limited"))
+        assert reply.quoted == "Peer is rate limited" and "Peer" not in reply.detail, "their words apart from ours"
     assert read_reply(500, {}, b"").kind == "maybe_sent", "it failed while handling the request: the task may exist"
     assert read_reply(429, {"retry-after": "7"}, b"").retry_after == 7
     assert read_reply(401, {}, b"{}").kind == "unauthorized"
