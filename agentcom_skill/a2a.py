@@ -77,7 +77,9 @@ MAX_ATTEMPTS = 4  # sends of one task (a lost, failed or unconfirmed one is sent
 RETRY_FIRST = 10.0  # seconds before sending a failed task again, tripled each time (jittered)
 RETRY_MAX = 120.0
 LEARNED_FOR = 600.0  # seconds a request limit learned from a refusal holds (then we try the ceiling again)
-LEARN_FROM = 5  # a refusal teaches the limit only when this many of our requests are in its window
+# A refusal teaches the limit only when this many of our requests are in its window: fewer says
+# the agent counted others' too (a previous run's, another client's under the same peer token).
+LEARN_FROM = 20
 ANSWER_LOOKBACK = 3600.0  # seconds before a task was taken from which the hub's history is searched for its answer
 POLL_FIRST = 1.0  # seconds from acceptance to the first GetTask (a warm answer takes 0.7-2 s)
 POLL_GROWTH = 1.5

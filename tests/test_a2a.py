@@ -186,9 +186,10 @@ def test_the_pacer_learns_the_agents_limit_from_a_refusal_and_forgets_it_later()
     assert pacer.wait(now + 60) == 0
     assert pacer.limit(now + 30 + a2a.LEARNED_FOR + 1) == 120, "a raised limit is found again"
     quiet = RequestPacer(120, random.Random(0))
-    quiet.note(now)
-    quiet.refused(now)  # refused with nothing of ours in the window: another run's requests
-    assert quiet.learned is None and quiet.limit(now) == 120
+    for n in range(7):
+        quiet.note(now + n)
+    quiet.refused(now + 7)  # refused with few of ours in the window: it counted another run's requests
+    assert quiet.learned is None and quiet.limit(now + 7) == 120
     down = RequestPacer(120, random.Random(0))
     for n in range(10):
         down.note(now + n)
