@@ -36,6 +36,7 @@ from .errors import (
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    NoSuchRoute,
     PossiblyDelivered,
     RateLimitedError,
     UsageError,
@@ -177,28 +178,34 @@ class HubClient:
 
     def routed(self, sender: str, start_ms: int, end_ms: int, deadline: float = 2.0) -> dict[str, str | None]:
         """Whom the hub routed `sender`'s messages of that span of time to (id -> `to`; None
-        for a broadcast), from its message history (`GET /api/messages`): a pushed frame
-        carries no `to`, so this is how a broadcast is told from a direct message. Kept short
-        (`deadline`): the watch asks it while pushed messages wait to be stored."""
+        for a broadcast), from its message history: a pushed frame carries no `to`, so this is
+        how a broadcast is told from a direct message. Kept short (`deadline`): the watch asks
+        it while pushed messages wait to be stored. A hub without a history: NoSuchRoute."""
+        found = self.history({"from": sender, "start_time": start_ms, "end_time": end_ms}, deadline)
         routed: dict[str, str | None] = {}
+        for m in found:
+            if isinstance(m.get("id"), str):
+                to = m.get("to")
+                routed[m["id"]] = to if isinstance(to, str) and to.strip().casefold() != "broadcast" else None
+        return routed
+
+    def history(self, filters: dict[str, Any], deadline: float) -> list[dict[str, Any]]:
+        """What the hub's message history (`GET /api/messages`) holds for these filters (from,
+        to, start_time, end_time), page by page, at most HISTORY_PAGES of them."""
+        found: list[dict[str, Any]] = []
         cursor = 0
         for _ in range(HISTORY_PAGES):
-            query = urlencode(
-                {"from": sender, "start_time": start_ms, "end_time": end_ms, "cursor": cursor, "limit": HISTORY_PAGE}
-            )
+            query = urlencode({**filters, "cursor": cursor, "limit": HISTORY_PAGE})
             body = self._request("GET", f"/api/messages?{query}", deadline=deadline)
             messages = body.get("messages") if isinstance(body, dict) else None
             if not isinstance(messages, list):
                 raise HubProtocolError("hub sent an /api/messages reply without a 'messages' list")
-            for m in messages:
-                if isinstance(m, dict) and isinstance(m.get("id"), str):
-                    to = m.get("to")
-                    routed[m["id"]] = to if isinstance(to, str) and to.strip().casefold() != "broadcast" else None
+            found += [m for m in messages if isinstance(m, dict)]
             next_cursor = body.get("cursor")
             if len(messages) < HISTORY_PAGE or not isinstance(next_cursor, int) or next_cursor <= cursor:
                 break
             cursor = next_cursor
-        return routed
+        return found
 
     # channels and the room (protocol.md 1.8) ------------------------------
 
@@ -264,6 +271,15 @@ class HubClient:
     def room_messages(self, since: int, limit: int) -> Any:
         """The room's reply to `GET /api/room/messages` (read by groups.read_room_entries)."""
         return self._request("GET", f"/api/room/messages?since={int(since)}&limit={int(limit)}", auth=False)
+
+    def answers_sent(self, sender: str, to: str, start_ms: int, deadline: float = 5.0) -> list[dict[str, Any]] | None:
+        """What the hub routed from `sender` to `to` since `start_ms`: how an answer whose POST
+        was cut short is found after a restart. None when this hub keeps no history (404), so
+        the caller knows it cannot tell."""
+        try:
+            return self.history({"from": sender, "to": to, "start_time": start_ms}, deadline)
+        except NoSuchRoute:
+            return None
 
     def register(self, agent_id: str) -> dict[str, Any]:
         body = self._request(
@@ -448,7 +464,7 @@ class HubClient:
                 f"hub {self.base_url} has no such channel ({call}): `agentcom join '#name' --create` makes one"
             )
         if status == 404 and path.startswith("/api/"):
-            return HubProtocolError(
+            return NoSuchRoute(
                 f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api"
             )
         detail = self._scrub(_error_text(body))

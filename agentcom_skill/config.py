@@ -119,7 +119,7 @@ class WakeSettings(Record):
     context: str = "peer"  # peer: one conversation per agent; thread: one per reply_to chain
     answer_budget: int = 6  # automatic answers per peer within answer_window (the loop guard)
     answer_window: float = 600.0
-    requests_per_minute: int = 20  # A2A requests (sends and polls) in any 60 s, well inside the peer's limit
+    requests_per_minute: int = 120  # A2A requests in any 60 s: a ceiling; the agent's refusals set the pace
     task_timeout: float = 900.0  # seconds a task may run before its messages go back to `check`
     max_tasks: int = 4  # tasks in flight at once (one per context)
 

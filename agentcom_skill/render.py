@@ -399,6 +399,10 @@ def render_log_text(result: dict[str, Any]) -> str:
             + one_line(message_text(d), 120)
             for d in result["dead_letters"]
         ]
+    failures = [f for f in result.get("a2a_failures") or [] if f.get("said")]
+    if failures:
+        lines.append("A2A tasks that ended without an answer, and what the agent's side said:")
+        lines += [f"  task {f.get('task')}: {one_line(f.get('said'), 300)}" for f in failures]
     lines += [f"warning: {neutralise(w)}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -438,6 +442,10 @@ def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
                 for d in result["dead_letters"]
             ]
         )
+    failures = [f for f in result.get("a2a_failures") or [] if f.get("said")]
+    if failures:  # the agent's side's words, which a peer can steer: fenced
+        lines.append("[AgentCom] A2A tasks that ended without an answer, and what the agent's side said:")
+        lines += fenced([_unfence(f"task {f.get('task')}: {one_line(f.get('said'), 300)}") for f in failures])
     lines += [f"[AgentCom] warning: {_unfence(neutralise(w))}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -628,6 +636,7 @@ def render_status_text(st: dict[str, Any]) -> str:
             lines.append(
                 f"a2a: {a2a.get('in_flight', 0)} task(s) in flight, {a2a.get('answered', 0)} answer(s) sent back, "
                 f"{a2a.get('no_reply', 0)} without an answer, {a2a.get('failed', 0)} failed"
+                + (f", {a2a['maybe_answered']} possibly sent" if a2a.get("maybe_answered") else "")
                 + (
                     f" (last {ago(last.get('at'))}: {last.get('outcome')}: {str(last.get('error'))[:160]})"
                     if last

@@ -61,7 +61,7 @@ from .groups import (
 )
 from .legacy import has_state_file, import_state_file
 from .message import PRIORITIES, RESPOND_WITH, ROOM, MailboxBatch, Message, Unreadable, payload_text
-from .render import ago, safe_field, safe_sender
+from .render import ago, safe_field, safe_sender, safe_type
 from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
 from .tier0 import ATTEND, DISPOSITIONS, auto_reply_payload, mentions
 from .watchstate import read_status, watch_alive
@@ -1544,10 +1544,12 @@ def log(
         warnings = store.take_warnings()
         a2a_failures = store.a2a_failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
+        # Our words only: what the agent's side said (text a peer can steer) is each failure's
+        # `said`, which the renderings show apart, fenced for an LLM.
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))
         warnings.append(
-            f"A2A task {f['task']} for {f['peer']} ({len(f['ids'])} message(s)) {f['outcome']} at {when}: "
-            f"{f['error']}; its messages went back to `agentcom check`"
+            f"A2A task {f['task']} for {safe_sender(f['peer'])} ({len(f['ids'])} message(s)) "
+            f"{safe_type(f['outcome'])} at {when}; its messages went back to `agentcom check`"
         )
     return {
         "agent_id": s.agent_id,

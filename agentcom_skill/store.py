@@ -178,6 +178,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "the identity of an A2A answer, stored before its POST: a restart checks before sending it again",
+        """
+        -- set (and the state answering): a POST of the answer may have reached the hub
+        ALTER TABLE a2a_tasks ADD COLUMN answer_key TEXT;
+        -- what the agent's side said about a failure (text a peer can steer), apart from `error` (ours)
+        ALTER TABLE a2a_tasks ADD COLUMN said TEXT;
+        """,
+    ),
 ]
 
 _FTS_SQL = """
@@ -274,6 +283,8 @@ SCHEMA_COLUMNS = {
         "outcome",
         "sent_id",
         "error",
+        "answer_key",
+        "said",
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
     "groups": ("address", "attend", "joined_at"),
@@ -1165,6 +1176,8 @@ class MessageStore:
             "outcome",
             "sent_id",
             "error",
+            "answer_key",
+            "said",
         }
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
@@ -1209,7 +1222,10 @@ class MessageStore:
     def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
         """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
         out: dict[str, list[float]] = {}
-        sql = "SELECT peer, finished_at FROM a2a_tasks WHERE outcome = 'answered' AND finished_at > ?"
+        sql = (
+            "SELECT peer, finished_at FROM a2a_tasks"
+            " WHERE outcome IN ('answered', 'maybe_answered') AND finished_at > ?"
+        )
         for peer, at in self._read(sql, (since,)):
             out.setdefault(peer, []).append(at)
         return out
@@ -1233,6 +1249,7 @@ class MessageStore:
         return {
             "in_flight": sum(by_state.get(s, 0) for s in A2A_OPEN_STATES),
             "answered": by_outcome.get("answered", 0),
+            "maybe_answered": by_outcome.get("maybe_answered", 0),
             "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
             "failed": by_state.get("failed", 0),
             "held": held,
@@ -1242,12 +1259,20 @@ class MessageStore:
     def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
         """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
         rows = self._read(
-            "SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
+            "SELECT id, peer, outcome, error, finished_at, said FROM a2a_tasks WHERE state = 'failed'"
             " ORDER BY finished_at DESC LIMIT ?",
             (limit,),
         )
         return [
-            {"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
+            {
+                "task": r[0],
+                "peer": r[1],
+                "outcome": r[2],
+                "error": r[3],
+                "said": r[5],  # the agent's side's words: only ever shown fenced to an LLM
+                "at": r[4],
+                "ids": self.a2a_carried(r[0]),
+            }
             for r in rows
         ]
 

@@ -28,7 +28,15 @@ from websockets.sync.client import connect
 from .a2a import A2ADispatcher
 from .config import Settings, reread_token
 from .delivery import plan_check
-from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError, StateError
+from .errors import (
+    AgentComError,
+    AuthError,
+    BusyError,
+    HubProtocolError,
+    HubUnavailableError,
+    NoSuchRoute,
+    StateError,
+)
 from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
@@ -707,7 +715,7 @@ class Watch:
                 # (a margin: a hub whose frames and history disagree on the millisecond)
                 routed.update(self.hub.routed(sender, min(times) - 1000, max(times) + 1000))
         except AgentComError as exc:
-            if "has no /api/messages" in str(exc):
+            if isinstance(exc, NoSuchRoute):  # this hub keeps no history: stop asking
                 self.history_usable = False
             self._event(
                 "warning",
