@@ -276,7 +276,7 @@ def prompt_text(messages: list[dict[str, Any]], agent_id: str, text_limit: int, 
 # the agent's replies ---------------------------------------------------------------
 
 
-class Reply(NamedTuple):
+class A2AReply(NamedTuple):
     """One A2A exchange, read.
 
     kind: task (a task came back) | lost (-32001: the agent no longer knows it) |
@@ -294,35 +294,35 @@ class Reply(NamedTuple):
     quoted: str | None = None
 
 
-def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> Reply:
+def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> A2AReply:
     """An HTTP reply of the JSON-RPC endpoint, read (pure)."""
     retry_after = _number(headers.get("retry-after"))
     if status in (401, 403):
-        return Reply("unauthorized", f"the A2A endpoint refused the token (HTTP {status})")
+        return A2AReply("unauthorized", f"the A2A endpoint refused the token (HTTP {status})")
     if status == 429:
-        return Reply("rate_limited", "HTTP 429", retry_after=retry_after)
+        return A2AReply("rate_limited", "HTTP 429", retry_after=retry_after)
     if status in (502, 503, 504):  # OpenClaw answers 503 while its plugins start
-        return Reply("not_sent", f"HTTP {status}", retry_after=retry_after)
+        return A2AReply("not_sent", f"HTTP {status}", retry_after=retry_after)
     if status >= 500:  # it failed while handling the request: the task may exist
-        return Reply("maybe_sent", f"HTTP {status}")
+        return A2AReply("maybe_sent", f"HTTP {status}")
     if status != 200:
-        return Reply("error", f"HTTP {status}: not an A2A JSON-RPC endpoint?")
+        return A2AReply("error", f"HTTP {status}: not an A2A JSON-RPC endpoint?")
     try:
         data = json.loads(body)
     except ValueError:
-        return Reply("maybe_sent", "the reply is not JSON")
+        return A2AReply("maybe_sent", "the reply is not JSON")
     if not isinstance(data, dict):
-        return Reply("maybe_sent", "the reply is not a JSON-RPC object")
+        return A2AReply("maybe_sent", "the reply is not a JSON-RPC object")
     error = data.get("error")
     if isinstance(error, dict):
         return _rpc_error(error, retry_after)
     result = data.get("result")
     task = result.get("task", result) if isinstance(result, dict) else None
     if not isinstance(task, dict) or not isinstance(task.get("id"), str) or not isinstance(task.get("status"), dict):
-        return Reply("maybe_sent", "the reply carries no task")
+        return A2AReply("maybe_sent", "the reply carries no task")
     status_obj = task["status"]
     state = str(status_obj.get("state"))
-    return Reply(
+    return A2AReply(
         "task",
         state,
         task["id"],
@@ -331,17 +331,17 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> Reply:
     )
 
 
-def _rpc_error(error: dict[str, Any], retry_after: float | None) -> Reply:
+def _rpc_error(error: dict[str, Any], retry_after: float | None) -> A2AReply:
     """A JSON-RPC error object, read: what its code means for us, its message quoted."""
     code, message = error.get("code"), str(error.get("message"))[:200]
     shown = code if isinstance(code, int) and not isinstance(code, bool) else "?"
     if code == -32001:
-        return Reply("lost", "task not found (-32001)", quoted=message)
+        return A2AReply("lost", "task not found (-32001)", quoted=message)
     if code == -32000 and "rate limit" in message.lower():  # OpenClaw: "Peer is rate limited"
-        return Reply("rate_limited", "refused (-32000)", retry_after=retry_after, quoted=message)
+        return A2AReply("rate_limited", "refused (-32000)", retry_after=retry_after, quoted=message)
     if code in (-32000, -32603):  # a server error ("A2A request could not be processed"): it may have acted
-        return Reply("maybe_sent", f"server error ({shown})", quoted=message)
-    return Reply("error", f"JSON-RPC error {shown}", quoted=message)
+        return A2AReply("maybe_sent", f"server error ({shown})", quoted=message)
+    return A2AReply("error", f"JSON-RPC error {shown}", quoted=message)
 
 
 def _texts(holders: Any) -> str:
@@ -470,7 +470,7 @@ class A2AClient:
     def close(self) -> None:
         self.session.close()
 
-    def send_message(self, text: str, context: str, message_id: str) -> Reply:
+    def send_message(self, text: str, context: str, message_id: str) -> A2AReply:
         return self._call(
             "SendMessage",
             {
@@ -484,10 +484,10 @@ class A2AClient:
             },
         )
 
-    def get_task(self, task_id: str) -> Reply:
+    def get_task(self, task_id: str) -> A2AReply:
         return self._call("GetTask", {"id": task_id})
 
-    def _call(self, method: str, params: dict[str, Any]) -> Reply:
+    def _call(self, method: str, params: dict[str, Any]) -> A2AReply:
         body = json.dumps({"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": method, "params": params})
         headers = {
             "content-type": "application/json",
@@ -511,13 +511,13 @@ class A2AClient:
                 peer=A2A_PEER,
             )
         except TransportError as exc:
-            return Reply("maybe_sent" if exc.sent else "not_sent", exc.reason)
+            return A2AReply("maybe_sent" if exc.sent else "not_sent", exc.reason)
         except BodyTooLarge:
-            return Reply("maybe_sent", f"the reply is over {self.MAX_REPLY_BYTES} bytes")
+            return A2AReply("maybe_sent", f"the reply is over {self.MAX_REPLY_BYTES} bytes")
         except UndecodableBody as exc:
-            return Reply("maybe_sent", f"the reply cannot be decoded: {exc.why}")
+            return A2AReply("maybe_sent", f"the reply cannot be decoded: {exc.why}")
         except DeadlinePassed:
-            return Reply("maybe_sent", f"no complete reply within {self.timeout:g} s")
+            return A2AReply("maybe_sent", f"no complete reply within {self.timeout:g} s")
         return read_reply(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.body)
 
 
@@ -710,7 +710,7 @@ class A2ADispatcher:
             )
         return False
 
-    def _rate_limited(self, reply: Reply, delay: float) -> None:
+    def _rate_limited(self, reply: A2AReply, delay: float) -> None:
         learned = f"; pacing at {self.pacer.learned} requests a minute" if self.pacer.learned is not None else ""
         self.report("a2a_rate_limited", f"the agent rate-limits us ({reply.detail}); waiting {delay:.0f} s{learned}")
 
@@ -741,7 +741,7 @@ class A2ADispatcher:
             self.store.a2a_update(tid, next_at=now + delay, error=reply.detail)
         return True
 
-    def _on_task_state(self, task: Any, reply: Reply, now: float) -> bool:
+    def _on_task_state(self, task: Any, reply: A2AReply, now: float) -> bool:
         tid = task["id"]
         if reply.state in WORKING_STATES:
             if self._timed_out(task, now):
@@ -1123,7 +1123,7 @@ class A2ADispatcher:
 
     # reporting ----------------------------------------------------------------------
 
-    def _unauthorized(self, now: float, reply: Reply) -> None:
+    def _unauthorized(self, now: float, reply: A2AReply) -> None:
         self.paused_until = now + UNAUTHORIZED_PAUSE
         outcome = WakeOutcome("unauthorized", f"A2A endpoint {self.wake.url} refused the wake token: {reply.detail}")
         self._set_error(now, outcome)
@@ -1165,7 +1165,7 @@ __all__ = [
     "Batch",
     "Candidate",
     "DispatchPlan",
-    "Reply",
+    "A2AReply",
     "RequestPacer",
     "answer_action",
     "context_id",

@@ -47,8 +47,8 @@ from .transport import (
     BearerAuth,
     BodyTooLarge,
     DeadlinePassed,
+    HttpReply,
     Peer,
-    Reply,
     TransportError,
     UndecodableBody,
     check_ca_bundle_environment,
@@ -302,7 +302,7 @@ class HubClient:
         raw: bool = False,
         deadline: float | None = None,
     ) -> Any:
-        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx `Reply`, whose
+        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx `HttpReply`, whose
         body may be cut at max_response_bytes). A call that is not idempotent and may have
         reached the hub is never repeated: when its reply cannot be read it is
         `PossiblyDelivered`."""
@@ -362,7 +362,7 @@ class HubClient:
         raw: bool,
         idempotent: bool,
         attempt: int,
-    ) -> Reply | None:
+    ) -> HttpReply | None:
         """One exchange: its reply, or None for a failure worth another try."""
         started = time.monotonic()
         try:
@@ -398,7 +398,7 @@ class HubClient:
         bearer: BearerAuth,
         give_up_at: float,
         prefix_ok: bool = False,
-    ) -> Reply:
+    ) -> HttpReply:
         """One exchange within what is left of the deadline; a reply that cannot be used
         is an error here (only failures below HTTP come out as TransportError)."""
         left = max(give_up_at - time.monotonic(), 0.001)

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-import sys
+import tomllib
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,11 +20,6 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 # Every environment variable the code reads (SKILL.md's requires.env is checked against it).
 ENV_VARS = {

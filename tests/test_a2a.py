@@ -102,7 +102,9 @@ def test_reading_replies():
     ok = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "result": {"task": {"id": "t1", "status": {"state": "TASK_STATE_WORKING"}}}}
     )
-    assert read_reply(200, {}, ok.encode()) == a2a.Reply("task", "TASK_STATE_WORKING", "t1", "TASK_STATE_WORKING", "")
+    assert read_reply(200, {}, ok.encode()) == a2a.A2AReply(
+        "task", "TASK_STATE_WORKING", "t1", "TASK_STATE_WORKING", ""
+    )
     done = {
         "jsonrpc": "2.0",
         "id": 1,
