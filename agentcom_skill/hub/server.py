@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import hmac
+import io
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -31,7 +33,8 @@ from .ws import Presence, SocketContext, serve_socket, upgrade
 MAX_BODY_BYTES = 8_000_000  # the real hub's (its parser's default)
 MAX_CHUNK_LINE = 1024  # a chunk-size line with extensions; longer is not a client we serve
 MAX_TRAILERS = 64
-HTTP_READ_TIMEOUT_S = 60.0  # a client silent this long mid-request (or idle between requests) is dropped
+HTTP_READ_TIMEOUT_S = 60.0  # Bandit's read timeout: an idle connection, or a request not read whole by then, is dropped
+WS_IDENTIFY_TIMEOUT_S = 60.0  # the real hub's WebSocket timeout, which also ends a socket that never identified
 JSON_TYPE = "application/json; charset=utf-8"
 _HEX = re.compile(rb"^[0-9A-Fa-f]+$")
 
@@ -44,6 +47,8 @@ class HubOptions:
     message_rate: float = 1.0  # messages a second per sender, once the burst is spent
     message_burst: float = 60
     ws_idle_timeout: float = 60.0
+    http_read_timeout: float = HTTP_READ_TIMEOUT_S
+    ws_identify_timeout: float = WS_IDENTIFY_TIMEOUT_S
     ws_answer_pings: bool = True  # off only to let tests play a half-dead connection
     admin_token: str | None = field(default=None, repr=False)  # when set, only it may mint tokens
 
@@ -90,6 +95,7 @@ class HubServer(ThreadingHTTPServer):
             deliver=self.deliver,
             presence=self.presence,
             idle_timeout=self.options.ws_idle_timeout,
+            identify_timeout=self.options.ws_identify_timeout,
             log=self.log_line,
             limiter=self.limiter,
             answer_pings=self.options.ws_answer_pings,
@@ -125,6 +131,38 @@ class HubServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
 
 
+class RequestReader(io.RawIOBase):
+    """The connection's bytes for http.server, with a deadline for each request: a connection
+    may wait `timeout` s for a request to begin, and the request (line, headers, body) must
+    then be complete within `timeout` s of its first byte. A socket timeout alone is reset by
+    every byte, so a client dripping one byte a minute (slowloris) would hold its thread for
+    good (issue 27.10)."""
+
+    def __init__(self, sock: socket.socket, timeout: float, clock: Callable[[], float] = time.monotonic):
+        self.sock = sock
+        self.timeout = timeout
+        self.clock = clock
+        self.deadline: float | None = None  # None: waiting for a request's first byte
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        self.deadline = None
+
+    def readinto(self, buffer: Any) -> int:
+        wait = self.timeout
+        if self.deadline is not None:
+            wait = self.deadline - self.clock()
+            if wait <= 0:
+                raise TimeoutError("the request was not complete within the read timeout")
+        self.sock.settimeout(wait)
+        n = self.sock.recv_into(buffer)
+        if self.deadline is None and n:
+            self.deadline = self.clock() + self.timeout
+        return n
+
+
 class _Refused(Exception):
     """A request body the hub will not read; the connection is closed after the answer."""
 
@@ -149,6 +187,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     _body_unread = False
 
     # plumbing -----------------------------------------------------------
+
+    def setup(self) -> None:
+        self.timeout = self.server.options.http_read_timeout
+        super().setup()
+        self.reader = RequestReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.next_request()
+        super().handle_one_request()
 
     def version_string(self) -> str:
         return self.server_version  # http.server appends " <python version>", a trailing space when blank
@@ -338,7 +386,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             handler()
-        except (ConnectionError, TimeoutError):
+        except TimeoutError:  # a body not complete within the read timeout: 408, as Bandit answers
+            try:
+                self._respond(HTTPStatus.REQUEST_TIMEOUT, close=True)
+            except OSError:
+                self.close_connection = True
+        except ConnectionError:
             self.close_connection = True  # the client went away: nothing to answer
         except Exception as exc:  # a bug in the hub must not kill the server thread silently
             self.server.log_line(f"internal error: {type(exc).__name__}: {exc}")

@@ -194,6 +194,7 @@ class SocketContext:
     presence: Presence
     idle_timeout: float
     log: Callable[[str], None]
+    identify_timeout: float = 60.0  # a socket not identified by then is closed, whatever it sends
     limiter: RateLimiter | None = None
     answer_pings: bool = True  # off only to let tests play a half-dead connection
     clock: Callable[[], float] = time.monotonic  # injected by tests of the idle timer
@@ -218,15 +219,23 @@ class Session:
         self.peer = Peer(connection, context.clock)
         self.agent_id: str | None = None
         self.violations: list[float] = []
+        self.identify_by = context.clock() + context.identify_timeout
 
     def run(self) -> None:
         idle = self.context.idle_timeout
         while True:
-            left = self.peer.last_activity + idle - self.context.clock()
+            now = self.context.clock()
+            left = self.peer.last_activity + idle - now
             if left <= 0:
                 self.context.log(f"WS {self.agent_id or '-'} idle for {idle:g} s: closed")
                 self.peer.close(IDLE_CLOSE_CODE, "")
                 return
+            if self.agent_id is None:
+                if now >= self.identify_by:  # a thread each: sockets that never identify must not pile up
+                    self.context.log(f"WS not identified within {self.context.identify_timeout:g} s: closed")
+                    self.peer.close(IDLE_CLOSE_CODE, "")
+                    return
+                left = min(left, self.identify_by - now)
             try:
                 raw = self.connection.recv(timeout=left)
             except TimeoutError:
