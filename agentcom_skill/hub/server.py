@@ -157,7 +157,10 @@ class RequestReader(io.RawIOBase):
             if wait <= 0:
                 raise TimeoutError("the request was not complete within the read timeout")
         self.sock.settimeout(wait)
-        n = self.sock.recv_into(buffer)
+        try:
+            n = self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.timeout)  # writes keep the whole timeout
         if self.deadline is None and n:
             self.deadline = self.clock() + self.timeout
         return n
@@ -189,9 +192,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     # plumbing -----------------------------------------------------------
 
     def setup(self) -> None:
-        self.timeout = self.server.options.http_read_timeout
         super().setup()
-        self.reader = RequestReader(self.connection, self.timeout)
+        timeout = self.server.options.http_read_timeout
+        self.connection.settimeout(timeout)
+        self.reader = RequestReader(self.connection, timeout)
         self.rfile = io.BufferedReader(self.reader)
 
     def handle_one_request(self) -> None:
