@@ -168,6 +168,16 @@ def test_the_hub_closes_a_socket_that_does_not_identify_in_time(hub_factory):
         assert call(identified, {"type": "ping"})["type"] == "pong", "an identified socket stays"
 
 
+def test_a_clients_close_is_echoed_with_its_code_and_no_reason(hub):
+    """Issue 25.5: as the real hub answers a close."""
+    alice = hub.mint("alice")
+    with ws_connect(hub) as ws:
+        identify(ws, "alice", alice)
+        ws.close(1000, "bye now")
+        assert ws.protocol.close_rcvd is not None
+        assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1000, "")
+
+
 def test_a_never_pinging_client_is_closed_with_1002_when_idle(hub_factory):
     from websockets.exceptions import ConnectionClosed
 
@@ -219,7 +229,7 @@ def test_the_real_hubs_frame_types_are_accepted_and_ignored(hub):
         identify(ws, "alice", alice)
         for frame in (
             {"type": "resource_report", "cpu_percent": 12.5, "ram_used_bytes": 1 << 30, "timestamp": 1},
-            {"type": "state_report", "state": "idle"},
+            {"type": "state_report", "task_id": "t-1", "status": "working", "generation": 1},
             {"type": "wake_result", "task_id": "t-1", "status": "failed", "attempt": 0},
             {"type": "ollama_report", "ollama_url": "http://localhost:11434"},
             {"type": "task_accepted", "task_id": "t-1"},
@@ -230,6 +240,9 @@ def test_the_real_hubs_frame_types_are_accepted_and_ignored(hub):
         ):
             ws.send(json.dumps(frame))
             assert frames_until_pong(ws) == [], frame["type"]
+        for frame in ({"type": "state_report", "state": "idle"}, {"type": "wake_result", "status": "ok"}):
+            refused = call(ws, frame)  # the real hub's schema: both name a task
+            assert refused["error"] == "validation_failed" and refused["errors"][0]["field"] == "task_id", refused
         assert call(ws, {"type": "list_channels"}) == {"type": "channels", "channels": []}
         not_found = {"type": "error", "error": "channel_not_found"}
         assert call(ws, {"type": "channel_subscribe", "channel": "ops"}) == not_found

@@ -115,16 +115,25 @@ def test_garbage_gets_a_status_line_not_a_bare_html_page(hub):
 # headers and small presence details ------------------------------------------------------
 
 
-def test_json_replies_say_utf8_and_the_server_header_has_no_trailing_space(hub):
-    (reply,) = raw_exchange(hub.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+def test_replies_carry_the_real_hubs_headers(hub):
+    """Issue 25.5: as Bandit and Plug answer. A routed reply: date, content-length, vary,
+    Plug's cache-control, the JSON type; no server header. A refusal before the router (400
+    for a body that is not JSON, 413, 415, 500): `connection: close` only."""
+    (reply,) = raw_exchange(hub.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.status_line == b"HTTP/1.1 200 OK\r\n"
+    assert sorted(reply.headers) == ["cache-control", "content-length", "content-type", "date", "vary"]
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
-    with socket.create_connection(("127.0.0.1", hub.port), timeout=30) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    server_lines = [line for line in data.split(b"\r\n") if line.lower().startswith(b"server:")]
-    assert server_lines == [b"Server: agentcom-hub"]
+    assert reply.headers["cache-control"] == "max-age=0, private, must-revalidate"
+    alice = hub.mint("alice")
+    head = (
+        f"POST /api/message HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\n"
+    )
+    (invalid,) = raw_exchange(hub.port, (head + "Content-Length: 2\r\n\r\n{}").encode())
+    assert invalid.status_line == b"HTTP/1.1 422 Unprocessable Content\r\n"
+    (not_json,) = raw_exchange(hub.port, (head + "Content-Length: 2\r\n\r\n{x").encode())
+    assert not_json.status == 400 and list(not_json.headers) == ["connection"] and not_json.closed
+    (unauthorized,) = raw_exchange(hub.port, (head.replace(alice, "f" * 64) + "Content-Length: 2\r\n\r\n{}").encode())
+    assert unauthorized.body == b'{"error":"unauthorized","hint":"provide Authorization: Bearer <token>"}'
 
 
 def test_agents_have_fsm_state_unknown(hub):

@@ -36,6 +36,7 @@ MAX_TRAILERS = 64
 HTTP_READ_TIMEOUT_S = 60.0  # Bandit's read timeout: an idle connection, or a request not read whole by then, is dropped
 WS_IDENTIFY_TIMEOUT_S = 60.0  # the real hub's WebSocket timeout, which also ends a socket that never identified
 JSON_TYPE = "application/json; charset=utf-8"
+REASONS = {422: "Unprocessable Content"}  # Bandit's reason phrases where Python's differ (RFC 9110's)
 _HEX = re.compile(rb"^[0-9A-Fa-f]+$")
 
 
@@ -184,7 +185,6 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; without TCP_NODELAY the body waits for
     # the client's delayed ACK (about 40 ms a reply on Linux).
     disable_nagle_algorithm = True
-    server_version = "agentcom-hub"
     timeout = HTTP_READ_TIMEOUT_S
     _started = 0.0
     _body_unread = False
@@ -202,8 +202,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self.reader.next_request()
         super().handle_one_request()
 
-    def version_string(self) -> str:
-        return self.server_version  # http.server appends " <python version>", a trailing space when blank
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The status line and the date, as Bandit sends them: no `server` header."""
+        self.send_response_only(code, REASONS.get(code, message))
+        self.send_header("date", self.date_time_string())
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
         pass  # one line per request is written by _respond, without the query string
@@ -226,20 +228,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         data = b"" if body is None else wire_json(body).encode()
         close = close or self._body_unread  # what is left of the body would be read as the next request
-        # As the real hub's web server (Bandit) does: every reply but a 204 varies by
-        # accept-encoding, and a non-empty body is compressed when the request accepts it.
+        self._log(status)  # before the reply: whoever got the reply finds its line in the log
+        if body is None and status >= 400:
+            # Refused by the real hub's web server (Bandit) before its router ran: a status
+            # line and `connection: close`, nothing else; the connection is closed.
+            self.send_response_only(status, REASONS.get(status))
+            self.send_header("connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            return
+        # As Bandit does: every reply but a 204 varies by accept-encoding, and a non-empty
+        # body is compressed when the request accepts it; Plug adds its cache-control.
         coding = content_coding(self.headers.get("accept-encoding")) if data and status != 204 else None
         if coding is not None:
             data = compress(data, coding)
-        self._log(status)  # before the reply: whoever got the reply finds its line in the log
         self.send_response(status)
-        if body is not None:
-            self.send_header("content-type", JSON_TYPE)
+        self.send_header("content-length", str(len(data)))
         if status != 204:
             self.send_header("vary", "accept-encoding")
+        self.send_header("cache-control", "max-age=0, private, must-revalidate")
+        if body is not None:
+            self.send_header("content-type", JSON_TYPE)
         if coding is not None:
             self.send_header("content-encoding", coding)
-        self.send_header("content-length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if close:
@@ -430,7 +441,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         sender = self._bearer_agent()
         if sender is None:
-            self._respond(401, {"error": "unauthorized", "hint": "send Authorization: Bearer <token>"})
+            self._respond(401, {"error": "unauthorized", "hint": "provide Authorization: Bearer <token>"})
             return
         if self._rate_limited(("http", sender), "normal") or self._invalid("post_message", body):
             return

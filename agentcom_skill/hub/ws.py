@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
@@ -144,12 +145,23 @@ class Presence:
             return [peer for peer, agent_id in self._sockets.items() if agent_id != except_agent]
 
 
+class HubProtocol(ServerProtocol):
+    """websockets' server side, answering a client's close as the real hub (Bandit) does:
+    with the client's code and an empty reason (websockets would echo the reason too)."""
+
+    def send_frame(self, frame: Frame) -> None:
+        echo = frame.opcode is Opcode.CLOSE and self.close_rcvd is not None and self.close_sent is None
+        if echo and frame.data and self.close_rcvd is not None:
+            frame = Frame(Opcode.CLOSE, Close(self.close_rcvd.code, "").serialize())
+        super().send_frame(frame)
+
+
 def upgrade(handler: Any, max_size: int) -> Any | None:
     """Answer the upgrade request `handler` (an http.server handler) has read; the open
     connection, or None after refusing it."""
     lines = [handler.requestline] + [f"{k}: {v}" for k, v in handler.headers.items()]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-    protocol = ServerProtocol(max_size=max_size)
+    protocol = HubProtocol(max_size=max_size)
     protocol.receive_data(raw)
     events = protocol.events_received()
     if not events or not isinstance(events[0], Request):
