@@ -29,6 +29,7 @@ class RealHub:
         self.http = requests.Session()
         self._count = 0
         self.minted: list[str] = []  # agent ids holding tokens minted here, revoked by `revoke_minted`
+        self.exempted: list[str] = []  # agent ids put on the hub's rate-limit whitelist, taken off with them
         health = self.http.get(self.url + "/health", timeout=10)
         if health.status_code != 200 or health.json().get("service") != "agent_com":
             raise RuntimeError(f"REALHUB_URL={self.url} is not an AgentCom hub: {health.status_code}")
@@ -61,6 +62,7 @@ class RealHub:
                 timeout=10,
             )
             assert w.status_code == 200, w.text
+            self.exempted.append(agent_id)
         return r.json()["token"]
 
     def revoke_minted(self) -> None:
@@ -68,7 +70,12 @@ class RealHub:
         knows (about 30 ms each), so tokens left behind slow every later broadcast down."""
         for agent_id in dict.fromkeys(self.minted):
             self.http.delete(f"{self.url}/admin/tokens/{agent_id}", headers=self._auth(self.root), timeout=10)
+        for agent_id in self.exempted:
+            self.http.delete(
+                f"{self.url}/api/admin/rate-limits/whitelist/{agent_id}", headers=self._auth(self.root), timeout=10
+            )
         self.minted.clear()
+        self.exempted.clear()
 
     def close(self) -> None:
         self.revoke_minted()
