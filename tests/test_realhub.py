@@ -160,7 +160,9 @@ def test_a2a_answer_reaches_the_sender(realhub, watch_rig, tmp_path):
 def test_the_labelled_trace_through_the_real_hub(realhub, tmp_path):
     """The labelled day (tests/data) posted through the real hub, in rounds that fit its
     100-message mailbox: `check` returns exactly the messages labelled attention, and `ack`
-    empties the hub's mailbox."""
+    empties the hub's mailbox. Its 149 broadcasts take the real hub about 30 ms per token it
+    knows each (protocol.md 1.8): ~20 s on a hub holding only this test's tokens, minutes on
+    one holding hundreds."""
     header, lines = load_trace()
     names = {name: realhub.agent(name) for name in [header["agent"], *header["peers"]]}
     agent = names[header["agent"]]
