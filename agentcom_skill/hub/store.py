@@ -164,8 +164,10 @@ class HubStore:
         msg_id = secrets.token_hex(8)
         with self._lock:
             if is_broadcast(to):
+                # One copy per token, as the real hub stores it (its token list has one entry
+                # per token): an agent holding two tokens finds each broadcast twice.
                 rows = self._db.execute(
-                    "SELECT DISTINCT agent_id FROM tokens WHERE agent_id != ? ORDER BY agent_id", (sender,)
+                    "SELECT agent_id FROM tokens WHERE agent_id != ? ORDER BY agent_id", (sender,)
                 ).fetchall()
                 recipients = [r[0] for r in rows]
             else:

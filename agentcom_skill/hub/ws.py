@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
@@ -148,12 +149,23 @@ class Presence:
             return [peer for peer, agent_id in self._sockets.items() if agent_id != except_agent]
 
 
+class HubProtocol(ServerProtocol):
+    """websockets' server side, answering a client's close as the real hub (Bandit) does:
+    with the client's code and an empty reason (websockets would echo the reason too)."""
+
+    def send_frame(self, frame: Frame) -> None:
+        echo = frame.opcode is Opcode.CLOSE and self.close_rcvd is not None and self.close_sent is None
+        if echo and frame.data and self.close_rcvd is not None:
+            frame = Frame(Opcode.CLOSE, Close(self.close_rcvd.code, "").serialize())
+        super().send_frame(frame)
+
+
 def upgrade(handler: Any, max_size: int) -> Any | None:
     """Answer the upgrade request `handler` (an http.server handler) has read; the open
     connection, or None after refusing it."""
     lines = [handler.requestline] + [f"{k}: {v}" for k, v in handler.headers.items()]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-    protocol = ServerProtocol(max_size=max_size)
+    protocol = HubProtocol(max_size=max_size)
     protocol.receive_data(raw)
     events = protocol.events_received()
     if not events or not isinstance(events[0], Request):
@@ -198,6 +210,7 @@ class SocketContext:
     presence: Presence
     idle_timeout: float
     log: Callable[[str], None]
+    identify_timeout: float = 60.0  # a socket not identified by then is closed, whatever it sends
     limiter: RateLimiter | None = None
     answer_pings: bool = True  # off only to let tests play a half-dead connection
     clock: Callable[[], float] = time.monotonic  # injected by tests of the idle timer
@@ -223,15 +236,23 @@ class Session:
         self.peer = Peer(connection, context.clock)
         self.agent_id: str | None = None
         self.violations: list[float] = []
+        self.identify_by = context.clock() + context.identify_timeout
 
     def run(self) -> None:
         idle = self.context.idle_timeout
         while True:
-            left = self.peer.last_activity + idle - self.context.clock()
+            now = self.context.clock()
+            left = self.peer.last_activity + idle - now
             if left <= 0:
                 self.context.log(f"WS {self.agent_id or '-'} idle for {idle:g} s: closed")
                 self.peer.close(IDLE_CLOSE_CODE, "")
                 return
+            if self.agent_id is None:
+                if now >= self.identify_by:  # a thread each: sockets that never identify must not pile up
+                    self.context.log(f"WS not identified within {self.context.identify_timeout:g} s: closed")
+                    self.peer.close(IDLE_CLOSE_CODE, "")
+                    return
+                left = min(left, self.identify_by - now)
             try:
                 raw = self.connection.recv(timeout=left)
             except TimeoutError:
