@@ -190,3 +190,62 @@ def test_the_labelled_trace_through_the_real_hub(realhub, tmp_path):
     assert len(returned) == len(set(returned))
     assert set(returned) == expected
     assert len(expected) == sum(1 for line in lines if line["expect"] == "attention")
+
+
+# issue 32 on the real hub ------------------------------------------------------------------
+
+
+def test_a_pushed_task_is_declined_and_a_pushed_broadcast_kept_as_a_broadcast(realhub, watch_rig, tmp_path):
+    """The hub's scheduler sends the watch tasks: each is kept as a notice and declined at once
+    (never left assigned, never flagged unresponsive). A pushed broadcast (its frame has no
+    `to`) is kept as a broadcast, a pushed direct message as direct."""
+    alice, bob, tokens, env, start, post = watch_rig
+    w = start()
+    auth = {"Authorization": f"Bearer {tokens[bob]}"}
+    pushed = realhub.http.post(
+        realhub.url + "/api/admin/push-task", json={"agent_id": alice, "description": "build it"}, headers=auth
+    )
+    assert pushed.status_code == 200, pushed.text
+    task_id = pushed.json()["task_id"]
+
+    def state() -> dict:
+        return realhub.http.get(f"{realhub.url}/api/agents/{alice}/state", headers=auth, timeout=10).json()
+
+    eventually(lambda: [e for e in w.events() if e["event"] == "task"], "the task declined", deadline=20)
+    eventually(lambda: state().get("fsm_state") == "idle" and not state().get("current_task_id"), "alice idle again")
+    assert "unresponsive" not in state().get("flags", [])
+    notes = [m for m in run_json("log", "--json", env=env)["entries"] if m["type"] == "task_assign"]
+    assert notes and task_id in notes[0]["text"]
+
+    everyone = realhub.post(tokens[bob], {"payload": {"text": "to everyone"}}).json()["id"]
+    direct = post("just you")
+    eventually(lambda: {everyone, direct} <= kept(tmp_path), "both pushed messages stored")
+    shown = {m["id"]: m for m in run_json("inbox", "--json", env=env)["messages"]}
+    assert (shown[everyone]["broadcast"], shown[direct]["broadcast"]) == (True, False)
+
+
+def test_a_token_reset_is_noticed_by_check_within_30_s(realhub, watch_rig, tmp_path):
+    alice, bob, tokens, env, start, post = watch_rig
+    start()
+    auth = {"Authorization": f"Bearer {tokens[bob]}"}
+    reset = realhub.http.post(f"{realhub.url}/api/admin/agents/{alice}/reset-token", headers=auth, timeout=10)
+    assert reset.status_code == 201, reset.text
+    eventually(
+        lambda: [h for h in run_json("check", env=env)["warnings"] if "refuses this agent's token" in h],
+        "check says the token is refused",
+        deadline=30,
+    )
+
+
+def test_large_non_ascii_text_is_sent_and_a_numeric_text_shown(realhub, tmp_path):
+    alice, bob = realhub.agent("alice"), realhub.agent("bob")
+    a_env = agent_env(realhub, alice, realhub.mint(alice), tmp_path / "a")
+    b_env = agent_env(realhub, bob, realhub.mint(bob), tmp_path / "b")
+    text_file = tmp_path / "big.txt"
+    text_file.write_text("é" * 2_800_000)
+    sent = run_json("send", alice, "--text-file", str(text_file), env=b_env)
+    assert sent["confirmed"] is True
+    realhub.post(realhub.mint(bob), {"to": alice, "payload": {"text": 42}})
+    got = {m["id"]: m for m in run_json("check", env=a_env)["messages"]}
+    assert len(got[sent["id"]]["text"]) == 2_800_000
+    assert "42" in [m["text"] for m in got.values()]
