@@ -39,9 +39,11 @@ from .delivery import (
 from .errors import (
     AgentComError,
     AuthError,
+    BusyError,
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    StateError,
     UsageError,
 )
 from .legacy import has_state_file, import_state_file
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # for annotations only: the network client loads when a comma
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
 HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
+PRUNE_BUDGET = 0.2  # seconds of pruning steps one check spends, after its output
 THREAD_LIMIT = 200
 _MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
 
@@ -169,6 +172,8 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
+    else:  # one check returns a page, never the whole backlog (its cost is what it returns)
+        limit = s.check_max
     with open_store(s) as store:
         watch = read_status(s.agent_state_dir())
         if watch is not None:
@@ -221,6 +226,8 @@ def run_check(
     *,
     via: str = "poll",
     agents_check: bool = True,
+    prune: bool = True,
+    on_complete_poll: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """`check` on a given hub and store (the property tests drive this with a model hub;
     the watch with the frames it is pushed). With `hub` None, nothing is asked of the hub:
@@ -235,7 +242,7 @@ def run_check(
     agents_check = agents_check and hub is not None
     ids = batch_keys(batch)
     with store.snapshot():
-        view = store.view(ids, now)
+        view = store.view(ids, now, limit)
         finished = store.finished(ids)
         agents_due = agents_check and _agents_check_due(store, now)
         contact_due = hub is not None and _hub_contact_due(store, now)
@@ -251,7 +258,7 @@ def run_check(
         return result
 
     with store.write():
-        view = store.view(ids, now)
+        view = store.view(ids, now, limit)
         plan = plan_check(batch, view, s, now, limit)
         at_hub = {m.id: m for m in batch.messages}
         store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
@@ -262,11 +269,6 @@ def run_check(
             store.set_meta("agents_checked_at", now)
         if hub is not None:
             store.set_meta("hub_ok_at", now)
-        if hub is not None and via == "poll" and batch.complete:
-            # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
-            # pruning must keep (a finished message behind an unfinished one is still there, and
-            # would come back as new). Pushed frames and the store alone say nothing about it.
-            store.prune(ids, now, s.retention_days, s.retention_max)
     # Committed: leases and auto-reply intents are on disk before anything is sent or
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
     # the caller still gets what was leased.
@@ -285,7 +287,37 @@ def run_check(
             store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
         if up_to is not None:
             store.set_meta("hub_acked", up_to)
+    if hub is not None and via == "poll" and batch.complete:
+        # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
+        # pruning must keep (a finished message behind an unfinished one is still there, and
+        # would come back as new). Pushed frames and the store alone say nothing about it.
+        if on_complete_poll is not None:
+            on_complete_poll(ids)
+        if prune:  # after the output: never in the check's latency
+            prune_store(store, s, ids, now, PRUNE_BUDGET)
     return result
+
+
+def prune_store(store: MessageStore, s: Settings, keep: Sequence[str], now: float, budget: float) -> tuple[int, int]:
+    """Pruning steps (each one short transaction) for up to `budget` seconds, when a pass is
+    due; the pass goes on at the next call until it finds nothing left. Returns (rows changed,
+    messages dead-lettered because they were pending beyond open_max_days: they stay listed
+    in `inbox --state dead` and counted by `status`)."""
+    if not store.prune_due(now):
+        return 0, 0
+    give_up_at = time.monotonic() + budget
+    changed = aged = 0
+    try:
+        while True:
+            with store.write():
+                gone, dead = store.prune_step(keep, now, s.retention_days, s.retention_max, s.open_max_days)
+            store.vacuum_step()
+            changed, aged = changed + gone + dead, aged + dead
+            if not (gone or dead) or time.monotonic() >= give_up_at:
+                break
+    except (BusyError, StateError):
+        pass  # another run holds the store: the next one goes on
+    return changed, aged
 
 
 def _answer_and_ack(
@@ -977,6 +1009,7 @@ def wait(
     """
     s = resolve_settings(settings, overrides)
     _check_wait(timeout, limit)
+    limit = s.check_max if limit is None else limit
     give_up_at = None if timeout is None else clock() + timeout
     delay = 1.0
     said: list[str] = []  # warnings of the looks that found nothing: they come with the result

@@ -31,7 +31,7 @@ from .delivery import plan_check
 from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import current_status, hub_client, open_store, run_check
+from .skill import current_status, hub_client, open_store, prune_store, run_check
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, write_status
 
@@ -57,6 +57,7 @@ MAX_FRAME = 32 * 1024 * 1024
 # by `check`, which trusts a connected watch) until the next reconnect.
 FIRST_SWEEP = 2.0
 SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
+STOP_DRAIN = 2.0  # seconds a stopping watch goes on reading frames that keep coming, before it closes
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
     '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
@@ -146,6 +147,7 @@ class Watch:
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
         self.unstored: list[Message | Unreadable] = []  # pushed, not yet committed (the store failed)
+        self.at_hub: tuple[str, ...] | None = None  # ids in the last whole mailbox read (pruning keeps them)
         self.retry_store_at = 0.0
 
     # the process --------------------------------------------------------------
@@ -272,14 +274,18 @@ class Watch:
                 # However the connection ends, the frames already read are kept first; then the
                 # close handshake, during which the hub still pushes what it sent before it saw
                 # our Close: those are kept too.
-                self._keep_unread(ws)
+                # Stopping, a stream that never pauses is read for STOP_DRAIN seconds at most,
+                # then the close: what the hub sent before it saw it is still read and kept.
+                self._keep_unread(ws, time.monotonic() + STOP_DRAIN if self.stopping else None)
                 ws.close()
                 self._keep_unread(ws)
             return True
 
-    def _keep_unread(self, ws: Any) -> None:
+    def _keep_unread(self, ws: Any, until: float | None = None) -> None:
         while frames := self._receive(ws, wait=0)[0]:
             self._on_frames(frames)
+            if until is not None and time.monotonic() >= until:
+                return
 
     def _converse(self, ws: Any) -> None:
         """Read frames and ping until the connection ends or the watch stops."""
@@ -386,7 +392,17 @@ class Watch:
         and the next sweep tries again)."""
         before = self.store.deliverable_count(self.clock())
         try:
-            result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+            result = run_check(
+                self.hub,
+                self.store,
+                self.s,
+                0,
+                False,
+                self.clock(),
+                agents_check=False,
+                prune=False,  # the wake thread prunes, off the socket's path
+                on_complete_poll=self._note_at_hub,
+            )
         except (HubUnavailableError, HubProtocolError) as exc:
             self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
             return False
@@ -406,6 +422,24 @@ class Watch:
         for warning in result["warnings"]:
             self._event("warning", warning)
         return True
+
+    def _note_at_hub(self, ids: list[str]) -> None:
+        """What the hub holds (a whole mailbox read): pruning keeps these."""
+        self.at_hub = tuple(ids)
+
+    def _prune(self) -> None:
+        """One pruning step when a pass is due (wake thread, own connection, short
+        transactions): only once a whole mailbox was read, which says what the hub holds."""
+        at_hub, now = self.at_hub, self.clock()
+        if at_hub is None or not self.wake_store.prune_due(now):
+            return
+        _, aged = prune_store(self.wake_store, self.s, at_hub, now, 0.0)
+        if aged:
+            self._event(
+                "warning",
+                f"dead-lettered {aged} message(s) pending for more than open_max_days ({self.s.open_max_days:g})"
+                " without being returned; see `agentcom inbox --state dead`",
+            )
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the
@@ -472,6 +506,7 @@ class Watch:
                     self._a2a_step()
                 else:
                     self._maybe_wake()
+                self._prune()
             except AgentComError as exc:
                 self._event("error", f"wake step failed: {exc}")
             except Exception as exc:  # never let the wake thread die silently
@@ -489,7 +524,7 @@ class Watch:
         if due is None or now < due or now < self.wake_paused_until:
             return
         with store.write():
-            view = store.view([], now)
+            view = store.view([], now, self.s.wake.max_batch)
             plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
             store.apply_check(plan, now)
         leased = {lease.id for lease in plan.leases}
