@@ -311,9 +311,13 @@ def prune_store(store: MessageStore, s: Settings, keep: Sequence[str], now: floa
         while True:
             with store.write():
                 gone, dead = store.prune_step(keep, now, s.retention_days, s.retention_max, s.open_max_days)
-            store.vacuum_step()
+            free = store.vacuum_step()
             changed, aged = changed + gone + dead, aged + dead
-            if not (gone or dead) or time.monotonic() >= give_up_at:
+            if not (gone or dead or free):
+                with store.write():
+                    store.set_meta("pruned_at", now)  # the pass is over: the next one in PRUNE_INTERVAL
+                break
+            if time.monotonic() >= give_up_at:
                 break
     except (BusyError, StateError):
         pass  # another run holds the store: the next one goes on

@@ -974,7 +974,7 @@ class MessageStore:
         Drops finished messages older than `days` or beyond the newest `most`, never one in
         `keep_ids` (still at the hub) nor an unfinished one; dead-letters messages pending for
         more than `open_days` (never returned to the agent: kept, listed as dead letters).
-        Returns (rows dropped, messages dead-lettered); (0, 0) ends the pass."""
+        Returns (rows dropped, messages dead-lettered); (0, 0): nothing left to prune."""
         self._exec("CREATE TEMP TABLE IF NOT EXISTS keep (id TEXT PRIMARY KEY)")
         self._exec("DELETE FROM temp.keep")
         self._many("INSERT OR IGNORE INTO temp.keep VALUES (?)", [(i,) for i in keep_ids])
@@ -1017,15 +1017,19 @@ class MessageStore:
             "DELETE FROM sent WHERE rowid IN (SELECT rowid FROM sent WHERE sent_at < ? LIMIT ?)",
             (sent_cutoff, PRUNE_STEP),
         ).rowcount
-        if not gone and not aged:
-            self.set_meta("pruned_at", now)
         return gone, aged
 
-    def vacuum_step(self) -> None:
-        """Give up to VACUUM_STEP free pages back to the file system (outside a transaction;
-        a no-op for a store made before migration 6 and not vacuumed since)."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP})").fetchall()
+    def vacuum_step(self) -> int:
+        """Give up to VACUUM_STEP free pages back to the file system (outside a transaction);
+        the free pages left. (0 for a store made before migration 6 and not vacuumed since:
+        its free pages are reused, never given back.)"""
+        if self._writing or self._read("PRAGMA auto_vacuum")[0][0] != 2:
+            return 0
+        try:  # (executescript: execute() frees a single page)
+            self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP});")
+        except sqlite3.Error:
+            return 0  # busy: the next step
+        return int(self._read("PRAGMA freelist_count")[0][0])
 
     # finishing messages -------------------------------------------------------
 
