@@ -80,6 +80,34 @@ print(json.dumps({"intake_ms": cpu[len(cpu) // 2] * 1000}))
 """
 
 
+# Run in a child process of this version, on a store past retention_max: pruning steps for 5 s.
+PRUNE_PROBE = r"""
+import json, time
+from agentcom_skill.config import load_settings
+from agentcom_skill.skill import open_store
+s = load_settings()
+steps = []
+with open_store(s) as store:
+    pages = store._read("PRAGMA page_count")[0][0]
+    ended = time.monotonic() + 5
+    gone = 0
+    while time.monotonic() < ended:
+        started = time.monotonic()
+        with store.write():
+            dropped, aged = store.prune_step([], time.time(), s.retention_days, s.retention_max, s.open_max_days)
+        store.vacuum_step()
+        steps.append(time.monotonic() - started)
+        gone += dropped + aged
+        if not dropped + aged:
+            break
+    store._exec("PRAGMA wal_checkpoint(TRUNCATE)")
+    after = store._read("PRAGMA page_count")[0][0]
+steps.sort()
+print(json.dumps({"rows": gone, "steps": len(steps), "median_ms": steps[len(steps) // 2] * 1000,
+                  "max_ms": steps[-1] * 1000, "pages_before": pages, "pages_after": after}))
+"""
+
+
 def fill(db: Path, agent: str, size: int, kind: str) -> None:
     """`size` direct messages into an agent's store (created by the version measured)."""
     con = sqlite3.connect(db)
@@ -199,6 +227,13 @@ def main() -> None:
                         + f"  (ms CPU; load {load()})",
                         flush=True,
                     )
+                    if name == "this" and kind == "finished" and size > 50_000:
+                        env = hub.env("gcu", token, AGENTCOM_STATE_DIR=state)
+                        probe = subprocess.run(
+                            [sys.executable, "-c", PRUNE_PROBE], env=env, capture_output=True, text=True, check=False
+                        )
+                        said = probe.stdout.strip() or probe.stderr[-500:]
+                        print(f"  {name:9} pruning past retention_max for 5 s: {said}")
                     shutil.rmtree(state)
                 shutil.rmtree(template)
     print("\nratios to the empty store (ms CPU, medians):")
