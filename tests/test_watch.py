@@ -438,6 +438,7 @@ def test_a_message_the_hub_stored_while_the_watch_was_connected_is_swept_in(rig,
     from agentcom_skill.hub.store import HubStore
 
     hub, env, alice, bob, gateway, start = rig
+    write_wake(tmp_path, gateway, window=600)  # no wake takes it before the check below (it raced one)
     (tmp_path / "alice.toml").write_text("watch_sweep_interval = 1\n" + (tmp_path / "alice.toml").read_text())
     w = start()
     w.wait_for("drained")
