@@ -1380,8 +1380,12 @@ class MessageStore:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
         params.append(limit)
+        # newest first; with --since, by arrival time (the same order but for a clock gone back),
+        # which its index reads newest first and stops at the limit (by rowid, a short window
+        # was found only after reading every older row)
+        order = "received_at DESC, rowid DESC" if since is not None else "rowid DESC"
         return self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params
+            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?", params
         )
 
     def index_for_search(self) -> bool:

@@ -7,7 +7,7 @@ takes hours) with the schema of the version measured, then, each a median of --r
 processes (CPU seconds, user + system, the machine's load printed beside):
 
   check --peek --json, status --json, inbox --json, inbox --from, inbox --type,
-  inbox --state dead, search (a word in every message, a word in one), log --json
+  inbox --state dead, inbox --since, search (a word in every message, a word in one), log --json
 
 and, in a child process of the version, the CPU of taking in one pushed batch of 50 new
 messages (what the watch does with a burst: `run_check` over the frames, limit 0).
@@ -45,6 +45,7 @@ COMMANDS = {
     "inbox --from": ["inbox", "--from", "peer7", "--json"],
     "inbox --type": ["inbox", "--type", "review", "--json"],
     "inbox --state dead": ["inbox", "--state", "dead", "--json"],
+    "inbox --since": ["inbox", "--since", "10s", "--json"],  # (the last 10 of the store were received then)
     "search common": ["search", "queue", "--json"],
     "search rare": ["search", "zanzibar", "--json"],
     "log": ["log", "--json"],

@@ -298,3 +298,22 @@ def test_check_returns_check_max_by_default(tmp_path):
     result = skill.check(settings=s)
     assert len(result["messages"]) == 7 and result["pending"] == 23
     assert len(skill.check(limit=20, settings=s)["messages"]) == 20
+
+
+def test_inbox_since_reads_the_window_newest_first_through_its_index():
+    store = MessageStore.memory()
+    for n in range(1, 31):
+        b = chats(n, 1)
+        with store.write():
+            store.apply_check(plan_check(b, store.view([], NOW + n, 0), settings(), NOW + n, 0), NOW + n)
+    rows = store.messages(since=NOW + 26, limit=3)
+    assert [r["seq"] for r in rows] == [30, 29, 28]
+    assert [r["seq"] for r in store.messages(since=NOW + 26, limit=50)] == [30, 29, 28, 27, 26]
+    plan = store._read(
+        "EXPLAIN QUERY PLAN SELECT rowid, * FROM messages WHERE received_at >= ? ORDER BY received_at DESC,"
+        " rowid DESC LIMIT ?",
+        (NOW, 3),
+    )
+    assert any("messages_received" in str(tuple(r)) for r in plan) and not any(
+        "TEMP B-TREE" in str(tuple(r)) for r in plan
+    )
