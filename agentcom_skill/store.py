@@ -462,6 +462,7 @@ class MessageStore:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == len(MIGRATIONS):
             self._check_schema(db)
+            self._vacuum_once(db)  # (one read of meta, unless a VACUUM is still owed)
             return  # the common case: cheap reads, no write
         if not self._in_memory:
             if version == 0:  # before the first table: pruning then gives space back (incremental vacuum)
@@ -503,9 +504,9 @@ class MessageStore:
         db.execute(f"PRAGMA user_version = {number}")
 
     def _vacuum_once(self, db: sqlite3.Connection) -> None:
-        """A store made before migration 6 turns incremental vacuum on with one VACUUM, done here
-        when the file is small enough to take a moment; a larger one stays as it is (pruning
-        still frees its pages for reuse; `docs/benchmarks.md` says how to reclaim them)."""
+        """A store made before migration 6 turns incremental vacuum on with one VACUUM, done on
+        open when the file is small enough to take a moment; a larger one stays as it is
+        (pruning still frees its pages for reuse; `docs/benchmarks.md` says how to reclaim them)."""
         pending = db.execute("SELECT value FROM meta WHERE key = 'vacuum_pending'").fetchone()
         if pending is None or self._in_memory:
             return
@@ -517,7 +518,7 @@ class MessageStore:
             with self._transaction(db):
                 db.execute("DELETE FROM meta WHERE key = 'vacuum_pending'")
         except sqlite3.OperationalError:
-            pass  # another run held the store: its space comes back as for a large one
+            pass  # another run holds the store: the next open tries again
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
         """Switch a new store to WAL. The switch needs the file to itself and SQLite does not wait
