@@ -246,10 +246,11 @@ def run_check(
         finished = store.finished(ids)
         agents_due = agents_check and _agents_check_due(store, now)
         contact_due = hub is not None and _hub_contact_due(store, now)
+        aged_out = store.get_number("aged_out") > 0  # dead-lettered by pruning: said by a writing run
     has_new = any(i not in view.known for i in ids)
     plan = plan_check(batch, view, s, now, limit) if peek or not has_new else None
     idle = plan is not None and not (
-        plan.changes or plan.replies or agents_due or contact_due or hub_prefix(batch, finished) is not None
+        plan.changes or plan.replies or agents_due or contact_due or aged_out or hub_prefix(batch, finished) is not None
     )
     if plan is not None and (peek or idle):
         result = _check_result(s, plan, store.take_warnings() + plan.warnings)
@@ -263,6 +264,7 @@ def run_check(
         at_hub = {m.id: m for m in batch.messages}
         store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
         store.apply_check(plan, now, via)
+        store.take_aged_out()
         agents_due = agents_check and _agents_check_due(store, now)
         status_text = current_status(store, s)
         if agents_due:

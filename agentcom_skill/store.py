@@ -1010,6 +1010,8 @@ class MessageStore:
             " LIMIT ?)",
             (now, f"; never returned within open_max_days ({open_days:g})", now - open_days * 86400, PRUNE_STEP),
         ).rowcount
+        if aged:  # said by the next check that writes (`take_aged_out`)
+            self.set_meta("aged_out", int(self.get_number("aged_out")) + aged)
         gone += self._exec(
             "DELETE FROM auto_replies WHERE rowid IN (SELECT rowid FROM auto_replies WHERE at < ?"
             " AND message_id NOT IN (SELECT id FROM messages) LIMIT ?)",
@@ -1022,6 +1024,17 @@ class MessageStore:
             (sent_cutoff, PRUNE_STEP),
         ).rowcount
         return gone, aged
+
+    def take_aged_out(self) -> None:
+        """Inside `write()`: the messages pruning dead-lettered for age since the last call, as
+        one warning (each said once)."""
+        aged = int(self.get_number("aged_out"))
+        if aged:
+            self.set_meta("aged_out", 0)
+            self.warnings.append(
+                f"dead-lettered {aged} message(s) left pending beyond open_max_days without being returned;"
+                " see `agentcom inbox --state dead`"
+            )
 
     def vacuum_step(self) -> int:
         """Give up to VACUUM_STEP free pages back to the file system (outside a transaction);

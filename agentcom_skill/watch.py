@@ -433,13 +433,7 @@ class Watch:
         at_hub, now = self.at_hub, self.clock()
         if at_hub is None or not self.wake_store.prune_due(now):
             return
-        _, aged = prune_store(self.wake_store, self.s, at_hub, now, 0.0)
-        if aged:
-            self._event(
-                "warning",
-                f"dead-lettered {aged} message(s) pending for more than open_max_days ({self.s.open_max_days:g})"
-                " without being returned; see `agentcom inbox --state dead`",
-            )
+        prune_store(self.wake_store, self.s, at_hub, now, 0.0)  # (what it dead-letters: said by the next intake)
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the

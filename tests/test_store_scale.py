@@ -210,6 +210,11 @@ def test_pruning_goes_in_bounded_steps_keeps_what_it_must_and_ages_out_what_was_
     assert aged == PRUNE_STEP - 50
     dead = store.messages(state="dead", limit=1000)
     assert len(dead) == aged and all("open_max_days" in r["reason"] for r in dead)
+    from agentcom_skill.skill import run_check
+
+    said = run_check(None, store, s, 5, False, NOW + 11 * 86400)["warnings"]
+    assert [w for w in said if w.startswith(f"dead-lettered {aged} message(s) left pending")], said
+    assert not run_check(None, store, s, 5, False, NOW + 11 * 86400 + 1)["warnings"], "said once"
 
 
 def test_pruning_gives_the_space_back(tmp_path):
