@@ -305,12 +305,10 @@ def prune_store(store: MessageStore, s: Settings, keep: Sequence[str], now: floa
     due; the pass goes on at the next call until it finds nothing left. Returns (rows changed,
     messages dead-lettered because they were pending beyond open_max_days: they stay listed
     in `inbox --state dead` and counted by `status`)."""
-    if not store.prune_due(now):
-        return 0, 0
     give_up_at = time.monotonic() + budget
     changed = aged = 0
     try:
-        while True:
+        while store.prune_due(now):
             with store.write():
                 gone, dead = store.prune_step(keep, now, s.retention_days, s.retention_max, s.open_max_days)
             free = store.vacuum_step()
@@ -322,7 +320,7 @@ def prune_store(store: MessageStore, s: Settings, keep: Sequence[str], now: floa
             if time.monotonic() >= give_up_at:
                 break
     except (BusyError, StateError):
-        pass  # another run holds the store: the next one goes on
+        pass  # another run holds the store (or it cannot be written now): the next run goes on
     return changed, aged
 
 

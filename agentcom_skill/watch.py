@@ -430,10 +430,9 @@ class Watch:
     def _prune(self) -> None:
         """One pruning step when a pass is due (wake thread, own connection, short
         transactions): only once a whole mailbox was read, which says what the hub holds."""
-        at_hub, now = self.at_hub, self.clock()
-        if at_hub is None or not self.wake_store.prune_due(now):
-            return
-        prune_store(self.wake_store, self.s, at_hub, now, 0.0)  # (what it dead-letters: said by the next intake)
+        at_hub = self.at_hub
+        if at_hub is not None:  # (what it dead-letters is said by the next intake)
+            prune_store(self.wake_store, self.s, at_hub, self.clock(), 0.0)
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the

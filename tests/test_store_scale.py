@@ -322,3 +322,39 @@ def test_inbox_since_reads_the_window_newest_first_through_its_index():
     assert any("messages_received" in str(tuple(r)) for r in plan) and not any(
         "TEMP B-TREE" in str(tuple(r)) for r in plan
     )
+
+
+def test_a_watch_prunes_from_its_wake_thread_keeping_what_its_last_mailbox_read_saw():
+    """The watch's drain and sweeps (run_check with prune=False) say what the hub holds and
+    prune nothing; the wake thread's step then keeps exactly those."""
+    from agentcom_skill.skill import run_check
+    from agentcom_skill.watch import Watch
+
+    class Hub:
+        def __init__(self, held):
+            self.held = held
+
+        def poll(self, agent_id, since=0):
+            return self.held
+
+        def ack(self, agent_id, seq):
+            return seq
+
+    s = settings(retention_max=2)
+    store = store_with(chats(1, 6))
+    with store.write():
+        store.finish([f"{n:016x}" for n in range(1, 7)], "done", NOW)
+    at_hub = chats(1, 1)
+    seen: list = []
+    run_check(
+        Hub(at_hub), store, s, 0, False, NOW + 7200, agents_check=False, prune=False, on_complete_poll=seen.append
+    )
+    assert seen == [[f"{1:016x}"]] and len(store.messages(limit=100)) == 6, "the drain prunes nothing"
+    watch = Watch.__new__(Watch)
+    watch.s, watch.wake_store, watch.clock, watch.at_hub = s, store, lambda: NOW + 7200, None
+    watch._prune()
+    assert len(store.messages(limit=100)) == 6, "no mailbox read yet: nothing pruned"
+    watch._note_at_hub(seen[0])
+    for _ in range(5):
+        watch._prune()
+    assert {r["id"] for r in store.messages(limit=100)} == {f"{n:016x}" for n in (1, 5, 6)}
