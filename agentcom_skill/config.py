@@ -157,6 +157,8 @@ class Settings(Record):
     prompt_text_limit: int = 1500
     retention_days: float = 30.0
     retention_max: int = 50_000
+    check_max: int = 50  # messages one `check` returns when no --limit is given; the rest stay pending
+    open_max_days: float = 30.0  # a message pending this long, never returned to the agent, is dead-lettered
     watch_ping_interval: float = 30.0
     watch_pong_timeout: float = 10.0
     watch_sweep_interval: float = 300.0
@@ -218,6 +220,8 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "prompt_text_limit": int,
     "retention_days": (int, float),
     "retention_max": int,
+    "check_max": int,
+    "open_max_days": (int, float),
     "watch_ping_interval": (int, float),
     "watch_pong_timeout": (int, float),
     "watch_sweep_interval": (int, float),
@@ -246,6 +250,8 @@ _POSITIVE = {
     "request_deadline",
     "retention_days",
     "retention_max",
+    "check_max",
+    "open_max_days",
     "watch_ping_interval",
     "watch_pong_timeout",
     "watch_sweep_interval",

@@ -99,6 +99,11 @@ class StoreView(NamedTuple):
     recovered: bool = False  # the store was rebuilt: the next deliveries count as redelivered
     groups: tuple[tuple[str, str], ...] = ()  # joined channels and the room, with their attention setting
     ours: frozenset[str] = frozenset()  # ids (of the batch, or its reply_to) of messages we sent
+    # A store's view holds only what a check may act on: `unloaded` counts the deliverable
+    # messages left out (each ranks after every one in `open`), and `leases` is (messages in
+    # their lease, the first lease end), counted by the store. None: count them from `open`.
+    unloaded: int = 0
+    leases: tuple[int, float | None] | None = None
 
 
 class AutoReply(NamedTuple):
@@ -202,7 +207,7 @@ def plan_check(
     plan.new.sort(key=lambda pair: order[pair[0].id])  # stored (and logged) in the hub's order
     if batch.messages and batch.messages[-1].seq != view.cursor:
         plan.cursor = batch.messages[-1].seq
-    _plan_leases(batch, [*view.open, *new_attention], view.recovered, settings, now, limit, plan)
+    _plan_leases(batch, [*view.open, *new_attention], view, settings, now, limit, plan)
     if not batch.complete:
         plan.warnings.append(
             f"the mailbox's reply is over max_response_bytes ({settings.max_response_bytes} bytes): took the"
@@ -243,7 +248,7 @@ def _plan_replies(
 def _plan_leases(
     batch: MailboxBatch,
     open_messages: list[OpenMessage],
-    recovered: bool,
+    view: StoreView,
     settings: Settings,
     now: float,
     limit: int | None,
@@ -272,12 +277,15 @@ def _plan_leases(
                 continue
             record = Record(rec.state, rec.deliveries, expired, rec.due, rec.ever_shown, rec.arrival, rec.why)
             deliverable.append((msg, OpenMessage(item.id, item.seq, msg, record)))
-        elif rec.state in ("leased", "shown"):
+        elif rec.state in ("leased", "shown") and view.leases is None:
             plan.in_lease += 1
             plan.next_due = rec.due if plan.next_due is None else min(plan.next_due, rec.due or now)
+    if view.leases is not None:
+        plan.in_lease, plan.next_due = view.leases
     deliverable.sort(key=lambda pair: attention_order(pair[0].priority, pair[0].broadcast, pair[1].rec.arrival))
     chosen = deliverable if limit is None else deliverable[: max(0, limit)]
-    plan.pending = len(deliverable) - len(chosen)
+    plan.pending = len(deliverable) - len(chosen) + view.unloaded
+    recovered = view.recovered
     for msg, item in chosen:
         deliveries = item.rec.deliveries + 1
         plan.leases.append(Lease(item.id, deliveries, item.rec.expired, now + settings.lease_seconds))

@@ -249,7 +249,8 @@ def instructions(mailbox: Mailbox) -> str:
         if skill.watch_connected(read_status(mailbox.s.agent_state_dir())):
             count, _ = mailbox.waiting()  # the connected watch keeps the store complete
         else:
-            count = len(skill.check(peek=True, settings=mailbox.s)["messages"])
+            peeked = skill.check(peek=True, settings=mailbox.s)
+            count = len(peeked["messages"]) + peeked["pending"]  # (one check returns check_max at most)
     except AgentComError:
         count = None
     waiting = "An unknown number of" if count is None else str(count)

@@ -42,10 +42,12 @@ from .delivery import (
 from .errors import (
     AgentComError,
     AuthError,
+    BusyError,
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
     PossiblyDelivered,
+    StateError,
     UsageError,
 )
 from .groups import (
@@ -86,6 +88,7 @@ if TYPE_CHECKING:  # for annotations only: the network client loads when a comma
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
 HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
+PRUNE_BUDGET = 0.2  # seconds of pruning steps one check spends, after its output
 THREAD_LIMIT = 200
 _MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
 
@@ -206,6 +209,8 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
+    else:  # one check returns a page, never the whole backlog (its cost is what it returns)
+        limit = s.check_max
     made_here = not s.agent_state_dir().exists()
     try:
         with open_store(s) as store:
@@ -265,6 +270,8 @@ def run_check(
     via: str = "poll",
     agents_check: bool = True,
     batch: MailboxBatch | None = None,
+    prune: bool = True,
+    on_complete_poll: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """`check` on a given hub and store (the property tests drive this with a model hub;
     the watch with the frames it is pushed). With `hub` None, nothing is asked of the hub:
@@ -279,19 +286,16 @@ def run_check(
     if batch is None:
         batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
     agents_check = agents_check and hub is not None
-    room, room_warnings = _read_room(hub, store) if via == "poll" else (None, [])
-    if room is not None and (room[0].messages or room[1]):  # before the mailbox's: its cursor is the last seq
-        read, unreadable = room
-        batch = batch._replace(messages=[*read.messages, *batch.messages], unreadable=(*batch.unreadable, *unreadable))
-    store.warnings.extend(room_warnings)
+    room, batch = _with_room(hub, store, batch) if via == "poll" else (None, batch)
     ids = batch_keys(batch)
     refs = [m.reply_to for m in batch.messages if m.reply_to] + [m.id for m in batch.messages if m.to == ROOM]
     room_moved = room is not None and _room_cursor(store) != (room[0].cursor, room[0].cursor_key)
     with store.snapshot():
-        view = store.view(ids, now, refs)
+        view = store.view(ids, now, limit, refs)
         finished = store.finished(ids)
         agents_due = agents_check and _agents_check_due(store, now)
         contact_due = hub is not None and _hub_contact_due(store, now)
+        aged_out = store.get_number("aged_out") > 0  # dead-lettered by pruning: said by a writing run
     has_new = any(i not in view.known for i in ids)
     plan = plan_check(batch, view, s, now, limit) if peek or not has_new else None
     idle = plan is not None and not (
@@ -299,6 +303,7 @@ def run_check(
         or plan.replies
         or agents_due
         or contact_due
+        or aged_out
         or room_moved
         or hub_prefix(batch, finished) is not None
     )
@@ -309,13 +314,14 @@ def run_check(
         return result
 
     with store.write():
-        view = store.view(ids, now, refs)
+        view = store.view(ids, now, limit, refs)
         plan = plan_check(batch, view, s, now, limit)
         at_hub = {m.id: m for m in batch.messages}
         store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
         store.apply_check(plan, now, via)
         if seq_restarted(batch, store.get_meta("hub_acked")):  # what `status` says was acked
             store.set_meta("hub_acked", None)
+        store.take_aged_out()
         agents_due = agents_check and _agents_check_due(store, now)
         status_text = current_status(store, s)
         if agents_due:
@@ -325,11 +331,6 @@ def run_check(
         if room is not None:  # with the room's messages it read: a crash before this reads them again
             store.set_meta("room_cursor", room[0].cursor)
             store.set_meta("room_cursor_key", room[0].cursor_key)
-        if hub is not None and via == "poll" and batch.complete:
-            # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
-            # pruning must keep (a finished message behind an unfinished one is still there, and
-            # would come back as new). Pushed frames and the store alone say nothing about it.
-            store.prune(ids, now, s.retention_days, s.retention_max)
     # Committed: leases and auto-reply intents are on disk before anything is sent or
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
     # the caller still gets what was leased.
@@ -342,7 +343,39 @@ def run_check(
     if emit:
         emit(result)
     _confirm(store, plan, sent, up_to, now)
+    if hub is not None and via == "poll" and batch.complete:
+        # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
+        # pruning must keep (a finished message behind an unfinished one is still there, and
+        # would come back as new). Pushed frames and the store alone say nothing about it.
+        _after_whole_mailbox(store, s, ids, now, prune, on_complete_poll)
     return result
+
+
+def _after_whole_mailbox(
+    store: MessageStore,
+    s: Settings,
+    ids: list[str],
+    now: float,
+    prune: bool,
+    on_complete_poll: Callable[[list[str]], None] | None,
+) -> None:
+    if on_complete_poll is not None:
+        on_complete_poll(ids)
+    if prune:  # after the output: never in the check's latency
+        prune_store(store, s, ids, now, PRUNE_BUDGET)
+
+
+def _with_room(
+    hub: Hub | None, store: MessageStore, batch: MailboxBatch
+) -> tuple[tuple[RoomRead, list[Unreadable]] | None, MailboxBatch]:
+    """The room's new messages (when this agent joined it) put before the mailbox's (its
+    cursor is the last seq), and the room as read; a room that cannot be read is a warning."""
+    room, room_warnings = _read_room(hub, store)
+    store.warnings.extend(room_warnings)
+    if room is not None and (room[0].messages or room[1]):
+        read, unreadable = room
+        batch = batch._replace(messages=[*read.messages, *batch.messages], unreadable=(*batch.unreadable, *unreadable))
+    return room, batch
 
 
 def _confirm(
@@ -386,6 +419,30 @@ def _read_room(hub: Any, store: MessageStore) -> tuple[tuple[RoomRead, list[Unre
     except AgentComError as exc:
         return None, [f"could not read the room (tried again at the next check): {exc}"]
     return (read, unreadable), read.warnings
+
+
+def prune_store(store: MessageStore, s: Settings, keep: Sequence[str], now: float, budget: float) -> tuple[int, int]:
+    """Pruning steps (each one short transaction) for up to `budget` seconds, when a pass is
+    due; the pass goes on at the next call until it finds nothing left. Returns (rows changed,
+    messages dead-lettered because they were pending beyond open_max_days: they stay listed
+    in `inbox --state dead` and counted by `status`)."""
+    give_up_at = time.monotonic() + budget
+    changed = aged = 0
+    try:
+        while store.prune_due(now):
+            with store.write():
+                gone, dead = store.prune_step(keep, now, s.retention_days, s.retention_max, s.open_max_days)
+            free = store.vacuum_step()
+            changed, aged = changed + gone + dead, aged + dead
+            if not (gone or dead or free):
+                with store.write():
+                    store.set_meta("pruned_at", now)  # the pass is over: the next one in PRUNE_INTERVAL
+                break
+            if time.monotonic() >= give_up_at:
+                break
+    except (BusyError, StateError):
+        pass  # another run holds the store (or it cannot be written now): the next run goes on
+    return changed, aged
 
 
 def _answer_and_ack(
@@ -1373,6 +1430,7 @@ def wait(
     """
     s = resolve_settings(settings, overrides)
     _check_wait(timeout, limit)
+    limit = s.check_max if limit is None else limit
     give_up_at = None if timeout is None else clock() + timeout
     delay = 1.0
     said: list[str] = []  # warnings of the looks that found nothing: they come with the result

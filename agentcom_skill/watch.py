@@ -40,7 +40,15 @@ from .errors import (
 from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
 from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
-from .skill import current_status, hub_client, note_listed_statuses, open_store, run_check, send_refused_auto_replies
+from .skill import (
+    current_status,
+    hub_client,
+    note_listed_statuses,
+    open_store,
+    prune_store,
+    run_check,
+    send_refused_auto_replies,
+)
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, lock_holder, write_status
 
@@ -68,6 +76,7 @@ FIRST_SWEEP = 2.0
 TOKEN_CHECK_INTERVAL = 15.0  # seconds (at most) between looks at whether the hub still takes our token
 TOKEN_PROBE_SINCE = 2**53  # a mailbox poll past every seq: answers nothing, but checks the token
 SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
+STOP_DRAIN = 2.0  # seconds a stopping watch goes on reading frames that keep coming, before it closes
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
     '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
@@ -186,6 +195,7 @@ class Watch:
         # what one connection had read by then (FRAME_BATCH, FRAME_QUEUE and the close's last
         # frames); the hub keeps everything after it in the mailbox.
         self.unstored: list[Message | Unreadable] = []
+        self.at_hub: tuple[str, ...] | None = None  # ids in the last whole mailbox read (pruning keeps them)
         self.retry_store_at = 0.0
         self.store_failures = 0
         self.store_error: AgentComError | None = None
@@ -361,14 +371,18 @@ class Watch:
                 # However the connection ends, the frames already read are kept first; then the
                 # close handshake, during which the hub still pushes what it sent before it saw
                 # our Close: those are kept too.
-                self._keep_unread(ws)
+                # Stopping, a stream that never pauses is read for STOP_DRAIN seconds at most,
+                # then the close: what the hub sent before it saw it is still read and kept.
+                self._keep_unread(ws, time.monotonic() + STOP_DRAIN if self.stopping else None)
                 ws.close()
                 self._keep_unread(ws)
             return True
 
-    def _keep_unread(self, ws: Any) -> None:
+    def _keep_unread(self, ws: Any, until: float | None = None) -> None:
         while frames := self._receive(ws, wait=0)[0]:
             self._on_frames(frames)
+            if until is not None and time.monotonic() >= until:
+                return
 
     def _converse(self, ws: Any) -> None:
         """Read frames and ping until the connection ends or the watch stops."""
@@ -596,7 +610,17 @@ class Watch:
         # (a difference went negative).
         before = set(self.store.deliverable_ids(self.clock()))
         try:
-            result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+            result = run_check(
+                self.hub,
+                self.store,
+                self.s,
+                0,
+                False,
+                self.clock(),
+                agents_check=False,
+                prune=False,  # the wake thread prunes, off the socket's path
+                on_complete_poll=self._note_at_hub,
+            )
         except AuthError as exc:  # the socket still brings pushes: keep it, say so everywhere
             self._token_refused(exc)
             return False
@@ -617,6 +641,17 @@ class Watch:
         for warning in result["warnings"]:
             self._event("warning", warning)
         return True
+
+    def _note_at_hub(self, ids: list[str]) -> None:
+        """What the hub holds (a whole mailbox read): pruning keeps these."""
+        self.at_hub = tuple(ids)
+
+    def _prune(self) -> None:
+        """One pruning step when a pass is due (wake thread, own connection, short
+        transactions): only once a whole mailbox was read, which says what the hub holds."""
+        at_hub = self.at_hub
+        if at_hub is not None:  # (what it dead-letters is said by the next intake)
+            prune_store(self.wake_store, self.s, at_hub, self.clock(), 0.0)
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the
@@ -744,6 +779,7 @@ class Watch:
                     self._a2a_step()
                 else:
                     self._maybe_wake()
+                self._prune()
             except AgentComError as exc:
                 self._event("error", f"wake step failed: {exc}")
             except Exception as exc:  # never let the wake thread die silently
@@ -761,7 +797,7 @@ class Watch:
         if due is None or now < due or now < self.wake_paused_until:
             return
         with store.write():
-            view = store.view([], now)
+            view = store.view([], now, self.s.wake.max_batch)
             plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
             store.apply_check(plan, now)
         leased = {lease.id for lease in plan.leases}
