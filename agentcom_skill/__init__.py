@@ -1,7 +1,7 @@
 """agentcom: poll an AgentCom hub's mailbox and hand an agent only what needs it.
 
 Public API: `check`, `send`, `reply`, `ack`, `defer`, `dismiss`, `show`, `inbox`,
-`thread`, `search`, `sent`, `status`, `agents`, `log`, each returning the same plain dict
+`thread`, `search`, `sent`, `status`, `agents`, `log`, `join`, `leave`, `channels`, each returning the same plain dict
 the CLI prints with `--json`, and the `AgentComError` hierarchy.
 The actions are imported lazily: `import agentcom_skill` stays cheap.
 """
@@ -41,6 +41,9 @@ _ACTIONS = (
     "wait",
     "agents",
     "log",
+    "join",
+    "leave",
+    "channels",
 )
 
 __all__ = [

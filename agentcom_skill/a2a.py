@@ -11,9 +11,14 @@ What the A2A agent (OpenClaw's A2A channel, checked against 2026.9.6) requires, 
   one task in flight per context, later messages batched into the next task;
 - a repeated `messageId` is skipped as a duplicate: a new random one for every send, retries too;
 - tasks live in memory (a gateway restart answers `GetTask` with -32001): the task id is stored
-  before waiting, a lost task is resent once, a watch restart resumes polling instead of resending;
-- a per-peer request limit that counts polls (-32000 over HTTP 200, or 429): every request goes
-  through a sliding-window pacer well inside it, and a refusal backs off;
+  before waiting, a watch restart resumes polling instead of resending;
+- a turn can fail for passing reasons (right after a gateway start: "another OpenClaw process owns
+  state-lifecycle"; a lost task; a 5xx), and an error can come back as a completed task's text
+  ("⚠️ Agent couldn't generate a response. Please try again."): such a task is sent again with
+  backoff, a bounded number of times, and an error text is never sent to the peer;
+- a per-peer request limit that counts polls (-32000 over HTTP 200, or 429; no Retry-After): a
+  sliding-window pacer with a generous ceiling learns the limit from the first refusal and
+  backs off; due requests take turns by peer, as do the task slots;
 - text starting with `/` is refused as a command: the prompt starts with `[AgentCom]`;
 - the text reaches the model as a plain user turn: our fence and the notice are the only guard.
 
@@ -36,10 +41,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .config import Settings, WakeSettings
 from .delivery import OpenMessage, StoreView, plan_check
-from .errors import AgentComError, PossiblyDelivered, UsageError
-from .message import MailboxBatch
-from .render import render_prompt, safe_msg_id, safe_sender
-from .skill import ack_hub_prefix, history_entry, unconfirmed_id  # the same hub-ack prefix rule as `check` and `ack`
+from .errors import AgentComError, HubUnavailableError, PossiblyDelivered, UsageError
+from .groups import parse_address
+from .message import ROOM, MailboxBatch
+from .render import one_line, render_prompt, safe_msg_id, safe_sender
+from .skill import (  # the same hub-ack prefix rule as `check` and `ack`
+    ack_hub_prefix,
+    history_entry,
+    say_in_group,
+    unconfirmed_id,
+)
 from .store import MessageStore
 from .tier0 import attention_order
 from .transport import (
@@ -64,7 +75,18 @@ if TYPE_CHECKING:
 NO_REPLY = "AGENTCOM_NO_REPLY"
 SILENT_ANSWERS = (NO_REPLY, "NO_REPLY")
 A2A_PEER = Peer("A2A endpoint", "wake.url")
-MAX_ATTEMPTS = 2  # a lost task is resent once
+# An error OpenClaw reports as the turn's final text (it starts its error texts with a warning
+# sign: "⚠️ Agent couldn't generate a response. Please try again.", "⚠️ Agent failed before reply: ...").
+_ERROR_COMPLETION = re.compile(r"^\s*(\u26a0|Agent couldn't generate a response|Agent failed before reply)")
+ANSWER_KEY = "idempotency_key"  # the payload field that names an answer: found at the hub after a restart
+MAX_ATTEMPTS = 4  # sends of one task (a lost, failed or unconfirmed one is sent again), then back to `check`
+RETRY_FIRST = 10.0  # seconds before sending a failed task again, tripled each time (jittered)
+RETRY_MAX = 120.0
+LEARNED_FOR = 600.0  # seconds a request limit learned from a refusal holds (then we try the ceiling again)
+# A refusal teaches the limit only when this many of our requests are in its window: fewer says
+# the agent counted others' too (a previous run's, another client's under the same peer token).
+LEARN_FROM = 20
+ANSWER_LOOKBACK = 3600.0  # seconds before a task was taken from which the hub's history is searched for its answer
 POLL_FIRST = 1.0  # seconds from acceptance to the first GetTask (a warm answer takes 0.7-2 s)
 POLL_GROWTH = 1.5
 POLL_MAX = 10.0
@@ -74,6 +96,11 @@ LEASE_CHECK_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
 REPLAN_INTERVAL = 30.0  # a dispatch decision that changed nothing is looked at again after this at most
 PROBE_ID = "agentcom-probe"
+QUOTE_NOTE = " (what the agent said: `agentcom log`)"
+MAYBE_ANSWERED = (
+    "may or may not have reached the hub (its POST was cut short, by a crash or a lost connection, and the hub"
+    " keeps no history to ask): not sent again"
+)
 
 _CONTEXT_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _MSG_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -89,7 +116,7 @@ def _label(text: str) -> str:
     lowercases context ids, so `Bob` and `bob` would share a session), else a readable stem, a
     colon and a hash of the exact id. A literal label never holds a colon, so no agent can pick
     an id that spells another one's hashed label and join its conversation."""
-    if _CONTEXT_LABEL.match(text):
+    if _CONTEXT_LABEL.fullmatch(text):
         return text
     stem = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:40]
     return f"{stem}:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
@@ -103,10 +130,19 @@ def context_id(peer: str, broadcast: bool, mode: str, root: str | None = None) -
         return f"agentcom:broadcast:{_label(peer)}"
     if mode == "thread" and root is not None:
         root_label = (
-            root if _MSG_ID.match(root) else hashlib.sha256(root.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            root if _MSG_ID.fullmatch(root) else hashlib.sha256(root.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         )
         return f"agentcom:thread:{_label(peer)}:{root_label}"
     return f"agentcom:peer:{_label(peer)}"
+
+
+def group_context(where: str) -> str:
+    """The contextId of what was said in a channel ("#name") or the room: one each."""
+    return "agentcom:room" if where == ROOM else f"agentcom:channel:{_label(where[1:])}"
+
+
+def is_group(peer: str) -> bool:
+    return peer.startswith("#") or peer == ROOM
 
 
 class Candidate(NamedTuple):
@@ -143,6 +179,9 @@ def plan_dispatch(
     """Which conversations to send now. One task per context at a time (a busy context's
     messages wait and go together in its next task); a context is sent once its oldest
     message is `window` old; at most `max_tasks` in flight; at most `max_batch` messages a task.
+    The slots are shared fairly: the next one goes to the peer with the fewest tasks (in
+    flight and chosen here), its most urgent conversation first, so one peer's flood (each
+    message its own thread) never holds every slot.
     The loop guard: a peer that already got `answer_budget` automatic answers in the last
     `answer_window` seconds (tasks in flight count, they may answer) gets no more: its
     messages wait for `check`."""
@@ -151,13 +190,12 @@ def plan_dispatch(
     for c in candidates:
         by_context.setdefault(c.context, []).append(c)
     spent = {peer: sum(1 for t in times if t > now - wake.answer_window) for peer, times in answers_by_peer.items()}
+    load: dict[str, int] = dict(in_flight_by_peer)
     for peer, n in in_flight_by_peer.items():
         spent[peer] = spent.get(peer, 0) + n
-    batches: list[Batch] = []
     held: dict[str, list[str]] = {}
     next_at: float | None = None
-    slots = wake.max_tasks - in_flight
-    # The most urgent conversation first.
+    ready: dict[str, list[list[Candidate]]] = {}  # peer -> its conversations due now, the most urgent first
     for context, items in sorted(by_context.items(), key=lambda kv: min(c.order for c in kv[1])):
         if context in busy:
             continue
@@ -169,13 +207,49 @@ def plan_dispatch(
         if due > now:
             next_at = due if next_at is None else min(next_at, due)
             continue
-        if slots <= 0:
+        ready.setdefault(peer, []).append(items)
+    batches: list[Batch] = []
+    slots = wake.max_tasks - in_flight
+    while slots > 0:
+        waiting = [p for p, convs in ready.items() if convs]
+        if not waiting:
+            break
+        peer = min(waiting, key=lambda p: (load.get(p, 0), min(c.order for c in ready[p][0]), p))
+        items = ready[peer].pop(0)
+        if spent.get(peer, 0) >= wake.answer_budget:  # reached within this plan: the rest waits for `check`
+            for rest in [items, *ready.pop(peer)]:
+                held.setdefault(peer, []).extend(c.id for c in rest)
             continue
         items = sorted(items, key=lambda c: c.received_at)[: wake.max_batch]
-        batches.append(Batch(context, peer, tuple(c.id for c in items)))
+        batches.append(Batch(items[0].context, peer, tuple(c.id for c in items)))
         spent[peer] = spent.get(peer, 0) + 1
+        load[peer] = load.get(peer, 0) + 1
         slots -= 1
     return DispatchPlan(tuple(batches), {p: tuple(ids) for p, ids in held.items()}, next_at)
+
+
+def fair_order(peers: Sequence[str], served: Mapping[str, int]) -> list[int]:
+    """The order in which due requests go (indexes into `peers`, each the peer a request is
+    for, listed in the order they fell due): round-robin by peer, starting with the peer
+    served longest ago (`served`: a turn number per peer, higher is more recent), so a peer
+    with many tasks never keeps another's waiting on the shared pacer."""
+    queues: dict[str, list[int]] = {}
+    for index, peer in enumerate(peers):
+        queues.setdefault(peer, []).append(index)
+    rounds = sorted(queues, key=lambda p: (served.get(p, -1), queues[p][0]))
+    out: list[int] = []
+    depth = 0
+    while len(out) < len(peers):
+        out += [queues[p][depth] for p in rounds if depth < len(queues[p])]
+        depth += 1
+    return out
+
+
+def retry_delay(attempts: int, rng: random.Random) -> float:
+    """Seconds before a task that failed after `attempts` sends is sent again: 10 s, tripled
+    each time up to 120 s, jittered down to half so tasks failed together spread out."""
+    base = min(RETRY_MAX, RETRY_FIRST * 3 ** max(0, attempts - 1))
+    return rng.uniform(base / 2, base)
 
 
 def loop_guard_note(peer: str, wake: WakeSettings) -> str:
@@ -202,12 +276,14 @@ def prompt_text(messages: list[dict[str, Any]], agent_id: str, text_limit: int, 
 # the agent's replies ---------------------------------------------------------------
 
 
-class Reply(NamedTuple):
+class A2AReply(NamedTuple):
     """One A2A exchange, read.
 
     kind: task (a task came back) | lost (-32001: the agent no longer knows it) |
     rate_limited | unauthorized | not_sent (cannot have reached the agent: retry safely) |
-    maybe_sent (may have reached it, outcome unknown) | error (refused: bad params and the like)."""
+    maybe_sent (may have reached it, outcome unknown) | error (refused: bad params and the like).
+    `detail` is in our words; what the agent's side said (an error message) is in `quoted`,
+    which only ever reaches an LLM fenced."""
 
     kind: str
     detail: str = ""
@@ -215,46 +291,57 @@ class Reply(NamedTuple):
     state: str | None = None
     text: str | None = None
     retry_after: float | None = None
+    quoted: str | None = None
 
 
-def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> Reply:
+def read_reply(status: int, headers: Mapping[str, str], body: bytes) -> A2AReply:
     """An HTTP reply of the JSON-RPC endpoint, read (pure)."""
     retry_after = _number(headers.get("retry-after"))
     if status in (401, 403):
-        return Reply("unauthorized", f"the A2A endpoint refused the token (HTTP {status})")
+        return A2AReply("unauthorized", f"the A2A endpoint refused the token (HTTP {status})")
     if status == 429:
-        return Reply("rate_limited", "HTTP 429", retry_after=retry_after)
+        return A2AReply("rate_limited", "HTTP 429", retry_after=retry_after)
     if status in (502, 503, 504):  # OpenClaw answers 503 while its plugins start
-        return Reply("not_sent", f"HTTP {status}", retry_after=retry_after)
+        return A2AReply("not_sent", f"HTTP {status}", retry_after=retry_after)
+    if status >= 500:  # it failed while handling the request: the task may exist
+        return A2AReply("maybe_sent", f"HTTP {status}")
     if status != 200:
-        return Reply("error", f"HTTP {status}: not an A2A JSON-RPC endpoint?")
+        return A2AReply("error", f"HTTP {status}: not an A2A JSON-RPC endpoint?")
     try:
         data = json.loads(body)
     except ValueError:
-        return Reply("maybe_sent", "the reply is not JSON")
+        return A2AReply("maybe_sent", "the reply is not JSON")
     if not isinstance(data, dict):
-        return Reply("maybe_sent", "the reply is not a JSON-RPC object")
+        return A2AReply("maybe_sent", "the reply is not a JSON-RPC object")
     error = data.get("error")
     if isinstance(error, dict):
-        code, message = error.get("code"), str(error.get("message"))[:200]
-        if code == -32001:
-            return Reply("lost", f"task not found (-32001): {message}")
-        if code == -32000:
-            return Reply("rate_limited", f"-32000: {message}", retry_after=retry_after)
-        return Reply("error", f"JSON-RPC error {code}: {message}")
+        return _rpc_error(error, retry_after)
     result = data.get("result")
     task = result.get("task", result) if isinstance(result, dict) else None
     if not isinstance(task, dict) or not isinstance(task.get("id"), str) or not isinstance(task.get("status"), dict):
-        return Reply("maybe_sent", "the reply carries no task")
+        return A2AReply("maybe_sent", "the reply carries no task")
     status_obj = task["status"]
     state = str(status_obj.get("state"))
-    return Reply(
+    return A2AReply(
         "task",
         state,
         task["id"],
         state,
         _texts(task.get("artifacts")) if state == "TASK_STATE_COMPLETED" else _texts([status_obj.get("message")]),
     )
+
+
+def _rpc_error(error: dict[str, Any], retry_after: float | None) -> A2AReply:
+    """A JSON-RPC error object, read: what its code means for us, its message quoted."""
+    code, message = error.get("code"), str(error.get("message"))[:200]
+    shown = code if isinstance(code, int) and not isinstance(code, bool) else "?"
+    if code == -32001:
+        return A2AReply("lost", "task not found (-32001)", quoted=message)
+    if code == -32000 and "rate limit" in message.lower():  # OpenClaw: "Peer is rate limited"
+        return A2AReply("rate_limited", "refused (-32000)", retry_after=retry_after, quoted=message)
+    if code in (-32000, -32603):  # a server error ("A2A request could not be processed"): it may have acted
+        return A2AReply("maybe_sent", f"server error ({shown})", quoted=message)
+    return A2AReply("error", f"JSON-RPC error {shown}", quoted=message)
 
 
 def _texts(holders: Any) -> str:
@@ -275,8 +362,16 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def is_error_completion(text: str | None) -> bool:
+    """An error the agent's runtime reported as the turn's text (never an answer for the peer)."""
+    return bool(text) and _ERROR_COMPLETION.match(text or "") is not None
+
+
 def answer_action(text: str | None, replied_already: bool) -> str:
-    """What to do with a completed task's text: send | no_reply | replied_already."""
+    """What to do with a completed task's text: send | no_reply | replied_already | error
+    (an error completion: the task failed, nothing is sent)."""
+    if is_error_completion(text):
+        return "error"
     if not text or not text.strip() or text.strip() in SILENT_ANSWERS:
         return "no_reply"
     if replied_already:
@@ -290,30 +385,53 @@ def poll_delay(polls: int) -> float:
 
 
 class RequestPacer:
-    """At most `per_minute` requests in any 60 s (the agent's own limit counts polls too),
-    and nothing at all before `not_before` (after a refusal). Pure: the caller passes the time."""
+    """At most `per_minute` requests in any 60 s (a generous ceiling), or fewer once a refusal
+    showed the agent's own limit (it counts polls too, and not the requests it refuses), and
+    nothing at all before `not_before` (after a refusal). Pure: the caller passes the time."""
 
     def __init__(self, per_minute: int, rng: random.Random | None = None):
         self.per_minute = per_minute
         self.sent: deque[float] = deque()
         self.not_before = 0.0
         self.refusals = 0
+        self.learned: int | None = None  # the agent's limit, as its last refusal showed it
+        self.learned_at = 0.0
         self.rng = rng or random.Random()
+
+    def limit(self, now: float) -> int:
+        if self.learned is not None and not 0 <= now - self.learned_at < LEARNED_FOR:
+            self.learned = None  # the agent's limit may have been raised: the ceiling again
+        return self.per_minute if self.learned is None else min(self.per_minute, self.learned)
+
+    def _forget_old(self, now: float) -> None:
+        while self.sent and self.sent[0] <= now - 60:
+            self.sent.popleft()
 
     def wait(self, now: float) -> float:
         """Seconds before the next request may go (0: now)."""
-        while self.sent and self.sent[0] <= now - 60:
-            self.sent.popleft()
+        self._forget_old(now)
         wait = max(0.0, self.not_before - now)
-        if len(self.sent) >= self.per_minute:
-            wait = max(wait, self.sent[0] + 60 - now)
+        limit = self.limit(now)
+        if len(self.sent) >= limit:
+            wait = max(wait, self.sent[len(self.sent) - limit] + 60 - now)
         return wait
 
     def note(self, now: float) -> None:
         self.sent.append(now)
 
     def refused(self, now: float, retry_after: float | None = None) -> float:
-        """Back off after a rate-limit answer: Retry-After, or 5 s doubling to 60 s, jittered."""
+        """After a rate-limit answer: learn the limit, then back off. The refused request did
+        not count at the agent; the ones before it in the last minute did, so they are its limit
+        (unless too few to say: the agent's window may hold another run's requests)."""
+        if self.sent:
+            self.sent.pop()
+        self._forget_old(now)
+        if len(self.sent) >= LEARN_FROM:
+            self.learned, self.learned_at = len(self.sent), now
+        return self.backoff(now, retry_after)
+
+    def backoff(self, now: float, retry_after: float | None = None) -> float:
+        """Hold every request: Retry-After, or 5 s doubling to 60 s, jittered."""
         self.refusals += 1
         if retry_after is not None:
             delay = min(max(retry_after, 1.0), 3600.0)
@@ -325,6 +443,12 @@ class RequestPacer:
 
     def accepted(self) -> None:
         self.refusals = 0
+
+
+def _said(quoted: str | None) -> dict[str, str]:
+    """What the agent said, as an event's own field (never in its text, which `status` and
+    `check` quote as the watch's last event): neutralised, on one line, cut."""
+    return {"said": one_line(quoted, 300)} if quoted else {}
 
 
 # the wire ----------------------------------------------------------------------------
@@ -346,7 +470,7 @@ class A2AClient:
     def close(self) -> None:
         self.session.close()
 
-    def send_message(self, text: str, context: str, message_id: str) -> Reply:
+    def send_message(self, text: str, context: str, message_id: str) -> A2AReply:
         return self._call(
             "SendMessage",
             {
@@ -360,10 +484,10 @@ class A2AClient:
             },
         )
 
-    def get_task(self, task_id: str) -> Reply:
+    def get_task(self, task_id: str) -> A2AReply:
         return self._call("GetTask", {"id": task_id})
 
-    def _call(self, method: str, params: dict[str, Any]) -> Reply:
+    def _call(self, method: str, params: dict[str, Any]) -> A2AReply:
         body = json.dumps({"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": method, "params": params})
         headers = {
             "content-type": "application/json",
@@ -387,13 +511,13 @@ class A2AClient:
                 peer=A2A_PEER,
             )
         except TransportError as exc:
-            return Reply("maybe_sent" if exc.sent else "not_sent", exc.reason)
+            return A2AReply("maybe_sent" if exc.sent else "not_sent", exc.reason)
         except BodyTooLarge:
-            return Reply("maybe_sent", f"the reply is over {self.MAX_REPLY_BYTES} bytes")
+            return A2AReply("maybe_sent", f"the reply is over {self.MAX_REPLY_BYTES} bytes")
         except UndecodableBody as exc:
-            return Reply("maybe_sent", f"the reply cannot be decoded: {exc.why}")
+            return A2AReply("maybe_sent", f"the reply cannot be decoded: {exc.why}")
         except DeadlinePassed:
-            return Reply("maybe_sent", f"no complete reply within {self.timeout:g} s")
+            return A2AReply("maybe_sent", f"no complete reply within {self.timeout:g} s")
         return read_reply(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.body)
 
 
@@ -441,6 +565,8 @@ class A2ADispatcher:
         self.last_plan_key: Any = None  # what the last dispatch decided on, and until when that holds
         self.replan_at = 0.0
         self.changed = True  # something happened that `status` shows (at start: what a previous run left)
+        self.served: dict[str, int] = {}  # the turn at which each peer's last request went (fair_order)
+        self.turn = 0
 
     # one step ------------------------------------------------------------------
 
@@ -462,10 +588,9 @@ class A2ADispatcher:
             if now >= self.next_probe:
                 self._probe(now)
             return
-        for task in open_tasks:
-            if task["next_at"] > now:
-                continue
-            if not self._advance(task, now):
+        due = [t for t in open_tasks if t["next_at"] <= now]
+        for index in fair_order([t["peer"] for t in due], self.served):
+            if not self._advance(due[index], now):
                 return  # paced or refused: the rest waits too
         self._dispatch(now)
 
@@ -506,6 +631,8 @@ class A2ADispatcher:
         wait = self.pacer.wait(now)
         if wait > 0:
             return False
+        self.turn += 1
+        self.served[task["peer"]] = self.turn
         if task["state"] == "sending":
             return self._send(task, now)
         return self._poll(task, now)
@@ -513,7 +640,7 @@ class A2ADispatcher:
     def _send(self, task: Any, now: float) -> bool:
         tid = task["id"]
         if task["sent_at"] is not None and task["attempts"] >= MAX_ATTEMPTS:
-            self._fail(tid, now, "lost", "the agent never confirmed the task, twice")
+            self._fail(tid, now, "lost", f"the agent never confirmed the task ({task['attempts']} sends)")
             return True
         if task["sent_at"] is not None:
             self.report(
@@ -556,12 +683,14 @@ class A2ADispatcher:
             if reply.state not in WORKING_STATES:
                 return self._on_task_state(self.store.a2a_task(tid), reply, now)
             return True
-        if reply.kind == "maybe_sent":
+        if reply.kind == "maybe_sent":  # sent again (a new messageId) after a backoff, within MAX_ATTEMPTS
             with self.store.write():
-                self.store.a2a_update(tid, next_at=now + 2.0, error=reply.detail)
+                self.store.a2a_update(
+                    tid, next_at=now + retry_delay(task["attempts"] + 1, self.rng), error=reply.detail
+                )
             return True
         if reply.kind == "error" or reply.kind == "lost":
-            self._fail(tid, now, "failed", f"the agent refused the task: {reply.detail}")
+            self._fail(tid, now, "failed", f"the agent refused the task: {reply.detail}", reply.quoted)
             return True
         # It never reached the agent: undo the task; its messages are back for `check` and a later task.
         with self.store.write():
@@ -570,9 +699,9 @@ class A2ADispatcher:
             self._unauthorized(now, reply)
         elif reply.kind == "rate_limited":
             delay = self.pacer.refused(now, reply.retry_after)
-            self.report("a2a_rate_limited", f"the agent rate-limits us ({reply.detail}); waiting {delay:.0f} s")
+            self._rate_limited(reply, delay)
         else:
-            delay = self.pacer.refused(now, reply.retry_after)
+            delay = self.pacer.backoff(now, reply.retry_after)
             self._failure_once(
                 "unreachable",
                 now,
@@ -580,6 +709,10 @@ class A2ADispatcher:
                 f"{reply.detail}; retrying in {delay:.0f} s (messages wait for `agentcom check` meanwhile)",
             )
         return False
+
+    def _rate_limited(self, reply: A2AReply, delay: float) -> None:
+        learned = f"; pacing at {self.pacer.learned} requests a minute" if self.pacer.learned is not None else ""
+        self.report("a2a_rate_limited", f"the agent rate-limits us ({reply.detail}); waiting {delay:.0f} s{learned}")
 
     def _poll(self, task: Any, now: float) -> bool:
         tid = task["id"]
@@ -590,21 +723,11 @@ class A2ADispatcher:
             self.pacer.accepted()
             return self._on_task_state(task, reply, now)
         if reply.kind == "lost":
-            if task["attempts"] >= MAX_ATTEMPTS:
-                self._fail(tid, now, "lost", "the agent lost the task twice (gateway restarted?)")
-                return True
-            with self.store.write():
-                self.store.a2a_update(tid, state="sending", task_id=None, sent_at=None, next_at=now, error=reply.detail)
-            self.report(
-                "a2a_lost",
-                f"task {tid}: the agent no longer knows it ({reply.detail}; restarted?); "
-                "sending it once more (the agent may see the message twice)",
-                task=tid,
-            )
+            self._retry(task, now, "lost", "the agent no longer knows the task (its gateway restarted?)")
             return True
         if reply.kind == "rate_limited":
             delay = self.pacer.refused(now, reply.retry_after)
-            self.report("a2a_rate_limited", f"the agent rate-limits us ({reply.detail}); waiting {delay:.0f} s")
+            self._rate_limited(reply, delay)
             return False
         if reply.kind == "unauthorized":
             self._unauthorized(now, reply)
@@ -613,12 +736,12 @@ class A2ADispatcher:
         # unreachable or unreadable: the task may still run; look again later, within its timeout
         if self._timed_out(task, now):
             return True
-        delay = self.pacer.refused(now, reply.retry_after)
+        delay = self.pacer.backoff(now, reply.retry_after)
         with self.store.write():
             self.store.a2a_update(tid, next_at=now + delay, error=reply.detail)
         return True
 
-    def _on_task_state(self, task: Any, reply: Reply, now: float) -> bool:
+    def _on_task_state(self, task: Any, reply: A2AReply, now: float) -> bool:
         tid = task["id"]
         if reply.state in WORKING_STATES:
             if self._timed_out(task, now):
@@ -627,59 +750,95 @@ class A2ADispatcher:
                 self.store.a2a_update(tid, polls=task["polls"] + 1, next_at=now + poll_delay(task["polls"] + 1))
             return True
         if reply.state == "TASK_STATE_COMPLETED":
+            if is_error_completion(reply.text):  # an error reported as the turn's text: never sent to the peer
+                self._retry(task, now, "failed", "the agent's turn ended in an error instead of an answer", reply.text)
+                return True
             with self.store.write():  # the answer is kept before it is sent: a restart delivers it
                 self.store.a2a_update(tid, state="answering", answer=reply.text or "", next_at=now)
             task = self.store.a2a_task(tid)
             self._deliver(task, now)
             return True
-        outcome = FAILED_STATES.get(str(reply.state), "failed")
-        self._fail(
-            tid, now, outcome, f"the agent's task ended {reply.state}" + (f": {reply.text[:200]}" if reply.text else "")
-        )
+        if reply.state == "TASK_STATE_FAILED":  # often passing (a gateway just started, a model error)
+            self._retry(task, now, "failed", "the agent's task failed", reply.text)
+            return True
+        outcome = FAILED_STATES.get(str(reply.state))
+        if outcome is not None:
+            self._fail(tid, now, outcome, f"the agent's task ended {outcome}", reply.text)
+        else:
+            said = f"{reply.state}: {reply.text}" if reply.text else str(reply.state)
+            self._fail(tid, now, "failed", "the agent's task ended in a state agentcom does not know", said)
         return True
 
     def _timed_out(self, task: Any, now: float) -> bool:
-        started = task["accepted_at"] or task["created_at"]
+        started = task["accepted_at"] or task["sent_at"] or task["created_at"]
         if now - started <= self.wake.task_timeout:
             return False
         self._fail(task["id"], now, "timeout", f"no answer within task_timeout ({self.wake.task_timeout:g} s)")
         return True
 
+    def _retry(self, task: Any, now: float, outcome: str, detail: str, quoted: str | None = None) -> None:
+        """A task that failed for what may be a passing reason is sent again (a new messageId)
+        after a backoff, up to MAX_ATTEMPTS sends; then its messages go back to `check`."""
+        tid, attempts = task["id"], task["attempts"]
+        if attempts >= MAX_ATTEMPTS:
+            self._fail(tid, now, outcome, f"{detail} ({attempts} attempts)", quoted)
+            return
+        delay = retry_delay(attempts, self.rng)
+        with self.store.write():
+            self.store.a2a_update(
+                tid,
+                state="sending",
+                task_id=None,
+                sent_at=None,
+                accepted_at=None,
+                answer=None,
+                polls=0,
+                next_at=now + delay,
+                error=detail,
+                said=quoted[:1000] if quoted else None,
+            )
+        self.changed = True
+        self.report(
+            "a2a_lost" if outcome == "lost" else "a2a_retry",
+            f"task {tid}: {detail}; sending it again in {delay:.0f} s "
+            f"(attempt {attempts + 1} of {MAX_ATTEMPTS}; the agent may see the message twice)",
+            task=tid,
+            **_said(quoted),
+        )
+
     def _deliver(self, task: Any, now: float) -> None:
         """The agent's answer goes back to the sender (unless it said NO_REPLY or already
-        answered with `agentcom reply`), then the messages are finished."""
+        answered with `agentcom reply`), then the messages are finished. The answer's identity
+        (`answer_key`, also in its payload) is committed before its POST: after a crash during
+        the POST, the hub is asked whether it arrived, and where it cannot say, the answer
+        counts as possibly sent and is never sent again."""
         tid = task["id"]
         ids = self.store.a2a_carried(tid)
         replied = bool([r for r in self.store.sent_messages(reply_to=[task["reply_to"]]) if r["kind"] != "auto_reply"])
         action = answer_action(task["answer"], replied)
-        sent_id = None
-        if action == "send":
-            payload = {"text": task["answer"]}
-            try:
-                sent_id = self.hub.send(task["peer"], "response", payload, task["reply_to"])
-            except PossiblyDelivered as exc:  # the hub probably took it: sending again would answer twice
-                sent_id = unconfirmed_id()
-                self.report("a2a_unconfirmed", f"task {tid}: the answer was probably delivered: {exc}", task=tid)
-            except UsageError as exc:  # the hub will never take it (too long, say): the messages go back to `check`
-                self._fail(tid, now, "failed", f"the hub refused the agent's answer: {exc}")
-                return
-            except AgentComError as exc:
-                delay = self.rng.uniform(2.0, 10.0)
-                with self.store.write():
-                    self.store.a2a_update(tid, next_at=now + delay, error=f"answer not sent yet: {exc}")
-                self._failure_once(
-                    "hub",
-                    now,
-                    WakeOutcome("retry", f"could not send the agent's answer to the hub: {exc}", status="hub"),
-                    f"{exc}; retrying",
-                )
-                return
+        if action == "error":  # kept by an older agentcom, which took it for an answer
+            self._retry(task, now, "failed", "the agent's turn ended in an error instead of an answer", task["answer"])
+            return
         outcome = {"send": "answered", "no_reply": "no_reply", "replied_already": "replied_already"}[action]
+        sent_id: str | None = None
+        payload: dict[str, Any] = {}
+        if action == "send":
+            posted = self._post_answer(task, now)
+            if posted is None:
+                return  # retried later, or failed
+            outcome, sent_id, payload = posted
         with self.store.write():
             if sent_id is not None:
                 self.store.record_sent(sent_id, task["peer"], "response", payload, task["reply_to"], "a2a_answer", now)
             self.store.finish(ids, "done", now)
-            self.store.a2a_update(tid, state="done", outcome=outcome, sent_id=sent_id, finished_at=now, error=None)
+            self.store.a2a_update(
+                tid,
+                state="done",
+                outcome=outcome,
+                sent_id=sent_id,
+                finished_at=now,
+                error=MAYBE_ANSWERED if outcome == "maybe_answered" else None,
+            )
         self.reported.discard("hub")
         self.changed = True
         if outcome == "answered":
@@ -691,6 +850,14 @@ class A2ADispatcher:
                 ids=ids,
                 sent_id=sent_id,
             )
+        elif outcome == "maybe_answered":
+            detail = f"task {tid}: the answer to {safe_msg_id(task['reply_to'])} {MAYBE_ANSWERED}"
+            self._set_error(
+                now,
+                WakeOutcome("retry", detail, status="maybe_answered"),
+                f"ask {safe_sender(task['peer'])} whether it arrived; the answer is in `agentcom status --json`",
+            )
+            self.report("a2a_maybe_answered", detail, task=tid, ids=ids)
         else:
             why = (
                 f"the agent answered {NO_REPLY} (or nothing)"
@@ -701,6 +868,77 @@ class A2ADispatcher:
                 "a2a_no_reply", f"task {tid}: {why}; nothing sent; {len(ids)} message(s) done", task=tid, ids=ids
             )
         self._ack_hub(ids)
+
+    def _post_answer(self, task: Any, now: float) -> tuple[str, str | None, dict[str, Any]] | None:
+        """Send the answer once: (outcome, its hub id, the payload), or None when it must wait
+        (the hub is down) or the hub refused it for good (the task failed)."""
+        tid, key = task["id"], task["answer_key"]
+        where, found = "absent", None
+        if key is not None:  # a POST of this answer began before: did it arrive?
+            where, found = self._answer_at_hub(task, key)
+            if where == "unreachable":
+                self._hub_retry(tid, now, f"could not ask the hub whether the answer arrived: {found}")
+                return None
+        else:
+            key = f"a2a-{uuid.uuid4().hex}"
+            with self.store.write():
+                self.store.a2a_update(tid, answer_key=key)
+        payload = {"text": task["answer"], ANSWER_KEY: key}
+        if where == "found":
+            return "answered", found, payload
+        if where == "unknown":  # in the sent log as unconfirmed, as any send the hub may have taken
+            return "maybe_answered", unconfirmed_id(), payload
+        try:
+            if is_group(task["peer"]):  # said in a channel or the room: answered there
+                address = parse_address(task["peer"])
+                if address.kind == "room":
+                    payload = {"text": task["answer"]}  # the room takes a text only
+                sent = say_in_group(self.hub, address, "response", payload, task["reply_to"], [])
+                return "answered", sent, payload
+            return "answered", self.hub.send(task["peer"], "response", payload, task["reply_to"]), payload
+        except PossiblyDelivered as exc:  # it may have arrived: the hub is asked (the key stays) before any resend
+            self._hub_retry(tid, now, f"the answer's POST got no usable reply: {exc}")
+        except UsageError as exc:  # the hub will never take it (too long, say): the messages go back
+            self._fail(tid, now, "failed", f"the hub refused the agent's answer: {exc}")
+        except AgentComError as exc:  # it never reached the hub: the next try needs no question
+            with self.store.write():
+                self.store.a2a_update(tid, answer_key=None)
+            self._hub_retry(tid, now, f"could not send the agent's answer to the hub: {exc}")
+        return None
+
+    def _answer_at_hub(self, task: Any, key: str) -> tuple[str, str | None]:
+        """Whether an answer carrying `key` reached the hub, from its message history:
+        ("found", its id), ("absent", None), ("unknown", None) when the hub keeps no history to
+        ask, ("unreachable", why). The history is asked from an hour before the task was taken
+        (clocks differ), for what we sent to that peer."""
+        lookup = getattr(self.hub, "answers_sent", None)
+        if lookup is None:
+            return "unknown", None
+        since = (task["accepted_at"] or task["created_at"]) - ANSWER_LOOKBACK
+        try:
+            replies = lookup(self.s.agent_id, task["peer"], int(since * 1000))
+        except HubUnavailableError as exc:
+            return "unreachable", str(exc)
+        except AgentComError:
+            return "unknown", None
+        if replies is None:
+            return "unknown", None
+        for r in replies:
+            payload = r.get("payload")
+            if (
+                r.get("from") == self.s.agent_id
+                and isinstance(payload, dict)
+                and payload.get(ANSWER_KEY) == key
+                and isinstance(r.get("id"), str)
+            ):
+                return "found", r["id"]
+        return "absent", None
+
+    def _hub_retry(self, tid: int, now: float, detail: str) -> None:
+        delay = self.rng.uniform(2.0, 10.0)
+        with self.store.write():
+            self.store.a2a_update(tid, next_at=now + delay, error=f"answer not sent yet: {detail}")
+        self._failure_once("hub", now, WakeOutcome("retry", detail, status="hub"), f"{detail}; retrying")
 
     def _ack_hub(self, ids: list[str]) -> None:
         """Messages polled from the mailbox (they have a seq) stay at the hub until acked."""
@@ -716,17 +954,27 @@ class A2ADispatcher:
             with self.store.write():
                 self.store.set_meta("hub_acked", up_to)
 
-    def _fail(self, tid: int, now: float, outcome: str, detail: str) -> None:
-        """The task ended without an answer: its messages go back to `check`, with why."""
+    def _fail(self, tid: int, now: float, outcome: str, detail: str, quoted: str | None = None) -> None:
+        """The task ended without an answer: its messages go back to `check`, with why. `detail`
+        is in our words (it reaches `check`'s warnings); what the agent's side said (`quoted`,
+        text a peer can steer) is kept only in the task's error, which renderings fence."""
         ids = self.store.a2a_carried(tid)
         with self.store.write():
-            self.store.a2a_update(tid, state="failed", outcome=outcome, finished_at=now, error=detail)
-            self.store.a2a_return(ids, now, f"A2A task {outcome}: {detail[:200]}")
+            self.store.a2a_update(
+                tid,
+                state="failed",
+                outcome=outcome,
+                finished_at=now,
+                error=detail,
+                said=quoted[:1000] if quoted else None,
+            )
+            self.store.a2a_return(ids, now, f"A2A task {outcome}: {detail[:200]}" + (QUOTE_NOTE if quoted else ""))
         self.changed = True
         self._set_error(
             now,
             WakeOutcome("retry", f"task {tid}: {detail}", status=outcome),
-            f"the message(s) wait for `agentcom check`; see the agent's logs for why the task {outcome}",
+            f"the message(s) wait for `agentcom check`; see the agent's logs for why the task {outcome}"
+            + (QUOTE_NOTE if quoted else ""),
         )
         self.report(
             "a2a_failed",
@@ -734,6 +982,7 @@ class A2ADispatcher:
             task=tid,
             ids=ids,
             outcome=outcome,
+            **_said(quoted),
         )
 
     # new tasks -----------------------------------------------------------------------
@@ -814,8 +1063,11 @@ class A2ADispatcher:
             assert o.msg is not None
             root = self.store.thread_root(o.msg.reply_to, o.id) if self.wake.context == "thread" else None
             context = context_id(o.msg.sender, o.msg.broadcast, self.wake.context, root)
+            peer = o.msg.sender
+            if o.msg.channel is not None:  # one context per channel and one for the room; answered there
+                peer, context = o.msg.channel, group_context(o.msg.channel)
             order = attention_order(o.msg.priority, o.msg.broadcast, o.rec.arrival)
-            out.append(Candidate(o.id, o.msg.sender, context, times.get(o.id, now), order))
+            out.append(Candidate(o.id, peer, context, times.get(o.id, now), order))
         return out
 
     def _report_answered(self, answered: set[str]) -> None:
@@ -871,7 +1123,7 @@ class A2ADispatcher:
 
     # reporting ----------------------------------------------------------------------
 
-    def _unauthorized(self, now: float, reply: Reply) -> None:
+    def _unauthorized(self, now: float, reply: A2AReply) -> None:
         self.paused_until = now + UNAUTHORIZED_PAUSE
         outcome = WakeOutcome("unauthorized", f"A2A endpoint {self.wake.url} refused the wake token: {reply.detail}")
         self._set_error(now, outcome)
@@ -913,12 +1165,15 @@ __all__ = [
     "Batch",
     "Candidate",
     "DispatchPlan",
-    "Reply",
+    "A2AReply",
     "RequestPacer",
     "answer_action",
     "context_id",
+    "fair_order",
+    "is_error_completion",
     "plan_dispatch",
     "poll_delay",
     "prompt_text",
     "read_reply",
+    "retry_delay",
 ]

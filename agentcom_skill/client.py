@@ -36,6 +36,7 @@ from .errors import (
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
+    NoSuchRoute,
     PossiblyDelivered,
     RateLimitedError,
     UsageError,
@@ -46,8 +47,8 @@ from .transport import (
     BearerAuth,
     BodyTooLarge,
     DeadlinePassed,
+    HttpReply,
     Peer,
-    Reply,
     TransportError,
     UndecodableBody,
     check_ca_bundle_environment,
@@ -177,28 +178,108 @@ class HubClient:
 
     def routed(self, sender: str, start_ms: int, end_ms: int, deadline: float = 2.0) -> dict[str, str | None]:
         """Whom the hub routed `sender`'s messages of that span of time to (id -> `to`; None
-        for a broadcast), from its message history (`GET /api/messages`): a pushed frame
-        carries no `to`, so this is how a broadcast is told from a direct message. Kept short
-        (`deadline`): the watch asks it while pushed messages wait to be stored."""
+        for a broadcast), from its message history: a pushed frame carries no `to`, so this is
+        how a broadcast is told from a direct message. Kept short (`deadline`): the watch asks
+        it while pushed messages wait to be stored. A hub without a history: NoSuchRoute."""
+        found = self.history({"from": sender, "start_time": start_ms, "end_time": end_ms}, deadline)
         routed: dict[str, str | None] = {}
+        for m in found:
+            if isinstance(m.get("id"), str):
+                to = m.get("to")
+                routed[m["id"]] = to if isinstance(to, str) and to.strip().casefold() != "broadcast" else None
+        return routed
+
+    def history(self, filters: dict[str, Any], deadline: float) -> list[dict[str, Any]]:
+        """What the hub's message history (`GET /api/messages`) holds for these filters (from,
+        to, start_time, end_time), page by page, at most HISTORY_PAGES of them."""
+        found: list[dict[str, Any]] = []
         cursor = 0
         for _ in range(HISTORY_PAGES):
-            query = urlencode(
-                {"from": sender, "start_time": start_ms, "end_time": end_ms, "cursor": cursor, "limit": HISTORY_PAGE}
-            )
+            query = urlencode({**filters, "cursor": cursor, "limit": HISTORY_PAGE})
             body = self._request("GET", f"/api/messages?{query}", deadline=deadline)
             messages = body.get("messages") if isinstance(body, dict) else None
             if not isinstance(messages, list):
                 raise HubProtocolError("hub sent an /api/messages reply without a 'messages' list")
-            for m in messages:
-                if isinstance(m, dict) and isinstance(m.get("id"), str):
-                    to = m.get("to")
-                    routed[m["id"]] = to if isinstance(to, str) and to.strip().casefold() != "broadcast" else None
+            found += [m for m in messages if isinstance(m, dict)]
             next_cursor = body.get("cursor")
             if len(messages) < HISTORY_PAGE or not isinstance(next_cursor, int) or next_cursor <= cursor:
                 break
             cursor = next_cursor
-        return routed
+        return found
+
+    # channels and the room (protocol.md 1.8) ------------------------------
+
+    def channels(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/api/channels", auth=False)
+        listed = body.get("channels") if isinstance(body, dict) else None
+        if not isinstance(listed, list):
+            raise HubProtocolError("hub sent a channel list without a 'channels' list")
+        return [c for c in listed if isinstance(c, dict)]
+
+    def channel_info(self, name: str) -> dict[str, Any]:
+        body = self._request("GET", f"/api/channels/{quote(name, safe='')}", auth=False)
+        if not isinstance(body, dict):
+            raise HubProtocolError("hub sent channel details that are not an object")
+        return body
+
+    def create_channel(self, name: str, description: str | None = None) -> bool:
+        """True when created, False when it existed already."""
+        body: dict[str, Any] = {"name": name}
+        if description:
+            body["description"] = description
+        try:
+            self._request("POST", "/api/channels", json_body=body, idempotent=False)
+        except ConfigError as exc:  # 409: it exists
+            if "channel_exists" in str(exc):
+                return False
+            raise
+        return True
+
+    def subscribe(self, name: str, on: bool = True) -> None:
+        action = "subscribe" if on else "unsubscribe"
+        self._request("POST", f"/api/channels/{quote(name, safe='')}/{action}", json_body={})
+
+    def publish(self, name: str, type_: str | None, payload: dict[str, Any], reply_to: str | None = None) -> int:
+        """Publish to a channel: its seq in the channel's history (the hub gives no id)."""
+        body: dict[str, Any] = {"payload": payload}
+        if type_ is not None:
+            body["type"] = type_
+        if reply_to is not None:
+            body["reply_to"] = reply_to
+        reply = self._request("POST", f"/api/channels/{quote(name, safe='')}/publish", json_body=body, idempotent=False)
+        seq = reply.get("seq") if isinstance(reply, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise self._unconfirmed("POST /api/channels/{ch}/publish", "the reply has no integer 'seq'")
+        return seq
+
+    def channel_history(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
+        body = self._request(
+            "GET", f"/api/channels/{quote(name, safe='')}/history?since={int(since)}&limit={int(limit)}", auth=False
+        )
+        entries = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise HubProtocolError("hub sent a channel history without a 'messages' list")
+        return [e for e in entries if isinstance(e, dict)]
+
+    def room_post(self, text: str) -> dict[str, Any]:
+        """Post to the room: the message as the hub keeps it ({seq, from, text, type, timestamp})."""
+        reply = self._request("POST", "/api/room/message", json_body={"text": text}, idempotent=False)
+        if not isinstance(reply, dict) or not isinstance(reply.get("seq"), int):
+            raise self._unconfirmed("POST /api/room/message", "the reply has no integer 'seq'")
+        return reply
+
+    def room_messages(self, since: int, limit: int) -> Any:
+        """The room's reply to `GET /api/room/messages` (read by groups.read_room_entries)."""
+        return self._request("GET", f"/api/room/messages?since={int(since)}&limit={int(limit)}", auth=False)
+
+    def answers_sent(self, sender: str, to: str, start_ms: int, deadline: float = 5.0) -> list[dict[str, Any]] | None:
+        """What the hub routed from `sender` to `to` since `start_ms`: how an answer whose POST
+        was cut short is found after a restart. None when this hub keeps no history (404), so
+        the caller knows it cannot tell."""
+        try:
+            return self.history({"from": sender, "to": to, "start_time": start_ms}, deadline)
+        except NoSuchRoute:
+            return None
 
     def register(self, agent_id: str) -> dict[str, Any]:
         body = self._request(
@@ -221,7 +302,7 @@ class HubClient:
         raw: bool = False,
         deadline: float | None = None,
     ) -> Any:
-        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx `Reply`, whose
+        """One call with retries; the decoded JSON body (or, with `raw`, a 2xx `HttpReply`, whose
         body may be cut at max_response_bytes). A call that is not idempotent and may have
         reached the hub is never repeated: when its reply cannot be read it is
         `PossiblyDelivered`."""
@@ -281,7 +362,7 @@ class HubClient:
         raw: bool,
         idempotent: bool,
         attempt: int,
-    ) -> Reply | None:
+    ) -> HttpReply | None:
         """One exchange: its reply, or None for a failure worth another try."""
         started = time.monotonic()
         try:
@@ -317,7 +398,7 @@ class HubClient:
         bearer: BearerAuth,
         give_up_at: float,
         prefix_ok: bool = False,
-    ) -> Reply:
+    ) -> HttpReply:
         """One exchange within what is left of the deadline; a reply that cannot be used
         is an error here (only failures below HTTP come out as TransportError)."""
         left = max(give_up_at - time.monotonic(), 0.001)
@@ -378,8 +459,12 @@ class HubClient:
                 f"hub {self.base_url} refused the token{where} ({status}) for {call}: "
                 f"check it belongs to this agent id at this hub"
             )
+        if status == 404 and isinstance(body, dict) and body.get("error") == "channel_not_found":
+            return UsageError(
+                f"hub {self.base_url} has no such channel ({call}): `agentcom join '#name' --create` makes one"
+            )
         if status == 404 and path.startswith("/api/"):
-            return HubProtocolError(
+            return NoSuchRoute(
                 f"hub {self.base_url} has no {_route(path)} (404): check hub_url is the hub's base URL, without /api"
             )
         detail = self._scrub(_error_text(body))

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-import sys
+import tomllib
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,11 +20,6 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 # Every environment variable the code reads (SKILL.md's requires.env is checked against it).
 ENV_VARS = {
@@ -121,7 +116,7 @@ class WakeSettings(Record):
     context: str = "peer"  # peer: one conversation per agent; thread: one per reply_to chain
     answer_budget: int = 6  # automatic answers per peer within answer_window (the loop guard)
     answer_window: float = 600.0
-    requests_per_minute: int = 20  # A2A requests (sends and polls) in any 60 s, well inside the peer's limit
+    requests_per_minute: int = 120  # A2A requests in any 60 s: a ceiling; the agent's refusals set the pace
     task_timeout: float = 900.0  # seconds a task may run before its messages go back to `check`
     max_tasks: int = 4  # tasks in flight at once (one per context)
 
@@ -164,6 +159,8 @@ class Settings(Record):
     prompt_text_limit: int = 1500
     retention_days: float = 30.0
     retention_max: int = 50_000
+    check_max: int = 50  # messages one `check` returns when no --limit is given; the rest stay pending
+    open_max_days: float = 30.0  # a message pending this long, never returned to the agent, is dead-lettered
     watch_ping_interval: float = 30.0
     watch_pong_timeout: float = 10.0
     watch_sweep_interval: float = 300.0
@@ -225,6 +222,8 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "prompt_text_limit": int,
     "retention_days": (int, float),
     "retention_max": int,
+    "check_max": int,
+    "open_max_days": (int, float),
     "watch_ping_interval": (int, float),
     "watch_pong_timeout": (int, float),
     "watch_sweep_interval": (int, float),
@@ -253,6 +252,8 @@ _POSITIVE = {
     "request_deadline",
     "retention_days",
     "retention_max",
+    "check_max",
+    "open_max_days",
     "watch_ping_interval",
     "watch_pong_timeout",
     "watch_sweep_interval",
@@ -488,7 +489,7 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         token = _read_token_file(values["token_file"], where)
     if token is not None:
         token = str(token).strip()
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ConfigError(f"the wake token (from {where} or {ENV_VARS['wake_token']}) is malformed")
     session_key = values.get("session_key", "hook:agentcom")
     if not session_key.startswith("hook:"):
@@ -625,7 +626,7 @@ def reread_token(settings: Settings) -> str | None:
     except ConfigError:
         return None
     token = str(token or "").strip()
-    return token if _TOKEN.match(token) else None
+    return token if _TOKEN.fullmatch(token) else None
 
 
 def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:
@@ -644,7 +645,7 @@ def _load_token(overrides, env, file_values, where_file, sources, source_name) -
         else:
             continue
         token = str(token).strip()
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ConfigError(f"the token from {source} is malformed (expected one word of printable characters)")
         sources["token"] = source
         return token
@@ -662,7 +663,7 @@ def check_agent_id(agent_id: str, source: str) -> str:
     escaped (render.safe_sender), and the state folder's name is its plain characters and a
     digest (Settings.agent_state_dir)."""
     agent_id = agent_id.strip()
-    if _AGENT_ID.match(agent_id):
+    if _AGENT_ID.fullmatch(agent_id):
         return agent_id
     problem = None
     if not agent_id:
@@ -854,7 +855,7 @@ def replace_token(path: Path, token: str) -> tuple[str, Path]:
     file written is 0600 and replaced at once (never half written). Returns what was written
     ("config file" or "token file") and where. Never puts the token in an error."""
     token = token.strip()
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise ConfigError("the new token is malformed (expected one word of 8-512 printable characters)")
     path = path.expanduser()
     if not path.exists():

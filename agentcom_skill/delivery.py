@@ -44,6 +44,13 @@ OPEN_STATES = ("pending", "leased", "shown", "deferred")
 FINISHED_STATES = ("done", "dismissed", "dead")
 STATES = OPEN_STATES + FINISHED_STATES
 HAZARD_FILL = 0.8
+# A lease or defer never ends later than its length from now (its `span`, kept beside its
+# `due`): one that ends further off was taken while the clock ran ahead and has since been
+# set back, and is over at once (`bounded_due`). The slack covers runs that read the time a
+# little apart (a check reads it before its poll, up to `request_deadline` earlier than it
+# decides, while another run leases); a clock set back by less than this is not noticed.
+CLOCK_SLACK = 600.0
+LONGEST_SPAN = 366 * 86400.0  # a due kept before spans were (schema 5): the longest defer
 REPLY_WINDOW = 60.0  # seconds of the per-sender auto-reply budget
 
 
@@ -57,10 +64,20 @@ class Record(NamedTuple):
     ever_shown: bool = False  # printed to the agent at least once: `ack` may finish it
     arrival: int = 0  # local arrival order
     why: str = ""
+    span: float | None = None  # the length of the lease or defer that set `due` (None: not known)
 
     @property
     def lease_ran_out(self) -> bool:
         return self.state in ("leased", "shown")
+
+
+def bounded_due(due: float | None, span: float | None, now: float) -> float | None:
+    """When a lease or defer ends, seen at `now`: `due`, unless that is further off than its
+    length (`span`, plus CLOCK_SLACK) allows, when the clock was set back since it was taken:
+    then it is over now (it comes back at once rather than after the clock's jump)."""
+    if due is None:
+        return None
+    return now if due > now + (LONGEST_SPAN if span is None else span) + CLOCK_SLACK else due
 
 
 class OpenMessage(NamedTuple):
@@ -80,6 +97,13 @@ class StoreView(NamedTuple):
     reply_times: Mapping[str, Sequence[float]] = MappingProxyType({})  # sender -> auto-reply times
     cursor: int = 0
     recovered: bool = False  # the store was rebuilt: the next deliveries count as redelivered
+    groups: tuple[tuple[str, str], ...] = ()  # joined channels and the room, with their attention setting
+    ours: frozenset[str] = frozenset()  # ids (of the batch, or its reply_to) of messages we sent
+    # A store's view holds only what a check may act on: `unloaded` counts the deliverable
+    # messages left out (each ranks after every one in `open`), and `leases` is (messages in
+    # their lease, the first lease end), counted by the store. None: count them from `open`.
+    unloaded: int = 0
+    leases: tuple[int, float | None] | None = None
 
 
 class AutoReply(NamedTuple):
@@ -130,8 +154,10 @@ class CheckPlan:
         )
 
 
-def tier0_config(settings: Settings) -> Tier0Config:
-    return Tier0Config.build(settings.agent_id, settings.capabilities, settings.ignore_from, settings.allow_from)
+def tier0_config(settings: Settings, groups: Iterable[tuple[str, str]] = ()) -> Tier0Config:
+    return Tier0Config.build(
+        settings.agent_id, settings.capabilities, settings.ignore_from, settings.allow_from, groups
+    )
 
 
 def plan_check(
@@ -139,7 +165,7 @@ def plan_check(
 ) -> CheckPlan:
     """Classify new messages, pick what to return now, and say what to change."""
     plan = CheckPlan()
-    config = tier0_config(settings)
+    config = tier0_config(settings, view.groups)
     candidates: list[tuple[Message, Tier0Decision]] = []
     regressed_at: int | None = None
     new_attention: list[OpenMessage] = []
@@ -150,7 +176,7 @@ def plan_check(
         seen.add(msg.id)
         if view.cursor and msg.seq is not None and msg.seq <= view.cursor and regressed_at is None:
             regressed_at = msg.seq
-        decision = classify(msg, config)
+        decision = classify(msg, config, ours=view.ours)
         if decision.disposition == AUTO_REPLY:
             candidates.append((msg, decision))
             continue
@@ -181,7 +207,7 @@ def plan_check(
     plan.new.sort(key=lambda pair: order[pair[0].id])  # stored (and logged) in the hub's order
     if batch.messages and batch.messages[-1].seq != view.cursor:
         plan.cursor = batch.messages[-1].seq
-    _plan_leases(batch, [*view.open, *new_attention], view.recovered, settings, now, limit, plan)
+    _plan_leases(batch, [*view.open, *new_attention], view, settings, now, limit, plan)
     if not batch.complete:
         plan.warnings.append(
             f"the mailbox's reply is over max_response_bytes ({settings.max_response_bytes} bytes): took the"
@@ -222,7 +248,7 @@ def _plan_replies(
 def _plan_leases(
     batch: MailboxBatch,
     open_messages: list[OpenMessage],
-    recovered: bool,
+    view: StoreView,
     settings: Settings,
     now: float,
     limit: int | None,
@@ -251,12 +277,15 @@ def _plan_leases(
                 continue
             record = Record(rec.state, rec.deliveries, expired, rec.due, rec.ever_shown, rec.arrival, rec.why)
             deliverable.append((msg, OpenMessage(item.id, item.seq, msg, record)))
-        elif rec.state in ("leased", "shown"):
+        elif rec.state in ("leased", "shown") and view.leases is None:
             plan.in_lease += 1
             plan.next_due = rec.due if plan.next_due is None else min(plan.next_due, rec.due or now)
+    if view.leases is not None:
+        plan.in_lease, plan.next_due = view.leases
     deliverable.sort(key=lambda pair: attention_order(pair[0].priority, pair[0].broadcast, pair[1].rec.arrival))
     chosen = deliverable if limit is None else deliverable[: max(0, limit)]
-    plan.pending = len(deliverable) - len(chosen)
+    plan.pending = len(deliverable) - len(chosen) + view.unloaded
+    recovered = view.recovered
     for msg, item in chosen:
         deliveries = item.rec.deliveries + 1
         plan.leases.append(Lease(item.id, deliveries, item.rec.expired, now + settings.lease_seconds))
@@ -266,8 +295,9 @@ def _plan_leases(
 
 
 def message_view(msg: Message, why: str, deliveries: int, redelivered: bool) -> dict[str, Any]:
-    """One returned message, in the `--json` shape."""
-    return {
+    """One returned message, in the `--json` shape (with `channel` only when it was said in a
+    channel or the room)."""
+    view = {
         "seq": msg.seq,
         "id": msg.id,
         "from": msg.sender,
@@ -284,6 +314,10 @@ def message_view(msg: Message, why: str, deliveries: int, redelivered: bool) -> 
         "why": why,
         "untrusted": True,
     }
+    where = msg.channel
+    if where is not None:
+        view["channel"] = where
+    return view
 
 
 def summary_text(msg: Message) -> str:

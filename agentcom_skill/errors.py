@@ -60,6 +60,10 @@ class HubProtocolError(AgentComError):
     kind = "hub_protocol"
 
 
+class NoSuchRoute(HubProtocolError):
+    """The hub answered 404 for an /api/ route: it has no such endpoint (or hub_url is wrong)."""
+
+
 class StateError(AgentComError):
     """The local state directory or file cannot be used."""
 

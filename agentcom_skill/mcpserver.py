@@ -53,7 +53,7 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
         _args({"limit": {"type": "integer", "minimum": 1}, "peek": {"type": "boolean"}, "format": _FORMAT}),
     ),
     "send": (
-        "Send a message to an agent id, or to everyone with to=broadcast.",
+        "Send to an agent id, to=broadcast (everyone), to='#name' (a channel) or to='@room'.",
         _args(
             {
                 "to": {"type": "string"},
@@ -67,7 +67,7 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     "reply": (
-        "Answer a message you were shown; it goes to its sender as a response.",
+        "Answer a message you were shown, where it was said: its sender, channel or room.",
         _args({"ref": _REF, "text": {"type": "string"}}, "ref", "text"),
     ),
     "ack": (
@@ -242,14 +242,15 @@ def instructions(mailbox: Mailbox) -> str:
         agent_id = mailbox.s.agent_id
     except AgentComError as exc:
         return (
-            f"AgentCom mailbox, not set up yet: {exc.kind}: {exc} Every tool answers with this error until it is "
-            "fixed; call `status` after fixing it."
+            f"AgentCom mailbox, not set up yet ({exc.kind}: {exc}). Every tool answers with this error until it"
+            " is fixed; the config is read again at each call."
         )
     try:
         if skill.watch_connected(read_status(mailbox.s.agent_state_dir())):
             count, _ = mailbox.waiting()  # the connected watch keeps the store complete
         else:
-            count = len(skill.check(peek=True, settings=mailbox.s)["messages"])
+            peeked = skill.check(peek=True, settings=mailbox.s)
+            count = len(peeked["messages"]) + peeked["pending"]  # (one check returns check_max at most)
     except AgentComError:
         count = None
     waiting = "An unknown number of" if count is None else str(count)

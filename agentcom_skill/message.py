@@ -12,6 +12,7 @@ from .errors import HubProtocolError
 PRIORITIES = ("low", "normal", "high", "urgent")  # payload.priority; anything else reads as normal
 RESPOND_WITH = ("structured", "natural", "none")  # payload.respond_with
 PRIORITY_RANK = {"urgent": 0, "high": 1}  # attention order: urgent, high, then the rest
+ROOM = "@room"  # the hub's room, as an address and as a room message's recipient (groups.py)
 
 
 def fold(value: Any) -> str:
@@ -44,6 +45,18 @@ class Message(NamedTuple):
     def broadcast(self) -> bool:
         to = self.to  # (read for every message of a check: kept cheap)
         return to is None or to == "broadcast" or to.strip().casefold() == "broadcast"
+
+    @property
+    def channel(self) -> str | None:
+        """Where it was said: "#name" for a channel's copy (the hub sets `payload.channel` and
+        no recipient), "@room" for the room, None for a direct message or a broadcast."""
+        if self.to == ROOM:
+            return ROOM
+        if self.to is None:
+            name = self.payload.get("channel")
+            if isinstance(name, str):
+                return "#" + name
+        return None
 
     @property
     def text(self) -> str | None:

@@ -33,14 +33,14 @@ _MARKERS = r"<{3,}|>{3,}"
 _SAFE_AGENT = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$"
 _SAFE_ID = r"^[0-9a-f]{16}$"
 _SAFE_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
-_SAFE_HEX_PREFIX = r"^[0-9a-f]{1,16}$"
+_SAFE_HEX_PREFIX = r"^[0-9a-fA-F]{1,16}$"
 FIELD_LIMIT = 64
 
 
 def safe_field(value: Any, pattern: str = _SAFE_AGENT) -> str:
     """An id or type from another agent: as is when it fits the grammar, else quoted, escaped, cut."""
     text = "" if value is None else str(value)
-    if re.match(pattern, text):
+    if re.fullmatch(pattern, text):  # (match with `$` would let a trailing newline through)
         return text
     cut = text[:FIELD_LIMIT]
     quoted = json.dumps(cut, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")
@@ -57,6 +57,21 @@ def one_line(value: Any, limit: int = 200) -> str:
 
 def safe_sender(value: Any) -> str:
     return safe_field(value, _SAFE_AGENT)
+
+
+def where_said(msg: dict[str, Any]) -> str:
+    """Where a message was said: its channel ("#name"), "@room", "all" for a broadcast, or its
+    recipient."""
+    channel = msg.get("channel")
+    if isinstance(channel, str):
+        return "@room" if channel == "@room" else "#" + safe_sender(channel[1:])
+    return "all" if msg.get("broadcast") else safe_sender(msg.get("to") or "?")
+
+
+def sender_label(msg: dict[str, Any]) -> str:
+    """The sender; in the room, marked as only claimed (anyone may post under any name)."""
+    who = safe_sender(msg.get("from"))
+    return f"{who} (claimed)" if msg.get("channel") == "@room" and msg.get("direction") != "out" else who
 
 
 def safe_type(value: Any) -> str:
@@ -229,7 +244,9 @@ def _prompt_entry(msg: dict[str, Any], text_limit: int | None, same_as: str | No
         tags.append(safe_type(msg["type"]))
     if msg.get("priority") in ("urgent", "high", "low"):
         tags.append(msg["priority"])
-    if msg.get("broadcast"):
+    if isinstance(msg.get("channel"), str):
+        tags.append(f"in {where_said(msg)}")
+    elif msg.get("broadcast"):
         tags.append("broadcast")
     if msg.get("reply_to"):
         tags.append(f"reply to {safe_msg_id(msg['reply_to'])}")
@@ -238,7 +255,7 @@ def _prompt_entry(msg: dict[str, Any], text_limit: int | None, same_as: str | No
     age = _age_if_old(message_time(msg))
     if age:
         tags.append(age)
-    head = neutralise(f"[{ref}] {safe_sender(msg['from'])}" + (f" ({', '.join(tags)})" if tags else ""))
+    head = neutralise(f"[{ref}] {sender_label(msg)}" + (f" ({', '.join(tags)})" if tags else ""))
     text = f"(the same text as [{same_as}])" if same_as is not None else message_text(msg)
     if text_limit is not None:
         text = truncate(text, text_limit, ref)
@@ -260,7 +277,7 @@ def history_prompt_entries(messages: list[dict[str, Any]], text_limit: int = 150
     for m in messages:
         prefix = ""
         if m.get("direction") == "out":
-            prefix = f"[sent by me to {safe_sender(m.get('to'))}] "
+            prefix = f"[sent by me to {where_said(m)}] "
             m = {**m, "from": "me", "timestamp": None, "received_at": m.get("sent_at")}
         entries.append(prefix + _prompt_entry(m, text_limit) + (f"  [{m['state']}]" if m.get("state") else ""))
     return entries
@@ -314,9 +331,9 @@ def message_line(msg: dict[str, Any], text_limit: int = 200, extra: str = "") ->
     if msg.get("redelivered"):
         flags.append(f"redelivered x{msg.get('deliveries', 2) - 1}")
     if msg.get("direction") == "out":
-        who = f"me -> {safe_sender(msg.get('to'))}"
+        who = f"me -> {where_said(msg)}"
     else:
-        who = f"{safe_sender(msg['from'])} -> {'all' if msg.get('broadcast') else safe_sender(msg.get('to') or '?')}"
+        who = f"{sender_label(msg)} -> {where_said(msg)}"
     flag_text = f" [{', '.join(flags)}]" if flags else ""
     ref = f"#{msg['seq']} " if msg.get("seq") is not None else ""
     if msg.get("payload") is not None or msg.get("text"):
@@ -382,6 +399,10 @@ def render_log_text(result: dict[str, Any]) -> str:
             + one_line(message_text(d), 120)
             for d in result["dead_letters"]
         ]
+    failures = [f for f in result.get("a2a_failures") or [] if f.get("said")]
+    if failures:
+        lines.append("A2A tasks that ended without an answer, and what the agent's side said:")
+        lines += [f"  task {f.get('task')}: {one_line(f.get('said'), 300)}" for f in failures]
     lines += [f"warning: {neutralise(w)}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -421,6 +442,10 @@ def render_log_prompt(result: dict[str, Any], text_limit: int = 300) -> str:
                 for d in result["dead_letters"]
             ]
         )
+    failures = [f for f in result.get("a2a_failures") or [] if f.get("said")]
+    if failures:  # the agent's side's words, which a peer can steer: fenced
+        lines.append("[AgentCom] A2A tasks that ended without an answer, and what the agent's side said:")
+        lines += fenced([_unfence(f"task {f.get('task')}: {one_line(f.get('said'), 300)}") for f in failures])
     lines += [f"[AgentCom] warning: {_unfence(neutralise(w))}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -451,7 +476,8 @@ def _agent_line(agent: dict[str, Any]) -> str:
 def sent_line(result: dict[str, Any]) -> str:
     """What `send` and `reply` did, on one line: every id and name through the safe_* rules."""
     reply = f", reply to {safe_msg_id(result['reply_to'])}" if result.get("reply_to") else ""
-    what = f"{safe_type(result.get('type') or 'chat')} to {safe_sender(result.get('to'))}{reply}"
+    to = where_said(result) if result.get("channel") else safe_sender(result.get("to"))
+    what = f"{safe_type(result.get('type') or 'chat')} to {to}{reply}"
     if result.get("confirmed") is False:  # the hub's reply was lost: its id never came back
         return f"probably sent {what} (not confirmed by the hub; not sent again)"
     return f"sent {what} (id {safe_msg_id(result.get('id'))})"
@@ -510,14 +536,22 @@ def ping_text(result: dict[str, Any]) -> str:
 
 
 def ambiguous_ref_text(prefix: str, candidates: list[dict[str, Any]], more: bool) -> str:
-    """A short id that names several messages: the candidates, each on safe terms."""
+    """A reference that names several messages (a short id, an id in another case than any kept,
+    or `#SEQ` for a reused seq): the candidates, each on safe terms."""
     listed = ", ".join(
         f"{safe_msg_id(c.get('id'))} ({refs_text([c]) if c.get('seq') is not None else 'no seq'}, "
         f"from {safe_sender(c.get('sender'))})"
         for c in candidates
     )
     more_text = ", …" if more else ""
+    if prefix.startswith("#"):  # a seq the hub gave twice (its counter went back)
+        return (
+            f"seq {safe_field(prefix[1:], _SAFE_HEX_PREFIX)} names several open messages (the hub's seq counter went"
+            f" back): {listed}{more_text}; name the one you mean by its id"
+        )
     named = safe_field(prefix, _SAFE_HEX_PREFIX)
+    if len(prefix) >= 16:
+        return f"id {named} names several messages (ids differing only in case): {listed}{more_text}; give the exact id"
     return f"id prefix {named} names several messages: {listed}{more_text}; give more digits"
 
 
@@ -536,14 +570,25 @@ def render_show_text(msg: dict[str, Any]) -> str:
     """`show` for a terminal: a header line, then the whole text, neutralised and indented."""
     text = msg["text"] if msg.get("text") is not None else json.dumps(msg.get("payload"), ensure_ascii=False, indent=2)
     ref = f"#{msg['seq']} " if msg.get("seq") is not None else ""
-    to = "all" if msg.get("broadcast") else safe_sender(msg.get("to") or "?")
     flags = f" [{msg['priority']}]" if msg.get("priority") in ("low", "high", "urgent") else ""
-    who = f"{safe_sender(msg.get('from'))} -> {to}"
+    who = f"{sender_label(msg)} -> {where_said(msg)}"
     head = f"{ref}{ago(message_time(msg))} {who} {safe_type(msg.get('type') or 'chat')}{flags}"
     head += f"  [{safe_msg_id(msg.get('id'))}; {msg.get('state')}]"
     rest = payload_besides_text(msg)
     fields = "" if rest is None else "\n" + CONTINUATION + neutralise(f"payload besides the text: {rest}")
     return neutralise(head) + fields + "\n" + CONTINUATION + body_lines(text)
+
+
+def render_channels_text(result: dict[str, Any]) -> str:
+    """`agentcom channels` for a person: one line a channel, then the room."""
+    lines = []
+    for c in result["channels"]:
+        where = where_said({"channel": c["name"]})
+        count = f", {c['subscribers']} subscribed" if c.get("subscribers") is not None else ""
+        joined = f"joined (attend {safe_type(c['attend'])})" if c.get("joined") else "not joined"
+        about = neutralise(str(c.get("description") or ""))[:80]
+        lines.append(f"{where}: {joined}{count}" + (f" - {about}" if about else ""))
+    return "\n".join(lines)
 
 
 def render_status_text(st: dict[str, Any]) -> str:
@@ -574,6 +619,9 @@ def render_status_text(st: dict[str, Any]) -> str:
         f"my status: {st.get('status')}",
         hub_line,
     ]
+    if st.get("groups"):
+        joined = ", ".join(f"{where_said({'channel': g})} ({safe_type(a)})" for g, a in st["groups"].items())
+        lines.append(f"joined: {joined}")
     watch = st.get("watch")
     if watch:
         connected = f"connected {ago(watch['connected_since'])}" if watch.get("connected_since") else "NOT connected"
@@ -588,6 +636,7 @@ def render_status_text(st: dict[str, Any]) -> str:
             lines.append(
                 f"a2a: {a2a.get('in_flight', 0)} task(s) in flight, {a2a.get('answered', 0)} answer(s) sent back, "
                 f"{a2a.get('no_reply', 0)} without an answer, {a2a.get('failed', 0)} failed"
+                + (f", {a2a['maybe_answered']} possibly sent" if a2a.get("maybe_answered") else "")
                 + (
                     f" (last {ago(last.get('at'))}: {last.get('outcome')}: {str(last.get('error'))[:160]})"
                     if last

@@ -34,6 +34,7 @@ from .delivery import (
     AutoReply,
     CheckPlan,
     batch_keys,
+    bounded_due,
     hub_prefix,
     message_view,
     plan_check,
@@ -41,17 +42,30 @@ from .delivery import (
 from .errors import (
     AgentComError,
     AuthError,
+    BusyError,
     ConfigError,
     HubProtocolError,
     HubUnavailableError,
     PossiblyDelivered,
+    StateError,
     UsageError,
 )
+from .groups import (
+    ROOM_RING,
+    Address,
+    RoomRead,
+    group_address,
+    parse_address,
+    plan_room_read,
+    read_room_entries,
+    room_key,
+    room_since,
+)
 from .legacy import has_state_file, import_state_file
-from .message import PRIORITIES, RESPOND_WITH, MailboxBatch, Message, payload_text
-from .render import ago, safe_field, safe_sender
+from .message import PRIORITIES, RESPOND_WITH, ROOM, MailboxBatch, Message, Unreadable, payload_text
+from .render import ago, safe_field, safe_sender, safe_type
 from .store import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, MessageStore, row_dict, row_message
-from .tier0 import DISPOSITIONS, auto_reply_payload
+from .tier0 import ATTEND, DISPOSITIONS, auto_reply_payload, mentions
 from .watchstate import read_status, watch_alive
 
 if TYPE_CHECKING:  # for annotations only: the network client loads when a command talks to the hub
@@ -74,6 +88,7 @@ if TYPE_CHECKING:  # for annotations only: the network client loads when a comma
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
 HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
+PRUNE_BUDGET = 0.2  # seconds of pruning steps one check spends, after its output
 THREAD_LIMIT = 200
 _MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
 
@@ -163,13 +178,15 @@ def parse_ref(ref: Any) -> int | str:
     if isinstance(ref, str):
         text = ref.strip()
         forced_seq = text.startswith("#")
-        text = text.lstrip("#").lower() if forced_seq else text.lower()
+        text = text.lstrip("#") if forced_seq else text
         if text.isascii() and text.isdigit() and (forced_seq or len(text) < 4):
             return parse_ref(int(text))
-        if not forced_seq and re.match(_HEX_REF, text):
+        # Kept in its case: a hub may choose ids that differ only in case (the store matches
+        # the exact id first, then any case).
+        if not forced_seq and re.fullmatch(_HEX_REF, text.lower()):
             return text
-        if re.match(_SET_ASIDE_KEY, text):  # a poison record whose id could not be read
-            return text
+        if re.fullmatch(_SET_ASIDE_KEY, text.lower()):  # a poison record whose id could not be read
+            return text.lower()
     raise UsageError(f"{str(ref)[:40]!r} names no message: give {REF_RULE}")
 
 
@@ -192,6 +209,8 @@ def check(
     s = resolve_settings(settings, overrides)
     if limit is not None:
         _check_limit(limit)
+    else:  # one check returns a page, never the whole backlog (its cost is what it returns)
+        limit = s.check_max
     made_here = not s.agent_state_dir().exists()
     try:
         with open_store(s) as store:
@@ -251,6 +270,8 @@ def run_check(
     via: str = "poll",
     agents_check: bool = True,
     batch: MailboxBatch | None = None,
+    prune: bool = True,
+    on_complete_poll: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """`check` on a given hub and store (the property tests drive this with a model hub;
     the watch with the frames it is pushed). With `hub` None, nothing is asked of the hub:
@@ -265,16 +286,26 @@ def run_check(
     if batch is None:
         batch = hub.poll(s.agent_id, 0) if hub is not None else MailboxBatch([], 0)
     agents_check = agents_check and hub is not None
+    room, batch = _with_room(hub, store, batch) if via == "poll" else (None, batch)
     ids = batch_keys(batch)
+    refs = [m.reply_to for m in batch.messages if m.reply_to] + [m.id for m in batch.messages if m.to == ROOM]
+    room_moved = room is not None and _room_cursor(store) != (room[0].cursor, room[0].cursor_key)
     with store.snapshot():
-        view = store.view(ids, now)
+        view = store.view(ids, now, limit, refs)
         finished = store.finished(ids)
         agents_due = agents_check and _agents_check_due(store, now)
         contact_due = hub is not None and _hub_contact_due(store, now)
+        aged_out = store.get_number("aged_out") > 0  # dead-lettered by pruning: said by a writing run
     has_new = any(i not in view.known for i in ids)
     plan = plan_check(batch, view, s, now, limit) if peek or not has_new else None
     idle = plan is not None and not (
-        plan.changes or plan.replies or agents_due or contact_due or hub_prefix(batch, finished) is not None
+        plan.changes
+        or plan.replies
+        or agents_due
+        or contact_due
+        or aged_out
+        or room_moved
+        or hub_prefix(batch, finished) is not None
     )
     if plan is not None and (peek or idle):
         result = _check_result(s, plan, store.take_warnings() + plan.warnings)
@@ -283,24 +314,23 @@ def run_check(
         return result
 
     with store.write():
-        view = store.view(ids, now)
+        view = store.view(ids, now, limit, refs)
         plan = plan_check(batch, view, s, now, limit)
         at_hub = {m.id: m for m in batch.messages}
         store.fill_bodies([at_hub[o.id] for o in view.open if o.msg is None and o.id in at_hub], now)
         store.apply_check(plan, now, via)
         if seq_restarted(batch, store.get_meta("hub_acked")):  # what `status` says was acked
             store.set_meta("hub_acked", None)
+        store.take_aged_out()
         agents_due = agents_check and _agents_check_due(store, now)
         status_text = current_status(store, s)
         if agents_due:
             store.set_meta("agents_checked_at", now)
         if hub is not None:
             store.set_meta("hub_ok_at", now)
-        if hub is not None and via == "poll" and batch.complete:
-            # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
-            # pruning must keep (a finished message behind an unfinished one is still there, and
-            # would come back as new). Pushed frames and the store alone say nothing about it.
-            store.prune(ids, now, s.retention_days, s.retention_max)
+        if room is not None:  # with the room's messages it read: a crash before this reads them again
+            store.set_meta("room_cursor", room[0].cursor)
+            store.set_meta("room_cursor_key", room[0].cursor_key)
     # Committed: leases and auto-reply intents are on disk before anything is sent or
     # returned, so a crash never answers a ping twice. Failures from here on are warnings:
     # the caller still gets what was leased.
@@ -313,7 +343,39 @@ def run_check(
     if emit:
         emit(result)
     _confirm(store, plan, sent, up_to, now)
+    if hub is not None and via == "poll" and batch.complete:
+        # Only after reading the whole mailbox: `ids` is then everything the hub holds, which
+        # pruning must keep (a finished message behind an unfinished one is still there, and
+        # would come back as new). Pushed frames and the store alone say nothing about it.
+        _after_whole_mailbox(store, s, ids, now, prune, on_complete_poll)
     return result
+
+
+def _after_whole_mailbox(
+    store: MessageStore,
+    s: Settings,
+    ids: list[str],
+    now: float,
+    prune: bool,
+    on_complete_poll: Callable[[list[str]], None] | None,
+) -> None:
+    if on_complete_poll is not None:
+        on_complete_poll(ids)
+    if prune:  # after the output: never in the check's latency
+        prune_store(store, s, ids, now, PRUNE_BUDGET)
+
+
+def _with_room(
+    hub: Hub | None, store: MessageStore, batch: MailboxBatch
+) -> tuple[tuple[RoomRead, list[Unreadable]] | None, MailboxBatch]:
+    """The room's new messages (when this agent joined it) put before the mailbox's (its
+    cursor is the last seq), and the room as read; a room that cannot be read is a warning."""
+    room, room_warnings = _read_room(hub, store)
+    store.warnings.extend(room_warnings)
+    if room is not None and (room[0].messages or room[1]):
+        read, unreadable = room
+        batch = batch._replace(messages=[*read.messages, *batch.messages], unreadable=(*batch.unreadable, *unreadable))
+    return room, batch
 
 
 def _confirm(
@@ -333,6 +395,54 @@ def _confirm(
                 store.record_sent(sent_id, reply.to, "response", payload, reply.reply_to, "auto_reply", now)
         if up_to is not None:
             store.set_meta("hub_acked", up_to)
+
+
+def _room_cursor(store: MessageStore) -> tuple[int, str | None]:
+    key = store.get_meta("room_cursor_key")
+    return int(store.get_number("room_cursor")), key if isinstance(key, str) else None
+
+
+def _read_room(hub: Any, store: MessageStore) -> tuple[tuple[RoomRead, list[Unreadable]] | None, list[str]]:
+    """What the room holds since our cursor, when this agent joined it (protocol 1.8): read
+    with a limit of the whole ring, so the hub's newest-first quirk loses nothing; a restart of
+    the hub (its seq went back) is read again from the start. A room that cannot be read is a
+    warning: the mailbox's messages go on."""
+    if hub is None or not hasattr(hub, "room_messages") or ROOM not in store.groups():
+        return None, []
+    cursor, key = _room_cursor(store)
+    try:
+        readable, unreadable, last = read_room_entries(hub.room_messages(room_since(cursor), ROOM_RING))
+        read = plan_room_read(readable, last, cursor, key)
+        if read.again:
+            readable, unreadable, last = read_room_entries(hub.room_messages(0, ROOM_RING))
+            read = plan_room_read(readable, last, cursor, key, from_start=True)
+    except AgentComError as exc:
+        return None, [f"could not read the room (tried again at the next check): {exc}"]
+    return (read, unreadable), read.warnings
+
+
+def prune_store(store: MessageStore, s: Settings, keep: Sequence[str], now: float, budget: float) -> tuple[int, int]:
+    """Pruning steps (each one short transaction) for up to `budget` seconds, when a pass is
+    due; the pass goes on at the next call until it finds nothing left. Returns (rows changed,
+    messages dead-lettered because they were pending beyond open_max_days: they stay listed
+    in `inbox --state dead` and counted by `status`)."""
+    give_up_at = time.monotonic() + budget
+    changed = aged = 0
+    try:
+        while store.prune_due(now):
+            with store.write():
+                gone, dead = store.prune_step(keep, now, s.retention_days, s.retention_max, s.open_max_days)
+            free = store.vacuum_step()
+            changed, aged = changed + gone + dead, aged + dead
+            if not (gone or dead or free):
+                with store.write():
+                    store.set_meta("pruned_at", now)  # the pass is over: the next one in PRUNE_INTERVAL
+                break
+            if time.monotonic() >= give_up_at:
+                break
+    except (BusyError, StateError):
+        pass  # another run holds the store (or it cannot be written now): the next run goes on
+    return changed, aged
 
 
 def _answer_and_ack(
@@ -557,7 +667,7 @@ def defer(
     now = time.time()
     with open_store(s) as store, store.write():
         targets, already = _resolve_refs(store, named, need_shown=True)
-        store.defer([r["id"] for r in targets], now + seconds)
+        store.defer([r["id"] for r in targets], now + seconds, now)
     return {
         "agent_id": s.agent_id,
         "deferred": [{"id": r["id"], "seq": r["seq"]} for r in targets],
@@ -649,13 +759,17 @@ def send(
     settings: Settings | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Send a direct message (`to` an agent id) or a broadcast (`to="broadcast"`, any case)."""
+    """Send a direct message (`to` an agent id), a broadcast (`to="broadcast"`, any case),
+    publish in a channel (`to="#name"`) or post in the room (`to="@room"`, its text only)."""
     s = resolve_settings(settings, overrides)
-    to, warnings = _recipient(to, s.agent_id)
+    address = parse_address(to)
     body = _message_body(text, payload, priority, needs, respond_with)
     for name, value in (("type", type), ("reply_to", reply_to)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise UsageError(f"{name} must be a non-empty string")
+    if address.kind in ("channel", "room"):
+        return _say_in_group(s, address, type, body, reply_to, "send", [])
+    to, warnings = _recipient(to, s.agent_id)
     known_anyway = to in ("broadcast", s.agent_id)
     return _send_and_record(s, to, type, body, reply_to, "send", warnings, check_known=not known_anyway)
 
@@ -759,6 +873,76 @@ def send_refused_auto_replies(hub: Hub, store: MessageStore, s: Settings, now: f
     return done, warnings
 
 
+def _say_in_group(
+    s: Settings,
+    address: Address,
+    type_: str | None,
+    body: dict[str, Any],
+    reply_to: str | None,
+    kind: str,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Publish in a channel or post in the room, then record it as sent (by the message's id
+    in a channel, by its key in the room: a reply to it, or our own post read back, is known)."""
+    if address.kind == "room" and (set(body) != {"text"} or reply_to is not None or type_ is not None):
+        raise UsageError("the room takes a text only (no payload fields, type or reply_to)")
+    with hub_client(s) as hub:
+        try:
+            msg_id = say_in_group(hub, address, type_, body, reply_to, warnings)
+        except PossiblyDelivered as exc:
+            msg_id = unconfirmed_id()
+            warnings.append(f"probably delivered, not confirmed: {exc}")
+    try:
+        with open_store(s) as store, store.write():
+            store.record_sent(msg_id, address.name, type_, body, reply_to, kind, time.time())
+            if address.name not in store.groups():
+                warnings.append(f"said in {address.name}, which this agent has not joined: answers there are not read")
+    except AgentComError as exc:
+        warnings.append(f"sent, but not recorded in the local history: {exc}")
+    return {
+        "id": msg_id,
+        "to": address.name,
+        "channel": address.name,
+        "type": type_ or "chat",
+        "reply_to": reply_to,
+        "confirmed": is_confirmed(msg_id),
+        "warnings": warnings,
+    }
+
+
+def say_in_group(
+    hub: Any,  # a HubClient (the A2A dispatcher's is typed as the narrower Hub)
+    address: Address,
+    type_: str | None,
+    body: dict[str, Any],
+    reply_to: str | None,
+    warnings: list[str],
+) -> str:
+    """Publish in a channel or post in the room (its text only): the id to record it under
+    (in the room, the key its message gets when read back)."""
+    if address.kind == "room":
+        return room_key(hub.room_post(str(body.get("text") or "")))
+    return _publish(hub, address.channel, type_, body, reply_to, warnings)
+
+
+def _publish(
+    hub: HubClient, channel: str, type_: str | None, body: dict[str, Any], reply_to: str | None, warnings: list[str]
+) -> str:
+    """Publish and find the message's id: the hub answers with the channel's seq only, so the
+    id is read from the channel's history (kept, a reply to it is then recognised as one)."""
+    seq = hub.publish(channel, type_, body, reply_to)
+    try:
+        for entry in hub.channel_history(channel, seq - 1, 200):
+            message = entry.get("message")
+            if entry.get("seq") == seq and isinstance(message, dict) and isinstance(message.get("id"), str):
+                return str(message["id"])
+    except AgentComError as exc:
+        warnings.append(f"published, but its id could not be read from the channel's history: {exc}")
+        return unconfirmed_id()
+    warnings.append("published, but its id was not in the channel's history")
+    return unconfirmed_id()
+
+
 UNCONFIRMED = "unconfirmed-"
 
 
@@ -804,7 +988,8 @@ def _unknown_recipient(hub: Hub, s: Settings, to: str) -> list[str]:
 
 
 def reply(ref: int | str, text: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Answer a stored message (by seq or id): a response to its sender, reply_to its id.
+    """Answer a stored message (by seq or id) where it was said: a response to its sender,
+    reply_to its id; in its channel (reply_to its id); in the room (naming its claimed sender).
 
     Addressed from the local copy (guarantee 11), so it works after an ack and cannot go
     to another sender when the hub reuses a seq.
@@ -817,6 +1002,14 @@ def reply(ref: int | str, text: str, *, settings: Settings | None = None, **over
     msg = row_message(row)
     if msg is None:
         raise _not_kept(parsed)
+    where = msg.channel
+    if where == ROOM:
+        # Named when the claimed name is a plain one (any text may be claimed; never repeated raw).
+        plain = re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$", msg.sender) is not None
+        said = text if not plain or mentions(text, msg.sender) else f"@{msg.sender} {text}"
+        return _say_in_group(s, parse_address(ROOM), None, {"text": said}, None, "reply", warnings)
+    if where is not None:
+        return _say_in_group(s, parse_address(where), "response", {"text": text}, msg.id, "reply", warnings)
     return _send_and_record(s, msg.sender, "response", {"text": text}, msg.id, "reply", warnings)
 
 
@@ -845,6 +1038,108 @@ def _ref_label(ref: int | str) -> str:
 def _not_kept(ref: int | str, warnings: Sequence[str] = ()) -> UsageError:
     why = "".join(f"; {w}" for w in warnings)
     return UsageError(f"no message with {_ref_label(ref)} is kept here (see `agentcom inbox`){why}")
+
+
+# channels and the room -----------------------------------------------------------
+
+
+def join(
+    where: str,
+    create: bool = False,
+    description: str | None = None,
+    attend: str = "mentions",
+    *,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Join a channel (`#name`: subscribed at the hub, made first with `create`) or the room
+    (`@room`: local, the hub has no such call; read from its newest message on). `attend`: what
+    of it needs the agent (mentions of `@agent_id` and replies to ours, all, or none)."""
+    s = resolve_settings(settings, overrides)
+    address = group_address(where)
+    if attend not in ATTEND:
+        raise UsageError(f"attend must be one of {', '.join(ATTEND)}")
+    if address.kind == "room" and (create or description is not None):
+        raise UsageError("the room always exists: --create and --description are for channels")
+    warnings: list[str] = []
+    created = False
+    cursor: tuple[int, str | None] | None = None
+    with hub_client(s) as hub:
+        if address.kind == "channel":
+            if create:
+                created = hub.create_channel(address.channel, description)
+                if not created:
+                    warnings.append(f"{address.name} existed already: joined it")
+            hub.subscribe(address.channel)
+        else:
+            readable, _, last = read_room_entries(hub.room_messages(0, 1))
+            cursor = (readable[-1].payload["room_seq"], readable[-1].id) if readable else (0, None)
+    with open_store(s) as store, store.write():
+        joined_before = address.name in store.groups()
+        store.join_group(address.name, attend, time.time())
+        if cursor is not None and not joined_before:
+            store.set_meta("room_cursor", cursor[0])
+            store.set_meta("room_cursor_key", cursor[1])
+        warnings += store.take_warnings()
+    return {"joined": address.name, "created": created, "attend": attend, "warnings": warnings}
+
+
+def leave(where: str, *, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Leave a channel (unsubscribed at the hub) or the room; what was kept of it stays, and
+    nothing new from it is kept."""
+    s = resolve_settings(settings, overrides)
+    address = group_address(where)
+    warnings: list[str] = []
+    if address.kind == "channel":
+        with hub_client(s) as hub:
+            try:
+                hub.subscribe(address.channel, on=False)
+            except UsageError as exc:  # no such channel at the hub (any more): left all the same
+                warnings.append(str(exc))
+    with open_store(s) as store, store.write():
+        was_joined = store.leave_group(address.name)
+        warnings += store.take_warnings()
+    if not was_joined:
+        warnings.append(f"{address.name} was not joined here")
+    return {"left": address.name, "warnings": warnings}
+
+
+def channels(*, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
+    """The hub's channels (each with its subscriber count, whether we joined it and what of
+    it needs us), and the room."""
+    s = resolve_settings(settings, overrides)
+    with hub_client(s) as hub:
+        listed = hub.channels()
+    with open_store(s) as store:
+        joined = store.groups()
+        warnings = store.take_warnings()
+    entries = []
+    for item in sorted(listed, key=lambda c: str(c.get("name"))):
+        name = "#" + str(item.get("name"))
+        entries.append(
+            {
+                "name": name,
+                "description": item.get("description"),
+                "subscribers": item.get("subscriber_count"),
+                "joined": name in joined,
+                "attend": joined.get(name),
+                "untrusted": True,
+            }
+        )
+    listed_names = {e["name"] for e in entries}
+    for name in sorted(set(joined) - listed_names - {ROOM}):
+        warnings.append(f"{name} is joined here but the hub no longer lists it")
+    entries.append(
+        {
+            "name": ROOM,
+            "description": "the hub's room",
+            "subscribers": None,
+            "joined": ROOM in joined,
+            "attend": joined.get(ROOM),
+            "untrusted": False,
+        }
+    )
+    return {"agent_id": s.agent_id, "channels": entries, "warnings": warnings}
 
 
 # reading ----------------------------------------------------------------------
@@ -888,7 +1183,7 @@ def history_entry(row: Any) -> dict[str, Any]:
         disposition=r["disposition"],
         rule=r["rule"],
         received_at=r["received_at"],
-        due=r["due"],
+        due=bounded_due(r["due"], r.get("span"), time.time()) if r["state"] in OPEN_STATES else r["due"],
     )
     return view
 
@@ -898,7 +1193,7 @@ def sent_entry(row: Any) -> dict[str, Any]:
     payload = json.loads(r["payload"])
     text = payload_text(payload) if isinstance(payload, dict) else None
     priority = payload.get("priority") if payload.get("priority") in PRIORITIES else "normal"
-    return {
+    entry = {
         "direction": "out",
         "id": r["id"],
         "seq": None,
@@ -913,6 +1208,9 @@ def sent_entry(row: Any) -> dict[str, Any]:
         "sent_at": r["sent_at"],
         "confirmed": is_confirmed(r["id"]),
     }
+    if isinstance(r["recipient"], str) and (r["recipient"].startswith("#") or r["recipient"] == ROOM):
+        entry["channel"] = r["recipient"]
+    return entry
 
 
 def inbox(
@@ -921,18 +1219,21 @@ def inbox(
     state: str | None = None,
     since: float | None = None,
     limit: int = 20,
+    channel: str | None = None,
     *,
     settings: Settings | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Recent stored messages of every disposition and state, newest first."""
+    """Recent stored messages of every disposition and state, newest first (`channel`: those
+    said in "#name" or "@room")."""
     s = resolve_settings(settings, overrides)
     _check_limit(limit)
     if state is not None and state not in STATES:
         raise UsageError(f"state must be one of {', '.join(STATES)}")
     since_at = None if since is None else time.time() - since
+    where = None if channel is None else group_address(channel).name
     with open_store(s) as store:
-        rows = store.messages(sender=sender, type_=type, state=state, since=since_at, limit=limit)
+        rows = store.messages(sender=sender, type_=type, state=state, since=since_at, limit=limit, channel=where)
         counts = store.counts(time.time())
         warnings = store.take_warnings()
     return {
@@ -1027,6 +1328,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         cursor, hub_acked = store.get_meta("cursor", 0), store.get_meta("hub_acked")
         last_contact = store.get_number("hub_ok_at") or None
         my_status = current_status(store, s)
+        groups = store.groups()
         warnings = store.take_warnings()
     watch = read_status(s.agent_state_dir())
     hazards: list[str] = watch_warnings(watch) if watch is not None else []
@@ -1079,6 +1381,7 @@ def status(*, settings: Settings | None = None, **overrides: Any) -> dict[str, A
         "dead_letters": counts["dead"],
         "stored": counts["stored"],
         "status": my_status,
+        "groups": groups,
         "watch": watch,
         "hazards": hazards,
         "warnings": warnings,
@@ -1127,6 +1430,7 @@ def wait(
     """
     s = resolve_settings(settings, overrides)
     _check_wait(timeout, limit)
+    limit = s.check_max if limit is None else limit
     give_up_at = None if timeout is None else clock() + timeout
     delay = 1.0
     said: list[str] = []  # warnings of the looks that found nothing: they come with the result
@@ -1298,10 +1602,12 @@ def log(
         warnings = store.take_warnings()
         a2a_failures = store.a2a_failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
+        # Our words only: what the agent's side said (text a peer can steer) is each failure's
+        # `said`, which the renderings show apart, fenced for an LLM.
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["at"] or 0))
         warnings.append(
-            f"A2A task {f['task']} for {f['peer']} ({len(f['ids'])} message(s)) {f['outcome']} at {when}: "
-            f"{f['error']}; its messages went back to `agentcom check`"
+            f"A2A task {f['task']} for {safe_sender(f['peer'])} ({len(f['ids'])} message(s)) "
+            f"{safe_type(f['outcome'])} at {when}; its messages went back to `agentcom check`"
         )
     return {
         "agent_id": s.agent_id,

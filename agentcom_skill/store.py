@@ -22,7 +22,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .delivery import FINISHED_STATES, OPEN_STATES, CheckPlan, OpenMessage, Record, StoreView, summary_text
+from .delivery import (
+    CLOCK_SLACK,
+    FINISHED_STATES,
+    LONGEST_SPAN,
+    OPEN_STATES,
+    CheckPlan,
+    OpenMessage,
+    Record,
+    StoreView,
+    bounded_due,
+    summary_text,
+)
 from .errors import BusyError, StateError, UsageError
 from .message import Message, Unreadable
 from .render import ambiguous_ref_text
@@ -154,7 +165,74 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX a2a_messages_task ON a2a_messages(task);
         """,
     ),
+    (
+        "the length of each lease and defer beside its end: a clock set back cannot hold one for its jump",
+        "ALTER TABLE messages ADD COLUMN span REAL;  -- seconds the lease or defer that set due was for",
+    ),
+    (
+        "the channels and the room this agent joined (groups.py), with what of each needs it",
+        """
+        CREATE TABLE groups (
+            address TEXT PRIMARY KEY,       -- "#name" (normalised) or "@room"
+            attend TEXT NOT NULL,           -- mentions | all | none (tier0.ATTEND)
+            joined_at REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        "the identity of an A2A answer, stored before its POST: a restart checks before sending it again",
+        """
+        -- set (and the state answering): a POST of the answer may have reached the hub
+        ALTER TABLE a2a_tasks ADD COLUMN answer_key TEXT;
+        -- what the agent's side said about a failure (text a peer can steer), apart from `error` (ours)
+        ALTER TABLE a2a_tasks ADD COLUMN said TEXT;
+        """,
+    ),
+    (
+        "indexes and counters, so that checks and reads cost the same whatever the store keeps;"
+        " space freed by pruning goes back to the file system",
+        "SCALE",  # built in code: _SCALE_SQL, then auto_vacuum (see _prepare)
+    ),
 ]
+
+_SCALE_SQL = """
+        DROP INDEX messages_open;
+        -- what is due (a lease or defer ended), what is in lease: the query repeats this WHERE
+        CREATE INDEX messages_due ON messages(state, due) WHERE state IN ('pending', 'leased', 'shown', 'deferred');
+        -- the pending messages in attention order (delivery.attention_order), the first N at once
+        CREATE INDEX messages_pending ON messages(
+            (CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 ELSE 2 END), broadcast) WHERE state = 'pending';
+        CREATE INDEX messages_pending_age ON messages(received_at) WHERE state = 'pending';
+        CREATE INDEX messages_bodiless ON messages(state) WHERE body IS NULL;
+        -- inbox and log filters, each newest first by rowid
+        CREATE INDEX messages_state ON messages(state);
+        CREATE INDEX messages_sender ON messages(sender);
+        CREATE INDEX messages_type ON messages(type);
+        CREATE INDEX messages_disposition ON messages(disposition);
+        CREATE INDEX messages_received ON messages(received_at);
+        -- rows by (disposition, state), kept by triggers: status and inbox count without a scan
+        CREATE TABLE message_counts (
+            disposition TEXT NOT NULL,
+            state TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (disposition, state)
+        );
+        -- (INSERT OR IGNORE, then UPDATE: an upsert here tripled the cost of storing a message)
+        CREATE TRIGGER message_counts_insert AFTER INSERT ON messages BEGIN
+            INSERT OR IGNORE INTO message_counts VALUES (new.disposition, new.state, 0);
+            UPDATE message_counts SET n = n + 1 WHERE disposition = new.disposition AND state = new.state;
+        END;
+        CREATE TRIGGER message_counts_delete AFTER DELETE ON messages BEGIN
+            UPDATE message_counts SET n = n - 1 WHERE disposition = old.disposition AND state = old.state;
+        END;
+        CREATE TRIGGER message_counts_update AFTER UPDATE OF disposition, state ON messages
+        WHEN old.disposition IS NOT new.disposition OR old.state IS NOT new.state BEGIN
+            UPDATE message_counts SET n = n - 1 WHERE disposition = old.disposition AND state = old.state;
+            INSERT OR IGNORE INTO message_counts VALUES (new.disposition, new.state, 0);
+            UPDATE message_counts SET n = n + 1 WHERE disposition = new.disposition AND state = new.state;
+        END;
+        INSERT INTO message_counts SELECT disposition, state, COUNT(*) FROM messages GROUP BY disposition, state;
+"""
 
 _FTS_SQL = """
 CREATE VIRTUAL TABLE messages_fts USING fts5(text, sender, content='messages', content_rowid='rowid');
@@ -196,6 +274,20 @@ INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0)
 """
 
 _OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
+# A lease or defer over at ?1 (a time): its end has come, or it ends further off than its
+# length allows (taken while the clock ran ahead): `delivery.bounded_due` in SQL.
+_OVER = f"(due <= ?1 OR due > ?1 + COALESCE(span, {LONGEST_SPAN!r}) + {CLOCK_SLACK!r})"
+
+
+# The same, as two ranges of `due` the index serves (the second a superset, refined by
+# delivery.bounded_due when the rows are read).
+def _deferred_over(row: Any, now: float) -> bool:
+    """A deferred row whose defer has ended (or was taken while the clock ran ahead)."""
+    due = bounded_due(row["due"], row["span"], now) if row["due"] is not None else None
+    return row["state"] == "deferred" and due is not None and due <= now
+
+
+_DUE_OR_OVER = f"(due <= ?1 OR (due > ?1 + {CLOCK_SLACK!r} AND {_OVER}))"
 # The columns of our tables at the current schema, in order (a test checks them against the migrations).
 SCHEMA_COLUMNS = {
     "messages": (
@@ -221,6 +313,7 @@ SCHEMA_COLUMNS = {
         "ever_shown",
         "due",
         "finished_at",
+        "span",
     ),
     "sent": ("id", "recipient", "type", "payload", "reply_to", "kind", "sent_at"),
     "auto_replies": ("message_id", "recipient", "kind", "at", "sent_id"),
@@ -246,20 +339,31 @@ SCHEMA_COLUMNS = {
         "outcome",
         "sent_id",
         "error",
+        "answer_key",
+        "said",
     ),
     "a2a_messages": ("message_id", "task", "prev", "note"),
+    "groups": ("address", "attend", "joined_at"),
+    "message_counts": ("disposition", "state", "n"),
 }
 _COLUMNS_SQL = (
     "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p"
     " WHERE m.type = 'table' ORDER BY m.name, p.cid"
 )
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
+# tier0.attention_order in SQL: the expression of migration 6's index messages_pending, exactly
+_PENDING_ORDER = "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 ELSE 2 END), broadcast, rowid"
 # What history lists: every message but the bare ids 0.1 knew without a sender (a poison record
 # whose sender could not be read is listed: it is kept for a person)
-_LISTED = "(sender IS NOT NULL OR via IS NOT 'import')"
+# ... nor what was said in a channel or the room we had not joined or had left (tier0 row 10):
+# kept only as an id seen, so the hub is acked past it and it is never taken in again.
+_LISTED = "((sender IS NOT NULL OR via IS NOT 'import') AND NOT (disposition = 'drop' AND rule IS 10))"
 A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
 _A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
-PRUNE_INTERVAL = 3600.0
+PRUNE_INTERVAL = 3600.0  # seconds between pruning passes
+PRUNE_STEP = 500  # rows one pruning transaction deletes or ages out at most (a short write)
+VACUUM_STEP = 256  # free pages one pruning step gives back to the file system
+VACUUM_AT_OPEN_BYTES = 64 * 1024 * 1024  # an older store this small is vacuumed once when migrated
 
 
 AMBIGUOUS_SHOWN = 10  # candidates an ambiguous id prefix error lists
@@ -277,9 +381,11 @@ class AmbiguousRef(UsageError):
         self.candidates = candidates
 
 
-def _prefix_end(prefix: str) -> str:
-    """The smallest string above every string starting with `prefix` (a range scan on the id key)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _any_case(ref: str) -> str:
+    """A LIKE pattern (escape `\\`) for the ids `ref` names regardless of ASCII case: a whole
+    id (16 characters or more) as is, a shorter one as a prefix."""
+    escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped if len(ref) >= 16 else escaped + "%"
 
 
 def create_private(path: Path) -> None:
@@ -412,8 +518,11 @@ class MessageStore:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == len(MIGRATIONS):
             self._check_schema(db)
+            self._vacuum_once(db)  # (one read of meta, unless a VACUUM is still owed)
             return  # the common case: cheap reads, no write
         if not self._in_memory:
+            if version == 0:  # before the first table: pruning then gives space back (incremental vacuum)
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._use_wal(db)
         with self._transaction(db):
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another run may have migrated
@@ -424,19 +533,48 @@ class MessageStore:
                     "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
                 )
             for number in range(version + 1, len(MIGRATIONS) + 1):
-                name, sql = MIGRATIONS[number - 1]
-                if sql == "FTS5":
-                    self._create_fts(db)
-                elif sql == "LAZY_FTS":
-                    fts = db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
-                    if fts is not None and fts[0] == 1:
-                        for statement in _statements(_LAZY_FTS_SQL):
-                            db.execute(statement)
-                else:
-                    for statement in _statements(sql):
-                        db.execute(statement)
-                db.execute("INSERT INTO migrations VALUES (?, ?, ?)", (number, name, time.time()))
-                db.execute(f"PRAGMA user_version = {number}")
+                self._migrate(db, number)
+        self._vacuum_once(db)
+
+    def _migrate(self, db: sqlite3.Connection, number: int) -> None:
+        """Apply migration `number` (inside the migrating transaction) and record it."""
+        name, sql = MIGRATIONS[number - 1]
+        if sql == "FTS5":
+            self._create_fts(db)
+        elif sql == "SCALE":
+            for statement in _statements(_SCALE_SQL):
+                db.execute(statement)
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                # Takes effect with the next VACUUM (a new store has it from the start)
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('vacuum_pending', 1)")
+        elif sql == "LAZY_FTS":
+            fts = db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
+            if fts is not None and fts[0] == 1:
+                for statement in _statements(_LAZY_FTS_SQL):
+                    db.execute(statement)
+        else:
+            for statement in _statements(sql):
+                db.execute(statement)
+        db.execute("INSERT INTO migrations VALUES (?, ?, ?)", (number, name, time.time()))
+        db.execute(f"PRAGMA user_version = {number}")
+
+    def _vacuum_once(self, db: sqlite3.Connection) -> None:
+        """A store made before migration 6 turns incremental vacuum on with one VACUUM, done on
+        open when the file is small enough to take a moment; a larger one stays as it is
+        (pruning still frees its pages for reuse; `docs/benchmarks.md` says how to reclaim them)."""
+        pending = db.execute("SELECT value FROM meta WHERE key = 'vacuum_pending'").fetchone()
+        if pending is None or self._in_memory:
+            return
+        pages, size = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+        if pages * size > VACUUM_AT_OPEN_BYTES:
+            return
+        try:
+            db.execute("VACUUM")
+            with self._transaction(db):
+                db.execute("DELETE FROM meta WHERE key = 'vacuum_pending'")
+        except sqlite3.OperationalError:
+            pass  # another run holds the store: the next open tries again
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
         """Switch a new store to WAL. The switch needs the file to itself and SQLite does not wait
@@ -690,14 +828,46 @@ class MessageStore:
 
     # what a check reads -----------------------------------------------------
 
-    def view(self, batch_ids: Sequence[str], now: float) -> StoreView:
-        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek)."""
+    def view(
+        self, batch_ids: Sequence[str], now: float, limit: int | None = None, refs: Sequence[str] = ()
+    ) -> StoreView:
+        """One consistent snapshot for `plan_check` (call inside `write()` to decide, outside to peek).
+
+        It holds what one check may act on, never every open message: the ones whose lease or
+        defer ended (what is due, a lease or defer taken while the clock ran ahead included),
+        the first `limit` pending ones in attention order (None: all), stubs without a body, and
+        counts of the rest; so a check or a pushed batch costs what it delivers, not what the
+        store keeps. `refs`: ids to tell whether we sent them (the batch's reply_to, its room
+        messages' keys)."""
         known: set[str] = set()
         for chunk in _chunks(list(batch_ids), 500):
             marks = ",".join("?" * len(chunk))
             known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
-        open_rows = self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND disposition = 'attention'", now=now
+        due_sql = f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND {_DUE_OR_OVER}"
+        pending_sql = (
+            "SELECT rowid, * FROM messages INDEXED BY messages_pending WHERE state = 'pending'"
+            f" ORDER BY {_PENDING_ORDER}"
+        )
+        bodiless_sql = (
+            f"SELECT rowid, * FROM messages INDEXED BY messages_bodiless WHERE body IS NULL AND state IN {_OPEN}"
+        )
+        rows = self._message_rows(due_sql, (now,), now=now)
+        rows += self._message_rows(bodiless_sql, now=now)
+        if limit is None:
+            rows += self._message_rows(pending_sql, now=now)
+        elif limit > 0:
+            rows += self._message_rows(pending_sql + " LIMIT ?", (limit,), now=now)
+        open_rows: dict[str, Any] = {}
+        for r in rows:
+            if r["state"] in OPEN_STATES and r["disposition"] == "attention":
+                open_rows.setdefault(r["id"], r)
+        loaded = sum(1 for r in open_rows.values() if r["state"] == "pending" or _deferred_over(r, now))
+        waiting = (
+            self.counted("attention", "pending")
+            + self._read(
+                f"SELECT COUNT(*) FROM messages WHERE state IN {_OPEN} AND state = 'deferred' AND {_DUE_OR_OVER}",
+                (now,),
+            )[0][0]
         )
         times: dict[str, list[float]] = {}
         for recipient, at in self._read("SELECT recipient, at FROM auto_replies WHERE at > ?", (now - 60,)):
@@ -705,15 +875,30 @@ class MessageStore:
                 times.setdefault(recipient, []).append(at)
         return StoreView(
             known=frozenset(known),
-            open=tuple(
-                OpenMessage(r["id"], r["seq"], row_message(r), open_record(r))
-                for r in open_rows
-                if r["state"] in OPEN_STATES and r["disposition"] == "attention"
-            ),
+            open=tuple(OpenMessage(r["id"], r["seq"], row_message(r), open_record(r, now)) for r in open_rows.values()),
             reply_times=times,
             cursor=int(self.get_number("cursor")),
             recovered=bool(self.get_number("recovered")),
+            unloaded=max(0, waiting - loaded),
+            leases=self.in_lease(now),
+            groups=tuple(sorted(self.groups().items())),
+            ours=self._sent_among(refs) if refs else frozenset(),
         )
+
+    def counted(self, disposition: str, state: str) -> int:
+        """Rows of this disposition and state (the counters the triggers keep)."""
+        rows = self._read("SELECT n FROM message_counts WHERE disposition = ? AND state = ?", (disposition, state))
+        return int(rows[0][0]) if rows else 0
+
+    def in_lease(self, now: float) -> tuple[int, float | None]:
+        """Messages returned and still in their lease, and when the first lease ends (a lease
+        taken while the clock ran ahead is over, not in lease)."""
+        row = self._read(
+            f"SELECT COUNT(*), MIN(due) FROM messages WHERE state IN {_OPEN} AND state IN ('leased', 'shown')"
+            f" AND due > ?1 AND NOT {_OVER}",
+            (now,),
+        )[0]
+        return int(row[0]), row[1]
 
     def known(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` (message ids, or unreadable entries' keys) this store holds."""
@@ -723,13 +908,35 @@ class MessageStore:
             out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
         return out
 
+    def _sent_among(self, ids: Sequence[str]) -> frozenset[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._read(f"SELECT id FROM sent WHERE id IN ({marks})", chunk))
+        return frozenset(found)
+
+    # channels and the room ----------------------------------------------------
+
+    def groups(self) -> dict[str, str]:
+        """The channels ("#name") and the room ("@room") joined, each with its attention setting."""
+        return {r[0]: r[1] for r in self._read("SELECT address, attend FROM groups ORDER BY address")}
+
+    def join_group(self, address: str, attend: str, now: float) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO groups (address, attend, joined_at) VALUES (?, ?, ?)", (address, attend, now)
+        )
+
+    def leave_group(self, address: str) -> bool:
+        return self._exec("DELETE FROM groups WHERE address = ?", (address,)).rowcount > 0
+
     def finished(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             out.update(
                 r[0]
-                for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks}) AND state IN {_FINISHED}", chunk)
+                # (+state: looked up by id; the state index would read every finished row)
+                for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks}) AND +state IN {_FINISHED}", chunk)
             )
         return out
 
@@ -749,17 +956,18 @@ class MessageStore:
             "expired",
             "due",
             "finished_at",
+            "span",
         ]
         leases = {lease.id: lease for lease in plan.leases}
         rows = []
         for msg, decision in plan.new:
             if decision.disposition != "attention":
-                state: tuple[Any, ...] = ("done", 0, 0, None, now)
+                state: tuple[Any, ...] = ("done", 0, 0, None, now, None)
             elif msg.id in leases:  # stored and leased at once: one write a message, not two
                 lease = leases.pop(msg.id)
-                state = ("leased", lease.deliveries, lease.expired, lease.due, None)
+                state = ("leased", lease.deliveries, lease.expired, lease.due, None, lease.due - now)
             else:
-                state = ("pending", 0, 0, None, None)
+                state = ("pending", 0, 0, None, None, None)
             rows.append((*_body_columns(msg), via, now, decision.disposition, decision.rule, decision.reason, *state))
         marks = ", ".join("?" * len(columns))
         self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({marks})", rows)
@@ -774,8 +982,8 @@ class MessageStore:
             [(r.reply_to, r.to, r.kind, now) for r in plan.replies],
         )
         self._many(
-            "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ? WHERE id = ?",
-            [(lease.deliveries, lease.expired, lease.due, lease.id) for lease in leases.values()],
+            "UPDATE messages SET state = 'leased', deliveries = ?, expired = ?, due = ?, span = ? WHERE id = ?",
+            [(lease.deliveries, lease.expired, lease.due, lease.due - now, lease.id) for lease in leases.values()],
         )
         self._many("UPDATE messages SET state = 'dead', finished_at = ? WHERE id = ?", [(now, i) for i in plan.dead])
         self._many(
@@ -827,7 +1035,8 @@ class MessageStore:
         for chunk in _chunks(list(ids), 500):  # one statement a chunk: a large check confirms thousands
             marks = ",".join("?" * len(chunk))
             self._exec(
-                f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE state = 'leased' AND id IN ({marks})", chunk
+                f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE +state = 'leased' AND id IN ({marks})",
+                chunk,
             )
 
     def refused_auto_replies(self, marker: str, since: float) -> list[tuple[str, str, str]]:
@@ -860,27 +1069,86 @@ class MessageStore:
             (sent_id, clean(to), clean(type_ or "chat"), json.dumps(payload), clean(reply_to), kind, now),
         )
 
-    def prune(self, keep_ids: Iterable[str], now: float, days: float, most: int) -> int:
-        """Drop finished messages older than `days` or beyond the newest `most`; never one in `keep_ids`
-        (still at the hub) and never an unfinished one. Runs at most once an hour."""
-        if 0 <= now - self.get_number("pruned_at") < PRUNE_INTERVAL:
-            return 0  # (a clock that went back does not stop pruning for good)
-        self.set_meta("pruned_at", now)
+    def prune_due(self, now: float) -> bool:
+        """Whether a pruning pass should run: hourly, and until the last one finished."""
+        return not 0 <= now - self.get_number("pruned_at") < PRUNE_INTERVAL  # (a clock gone back still prunes)
+
+    def prune_step(
+        self, keep_ids: Iterable[str], now: float, days: float, most: int, open_days: float
+    ) -> tuple[int, int]:
+        """One bounded step of a pruning pass, inside `write()`: at most PRUNE_STEP rows each.
+        Drops finished messages older than `days` or beyond the newest `most`, never one in
+        `keep_ids` (still at the hub) nor an unfinished one; dead-letters messages pending for
+        more than `open_days` (never returned to the agent: kept, listed as dead letters).
+        Returns (rows dropped, messages dead-lettered); (0, 0): nothing left to prune."""
         self._exec("CREATE TEMP TABLE IF NOT EXISTS keep (id TEXT PRIMARY KEY)")
         self._exec("DELETE FROM temp.keep")
         self._many("INSERT OR IGNORE INTO temp.keep VALUES (?)", [(i,) for i in keep_ids])
         cutoff = now - days * 86400
-        gone = self._exec(
-            f"DELETE FROM messages WHERE state IN {_FINISHED} AND id NOT IN (SELECT id FROM temp.keep) AND ("
-            " finished_at < ? OR rowid NOT IN (SELECT rowid FROM messages ORDER BY rowid DESC LIMIT ?))",
-            (cutoff, most),
+        victims = [
+            r[0]
+            for r in self._read(
+                "SELECT rowid FROM messages INDEXED BY messages_finished WHERE finished_at < ?"
+                f" AND state IN {_FINISHED} AND id NOT IN (SELECT id FROM temp.keep) LIMIT ?",
+                (cutoff, PRUNE_STEP),
+            )
+        ]
+        top = self._read("SELECT rowid FROM messages ORDER BY rowid DESC LIMIT 1 OFFSET ?", (most,))
+        if top and len(victims) < PRUNE_STEP:
+            victims += [
+                r[0]
+                for r in self._read(
+                    f"SELECT rowid FROM messages INDEXED BY messages_state WHERE state IN {_FINISHED} AND rowid <= ?"
+                    " AND id NOT IN (SELECT id FROM temp.keep) LIMIT ?",
+                    (top[0][0], PRUNE_STEP - len(victims)),
+                )
+            ]
+        gone = 0
+        for chunk in _chunks(sorted(set(victims)), 500):
+            gone += self._exec(f"DELETE FROM messages WHERE rowid IN ({','.join('?' * len(chunk))})", chunk).rowcount
+        aged = self._exec(
+            "UPDATE messages SET state = 'dead', finished_at = ?, reason = COALESCE(reason, '') || ? WHERE rowid IN ("
+            " SELECT rowid FROM messages INDEXED BY messages_pending_age WHERE state = 'pending' AND received_at < ?"
+            " LIMIT ?)",
+            (now, f"; never returned within open_max_days ({open_days:g})", now - open_days * 86400, PRUNE_STEP),
         ).rowcount
-        self._exec("DELETE FROM auto_replies WHERE at < ? AND message_id NOT IN (SELECT id FROM messages)", (cutoff,))
-        self._exec(
-            "DELETE FROM sent WHERE sent_at < ? OR id NOT IN (SELECT id FROM sent ORDER BY sent_at DESC LIMIT ?)",
-            (cutoff, most),
-        )
-        return gone
+        if aged:  # said by the next check that writes (`take_aged_out`)
+            self.set_meta("aged_out", int(self.get_number("aged_out")) + aged)
+        gone += self._exec(
+            "DELETE FROM auto_replies WHERE rowid IN (SELECT rowid FROM auto_replies WHERE at < ?"
+            " AND message_id NOT IN (SELECT id FROM messages) LIMIT ?)",
+            (cutoff, PRUNE_STEP),
+        ).rowcount
+        newest_sent = self._read("SELECT sent_at FROM sent ORDER BY sent_at DESC LIMIT 1 OFFSET ?", (most,))
+        sent_cutoff = max(cutoff, newest_sent[0][0]) if newest_sent else cutoff
+        gone += self._exec(
+            "DELETE FROM sent WHERE rowid IN (SELECT rowid FROM sent WHERE sent_at < ? LIMIT ?)",
+            (sent_cutoff, PRUNE_STEP),
+        ).rowcount
+        return gone, aged
+
+    def take_aged_out(self) -> None:
+        """Inside `write()`: the messages pruning dead-lettered for age since the last call, as
+        one warning (each said once)."""
+        aged = int(self.get_number("aged_out"))
+        if aged:
+            self.set_meta("aged_out", 0)
+            self.warnings.append(
+                f"dead-lettered {aged} message(s) left pending beyond open_max_days without being returned;"
+                " see `agentcom inbox --state dead`"
+            )
+
+    def vacuum_step(self) -> int:
+        """Give up to VACUUM_STEP free pages back to the file system (outside a transaction);
+        the free pages left. (0 for a store made before migration 6 and not vacuumed since:
+        its free pages are reused, never given back.)"""
+        if self._writing or self._read("PRAGMA auto_vacuum")[0][0] != 2:
+            return 0
+        try:  # (executescript: execute() frees a single page)
+            self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP});")
+        except sqlite3.Error:
+            return 0  # busy: the next step
+        return int(self._read("PRAGMA freelist_count")[0][0])
 
     # finishing messages -------------------------------------------------------
 
@@ -889,41 +1157,56 @@ class MessageStore:
         an exact id, or, from 4 hex digits, a unique id prefix (as git does; several matches
         raise `AmbiguousRef`). A plain all-digit string of 4-15 digits without a leading zero
         is a seq when a kept message has that seq, else an id prefix. A seq picks the open
-        message first (seqs can be reused), then the newest."""
+        message (seqs can be reused: two open ones with it raise `AmbiguousRef`), else the
+        newest. Ids are compared exactly first (a hub may choose ids that differ only in case:
+        each names its own message); failing that, a prefix or an id in another case matches
+        regardless of case, and must be unique."""
         if isinstance(ref, int):
             return self._resolve_seq(ref)
         rows = self._message_rows("SELECT rowid, * FROM messages WHERE id = ?", (ref,))
-        if rows or not 4 <= len(ref) < 16:
+        if rows or len(ref) < 4:
             return rows[0] if rows else None
-        if ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
+        if len(ref) < 16 and ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
             row = self._resolve_seq(int(ref))
             if row is not None:
                 return row
+        # A whole id (16 characters or more) in another case, or a prefix: any case. The inner
+        # query reads the id index only (LIKE ignores ASCII case; the ref has no wildcards).
         rows = self._message_rows(
-            "SELECT rowid, * FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+            "SELECT rowid, * FROM messages WHERE id IN"
+            " (SELECT id FROM messages WHERE id LIKE ? ESCAPE '\\' LIMIT ?) ORDER BY id",
+            (_any_case(ref), AMBIGUOUS_SHOWN + 1),
         )
         if len(rows) > 1:
             raise AmbiguousRef(ref, [row_dict(r) for r in rows[:AMBIGUOUS_SHOWN]], more=len(rows) > AMBIGUOUS_SHOWN)
         return rows[0] if rows else None
 
     def _resolve_seq(self, seq: int) -> sqlite3.Row | None:
+        """The message with this seq: the open one (two open ones: refused, the hub's seq went
+        back and either may be meant, guarantee 11), else the one shown, else the newest."""
         rows = self._message_rows(
             f"SELECT rowid, * FROM messages WHERE seq = ?"
-            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT 1",
-            (seq,),
+            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT ?",
+            (seq, AMBIGUOUS_SHOWN + 1),
         )
+        still_open = [r for r in rows if r["state"] in OPEN_STATES]
+        if len(still_open) > 1:
+            raise AmbiguousRef(
+                f"#{seq}", [row_dict(r) for r in still_open[:AMBIGUOUS_SHOWN]], more=len(still_open) > AMBIGUOUS_SHOWN
+            )
         return rows[0] if rows else None
 
     def sent_ids(self, ref: str) -> list[str]:
-        """Ids of messages we sent that `ref` names: the exact id, or those it is a prefix of."""
-        if len(ref) >= 16:
-            return [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        """Ids of messages we sent that `ref` names: the exact id, or those it names in any case
+        (a prefix, or a whole id in another case)."""
+        exact = [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
+        if exact:
+            return exact
         return [
             r[0]
             for r in self._read(
-                "SELECT id FROM sent WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                (ref, _prefix_end(ref), AMBIGUOUS_SHOWN + 1),
+                "SELECT id FROM sent WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+                (_any_case(ref), AMBIGUOUS_SHOWN + 1),
             )
         ]
 
@@ -944,10 +1227,10 @@ class MessageStore:
             [(state, now, reason, i) for i in ids],
         )
 
-    def defer(self, ids: Sequence[str], until: float) -> None:
+    def defer(self, ids: Sequence[str], until: float, now: float) -> None:
         self._many(
-            f"UPDATE messages SET state = 'deferred', due = ? WHERE id = ? AND state IN {_OPEN}",
-            [(until, i) for i in ids],
+            f"UPDATE messages SET state = 'deferred', due = ?, span = ? WHERE id = ? AND state IN {_OPEN}",
+            [(until, until - now, i) for i in ids],
         )
 
     def deliverable_ids(self, now: float) -> list[str]:
@@ -955,21 +1238,31 @@ class MessageStore:
         return [
             r[0]
             for r in self._read(
-                "SELECT id FROM messages WHERE disposition = 'attention' AND"
-                " (state = 'pending' OR (state IN ('leased', 'shown', 'deferred') AND due <= ?))",
+                "SELECT id FROM messages WHERE state = 'pending' AND disposition = 'attention' UNION ALL"
+                f" SELECT id FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND {_DUE_OR_OVER}"
+                " AND disposition = 'attention'",
                 (now,),
             )
         ]
 
     def deliverable_count(self, now: float) -> int:
-        return len(self.deliverable_ids(now))
+        """How many `deliverable_ids` gives, from the counters and the due index (the watch asks often)."""
+        due = self._read(
+            f"SELECT COUNT(*) FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND due <= ?"
+            " AND disposition = 'attention'",
+            (now,),
+        )[0][0]
+        return self.counted("attention", "pending") + int(due)
 
-    def restore(self, records: dict[str, Record]) -> None:
+    def restore(self, records: dict[str, Record], shown: bool = False) -> None:
         """Undo leases taken for a delivery that failed (a wake the gateway refused):
-        the messages are as they were, so `check` or the next wake returns them."""
+        the messages are as they were, so `check` or the next wake returns them. With `shown`,
+        also those marked shown when handed over (they stay `ever_shown`: `ack` takes them)."""
+        states = "('leased', 'shown')" if shown else "('leased')"
         self._many(
-            "UPDATE messages SET state = ?, deliveries = ?, expired = ?, due = ? WHERE id = ? AND state = 'leased'",
-            [(r.state, r.deliveries, r.expired, r.due, msg_id) for msg_id, r in records.items()],
+            f"UPDATE messages SET state = ?, deliveries = ?, expired = ?, due = ?, span = ? WHERE id = ? AND state IN"
+            f" {states}",
+            [(r.state, r.deliveries, r.expired, r.due, r.span, msg_id) for msg_id, r in records.items()],
         )
 
     # the one-time import of 0.1's state (legacy.py) -----------------------------
@@ -1089,6 +1382,8 @@ class MessageStore:
             "outcome",
             "sent_id",
             "error",
+            "answer_key",
+            "said",
         }
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
@@ -1123,16 +1418,20 @@ class MessageStore:
     def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
         """Messages of tasks still running stay leased to them: `check` does not hand them out."""
         return self._exec(
-            "UPDATE messages SET due = ? WHERE state IN ('leased', 'shown') AND due < ? AND id IN ("
+            "UPDATE messages SET due = ?1 + ?2, span = ?2 WHERE state IN ('leased', 'shown')"
+            f" AND (due < ?1 + ?2 / 2 OR {_OVER}) AND id IN ("
             " SELECT a.message_id FROM a2a_messages a JOIN a2a_tasks t ON a.task = t.id"
             f" WHERE t.state IN {_A2A_OPEN})",
-            (now + lease_seconds, now + lease_seconds / 2),
+            (now, lease_seconds),
         ).rowcount
 
     def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
         """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
         out: dict[str, list[float]] = {}
-        sql = "SELECT peer, finished_at FROM a2a_tasks WHERE outcome = 'answered' AND finished_at > ?"
+        sql = (
+            "SELECT peer, finished_at FROM a2a_tasks"
+            " WHERE outcome IN ('answered', 'maybe_answered') AND finished_at > ?"
+        )
         for peer, at in self._read(sql, (since,)):
             out.setdefault(peer, []).append(at)
         return out
@@ -1156,6 +1455,7 @@ class MessageStore:
         return {
             "in_flight": sum(by_state.get(s, 0) for s in A2A_OPEN_STATES),
             "answered": by_outcome.get("answered", 0),
+            "maybe_answered": by_outcome.get("maybe_answered", 0),
             "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
             "failed": by_state.get("failed", 0),
             "held": held,
@@ -1165,12 +1465,20 @@ class MessageStore:
     def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
         """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
         rows = self._read(
-            "SELECT id, peer, outcome, error, finished_at FROM a2a_tasks WHERE state = 'failed'"
+            "SELECT id, peer, outcome, error, finished_at, said FROM a2a_tasks WHERE state = 'failed'"
             " ORDER BY finished_at DESC LIMIT ?",
             (limit,),
         )
         return [
-            {"task": r[0], "peer": r[1], "outcome": r[2], "error": r[3], "at": r[4], "ids": self.a2a_carried(r[0])}
+            {
+                "task": r[0],
+                "peer": r[1],
+                "outcome": r[2],
+                "error": r[3],
+                "said": r[5],  # the agent's side's words: only ever shown fenced to an LLM
+                "at": r[4],
+                "ids": self.a2a_carried(r[0]),
+            }
             for r in rows
         ]
 
@@ -1189,21 +1497,19 @@ class MessageStore:
     # history ------------------------------------------------------------------
 
     def counts(self, now: float) -> dict[str, Any]:
-        rows = self._read(
-            "SELECT state, COUNT(*), MIN(due) FROM messages WHERE disposition = 'attention' GROUP BY state"
-        )
-        by_state = {r[0]: (r[1], r[2]) for r in rows}
-        in_lease = self._read(
-            "SELECT COUNT(*), MIN(due) FROM messages WHERE state IN ('leased', 'shown') AND due > ?", (now,)
-        )[0]
-        open_total = sum(by_state.get(s, (0, None))[0] for s in OPEN_STATES)
+        """What `status` and `inbox` say the store holds: from the counters and the lease index,
+        never a scan."""
+        by_key: dict[tuple[str, str], int] = {
+            (r[0], r[1]): int(r[2]) for r in self._read("SELECT disposition, state, n FROM message_counts")
+        }
+        in_lease, next_due = self.in_lease(now)
         return {
-            "open": open_total,
-            "in_lease": in_lease[0],
-            "next_due": in_lease[1],
-            "deferred": by_state.get("deferred", (0, None))[0],
-            "dead": by_state.get("dead", (0, None))[0],
-            "stored": self._read("SELECT COUNT(*) FROM messages")[0][0],
+            "open": sum(by_key.get(("attention", s), 0) for s in OPEN_STATES),
+            "in_lease": in_lease,
+            "next_due": next_due,
+            "deferred": by_key.get(("attention", "deferred"), 0),
+            "dead": by_key.get(("attention", "dead"), 0),
+            "stored": sum(by_key.values()),
         }
 
     def messages(
@@ -1216,10 +1522,16 @@ class MessageStore:
         since: float | None = None,
         limit: int = 50,
         ids: Sequence[str] | None = None,
+        channel: str | None = None,
     ) -> list[sqlite3.Row]:
-        """Stored messages, newest first."""
+        """Stored messages, newest first; `channel`: those said there ("#name" or "@room")."""
         where: list[str] = [_LISTED]
         params: list[Any] = []
+        if channel == "@room":
+            where.append("recipient = '@room' AND seq IS NULL")
+        elif channel is not None:
+            where.append("recipient IS NULL AND json_extract(body, '$.payload.channel') = ?")
+            params.append(channel.removeprefix("#"))
         for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -1231,8 +1543,12 @@ class MessageStore:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
         params.append(limit)
+        # newest first; with --since, by arrival time (the same order but for a clock gone back),
+        # which its index reads newest first and stops at the limit (by rowid, a short window
+        # was found only after reading every older row)
+        order = "received_at DESC, rowid DESC" if since is not None else "rowid DESC"
         return self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?", params
+            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?", params
         )
 
     def index_for_search(self) -> bool:
@@ -1264,7 +1580,8 @@ class MessageStore:
                 try:
                     return self._message_rows(
                         "SELECT m.rowid, m.* FROM messages_fts f JOIN messages m ON m.rowid = f.rowid"
-                        " WHERE messages_fts MATCH ? ORDER BY m.rowid DESC LIMIT ?",
+                        # newest first by the index's own rowid order: no sort of every hit
+                        " WHERE messages_fts MATCH ? ORDER BY f.rowid DESC LIMIT ?",
                         (query, limit),
                     )
                 except StateError:

@@ -15,7 +15,7 @@ import json
 import sqlite3
 from typing import Any, NamedTuple
 
-from .delivery import FINISHED_STATES, OPEN_STATES, STATES, Record
+from .delivery import FINISHED_STATES, OPEN_STATES, STATES, Record, bounded_due
 from .message import PRIORITIES, Message
 from .tier0 import ATTENTION, DISPOSITIONS
 
@@ -152,6 +152,8 @@ def _delivery_fixes(row: Any, msg: Message | None, now: float) -> dict[str, Any]
         state in ("leased", "shown", "deferred") and row["due"] is None
     ):
         fixes["due"] = now if state in ("leased", "shown", "deferred") else None  # due: comes back at once
+    if row["span"] is not None and not (_is_number(row["span"]) and row["span"] >= 0):
+        fixes["span"] = None  # (the due is then bounded by the longest defer)
     if state in FINISHED_STATES and not _is_number(row["finished_at"]):
         fixes["finished_at"] = now
     elif state in OPEN_STATES and row["finished_at"] is not None:
@@ -165,16 +167,18 @@ def _delivery_fixes(row: Any, msg: Message | None, now: float) -> dict[str, Any]
     return fixes
 
 
-def open_record(row: Any) -> Record:
-    """The delivery state of a checked open row."""
+def open_record(row: Any, now: float) -> Record:
+    """The delivery state of a checked open row at `now` (a lease or defer taken while the
+    clock ran ahead is over: `delivery.bounded_due`)."""
     return Record(
         state=row["state"],
         deliveries=row["deliveries"],
         expired=row["expired"],
-        due=row["due"],
+        due=bounded_due(row["due"], row["span"], now),
         ever_shown=bool(row["ever_shown"]),
         arrival=row["rowid"],
         why=row["reason"] or "",
+        span=row["span"],
     )
 
 

@@ -8,10 +8,11 @@ per-minute reply budget) is decided by the caller and passed in.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Collection, Iterable, Sequence
 from typing import NamedTuple
 
-from .message import PRIORITY_RANK, Message, fold
+from .message import PRIORITY_RANK, ROOM, Message, fold
 
 ATTENTION = "attention"
 AUTO_REPLY = "auto_reply"
@@ -23,6 +24,8 @@ PONG = "pong"
 STATUS_REPLY = "status_reply"
 AUTO_REPLY_ACTIONS = frozenset({PONG, STATUS_REPLY})
 _NOTIFICATION_WORDS = ("notify", "progress", "ack", PONG, STATUS_REPLY)
+ATTEND = ("mentions", "all", "none")  # what of a channel or the room needs the agent
+GROUP_RULE = 10
 
 
 class Tier0Config(NamedTuple):
@@ -30,6 +33,7 @@ class Tier0Config(NamedTuple):
     capabilities: frozenset[str] = frozenset()
     ignore_from: tuple[str, ...] = ()
     allow_from: tuple[str, ...] = ()  # empty: everyone not ignored may reach the agent
+    groups: tuple[tuple[str, str], ...] = ()  # joined channels ("#name") and "@room", each with its ATTEND
 
     @classmethod
     def build(
@@ -38,6 +42,7 @@ class Tier0Config(NamedTuple):
         capabilities: Iterable[str] = (),
         ignore_from: Iterable[str] = (),
         allow_from: Iterable[str] = (),
+        groups: Iterable[tuple[str, str]] = (),
     ) -> Tier0Config:
         caps = frozenset(c for c in (fold(c) for c in capabilities) if c)
         return cls(
@@ -45,6 +50,7 @@ class Tier0Config(NamedTuple):
             capabilities=caps,
             ignore_from=tuple(fold(p) for p in ignore_from if fold(p)),
             allow_from=tuple(fold(p) for p in allow_from if fold(p)),
+            groups=tuple(sorted(groups)),
         )
 
 
@@ -55,9 +61,55 @@ class Tier0Decision(NamedTuple):
     reply: str | None = None  # pong or status_reply, for auto_reply
 
 
-def classify(msg: Message, config: Tier0Config, duplicate: bool = False) -> Tier0Decision:
-    """Apply the table's rows in order; the first that matches wins."""
+def classify(msg: Message, config: Tier0Config, duplicate: bool = False, ours: Collection[str] = ()) -> Tier0Decision:
+    """Apply the table's rows in order; the first that matches wins. `ours`: ids of messages
+    this agent sent (a reply to one of them in a channel needs the agent)."""
+    where = msg.channel
+    if where is not None:
+        return _in_group(msg, where, config, duplicate, ours)
     return _by_sender(msg, config, duplicate) or _by_content(msg) or _by_audience(msg, config)
+
+
+def _in_group(msg: Message, where: str, config: Tier0Config, duplicate: bool, ours: Collection[str]) -> Tier0Decision:
+    """Row 10: a message said in a channel or the room. A room message's sender is only
+    claimed (anyone may post under any name), so it never counts as us or as allowed, and
+    nothing is answered automatically; our own posts come back by their key (`ours`)."""
+    decided = _room_sender(msg, config, duplicate, ours) if where == ROOM else _by_sender(msg, config, duplicate)
+    if decided is not None:
+        return decided
+    attend = dict(config.groups).get(where)
+    if attend is None:
+        return Tier0Decision(DROP, GROUP_RULE, f"said in {where}, which we did not join (or left)")
+    decided = None if where == ROOM else _by_content(msg)
+    if decided is not None:
+        return decided
+    if attend == "all":
+        return Tier0Decision(ATTENTION, GROUP_RULE, f"said in {where} (attend all)")
+    if attend == "none":
+        return Tier0Decision(STORE, GROUP_RULE, f"said in {where} (attend none)")
+    if mentions(msg.text, config.agent_id):
+        return Tier0Decision(ATTENTION, GROUP_RULE, f"names @{config.agent_id} in {where}")
+    if msg.reply_to is not None and msg.reply_to in ours:
+        return Tier0Decision(ATTENTION, GROUP_RULE, f"replies to our message in {where}")
+    return Tier0Decision(STORE, GROUP_RULE, f"chatter in {where} (neither naming us nor replying to us)")
+
+
+def _room_sender(msg: Message, config: Tier0Config, duplicate: bool, ours: Collection[str]) -> Tier0Decision | None:
+    """Rows 1-3 for the room, where the sender is only claimed."""
+    if duplicate:
+        return Tier0Decision(DROP, 1, "duplicate")
+    if msg.id in ours:
+        return Tier0Decision(DROP, 2, "own room post")
+    if config.allow_from:
+        return Tier0Decision(STORE, 3, "room sender is only claimed: never on allow_from")
+    return None
+
+
+def mentions(text: str | None, agent_id: str) -> bool:
+    """Whether `text` names `@agent_id` as a word (any case): not inside a longer name."""
+    if not text or not agent_id:
+        return False
+    return re.search(rf"(?<![\w@.-])@{re.escape(agent_id)}(?![\w-]|\.\w)", text, re.IGNORECASE) is not None
 
 
 def _by_sender(msg: Message, config: Tier0Config, duplicate: bool) -> Tier0Decision | None:

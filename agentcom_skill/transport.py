@@ -70,7 +70,7 @@ class Peer(NamedTuple):
     url_setting: str
 
 
-class Reply(NamedTuple):
+class HttpReply(NamedTuple):
     status: int
     headers: Mapping[str, str]  # case-insensitive (requests' own mapping)
     body: bytes
@@ -119,7 +119,7 @@ def exchange(
     max_bytes: int,
     peer: Peer,
     prefix_ok: bool = False,
-) -> Reply:
+) -> HttpReply:
     """One HTTP exchange, its body read to the end in chunks (the deadline is checked
     between them, so a peer dripping its reply still meets it) and decoded by its
     Content-Encoding, at most `max_bytes` of decoded body; with `prefix_ok`, a longer 2xx
@@ -153,7 +153,7 @@ def exchange(
                     raise BodyTooLarge(None)
                 chunks.append(chunk[: len(chunk) - (size - max_bytes)])
                 resp.close()  # the rest is not read: this connection cannot be reused
-                return Reply(resp.status_code, resp.headers, b"".join(chunks), complete=False)
+                return HttpReply(resp.status_code, resp.headers, b"".join(chunks), complete=False)
             chunks.append(chunk)
             if time.monotonic() > give_up_at:
                 raise DeadlinePassed()
@@ -167,7 +167,7 @@ def exchange(
     release = getattr(resp.raw, "release_conn", None)
     if release is not None:
         release()  # read to the end: the connection is ready for the next call
-    return Reply(resp.status_code, resp.headers, b"".join(chunks))
+    return HttpReply(resp.status_code, resp.headers, b"".join(chunks))
 
 
 class ContentDecoder:

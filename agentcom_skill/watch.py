@@ -28,10 +28,27 @@ from websockets.sync.client import connect
 from .a2a import A2ADispatcher
 from .config import Settings, reread_token
 from .delivery import plan_check
-from .errors import AgentComError, AuthError, BusyError, HubProtocolError, HubUnavailableError
+from .errors import (
+    AgentComError,
+    AuthError,
+    BusyError,
+    HubProtocolError,
+    HubUnavailableError,
+    NoSuchRoute,
+    StateError,
+)
+from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
-from .render import neutralise, render_prompt, safe_msg_id, safe_sender
-from .skill import current_status, hub_client, note_listed_statuses, open_store, run_check, send_refused_auto_replies
+from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
+from .skill import (
+    current_status,
+    hub_client,
+    note_listed_statuses,
+    open_store,
+    prune_store,
+    run_check,
+    send_refused_auto_replies,
+)
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, lock_holder, write_status
 
@@ -59,6 +76,7 @@ FIRST_SWEEP = 2.0
 TOKEN_CHECK_INTERVAL = 15.0  # seconds (at most) between looks at whether the hub still takes our token
 TOKEN_PROBE_SINCE = 2**53  # a mailbox poll past every seq: answers nothing, but checks the token
 SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
+STOP_DRAIN = 2.0  # seconds a stopping watch goes on reading frames that keep coming, before it closes
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
 WAKE_FOOTER = (
     '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
@@ -173,11 +191,19 @@ class Watch:
         self.token_hazard: list[str] = []
         self.declines: list[dict[str, Any]] = []  # task_assign frames to decline
         self.later_hazard: list[str] = []
+        self.listening: set[str] = set()  # the joined channels the hub pushes this connection
         self.announced_status: str | None = None
         self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
-        self.unstored: list[Message | Unreadable] = []  # pushed, not yet committed (the store failed)
+        # Pushed, not yet committed (the store failed). Bounded: the first store that fails
+        # closes the socket and no other is opened until these are stored, so this holds at most
+        # what one connection had read by then (FRAME_BATCH, FRAME_QUEUE and the close's last
+        # frames); the hub keeps everything after it in the mailbox.
+        self.unstored: list[Message | Unreadable] = []
+        self.at_hub: tuple[str, ...] | None = None  # ids in the last whole mailbox read (pruning keeps them)
         self.retry_store_at = 0.0
+        self.store_failures = 0
+        self.store_error: AgentComError | None = None
 
     # the process --------------------------------------------------------------
 
@@ -251,14 +277,15 @@ class Watch:
         self.reload_requested = True
 
     def _loop(self) -> int:
-        attempt = 0
+        attempt, code = 0, 0
         while not self.stopping:
             identified = False
             try:
                 identified = self._session()
             except AuthError as exc:
                 self._event("auth", f"the hub refused us: {exc}; not retrying")
-                return 3
+                code = 3
+                break
             except AgentComError as exc:
                 self._event("error", f"{exc}")
             except (OSError, TimeoutError) as exc:
@@ -273,13 +300,40 @@ class Watch:
             self.status["reconnects"] += 1
             self._event("reconnecting", f"reconnecting in {delay:.1f} s")
             give_up_at = time.monotonic() + delay
-            while not self.stopping and time.monotonic() < give_up_at:  # wakes go on meanwhile
-                time.sleep(min(0.2, max(0.0, give_up_at - time.monotonic())))
+            # Wakes go on meanwhile. Messages a failing store could not take are retried, and no
+            # connection is opened until they are stored: the hub keeps what follows meanwhile.
+            while not self.stopping and (time.monotonic() < give_up_at or self.unstored):
+                self._take_in()
+                time.sleep(0.2 if self.unstored else min(0.2, max(0.0, give_up_at - time.monotonic())))
         if self.unstored:  # a last try before exiting
             self.retry_store_at = 0.0
             self._take_in()
+        if self.unstored:
+            return self._give_up_unstored()
         self._event("stopped", "stopped")
-        return 0
+        return code
+
+    def _give_up_unstored(self) -> int:
+        """Stopping with pushed messages the store never took (the hub no longer has them): each
+        goes to stderr in full, one JSON line, for a person to recover; the exit is not 0."""
+        held = list(self.unstored)
+        error = self.store_error or StateError("the message store could not take them")
+        for item in held:
+            if isinstance(item, Message):
+                line: dict[str, Any] = {"event": "unstored_message", "message": item.to_json()}
+            else:
+                line = {"event": "unstored_message", "unreadable": item._asdict()}
+            try:
+                print(json.dumps(line, ensure_ascii=True), file=self.events.err, flush=True)
+            except (OSError, ValueError):
+                pass
+        self._event(
+            "stopped",
+            f"STOPPED WITH {len(held)} PUSHED MESSAGE(S) NOT STORED (the store failed: {error}); the hub no longer"
+            ' has them: each is on stderr above, one JSON line {"event": "unstored_message", ...}; exit'
+            f" {error.exit_code}",
+        )
+        return error.exit_code
 
     # one connection -----------------------------------------------------------
 
@@ -325,6 +379,9 @@ class Watch:
             self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
             self.later_hazard = []
             self._set_hazards(self.first_hazard)
+            # The hub pushes a socket the channels its agent had joined when it identified:
+            # one joined later (over HTTP) is pushed only after a reconnect (protocol 1.8).
+            self.listening = self._joined_channels()
             try:
                 self._drain()  # (failing, it is tried again by the first sweep, 2 s on)
                 self._converse(ws)
@@ -332,14 +389,18 @@ class Watch:
                 # However the connection ends, the frames already read are kept first; then the
                 # close handshake, during which the hub still pushes what it sent before it saw
                 # our Close: those are kept too.
-                self._keep_unread(ws)
+                # Stopping, a stream that never pauses is read for STOP_DRAIN seconds at most,
+                # then the close: what the hub sent before it saw it is still read and kept.
+                self._keep_unread(ws, time.monotonic() + STOP_DRAIN if self.stopping else None)
                 ws.close()
                 self._keep_unread(ws)
             return True
 
-    def _keep_unread(self, ws: Any) -> None:
+    def _keep_unread(self, ws: Any, until: float | None = None) -> None:
         while frames := self._receive(ws, wait=0)[0]:
             self._on_frames(frames)
+            if until is not None and time.monotonic() >= until:
+                return
 
     def _converse(self, ws: Any) -> None:
         """Read frames and ping until the connection ends or the watch stops."""
@@ -357,6 +418,13 @@ class Watch:
                 awaiting_pong_since = None
             self._on_frames(frames)  # also retries messages a failing store could not take
             self._decline_tasks(ws)
+            if self.unstored:
+                self._event(
+                    "disconnected",
+                    "the store cannot take pushed messages: closing the connection, so the hub keeps what follows in"
+                    " the mailbox; connecting again once what was read is stored",
+                )
+                return
             if closed:
                 self._event("disconnected", f"connection closed: {closed}")
                 return
@@ -379,7 +447,27 @@ class Watch:
                 if awaiting_pong_since is None:
                     awaiting_pong_since = mono
                 self._check_presence()
+                joined = self._joined_channels() - self.listening
+                if joined:
+                    self._event(
+                        "disconnected",
+                        f"joined {len(joined)} channel(s) since connecting: reconnecting, so the hub pushes them here",
+                    )
+                    return
             self._announce_status(ws)
+
+    def _joined_groups(self) -> dict[str, str] | None:
+        """The channels and the room joined; None when the store cannot say (keep everything)."""
+        try:
+            return self.store.groups()
+        except AgentComError:
+            return None
+
+    def _joined_channels(self) -> set[str]:
+        try:
+            return {name for name in self.store.groups() if name.startswith("#")}
+        except AgentComError:
+            return set(self.listening)
 
     @staticmethod
     def _receive(ws: Any, wait: float) -> tuple[list[str | bytes], str | None]:
@@ -478,6 +566,7 @@ class Watch:
     def _on_frames(self, frames: list[str | bytes]) -> None:
         """Pushed messages are kept (in one transaction for all of them) before anything acts
         on them; other frames are reported."""
+        joined: dict[str, str] | None = None
         for raw in frames:
             frame, problem = decode_frame(raw)
             kind = frame.get("type")
@@ -489,27 +578,38 @@ class Watch:
                 # the hub gives it to another agent instead of waiting 60 s and flagging us.
                 self.unstored.append(task_notice(frame, self.s.agent_id, raw))
                 self.declines.append(frame)
-            elif kind == "task_ack":
-                self._event("task", f"the hub took our answer on task {neutralise(str(frame.get('task_id')))[:80]}")
-            elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
-                self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
-                self.rejoin_why = (
-                    "the hub dropped our listing (another connection under our id closed):"
-                    " reconnecting, so direct messages come here again"
-                )
-            elif kind in ("agent_joined", "status_changed") and isinstance(frame.get("agent"), dict):
-                self._note_status(frame["agent"])
-            elif kind == "error":
-                self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
-                if str(frame.get("error")).startswith("task_fail_failed"):
-                    # A task pushed outside the hub's queue cannot be failed: the hub keeps us
-                    # "working" on it, so no task ever comes again. A new connection starts
-                    # its worker state afresh (what arrives meanwhile waits in the mailbox).
-                    self.rejoin = True
-                    self.rejoin_why = "the hub keeps us busy with a task it cannot take back: reconnecting"
-            elif kind == "rate_limited":
-                self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
+            elif kind in ("channel_message", "room_message"):
+                if joined is None:
+                    joined = self._joined_groups()
+                if joined is not None and group_of(frame) not in joined:
+                    continue  # the room (pushed to every agent) or a channel left: not ours to keep
+                self.unstored.append(pushed_group_message(frame, raw, problem))
+            else:
+                self._on_notice(kind, frame)
         self._take_in()
+
+    def _on_notice(self, kind: Any, frame: dict[str, Any]) -> None:
+        """A frame that carries no message: presence, the hub's errors and acks."""
+        if kind == "task_ack":
+            self._event("task", f"the hub took our answer on task {neutralise(str(frame.get('task_id')))[:80]}")
+        elif kind == "agent_left" and frame.get("agent_id") == self.s.agent_id:
+            self.rejoin = True  # the hub no longer lists us: until we identify again, it stores our messages
+            self.rejoin_why = (
+                "the hub dropped our listing (another connection under our id closed):"
+                " reconnecting, so direct messages come here again"
+            )
+        elif kind in ("agent_joined", "status_changed") and isinstance(frame.get("agent"), dict):
+            self._note_status(frame["agent"])
+        elif kind == "error":
+            self._event("hub_error", f"hub error: {neutralise(str(frame.get('error')))[:100]}")
+            if str(frame.get("error")).startswith("task_fail_failed"):
+                # A task pushed outside the hub's queue cannot be failed: the hub keeps us
+                # "working" on it, so no task ever comes again. A new connection starts its
+                # worker state afresh (what arrives meanwhile waits in the mailbox).
+                self.rejoin = True
+                self.rejoin_why = "the hub keeps us busy with a task it cannot take back: reconnecting"
+        elif kind == "rate_limited":
+            self._event("rate_limited", f"hub rate-limits us ({str(frame.get('retry_after_ms'))[:20]} ms)")
 
     def _note_status(self, agent: dict[str, Any]) -> None:
         """A peer's status as the hub pushes it (set over its WebSocket, it reaches no mailbox):
@@ -528,7 +628,17 @@ class Watch:
         # (a difference went negative).
         before = set(self.store.deliverable_ids(self.clock()))
         try:
-            result = run_check(self.hub, self.store, self.s, 0, False, self.clock(), agents_check=False)
+            result = run_check(
+                self.hub,
+                self.store,
+                self.s,
+                0,
+                False,
+                self.clock(),
+                agents_check=False,
+                prune=False,  # the wake thread prunes, off the socket's path
+                on_complete_poll=self._note_at_hub,
+            )
         except AuthError as exc:  # the socket still brings pushes: keep it, say so everywhere
             self._token_refused(exc)
             return False
@@ -549,6 +659,17 @@ class Watch:
         for warning in result["warnings"]:
             self._event("warning", warning)
         return True
+
+    def _note_at_hub(self, ids: list[str]) -> None:
+        """What the hub holds (a whole mailbox read): pruning keeps these."""
+        self.at_hub = tuple(ids)
+
+    def _prune(self) -> None:
+        """One pruning step when a pass is due (wake thread, own connection, short
+        transactions): only once a whole mailbox was read, which says what the hub holds."""
+        at_hub = self.at_hub
+        if at_hub is not None:  # (what it dead-letters is said by the next intake)
+            prune_store(self.wake_store, self.s, at_hub, self.clock(), 0.0)
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the
@@ -573,13 +694,18 @@ class Watch:
                 agents_check=False,
             )
         except AgentComError as exc:
-            self.retry_store_at = self.clock() + 1.0
+            self.store_failures += 1
+            self.store_error = exc
+            delay = min(30.0, 2.0 ** (self.store_failures - 1))
+            self.retry_store_at = self.clock() + delay
             self._event(
-                "store_failed", f"could not store {len(taken)} pushed message(s), kept in memory and retried: {exc}"
+                "store_failed",
+                f"could not store {len(taken)} pushed message(s), kept in memory and retried in {delay:g} s: {exc}",
             )
             return
         del self.unstored[: len(taken)]
         self.retry_store_at = 0.0
+        self.store_failures, self.store_error = 0, None
         self.status["messages_received"] += len(taken)
         rows = {r["id"]: r for r in self.store.messages(ids=[m.id for m in readable], limit=len(readable) or 1)}
         for msg in {m.id: m for m in readable}.values():  # the same id pushed twice is one message
@@ -588,7 +714,9 @@ class Watch:
             reason = row["reason"] if row is not None else ""
             self._event(
                 "message",
-                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}: "
+                f"message {safe_msg_id(msg.id)} from {safe_sender(msg.sender)}"
+                + (f" in {where_said({'channel': msg.channel})}" if msg.channel else "")
+                + ": "
                 + ("needs the agent" if disposition == "attention" else f"handled by Tier 0 ({disposition}: {reason})"),
                 id=msg.id,
                 disposition=disposition,
@@ -640,7 +768,7 @@ class Watch:
                 # (a margin: a hub whose frames and history disagree on the millisecond)
                 routed.update(self.hub.routed(sender, min(times) - 1000, max(times) + 1000))
         except AgentComError as exc:
-            if "has no /api/messages" in str(exc):
+            if isinstance(exc, NoSuchRoute):  # this hub keeps no history: stop asking
                 self.history_usable = False
             self._event(
                 "warning",
@@ -669,6 +797,7 @@ class Watch:
                     self._a2a_step()
                 else:
                     self._maybe_wake()
+                self._prune()
             except AgentComError as exc:
                 self._event("error", f"wake step failed: {exc}")
             except Exception as exc:  # never let the wake thread die silently
@@ -686,7 +815,7 @@ class Watch:
         if due is None or now < due or now < self.wake_paused_until:
             return
         with store.write():
-            view = store.view([], now)
+            view = store.view([], now, self.s.wake.max_batch)
             plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
             store.apply_check(plan, now)
         leased = {lease.id for lease in plan.leases}
@@ -705,10 +834,17 @@ class Watch:
             "warnings": [],
         }
         prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
-        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
-        if outcome.kind == "ok":
+        handed_over = self.s.wake.mode != "wake"  # the prompt itself goes to the agent (a notice does not)
+        if handed_over:
+            # Shown from the moment it is handed over: the agent may `agentcom ack` (or reply) while
+            # the command or the gateway's turn still runs, or after it ran past its timeout.
             with store.write():
                 store.confirm_shown(ids)
+        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
+        if outcome.kind == "ok":
+            if not handed_over:
+                with store.write():
+                    store.confirm_shown(ids)
             self.batcher.woke(now)
             with self._lock:
                 self.status["wakes_sent"] += 1
@@ -716,7 +852,9 @@ class Watch:
             self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
             return
         with store.write():
-            store.restore(before)  # not delivered: `check` and the next wake return them
+            # Not delivered: `check` and the next wake return them (those the agent finished
+            # meanwhile stay finished; those it was shown may be acked).
+            store.restore(before, shown=handed_over)
         with self._lock:
             self.status["last_wake_error"] = wake_error(outcome, self.s.wake, now)
         if outcome.kind == "unauthorized":

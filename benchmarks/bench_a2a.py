@@ -12,8 +12,8 @@
 
 OpenClaw and Node come from the tests' cache (tests/openclaw_env.py provisions them on first
 use). The gateway's A2A rate limit is raised to 600 a minute and the watch's pacing to 300, so
-messages sent back to back measure the round trip, not the default pacing (20 requests a minute,
-inside OpenClaw's 30: about 7-10 messages a minute at these latencies).
+messages sent back to back measure the round trip, not OpenClaw's default limit (30 requests a
+minute per peer: about 10-15 messages a minute at these latencies; the watch paces by its refusals).
 
 Usage: python bench_a2a.py [--samples 9] [--no-openclaw]
 """

@@ -38,6 +38,19 @@ def hub(tmp_path: Path):
         h.proc.wait()
 
 
+@pytest.fixture(scope="session")
+def realhub():
+    """The real AgentCom hub at REALHUB_URL (tests marked `realhub`); skipped when it is unset."""
+    url = os.environ.get("REALHUB_URL")
+    if not url:
+        pytest.skip("REALHUB_URL is not set: no real AgentCom hub to test against")
+    from realhub import RealHub
+
+    real = RealHub(url)
+    yield real
+    real.close()
+
+
 @pytest.fixture
 def hub_factory(tmp_path: Path):
     started: list[RunningHub] = []

@@ -18,6 +18,7 @@ class RecordingGateway:
         self.token = token
         self.mode = "ok"
         self.retry_after = "1"
+        self.on_wake = None  # called with an accepted wake before it is answered (an agent turn the gateway waits on)
         self.requests: list[dict] = []  # every request, failed ones included
         self.wakes: list[dict] = []  # accepted ones: {"path", "body", "headers", "at"}
         self._lock = threading.Lock()
@@ -58,6 +59,8 @@ class RecordingGateway:
                     return self._send(400, json.dumps({"ok": False, "error": f"{needed} required"}).encode())
                 with gateway._lock:
                     gateway.wakes.append(entry)
+                if gateway.on_wake is not None:
+                    gateway.on_wake(entry)
                 self._send(200, json.dumps({"ok": True, "runId": f"run-{len(gateway.wakes)}"}).encode())
 
             def _send(self, status, data, ctype="application/json", extra=None):

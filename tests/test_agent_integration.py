@@ -50,6 +50,9 @@ def test_manifest_schemas_are_valid_json_schema():
         "search",
         "status",
         "set_status",
+        "join",
+        "leave",
+        "channels",
     }
     for action in MANIFEST["actions"]:
         assert {"name", "description", "parameters", "output"} <= set(action)

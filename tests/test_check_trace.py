@@ -26,6 +26,7 @@ def loaded_trace(hub_factory, tmp_path):
         f"capabilities = {json.dumps(list(header['capabilities']))}\n"
         f"ignore_from = {json.dumps(list(header['ignore_from']))}\n"
         'status = "reviewing"\n'
+        "check_max = 10000\n"  # every attention line of the day in one check
     )
     env = agent_env(hub, agent, tokens[agent], tmp_path)
     return hub, header, posted, tokens, env

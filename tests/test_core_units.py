@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -14,7 +15,7 @@ from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import batch_keys, hub_prefix, plan_check
 from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
 from agentcom_skill.message import parse_mailbox, parse_mailbox_bytes
-from agentcom_skill.skill import run_check
+from agentcom_skill.skill import prune_store, run_check
 from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
 from agentcom_skill.watch import PushedFrames
 
@@ -201,8 +202,7 @@ def test_the_search_index_catches_up_at_search_time_and_survives_pruning_and_row
     assert len(store.search("alpha")) == 3
     apply(store, batch((4, "nathan", "chat", {"action": "notify", "text": "beta"})), s, 1001.0)
     assert [r["seq"] for r in store.search("beta")] == [4]
-    with store.write():
-        assert store.prune([], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "every row, the newest included"
+    assert prune(store, [], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "every row, the newest included"
     apply(store, batch((5, "nathan", "chat", {"action": "notify", "text": "gamma"})), s, 2000.0 + 31 * 86400)
     assert [r["seq"] for r in store.search("gamma")] == [5] and store.search("alpha") == []
     store._exec("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
@@ -418,6 +418,12 @@ def test_the_same_id_twice_in_one_poll_is_one_message():
     assert hub_prefix(b, {good(1)["id"], good(2)["id"]}) == 5
 
 
+def prune(store, keep, now, days, most):
+    """A whole pruning pass (its steps), with nothing pending long enough to be dead-lettered."""
+    s = settings(Path("/nonexistent"), retention_days=days, retention_max=most, open_max_days=3650)
+    return prune_store(store, s, keep, now, 60.0)[0]
+
+
 def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_path):
     s = settings(tmp_path)
     store = MessageStore.memory()
@@ -427,14 +433,12 @@ def test_retention_drops_only_old_finished_messages_the_hub_no_longer_holds(tmp_
     )
     apply(store, b, s, now=1000.0)
     ids = [m.id for m in b.messages]
-    with store.write():
-        assert store.prune(ids[:1], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "kept: one at the hub, one open"
-        assert store.prune([], 1000.0 + 31 * 86400 + 10, days=30, most=50_000) == 0, "at most once an hour"
+    assert prune(store, ids[:1], 1000.0 + 31 * 86400, days=30, most=50_000) == 4, "kept: one at the hub, one open"
+    assert prune(store, [], 1000.0 + 31 * 86400 + 10, days=30, most=50_000) == 0, "at most once an hour"
     left = {r["id"] for r in store.messages(limit=100)}
     assert left == {ids[0], ids[5]}
     apply(store, batch(*[(n, "nathan", "ack", {}) for n in range(10, 20)]), s, now=2000.0)
-    with store.write():
-        store.prune([], 2000.0 + 7200, days=30, most=3)
+    prune(store, [], 2000.0 + 7200, days=30, most=3)
     left = store.messages(limit=100)
     assert len(left) == 4 and ids[5] in {r["id"] for r in left}, "the newest 3 finished, and the open one"
 
@@ -553,6 +557,35 @@ def test_a_poison_entry_has_one_key_whether_the_reply_was_read_whole_or_cut():
     whole, cut = parse_mailbox_bytes(body, 0), parse_mailbox_bytes(body[:-20], 0, complete=False, limit=1)
     assert [m.seq for m in cut.messages] == [3] and len(cut.unreadable) == len(whole.unreadable) == 1
     assert cut.unreadable[0].key == whole.unreadable[0].key
+
+
+def test_a_clock_set_back_after_running_ahead_holds_no_lease_or_defer_for_the_jump(tmp_path):
+    """Issue 27, item 6: checked and deferred while the clock was a year ahead, then corrected:
+    the 5 s lease and the 1 min defer are over at once (never later than their length from
+    now), for the check, the wake's count and `status` alike; leases and defers taken on the
+    corrected clock, and one another run took a little later than our reading, last as asked."""
+    s = settings(tmp_path, lease_seconds=5)
+    store = MessageStore.open(tmp_path / "store")
+    real, ahead = 1_000_000.0, 1_000_000.0 + 365 * 86400
+    b = batch((1, "a", "chat", {"text": "leased"}), (2, "a", "chat", {"text": "deferred"}))
+    leased, deferred = (m.id for m in b.messages)
+    assert {m["id"] for m in apply(store, b, s, now=ahead).messages} == {leased, deferred}
+    with store.write():
+        store.defer([deferred], ahead + 60, ahead)
+    assert store.deliverable_ids(ahead + 1) == [] and store.counts(ahead + 1)["in_lease"] == 1
+
+    now = real + 10  # the clock corrected
+    assert sorted(store.deliverable_ids(now)) == sorted([leased, deferred])
+    assert store.counts(now)["in_lease"] == 0
+    plan = apply(store, batch(), s, now=now)
+    assert {m["id"]: m["redelivered"] for m in plan.messages} == {leased: True, deferred: True}
+
+    assert store.deliverable_ids(now + 4) == [], "a lease taken on the corrected clock lasts its 5 s"
+    assert sorted(store.deliverable_ids(now + 5)) == sorted([leased, deferred])
+    with store.write():
+        store.defer([deferred], now + 86400, now)
+    assert store.deliverable_ids(now + 3600) == [leased], "a day's defer on the right clock lasts a day"
+    assert store.deliverable_ids(now - 120) == [], "a run that read the clock 2 min before another leased"
 
 
 class ModelHub:

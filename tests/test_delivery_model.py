@@ -257,7 +257,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.store.crash_on = crash
         try:
             with self.store.write():
-                self.store.defer([target], self.now + seconds)
+                self.store.defer([target], self.now + seconds, self.now)
         except Crash:
             if crash == "before_commit":
                 return

@@ -397,20 +397,25 @@ def test_a_damaged_row_is_repaired_or_set_aside_and_everything_else_works(duo, t
 
 
 def test_wait_brings_the_warnings_of_its_empty_looks_with_what_it_finds(duo, tmp_path):
-    """Found by a hostile pass: a damaged row repaired during one of wait's looks that found
-    nothing was never reported (the warning went with the empty result)."""
+    """Found by a hostile pass: a warning of one of wait's looks that found nothing was never
+    reported (it went with the empty result). (The look's warning here: a message an older
+    release kept without its text is gone from the hub. A look reads only the rows it may
+    deliver, so a damaged row deferred for an hour is no longer what makes it warn.)"""
     import sqlite3
 
     from agentcom_skill import skill
     from agentcom_skill.config import load_settings
 
     hub, env, alice, bob = duo
-    (kept,) = post(hub, bob, "alice", 1)
+    kept = "f" * 16
     run_json("check", env=env)
-    assert run_cli("defer", kept, "--for", "1h", env=env).returncode == 0
     (path,) = (tmp_path / "state").rglob("messages.sqlite3")
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE messages SET priority = 'bogus' WHERE id = ?", (kept,))
+        db.execute(
+            "INSERT INTO messages (id, seq, sender, type, text, disposition, state, via, received_at)"
+            " VALUES (?, 4242, 'bob', 'chat', 'old', 'attention', 'pending', 'import', 1.0)",
+            (kept,),
+        )
     later: list[str] = []
 
     def sleep(seconds: float) -> None:  # the first look found nothing: a message arrives meanwhile
@@ -420,7 +425,7 @@ def test_wait_brings_the_warnings_of_its_empty_looks_with_what_it_finds(duo, tmp
     s = load_settings({}, env=env)
     result = skill.wait(timeout=600, settings=s, sleep=sleep)
     assert result is not None and [m["id"] for m in result["messages"]] == later
-    assert any("repaired a damaged row" in w and kept in w for w in result["warnings"]), result["warnings"]
+    assert any("seq 4242 was kept by an older agentcom" in w for w in result["warnings"]), result["warnings"]
 
 
 def test_a_store_whose_schema_is_not_ours_is_moved_aside_and_rebuilt(duo, tmp_path):

@@ -25,6 +25,28 @@ def test_health_and_agents(hub):
     assert requests.get(hub.url + "/api/agents").json() == {"agents": []}
 
 
+def test_keys_are_sorted_and_a_broadcast_is_stored_once_per_token(hub):
+    """Issue 25.5, as the real hub does: JSON keys come sorted (payloads too); a broadcast is
+    stored once per token the recipient holds (same id, one seq each), and the client keeps
+    it once."""
+    from conftest import agent_env, run_json
+
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    hub.mint("alice")  # a second token for alice
+    hub.post(bob, {"to": "broadcast", "payload": {"z": 1, "a": {"y": 1, "b": 2}, "text": "all"}}).raise_for_status()
+    raw = requests.get(f"{hub.url}/api/mailbox/alice", headers=auth(alice), timeout=10).content
+    assert raw.startswith(b'{"agent_id":"alice","count":2,"last_seq":')
+    assert b'"payload":{"a":{"b":2,"y":1},"text":"all","z":1}' in raw
+    copies = json.loads(raw)["messages"]
+    assert len({m["id"] for m in copies}) == 1 and len({m["seq"] for m in copies}) == 2
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        got = run_json("check", env=agent_env(hub, "alice", alice, Path(tmp)))["messages"]
+    assert [m["id"] for m in got] == [copies[0]["id"]]
+
+
 def test_replies_carry_text_as_utf8_as_the_real_hub_does_and_escape_only_a_lone_surrogate(hub):
     """The real hub (Jason) writes non-ASCII text as it is: a reply is no larger than what was
     posted. A lone surrogate, which UTF-8 cannot carry, is the one thing escaped."""

@@ -102,6 +102,7 @@ def test_idle_timer_counts_traffic_in_both_directions_by_its_clock():
         idle_timeout=60,
         log=lambda line: None,
         clock=lambda: clock[0],
+        identify_timeout=3600,  # this test is about the idle timer alone
     )
     session = Session(conn, context)
     session_box.append(session)
@@ -110,6 +111,71 @@ def test_idle_timer_counts_traffic_in_both_directions_by_its_clock():
     # pushes at 1050, 1100, 1150, a client frame at 1209 (answered), then silence: closed at 1269
     assert clock[0] == pytest.approx(1269.0)
     assert [f["type"] for _, f in conn.sent] == ["message", "message", "message", "error"]
+
+
+def test_a_socket_that_never_identifies_is_closed_at_its_deadline_whatever_it_sends():
+    """Issue 27.10: a socket costs the local hub a thread, so one that keeps sending frames
+    without identifying is closed `identify_timeout` s after it opened (1002, no reason, as
+    the real hub closes a silent one); an identified socket is not."""
+    from agentcom_skill.hub.ws import Presence, Session, SocketContext
+
+    waits: list[float] = []
+
+    def client_frame(seconds: float, frame: dict[str, Any]):
+        def step(conn: FakeConnection, timeout: float) -> Any:
+            waits.append(conn.clock[0] + timeout)
+            conn.clock[0] += seconds
+            return json.dumps(frame)
+
+        return step
+
+    def run(script: list[Any]) -> tuple[FakeConnection, float]:
+        clock = [1000.0]
+        conn = FakeConnection(clock, script)
+        context = SocketContext(
+            agent_for_token=lambda t: "alice" if t == "t" else None,
+            deliver=lambda *a: "",
+            presence=Presence(),
+            idle_timeout=60,
+            log=lambda line: None,
+            clock=lambda: clock[0],
+            identify_timeout=30,
+        )
+        Session(conn, context).run()
+        return conn, clock[0]
+
+    conn, closed_at = run([client_frame(10, {"type": "ping"}) for _ in range(10)])
+    assert conn.closed == (1002, "") and closed_at == pytest.approx(1030.0)
+    assert max(waits) <= 1030.0, "the hub never waits past the identify deadline"
+    assert [f["error"] for _, f in conn.sent] == ["not_identified"] * 3  # at 1010, 1020, 1030: then closed
+    identify = {"type": "identify", "agent_id": "alice", "token": "t"}
+    conn, closed_at = run([client_frame(10, identify)] + [client_frame(10, {"type": "ping"}) for _ in range(10)])
+    assert closed_at == pytest.approx(1000 + 110 + 60), "identified: only the idle timer closes it"
+
+
+def test_the_hub_closes_a_socket_that_does_not_identify_in_time(hub_factory):
+    from websockets.exceptions import ConnectionClosed
+
+    hub = hub_factory("--identify-timeout", "1")
+    alice = hub.mint("alice")
+    with ws_connect(hub) as lingering, ws_connect(hub) as identified:
+        identify(identified, "alice", alice)
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(600):  # 60 s at most: a frame every 0.1 s never keeps it open
+                assert call(lingering, {"type": "ping"})["error"] == "not_identified"
+                time.sleep(0.1)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
+        assert call(identified, {"type": "ping"})["type"] == "pong", "an identified socket stays"
+
+
+def test_a_clients_close_is_echoed_with_its_code_and_no_reason(hub):
+    """Issue 25.5: as the real hub answers a close."""
+    alice = hub.mint("alice")
+    with ws_connect(hub) as ws:
+        identify(ws, "alice", alice)
+        ws.close(1000, "bye now")
+        assert ws.protocol.close_rcvd is not None
+        assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1000, "")
 
 
 def test_a_never_pinging_client_is_closed_with_1002_when_idle(hub_factory):
@@ -163,7 +229,7 @@ def test_the_real_hubs_frame_types_are_accepted_and_ignored(hub):
         identify(ws, "alice", alice)
         for frame in (
             {"type": "resource_report", "cpu_percent": 12.5, "ram_used_bytes": 1 << 30, "timestamp": 1},
-            {"type": "state_report", "state": "idle"},
+            {"type": "state_report", "task_id": "t-1", "status": "working", "generation": 1},
             {"type": "wake_result", "task_id": "t-1", "status": "failed", "attempt": 0},
             {"type": "ollama_report", "ollama_url": "http://localhost:11434"},
             {"type": "task_accepted", "task_id": "t-1"},
@@ -174,6 +240,9 @@ def test_the_real_hubs_frame_types_are_accepted_and_ignored(hub):
         ):
             ws.send(json.dumps(frame))
             assert frames_until_pong(ws) == [], frame["type"]
+        for frame in ({"type": "state_report", "state": "idle"}, {"type": "wake_result", "status": "ok"}):
+            refused = call(ws, frame)  # the real hub's schema: both name a task
+            assert refused["error"] == "validation_failed" and refused["errors"][0]["field"] == "task_id", refused
         assert call(ws, {"type": "list_channels"}) == {"type": "channels", "channels": []}
         not_found = {"type": "error", "error": "channel_not_found"}
         assert call(ws, {"type": "channel_subscribe", "channel": "ops"}) == not_found

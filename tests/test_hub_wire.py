@@ -115,16 +115,25 @@ def test_garbage_gets_a_status_line_not_a_bare_html_page(hub):
 # headers and small presence details ------------------------------------------------------
 
 
-def test_json_replies_say_utf8_and_the_server_header_has_no_trailing_space(hub):
-    (reply,) = raw_exchange(hub.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+def test_replies_carry_the_real_hubs_headers(hub):
+    """Issue 25.5: as Bandit and Plug answer. A routed reply: date, content-length, vary,
+    Plug's cache-control, the JSON type; no server header. A refusal before the router (400
+    for a body that is not JSON, 413, 415, 500): `connection: close` only."""
+    (reply,) = raw_exchange(hub.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.status_line == b"HTTP/1.1 200 OK\r\n"
+    assert sorted(reply.headers) == ["cache-control", "content-length", "content-type", "date", "vary"]
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
-    with socket.create_connection(("127.0.0.1", hub.port), timeout=30) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    server_lines = [line for line in data.split(b"\r\n") if line.lower().startswith(b"server:")]
-    assert server_lines == [b"Server: agentcom-hub"]
+    assert reply.headers["cache-control"] == "max-age=0, private, must-revalidate"
+    alice = hub.mint("alice")
+    head = (
+        f"POST /api/message HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\n"
+    )
+    (invalid,) = raw_exchange(hub.port, (head + "Content-Length: 2\r\n\r\n{}").encode())
+    assert invalid.status_line == b"HTTP/1.1 422 Unprocessable Content\r\n"
+    (not_json,) = raw_exchange(hub.port, (head + "Content-Length: 2\r\n\r\n{x").encode())
+    assert not_json.status == 400 and list(not_json.headers) == ["connection"] and not_json.closed
+    (unauthorized,) = raw_exchange(hub.port, (head.replace(alice, "f" * 64) + "Content-Length: 2\r\n\r\n{}").encode())
+    assert unauthorized.body == b'{"error":"unauthorized","hint":"provide Authorization: Bearer <token>"}'
 
 
 def test_agents_have_fsm_state_unknown(hub):
@@ -361,3 +370,66 @@ def test_hub_serve_help_documents_host_and_the_new_options():
     assert out.returncode == 0
     for expected in ("Address to listen on", "--no-rate-limit", "--rate-burst", "--admin-token-file"):
         assert expected in out.stdout
+
+
+# read timeouts (issue 27 item 10) -------------------------------------------------------------
+
+
+def drip_until_closed(port: int, head: bytes, drip: bytes, every: float = 0.1, limit: float = 60) -> bytes:
+    """Send `head`, then one byte of `drip` every `every` s (a slowloris client); what the hub
+    answered once it closed the connection. Fails if it is still open after `limit` s."""
+    import select
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        give_up = time.monotonic() + limit
+        answer = b""
+        for byte in drip * int(limit / every + 1):
+            readable, _, _ = select.select([sock], [], [], every)
+            if readable:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                return answer
+            if time.monotonic() > give_up:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                return answer
+    raise AssertionError(f"the connection was still open after {limit:g} s")
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_request_that_drips_in_is_cut_at_the_read_timeout(hub_factory, where):
+    """A byte every 0.1 s never lets a per-read timeout (1 s here) expire: the request as a
+    whole must be complete within it. Headers cut: closed without an answer; a body cut: 408."""
+    hub = hub_factory("--read-timeout", "1")
+    head = b"POST /api/message HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    if where == "headers":
+        answer = drip_until_closed(hub.port, head, b"X-Slow: " + b"a" * 2000)
+        assert answer == b""
+    else:
+        answer = drip_until_closed(hub.port, head + b"Content-Length: 5000\r\n\r\n", b" " * 5000)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower()
+    assert requests.get(hub.url + "/health", timeout=30).status_code == 200
+
+
+def test_the_read_timeout_is_per_request_on_a_kept_alive_connection(hub_factory):
+    """Requests that each arrive whole keep one connection working past the read timeout."""
+    import time
+
+    from hubprocess import _read_reply
+
+    hub = hub_factory("--read-timeout", "2")
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < 3:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            reply = _read_reply(reader)
+            assert reply is not None and reply.status == 200 and not reply.closed
+            answered += 1
+            time.sleep(0.5)
+    assert answered >= 4

@@ -68,12 +68,7 @@ def test_doctor_says_absent_ok_or_stale(tmp_path):
 
 def test_every_plugin_file_is_package_data_of_the_wheel_and_in_the_sdist():
     import fnmatch
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+    import tomllib
 
     root = PLUGIN_DIR.parent.parent
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]

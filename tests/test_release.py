@@ -7,15 +7,11 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 
 from hubprocess import ROOT
 
 import agentcom_skill
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 # Built from pieces, so this file does not match itself.
 OUTSIDE = re.compile("(" + r"\.\./" + "shared" + "|/work/" + "shared" + r"|(?<![\w.])" + "shar" + "ed/" + ")")

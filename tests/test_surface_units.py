@@ -71,7 +71,7 @@ def store_with(tmp_path, *messages: tuple[int | None, str]) -> MessageStore:
 
 def test_parse_ref_reads_seqs_ids_and_prefixes():
     assert parse_ref(12) == 12 and parse_ref("12") == 12 and parse_ref("#12") == 12 and parse_ref(" #1234 ") == 1234
-    assert parse_ref("3F9A0C1D2E3B4A59") == "3f9a0c1d2e3b4a59"
+    assert parse_ref("3F9A0C1D2E3B4A59") == "3F9A0C1D2E3B4A59", "kept in its case: the store matches exactly first"
     assert parse_ref("3f9a") == "3f9a" and parse_ref("1234") == "1234", (
         "4+ digits: a seq or an id prefix, decided by the store"
     )
@@ -91,6 +91,41 @@ def test_a_unique_prefix_names_a_message_and_an_ambiguous_one_lists_the_candidat
     text = str(caught.value)
     assert "3f9a0c1d2e3b4a59" in text and "3f9a77aa00000000" in text and "#1" in text and "\n" not in text
     assert isinstance(caught.value, UsageError), "exit 2"
+
+
+def test_ids_that_differ_only_in_case_each_name_their_own_message(tmp_path):
+    """Issue 27, item 5: a hub may choose `ABCD000000000001` and `abcd000000000001`; each exact
+    id names its own message, an id in a third case or a prefix naming both is refused, and a
+    prefix or id in another case that names one message still finds it."""
+    store = store_with(tmp_path, (1, "ABCD000000000001"), (2, "abcd000000000001"), (3, "Ef01000000000009"))
+    assert store.resolve(parse_ref("ABCD000000000001"))["seq"] == 1
+    assert store.resolve(parse_ref("abcd000000000001"))["seq"] == 2
+    for named_both in ("Abcd000000000001", "abcd", "ABCD0000"):
+        with pytest.raises(AmbiguousRef) as caught:
+            store.resolve(parse_ref(named_both))
+        assert "ABCD000000000001" in str(caught.value) and "abcd000000000001" in str(caught.value)
+    assert "differing only in case" in str(pytest.raises(AmbiguousRef, store.resolve, "Abcd000000000001").value)
+    assert store.resolve(parse_ref("ef01"))["seq"] == 3 and store.resolve(parse_ref("EF01000000000009"))["seq"] == 3
+    assert store.resolve(IdPrefix("eF01"))["seq"] == 3
+
+
+def test_a_seq_two_open_messages_share_is_refused_listing_both(tmp_path):
+    """Issue 27, item 4 (guarantee 11): after the hub's seq went back, two open messages are #5;
+    `5` names neither (exit 2, both listed); once one is finished, `5` is the open one."""
+    store = store_with(tmp_path, (5, "aaaa000000000001"), (5, "bbbb000000000002"), (6, "cccc000000000003"))
+    for ref in (5, "#5", "5"):
+        with pytest.raises(AmbiguousRef) as caught:
+            store.resolve(parse_ref(ref))
+        text = str(caught.value)
+        assert "aaaa000000000001" in text and "bbbb000000000002" in text and "seq 5" in text and "\n" not in text
+        assert isinstance(caught.value, UsageError), "exit 2"
+    assert store.resolve(6)["id"] == "cccc000000000003"
+    with store.write():
+        store.finish(["aaaa000000000001"], "done", 2.0)
+    assert store.resolve(5)["id"] == "bbbb000000000002", "one open message has the seq: it is the one meant"
+    with store.write():
+        store.finish(["bbbb000000000002"], "done", 3.0)
+    assert store.resolve(5)["id"] in ("aaaa000000000001", "bbbb000000000002"), "none open: history still reads it"
 
 
 def test_an_all_digit_ref_is_a_seq_when_a_message_has_it_else_an_id_prefix(tmp_path):

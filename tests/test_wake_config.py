@@ -201,3 +201,46 @@ def test_a_watch_whose_parent_dies_stops_and_frees_the_lock(hub, tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+ACKING_AGENT = r"""
+import pathlib, re, subprocess, sys, time
+prompt = sys.stdin.read()
+refs = re.findall(r"^\[([0-9a-f]{16}|\d+)\] ", prompt, re.M)
+with pathlib.Path(sys.argv[1]).open("a") as log:
+    for ref in refs:
+        run = [sys.executable, "-m", "agentcom_skill"]
+        replied = subprocess.run([*run, "reply", ref, "the answer"], capture_output=True, text=True)
+        acked = subprocess.run([*run, "ack", ref], capture_output=True, text=True)
+        log.write(f"{ref} {replied.returncode} {acked.returncode} {acked.stderr.strip()}\n")
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("runs_for", [0, 120], ids=["exits", "runs-past-its-timeout"])
+def test_a_command_wake_can_ack_what_it_was_handed(hub, tmp_path, runs_for):
+    """Issue 27, item 2: the command the wake runs answers and acks (`agentcom reply` and
+    `agentcom ack` of the ref in its prompt): the ack works, as the prompt says it should, also
+    when the command then runs past its timeout; the message is finished, answered once."""
+    alice, bob = hub.mint("alice"), hub.mint("bob")
+    env = agent_env(hub, "alice", alice, tmp_path)
+    bob_env = agent_env(hub, "bob", bob, tmp_path)
+    script, log = tmp_path / "agent.py", tmp_path / "agent.log"
+    script.write_text(ACKING_AGENT)
+    command = [sys.executable, str(script), str(log), str(runs_for)]
+    (tmp_path / "alice.toml").write_text(
+        f'[wake]\nmode = "command"\ncommand = {json.dumps(command)}\nwindow = 0.2\ntimeout = 20\n'
+    )  # (20 s: the two commands it runs finish well within it, even on a loaded machine)
+    w = WatchProcess(env, tmp_path)
+    try:
+        w.wait_for("connected")
+        msg = hub.post(bob, {"to": "alice", "payload": {"text": "what is 6 x 7?"}}).json()["id"]
+        w.wait_for("woke" if runs_for == 0 else "wake_failed")
+        lines = log.read_text().splitlines()
+        assert len(lines) == 1 and lines[0].split(" ", 3)[:3] == [msg, "0", "0"], (lines, w.events()[-3:])
+        assert run_json("show", msg, env=env)["state"] == "done", "finished by the agent, not restored"
+        answers = run_json("check", env=bob_env)["messages"]
+        assert [(m["text"], m["reply_to"]) for m in answers] == [("the answer", msg)]
+        assert run_json("check", env=env)["messages"] == [], "nothing comes back to be answered again"
+    finally:
+        w.stop()

@@ -123,3 +123,124 @@ def test_each_log_line_starts_with_the_time_in_utc():
     events("connected", "connected to ws://hub/ws as alice")
     assert err.getvalue() == "2026-12-07T06:20:15.250Z agentcom watch: connected to ws://hub/ws as alice\n"
     assert json.loads(out.getvalue())["at"] == 1796624415.25
+
+
+class FullDisk:
+    """The store's SQLite connection on a full disk: every write statement fails as SQLite says."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db, self.full = db, True
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+    def _check(self, sql: str) -> None:
+        if self.full and sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def execute(self, sql: str, *args):
+        self._check(sql)
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args):
+        self._check(sql)
+        return self.db.executemany(sql, *args)
+
+
+class Socket:
+    """A connected socket that has `frames` to read, then nothing more."""
+
+    def __init__(self, frames: list[str]):
+        self.frames, self.sent = list(frames), []
+
+    def recv(self, timeout: float | None = None) -> str:
+        if not self.frames:
+            raise TimeoutError
+        return self.frames.pop(0)
+
+    def send(self, data: str) -> None:
+        self.sent.append(data)
+
+
+def test_the_first_store_that_fails_ends_the_connection(tmp_path):
+    """Issue 27, item 1: a pushed message the store cannot take (disk full) ends the socket at
+    once, so the hub keeps what follows in the mailbox; what was read is held."""
+    w, events = watch(tmp_path)
+    w.store._db = FullDisk(w.store._db)  # type: ignore[assignment]
+    ws = Socket([frame(1), frame(2)])
+    w._converse(ws)  # returns: without it, this would read (and hold) for as long as the hub pushes
+    assert [m.id for m in w.unstored] == [f"{1:016x}", f"{2:016x}"]
+    failed = [e for e in events.seen if e["event"] == "store_failed"]
+    assert len(failed) == 1 and "database or disk is full" in failed[0]["text"]
+    assert events.seen[-1]["event"] == "disconnected" and "closing the connection" in events.seen[-1]["text"]
+
+
+def run_loop(w: Watch, sessions: list[int], steps: int, heal_at: int | None, monkeypatch) -> int:
+    """`Watch._loop` with a fake clock and sleep; each session reads one frame; the disk is
+    full until `heal_at` sleeps have passed; the watch is stopped after `steps` sleeps."""
+    now = [1000.0]
+    w.clock = lambda: now[0]
+    slept = [0]
+
+    def session() -> bool:
+        sessions.append(len(sessions))
+        w._on_frames([frame(10 + len(sessions))])
+        sleep(1.0)  # a session takes time
+        return True
+
+    def sleep(seconds: float) -> None:
+        now[0] += max(seconds, 0.2)
+        slept[0] += 1
+        if slept[0] == heal_at:
+            w.store._db.full = False
+        if slept[0] >= steps:
+            w.stopping = True
+
+    monkeypatch.setattr(w, "_session", session)
+    monkeypatch.setattr("agentcom_skill.watch.time.sleep", sleep)
+    monkeypatch.setattr("agentcom_skill.watch.random.uniform", lambda a, b: 0.0)
+    return w._loop()
+
+
+def test_a_stop_that_must_drop_unstored_messages_writes_each_in_full_and_exits_6(tmp_path, monkeypatch):
+    """Issue 27, item 1: while the store fails, the held messages are retried (backing off) and
+    no connection is opened (memory stays bounded; the hub keeps the rest). SIGTERM then:
+    each held message in full on stderr, one JSON line, and exit 6 (local state unusable)."""
+    w, events = watch(tmp_path)
+    w.events.err = err = io.StringIO()
+    w.store._db = FullDisk(w.store._db)  # type: ignore[assignment]
+    sessions: list[int] = []
+    assert run_loop(w, sessions, steps=300, heal_at=None, monkeypatch=monkeypatch) == 6
+    assert sessions == [0], "never connected again while holding what the store could not take"
+    retries = [e for e in events.seen if e["event"] == "store_failed"]
+    assert 3 <= len(retries) <= 10, "retried, backing off (not every 0.2 s)"
+    lines = [json.loads(x) for x in err.getvalue().splitlines() if x.startswith("{")]
+    assert [x["message"]["id"] for x in lines] == [f"{11:016x}"]
+    assert lines[0] == {"event": "unstored_message", "message": pushed(11)}
+    assert events.seen[-1]["event"] == "stopped" and "1 PUSHED MESSAGE(S) NOT STORED" in events.seen[-1]["text"]
+
+
+def test_held_messages_are_stored_once_the_disk_has_room_and_then_the_watch_reconnects(tmp_path, monkeypatch):
+    w, events = watch(tmp_path)
+    w.events.err = err = io.StringIO()
+    w.store._db = FullDisk(w.store._db)  # type: ignore[assignment]
+    sessions: list[int] = []
+    assert run_loop(w, sessions, steps=100, heal_at=20, monkeypatch=monkeypatch) == 0
+    assert len(sessions) > 1 and not w.unstored
+    assert {f"{10 + n:016x}" for n in range(1, len(sessions) + 1)} <= set(stored(w))
+    assert "{" not in err.getvalue() and events.seen[-1]["event"] == "stopped"
+
+
+def pushed(n: int) -> dict:
+    """What frame(n) is as a message (a pushed one has no seq; a direct one is to us)."""
+    data = json.loads(frame(n))
+    return {
+        "id": data["id"],
+        "from": data["from"],
+        "to": "alice",
+        "type": data["message_type"],
+        "payload": data["payload"],
+        "reply_to": None,
+        "timestamp": 1,
+        "seq": None,
+    }

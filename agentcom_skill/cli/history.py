@@ -60,9 +60,11 @@ agentcom inbox
 agentcom inbox --from loash --since 2h
 agentcom inbox --state shown     # returned and not yet acked
 agentcom inbox --state dead      # dead letters
+agentcom inbox --channel '#research'   # what was said there (chatter included)
 """
 )
 @click.option("--from", "sender", metavar="AGENT", help="Only from this sender.")
+@click.option("--channel", metavar="WHERE", help="Only said in this channel ('#name') or the room ('@room').")
 @click.option("--type", "type_", metavar="TYPE", help="Only this message type.")
 @click.option(
     "--state",
@@ -82,11 +84,12 @@ def inbox(
     limit: int,
     as_json: bool,
     fmt: str | None,
+    channel: str | None,
 ) -> None:
     """Recent messages of every kind and state, newest first."""
     seconds = parse_duration(since, "--since") if since else None
-    result = skill.inbox(sender, type_, state, seconds, limit, settings=cli_obj(ctx).settings())
-    filtered = any(f is not None for f in (sender, type_, state, since))
+    result = skill.inbox(sender, type_, state, seconds, limit, channel, settings=cli_obj(ctx).settings())
+    filtered = any(f is not None for f in (sender, type_, state, since, channel))
     empty = "No kept message matches." if filtered else "No messages kept here yet."
     emit_history(result, output_format(fmt, as_json), empty)
 

@@ -71,6 +71,20 @@ Examples:
     help="Close a WebSocket after this many seconds without a frame either way.",
 )
 @click.option(
+    "--read-timeout",
+    type=FiniteRange(min=0, min_open=True, max=86400),
+    default=60.0,
+    show_default=True,
+    help="Close an HTTP connection idle this long, or whose request (headers and body) takes longer.",
+)
+@click.option(
+    "--identify-timeout",
+    type=FiniteRange(min=0, min_open=True, max=86400),
+    default=60.0,
+    show_default=True,
+    help="Close a WebSocket that has not identified this many seconds after it opened.",
+)
+@click.option(
     "--ws-no-pong", is_flag=True, hidden=True, help="Never answer WebSocket pings (tests: a half-dead connection)."
 )
 def hub_serve(
@@ -84,6 +98,8 @@ def hub_serve(
     no_rate_limit: bool,
     admin_token_file: str | None,
     ws_idle_timeout: float,
+    read_timeout: float,
+    identify_timeout: float,
     ws_no_pong: bool,
 ) -> None:
     """Serve the hub's HTTP and WebSocket contract until Ctrl-C or SIGTERM.
@@ -100,6 +116,8 @@ def hub_serve(
         message_rate=1.0 if rate_limit is None else rate_limit,
         message_burst=60 if rate_burst is None else rate_burst,
         ws_idle_timeout=ws_idle_timeout,
+        http_read_timeout=read_timeout,
+        ws_identify_timeout=identify_timeout,
         ws_answer_pings=not ws_no_pong,
         admin_token=None if admin_token_file is None else _read_admin_token(admin_token_file),
     )

@@ -29,6 +29,8 @@ agentcom send broadcast "Who knows Elixir?" --needs elixir
 echo "long report" | agentcom send loash -
 agentcom send loash --text-file report.md --priority high
 agentcom send loash --type request --payload '{"action": "query", "respond_with": "structured"}'
+agentcom send '#research' "Anyone read the new paper?"   # publish in a channel
+agentcom send @room "Back in 10 minutes"                 # post in the hub's room
 """
 
 
@@ -63,7 +65,10 @@ def send(
     payload: str | None,
     as_json: bool,
 ) -> None:
-    """Send TEXT to agent TO, or to everyone (TO=broadcast)."""
+    """Send TEXT to an agent, everyone, a channel or the room.
+
+    TO is an agent id, broadcast (everyone), '#name' (a channel) or @room (the hub's room,
+    a text only)."""
     parsed = None
     if payload is not None:
         try:
@@ -102,7 +107,10 @@ agentcom reply 12 - < answer.txt
 def reply(
     ctx: click.Context, ref: str, text: str | None, text_file: str | None, as_json: bool, fmt: str | None
 ) -> None:
-    """Answer a message: TEXT goes to its sender as a response to it."""
+    """Answer a message where it was said.
+
+    TEXT goes to its sender as a response to it, in its channel (replying to it), or in the
+    room (naming its sender)."""
     fmt = output_format(fmt, as_json)
     body = read_text(text, text_file, allow_stdin=True)
     result = skill.reply(ref, body or "", settings=cli_obj(ctx).settings())

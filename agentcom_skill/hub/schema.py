@@ -19,14 +19,15 @@ MAX_DEPTH = 100
 
 
 def wire_json(value: Any) -> str:
-    """JSON as the real hub writes it (Jason): text as it is, escaping only what JSON requires,
-    so a frame is no larger than the body that was posted. A lone surrogate, which UTF-8 cannot
-    carry, is the one thing written as a \\u escape instead."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """JSON as the real hub writes it (Jason): keys sorted (as Elixir orders a map's keys), text
+    as it is, escaping only what JSON requires, so a frame is no larger than the body that was
+    posted. A lone surrogate, which UTF-8 cannot carry, is the one thing written as a \\u escape
+    instead."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return text
 
 
@@ -98,8 +99,12 @@ WS_SCHEMAS: dict[str, Schema] = {
             "timestamp": "number",
         }
     ),
-    "wake_result": _frame(),
-    "state_report": _frame(),
+    "wake_result": _frame(
+        {"task_id": "string", "status": "string"}, {"attempt": "integer", "error": "string", "reason": "string"}
+    ),
+    "state_report": _frame(
+        {"task_id": "string"}, {"status": "string", "generation": "integer", "assigned_at": "number"}
+    ),
 }
 KNOWN_TYPES = sorted(WS_SCHEMAS)
 
@@ -108,6 +113,8 @@ HTTP_SCHEMAS: dict[str, Schema] = {
     "post_mailbox_ack": Schema({"seq": "integer"}, {}),
     "post_admin_token": Schema({"agent_id": "string"}, {}),
     "post_onboard_register": Schema({"agent_id": "string"}, {}),
+    "post_channel": Schema({"name": "string"}, {"description": "string"}),
+    "post_channel_publish": Schema({"payload": "object"}, {"type": "string", "reply_to": "string"}),
 }
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import hmac
+import io
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .groups import HubGroups, http_route
 from .limits import RateLimiter, hub_limiter
 from .schema import parse_json, validate_http, wire_json
 from .store import HubStore, is_broadcast
@@ -31,8 +34,10 @@ from .ws import Presence, SocketContext, serve_socket, upgrade
 MAX_BODY_BYTES = 8_000_000  # the real hub's (its parser's default)
 MAX_CHUNK_LINE = 1024  # a chunk-size line with extensions; longer is not a client we serve
 MAX_TRAILERS = 64
-HTTP_READ_TIMEOUT_S = 60.0  # a client silent this long mid-request (or idle between requests) is dropped
+HTTP_READ_TIMEOUT_S = 60.0  # Bandit's read timeout: an idle connection, or a request not read whole by then, is dropped
+WS_IDENTIFY_TIMEOUT_S = 60.0  # the real hub's WebSocket timeout, which also ends a socket that never identified
 JSON_TYPE = "application/json; charset=utf-8"
+REASONS = {422: "Unprocessable Content"}  # Bandit's reason phrases where Python's differ (RFC 9110's)
 _HEX = re.compile(rb"^[0-9A-Fa-f]+$")
 
 
@@ -44,6 +49,8 @@ class HubOptions:
     message_rate: float = 1.0  # messages a second per sender, once the burst is spent
     message_burst: float = 60
     ws_idle_timeout: float = 60.0
+    http_read_timeout: float = HTTP_READ_TIMEOUT_S
+    ws_identify_timeout: float = WS_IDENTIFY_TIMEOUT_S
     ws_answer_pings: bool = True  # off only to let tests play a half-dead connection
     admin_token: str | None = field(default=None, repr=False)  # when set, only it may mint tokens
 
@@ -67,6 +74,7 @@ class HubServer(ThreadingHTTPServer):
         self.store = store
         self.options = options or HubOptions()
         self.presence = Presence()
+        self.groups = HubGroups(store, self.presence)
         self.limiter: RateLimiter | None = None
         if self.options.rate_limits:
             self.limiter = hub_limiter(self.options.message_rate, self.options.message_burst, clock)
@@ -90,9 +98,11 @@ class HubServer(ThreadingHTTPServer):
             deliver=self.deliver,
             presence=self.presence,
             idle_timeout=self.options.ws_idle_timeout,
+            identify_timeout=self.options.ws_identify_timeout,
             log=self.log_line,
             limiter=self.limiter,
             answer_pings=self.options.ws_answer_pings,
+            groups=self.groups,
         )
 
     def deliver(self, sender: str, to: str | None, type_: str, payload: dict[str, Any], reply_to: str | None) -> str:
@@ -126,6 +136,41 @@ class HubServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
 
 
+class RequestReader(io.RawIOBase):
+    """The connection's bytes for http.server, with a deadline for each request: a connection
+    may wait `timeout` s for a request to begin, and the request (line, headers, body) must
+    then be complete within `timeout` s of its first byte. A socket timeout alone is reset by
+    every byte, so a client dripping one byte a minute (slowloris) would hold its thread for
+    good (issue 27.10)."""
+
+    def __init__(self, sock: socket.socket, timeout: float, clock: Callable[[], float] = time.monotonic):
+        self.sock = sock
+        self.timeout = timeout
+        self.clock = clock
+        self.deadline: float | None = None  # None: waiting for a request's first byte
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        self.deadline = None
+
+    def readinto(self, buffer: Any) -> int:
+        wait = self.timeout
+        if self.deadline is not None:
+            wait = self.deadline - self.clock()
+            if wait <= 0:
+                raise TimeoutError("the request was not complete within the read timeout")
+        self.sock.settimeout(wait)
+        try:
+            n = self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.timeout)  # writes keep the whole timeout
+        if self.deadline is None and n:
+            self.deadline = self.clock() + self.timeout
+        return n
+
+
 class _Refused(Exception):
     """A request body the hub will not read; the connection is closed after the answer."""
 
@@ -144,15 +189,27 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; without TCP_NODELAY the body waits for
     # the client's delayed ACK (about 40 ms a reply on Linux).
     disable_nagle_algorithm = True
-    server_version = "agentcom-hub"
     timeout = HTTP_READ_TIMEOUT_S
     _started = 0.0
     _body_unread = False
 
     # plumbing -----------------------------------------------------------
 
-    def version_string(self) -> str:
-        return self.server_version  # http.server appends " <python version>", a trailing space when blank
+    def setup(self) -> None:
+        super().setup()
+        timeout = self.server.options.http_read_timeout
+        self.connection.settimeout(timeout)
+        self.reader = RequestReader(self.connection, timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.next_request()
+        super().handle_one_request()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The status line and the date, as Bandit sends them: no `server` header."""
+        self.send_response_only(code, REASONS.get(code, message))
+        self.send_header("date", self.date_time_string())
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
         pass  # one line per request is written by _respond, without the query string
@@ -175,20 +232,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         data = b"" if body is None else wire_json(body).encode()
         close = close or self._body_unread  # what is left of the body would be read as the next request
-        # As the real hub's web server (Bandit) does: every reply but a 204 varies by
-        # accept-encoding, and a non-empty body is compressed when the request accepts it.
+        self._log(status)  # before the reply: whoever got the reply finds its line in the log
+        if body is None and status >= 400:
+            # Refused by the real hub's web server (Bandit) before its router ran: a status
+            # line and `connection: close`, nothing else; the connection is closed.
+            self.send_response_only(status, REASONS.get(status))
+            self.send_header("connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            return
+        # As Bandit does: every reply but a 204 varies by accept-encoding, and a non-empty
+        # body is compressed when the request accepts it; Plug adds its cache-control.
         coding = content_coding(self.headers.get("accept-encoding")) if data and status != 204 else None
         if coding is not None:
             data = compress(data, coding)
-        self._log(status)  # before the reply: whoever got the reply finds its line in the log
         self.send_response(status)
-        if body is not None:
-            self.send_header("content-type", JSON_TYPE)
+        self.send_header("content-length", str(len(data)))
         if status != 204:
             self.send_header("vary", "accept-encoding")
+        self.send_header("cache-control", "max-age=0, private, must-revalidate")
+        if body is not None:
+            self.send_header("content-type", JSON_TYPE)
         if coding is not None:
             self.send_header("content-encoding", coding)
-        self.send_header("content-length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if close:
@@ -252,7 +318,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _chunk_size(self) -> int:
         """The size on a chunk-size line (extensions after `;` ignored); 0 ends the body."""
         size_text = self._line(MAX_CHUNK_LINE).split(b";", 1)[0].strip()
-        if not _HEX.match(size_text):
+        if not _HEX.fullmatch(size_text):
             raise _Refused(HTTPStatus.BAD_REQUEST)
         return int(size_text, 16)
 
@@ -327,7 +393,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return lambda: self.ack(parts[2])
         if len(parts) == 5 and parts[:3] == ["api", "admin", "agents"] and parts[4] == "reset-token":
             return (lambda: self.reset_token(parts[3])) if self.command == "POST" else None
-        return None
+        return http_route(self, self.server.groups, self.command, parts)
 
     def _dispatch(self) -> None:
         self._started = time.monotonic()
@@ -342,7 +408,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             handler()
-        except (ConnectionError, TimeoutError):
+        except TimeoutError:  # a body not complete within the read timeout: 408, as Bandit answers
+            try:
+                self._respond(HTTPStatus.REQUEST_TIMEOUT, close=True)
+            except OSError:
+                self.close_connection = True
+        except ConnectionError:
             self.close_connection = True  # the client went away: nothing to answer
         except Exception as exc:  # a bug in the hub must not kill the server thread silently
             self.server.log_line(f"internal error: {type(exc).__name__}: {exc}")
@@ -377,7 +448,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         sender = self._bearer_agent()
         if sender is None:
-            self._respond(401, {"error": "unauthorized", "hint": "send Authorization: Bearer <token>"})
+            self._respond(401, {"error": "unauthorized", "hint": "provide Authorization: Bearer <token>"})
             return
         if self._rate_limited(("http", sender), "normal") or self._invalid("post_message", body):
             return
@@ -565,6 +636,7 @@ def serve(
         pass
     finally:
         server.server_close()
+        server.groups.close()
         store.close()
         print("agentcom hub stopped", file=sys.stderr, flush=True)
 

@@ -162,31 +162,48 @@ class HubStore:
         WebSocket: it is pushed to them instead); returns its id. `now`: its timestamp (ms),
         the one its pushed copies carry too."""
         msg_id = secrets.token_hex(8)
-        now = self._now_ms() if now is None else now
-        body = json.dumps(payload, separators=(",", ":"))
         with self._lock:
             if is_broadcast(to):
+                # One copy per token, as the real hub stores it (its token list has one entry
+                # per token): an agent holding two tokens finds each broadcast twice.
                 rows = self._db.execute(
-                    "SELECT DISTINCT agent_id FROM tokens WHERE agent_id != ? ORDER BY agent_id", (sender,)
+                    "SELECT agent_id FROM tokens WHERE agent_id != ? ORDER BY agent_id", (sender,)
                 ).fetchall()
                 recipients = [r[0] for r in rows]
             else:
                 recipients = [to]
-            recipients = [r for r in recipients if r not in skip]
+        recipients = [r for r in recipients if r not in skip]
+        self.enqueue(recipients, msg_id, sender, to, type_, payload, reply_to, self._now_ms() if now is None else now)
+        return msg_id
+
+    def enqueue(
+        self,
+        recipients: Collection[str],
+        msg_id: str,
+        sender: str,
+        to: str | None,
+        type_: str,
+        payload: dict[str, Any],
+        reply_to: str | None,
+        timestamp: int,
+    ) -> None:
+        """Store one message (one id) in each of these mailboxes, each copy with its own seq."""
+        body = json.dumps(payload, separators=(",", ":"))
+        with self._lock:
             seq_before = self._seq
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
                     "INSERT INTO history(id, sender, to_field, type, payload, reply_to, timestamp)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (msg_id, sender, to, type_, body, reply_to, now),
+                    (msg_id, sender, to, type_, body, reply_to, timestamp),
                 )
                 self._db.execute("DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?", (HISTORY_MAX,))
                 for recipient in recipients:
                     self._seq += 1
                     self._db.execute(
                         "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (self._seq, recipient, msg_id, sender, to, type_, body, reply_to, now),
+                        (self._seq, recipient, msg_id, sender, to, type_, body, reply_to, timestamp),
                     )
                     self._enforce_cap(recipient)
                 self._db.execute("COMMIT")
@@ -195,7 +212,6 @@ class HubStore:
                 self._seq = seq_before
                 self._counts.clear()
                 raise
-        return msg_id
 
     def history(
         self,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
@@ -139,9 +140,24 @@ class Presence:
         with self._lock:
             return dict(self._first), list(self._sockets)
 
+    def identified_sockets(self) -> list[tuple[Peer, str]]:
+        with self._lock:
+            return list(self._sockets.items())
+
     def sockets(self, except_agent: str | None = None) -> list[Peer]:
         with self._lock:
             return [peer for peer, agent_id in self._sockets.items() if agent_id != except_agent]
+
+
+class HubProtocol(ServerProtocol):
+    """websockets' server side, answering a client's close as the real hub (Bandit) does:
+    with the client's code and an empty reason (websockets would echo the reason too)."""
+
+    def send_frame(self, frame: Frame) -> None:
+        echo = frame.opcode is Opcode.CLOSE and self.close_rcvd is not None and self.close_sent is None
+        if echo and frame.data and self.close_rcvd is not None:
+            frame = Frame(Opcode.CLOSE, Close(self.close_rcvd.code, "").serialize())
+        super().send_frame(frame)
 
 
 def upgrade(handler: Any, max_size: int) -> Any | None:
@@ -149,7 +165,7 @@ def upgrade(handler: Any, max_size: int) -> Any | None:
     connection, or None after refusing it."""
     lines = [handler.requestline] + [f"{k}: {v}" for k, v in handler.headers.items()]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-    protocol = ServerProtocol(max_size=max_size)
+    protocol = HubProtocol(max_size=max_size)
     protocol.receive_data(raw)
     events = protocol.events_received()
     if not events or not isinstance(events[0], Request):
@@ -194,9 +210,11 @@ class SocketContext:
     presence: Presence
     idle_timeout: float
     log: Callable[[str], None]
+    identify_timeout: float = 60.0  # a socket not identified by then is closed, whatever it sends
     limiter: RateLimiter | None = None
     answer_pings: bool = True  # off only to let tests play a half-dead connection
     clock: Callable[[], float] = time.monotonic  # injected by tests of the idle timer
+    groups: Any = None  # the hub's channels and room (groups.HubGroups)
 
 
 def serve_socket(connection: Any, context: SocketContext) -> None:
@@ -218,15 +236,23 @@ class Session:
         self.peer = Peer(connection, context.clock)
         self.agent_id: str | None = None
         self.violations: list[float] = []
+        self.identify_by = context.clock() + context.identify_timeout
 
     def run(self) -> None:
         idle = self.context.idle_timeout
         while True:
-            left = self.peer.last_activity + idle - self.context.clock()
+            now = self.context.clock()
+            left = self.peer.last_activity + idle - now
             if left <= 0:
                 self.context.log(f"WS {self.agent_id or '-'} idle for {idle:g} s: closed")
                 self.peer.close(IDLE_CLOSE_CODE, "")
                 return
+            if self.agent_id is None:
+                if now >= self.identify_by:  # a thread each: sockets that never identify must not pile up
+                    self.context.log(f"WS not identified within {self.context.identify_timeout:g} s: closed")
+                    self.peer.close(IDLE_CLOSE_CODE, "")
+                    return
+                left = min(left, self.identify_by - now)
             try:
                 raw = self.connection.recv(timeout=left)
             except TimeoutError:
@@ -313,6 +339,8 @@ class Session:
             "connected_at": _now_ms(),
         }
         self.context.presence.identify(self.peer, info)
+        if self.context.groups is not None:
+            self.context.groups.identified(self.peer, owner)
         for other in self.context.presence.sockets(except_agent=owner):  # before the reply, as there
             other.send({"type": "agent_joined", "agent": public_agent(info)})
         self.reply({"type": "identified", "agent_id": owner})
@@ -321,6 +349,8 @@ class Session:
 
     def leave(self) -> None:
         agent_id = self.context.presence.leave(self.peer)
+        if self.context.groups is not None:
+            self.context.groups.left(self.peer)
         if agent_id is None:
             return
         self.context.log(f"WS {agent_id} disconnected")
@@ -358,30 +388,33 @@ class Session:
     def list_agents(self, frame: dict[str, Any]) -> None:
         self.reply({"type": "agents", "agents": [public_agent(a) for a in self.context.presence.listing()]})
 
-    def list_channels(self, frame: dict[str, Any]) -> None:
-        self.reply({"type": "channels", "channels": []})  # the local hub has no channels
-
-    def channel_not_found(self, frame: dict[str, Any]) -> None:
-        self.reply({"type": "error", "error": "channel_not_found"})
-
-    def channel_history(self, frame: dict[str, Any]) -> None:
-        self.reply({"type": "channel_history", "channel": frame["channel"], "messages": []})
+    def group_frame(self, frame: dict[str, Any]) -> None:
+        """A channel frame, handled by the hub's groups (hub/groups.py)."""
+        handler = getattr(self.context.groups, GROUP_FRAMES[frame["type"]], None)
+        if handler is None:
+            self.reply({"type": "error", "error": "channel_not_found"})
+        else:
+            handler(self, frame)
 
     def ignore(self, frame: dict[str, Any]) -> None:
         """A type the real hub knows and the local hub does not implement (task and resource
         reports of the hub's own sidecar): accepted silently."""
 
 
+GROUP_FRAMES = {
+    "list_channels": "frame_list",
+    "channel_subscribe": "frame_subscribe",
+    "channel_unsubscribe": "frame_unsubscribe",
+    "channel_publish": "frame_publish",
+    "channel_history": "frame_history",
+}
+
 FRAME_HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     "ping": Session.ping,
     "message": Session.message,
     "status": Session.status,
     "list_agents": Session.list_agents,
-    "list_channels": Session.list_channels,
-    "channel_subscribe": Session.channel_not_found,
-    "channel_unsubscribe": Session.channel_not_found,
-    "channel_publish": Session.channel_not_found,
-    "channel_history": Session.channel_history,
+    **{kind: Session.group_frame for kind in GROUP_FRAMES},
 }
 
 
