@@ -29,6 +29,71 @@ def pytest_configure(config: pytest.Config) -> None:
     compileall.compile_dir(str(ROOT / "agentcom_skill"), quiet=1)
 
 
+# The `fast` marker: every test that starts no process (no hub, no subprocess, no socket server,
+# no OpenClaw), so `python -m pytest -m fast` is a loop of seconds. It is given here, not written
+# on each test, so it cannot drift: a test is fast unless
+#   - it uses one of PROCESS_FIXTURES (directly or through another fixture), or
+#   - it, its class or its module is marked `slow` (a module that starts processes itself says
+#     `pytestmark = pytest.mark.slow`; one such test in a fast module says `@pytest.mark.slow`), or
+#   - it is marked `openclaw` or `realhub`.
+# `_no_process_in_fast_tests` then holds the rule: a fast test that starts a process or listens on
+# a socket fails, naming the way out (a fixture listed here, or the `slow` marker).
+PROCESS_FIXTURES = frozenset(
+    {
+        "hub",  # conftest: an `agentcom hub serve` process
+        "hub_factory",  # conftest: hubs on demand
+        "realhub",  # conftest: the real hub over the network
+        "limited_hub",  # test_hub_wire: a hub with rate limits
+        "standin",  # test_a2a: the A2A stand-in process
+        "forward_proxy",  # test_client: a proxy process
+        "openclaw",  # test_openclaw: the real OpenClaw
+    }
+)
+SLOW_MARKERS = ("slow", "openclaw", "realhub")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        slow = any(item.get_closest_marker(name) for name in SLOW_MARKERS)
+        if not slow and PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.fast)
+
+
+class StartsAProcess(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _no_process_in_fast_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked `fast` may start no process and serve no socket (a port found free and a
+    connection refused are fine). Checked on the thread that
+    runs the test (a thread a slow test left behind may still start things)."""
+    if request.node.get_closest_marker("fast") is None:
+        return
+    import socket
+    import threading
+
+    name = request.node.nodeid
+
+    def refuse(original: Any, what: str) -> Any:
+        def guard(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is threading.main_thread():
+                raise StartsAProcess(
+                    f"{name} is marked fast but {what}: use a fixture in conftest.PROCESS_FIXTURES "
+                    "or mark it (or its module) `slow`"
+                )
+            return original(*args, **kwargs)
+
+        return guard
+
+    for owner, attr, what in (
+        (subprocess.Popen, "_execute_child", "starts a subprocess"),
+        (os, "fork", "forks"),
+        (socket.socket, "listen", "listens on a socket"),
+    ):
+        monkeypatch.setattr(owner, attr, refuse(getattr(owner, attr), what))
+
+
 @pytest.fixture
 def hub(tmp_path: Path):
     h = RunningHub(tmp_path)

@@ -601,6 +601,7 @@ class ModelHub:
         return seq
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_a_second_store_in_one_process_keeps_the_first_ones_commits_visible(tmp_path):
     """Regression: opening a second connection used to open and close the database file,
     which drops this process's POSIX locks on it; another process's close then deleted the

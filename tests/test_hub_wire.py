@@ -230,6 +230,7 @@ def test_two_hundred_parallel_clients_all_get_answers(hub):
     assert statuses == [200] * 200
 
 
+@pytest.mark.slow  # serves a socket and runs ss
 def test_the_listening_socket_has_the_large_backlog(tmp_path):
     """The backlog the kernel holds for the hub's socket (Send-Q of a listening socket in `ss`)."""
     import shutil
@@ -312,6 +313,7 @@ def test_admin_token_file_restricts_minting_to_it(hub_factory, tmp_path):
     assert admin not in hub.log_path.read_text()
 
 
+@pytest.mark.slow  # starts a subprocess
 @pytest.mark.parametrize(
     "text,mode,why",
     [
@@ -344,6 +346,7 @@ def test_a_bad_admin_token_file_is_a_usage_error_that_never_shows_the_token(tmp_
 # `hub token` and `hub serve --help` -----------------------------------------------------------
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_hub_token_without_db_and_no_database_says_so_and_creates_nothing(tmp_path):
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
     out = subprocess.run(
@@ -364,6 +367,7 @@ def test_hub_token_without_db_and_no_database_says_so_and_creates_nothing(tmp_pa
     assert again.returncode == 0 and again.stderr == ""
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_hub_serve_help_documents_host_and_the_new_options():
     command = [sys.executable, "-m", "agentcom_skill", "hub", "serve", "--help"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -129,6 +129,7 @@ def test_tools_option_exposes_fewer(pair):
     assert out.returncode == 2 and "nope" in out.stderr
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_tools_alone_lists_them_and_the_help_names_them():
     from agentcom_skill.cli.running import MCP_TOOLS
 

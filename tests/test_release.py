@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
 from hubprocess import ROOT
 
 import agentcom_skill
@@ -32,6 +33,7 @@ def repository_files() -> list[str]:
     return listed
 
 
+@pytest.mark.slow  # runs git ls-files
 def test_one_version_everywhere():
     version = agentcom_skill.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
@@ -52,6 +54,7 @@ def test_requests_is_a_run_time_dependency_in_the_metadata_and_the_card():
     assert "requests" in json.loads((ROOT / "skill.json").read_text())["install"]["dependencies"]
 
 
+@pytest.mark.slow  # runs git ls-files
 def test_no_file_refers_to_anything_outside_the_repository():
     offenders = []
     for name in repository_files():

@@ -426,6 +426,7 @@ def test_config_init_writes_the_state_dir(hub, tmp_path):
     assert "| `state_dir` |" in (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_completion_is_documented_as_eval_and_works_that_way(tmp_path):
     """Issue 20, item 17."""
     env = dict(os.environ)
