@@ -30,6 +30,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from .schema import Answered
+
 if TYPE_CHECKING:
     from .store import HubStore
     from .ws import Peer, Presence, Session
@@ -432,10 +434,8 @@ def _ip(handler: Any) -> str:
 
 def _authed_body(handler: Any) -> tuple[str, Any] | None:
     """(the agent, the body) of an authenticated POST, or None once answered."""
-    from .server import _Answered
-
     body = handler._json_body()
-    if body is _Answered:
+    if body is Answered:
         return None
     agent = handler._bearer_agent()
     if agent is None:

@@ -125,6 +125,11 @@ class TooDeep:
 TOO_DEEP = TooDeep()
 
 
+class Answered:
+    """Marker: the request was already answered with an error (a body that was not what the route
+    takes). Here, not in server.py, so groups.py's routes read it without importing the server."""
+
+
 def parse_json(raw: bytes | str) -> Any:
     """The parsed value, or TOO_DEEP; raises ValueError for text that is not JSON."""
     try:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .groups import HubGroups, http_route
 from .limits import RateLimiter, hub_limiter
-from .schema import parse_json, validate_http, wire_json
+from .schema import Answered, parse_json, validate_http, wire_json
 from .store import HubStore, is_broadcast
 from .ws import Presence, SocketContext, serve_socket, upgrade
 
@@ -179,10 +179,6 @@ class _Refused(Exception):
         self.status = status
 
 
-class _Answered:
-    """Marker: the request was already answered with an error."""
-
-
 class HubRequestHandler(BaseHTTPRequestHandler):
     server: HubServer
     protocol_version = "HTTP/1.1"
@@ -332,26 +328,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         return line
 
     def _json_body(self) -> Any:
-        """The request's JSON body (or schema.TOO_DEEP), or _Answered after answering 400/413/415/501.
+        """The request's JSON body (or schema.TOO_DEEP), or Answered after answering 400/413/415/501.
         As on the real hub, a body without a content type is not parsed (it counts as `{}`)."""
         try:
             raw = self._read_body()
         except _Refused as refused:
             self._respond(refused.status, close=True)
-            return _Answered
+            return Answered
         ctype = self.headers.get("content-type")
         if ctype is None:
             return {}
         if ctype.split(";")[0].strip().lower() != "application/json":
             self._respond(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-            return _Answered
+            return Answered
         if not raw.strip():
             return {}
         try:
             return parse_json(raw)
         except ValueError:
             self._respond(HTTPStatus.BAD_REQUEST)
-            return _Answered
+            return Answered
 
     def _rate_limited(self, key: tuple[str, ...], tier: str) -> bool:
         """True after answering 429 with the real hub's headers and body."""
@@ -444,7 +440,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def post_message(self) -> None:
         body = self._json_body()
-        if body is _Answered:
+        if body is Answered:
             return
         sender = self._bearer_agent()
         if sender is None:
@@ -499,7 +495,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def ack(self, agent_id: str) -> None:
         body = self._json_body()
-        if body is _Answered:
+        if body is Answered:
             return
         if self._bearer_agent() != agent_id:
             self._respond(401, {"error": "unauthorized"})
@@ -511,7 +507,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def register(self) -> None:
         body = self._json_body()
-        if body is _Answered or self._rate_limited(("http", f"ip:{self.client_address[0]}"), "heavy"):
+        if body is Answered or self._rate_limited(("http", f"ip:{self.client_address[0]}"), "heavy"):
             return
         if self._invalid("post_onboard_register", body) or self._empty_agent_id(body):
             return
@@ -533,7 +529,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def admin_tokens(self) -> None:
         body = self._json_body()
-        if body is _Answered or not self._admin_allowed():
+        if body is Answered or not self._admin_allowed():
             return
         if self._invalid("post_admin_token", body) or self._empty_agent_id(body):
             return
