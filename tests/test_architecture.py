@@ -303,3 +303,32 @@ def test_heavy_modules_are_imported_where_they_are_used(who, heavy):
         pytest.skip("the modules of this rule do not exist (yet)")
     early = [e for e in edges if matches(e.source, who) and matches(e.target, heavy) and not e.late]
     assert not early, "imported at the top, so every run pays for it:\n" + describe(early)
+
+
+# Sizes ------------------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 900
+MAX_CLASS_LINES = 600
+
+
+def too_big(found: dict[str, Path]) -> list[str]:
+    """Each module over MAX_MODULE_LINES lines and each class over MAX_CLASS_LINES, with its size."""
+    over = []
+    for name, path in found.items():
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            over.append(f"{module_path(name)}: {lines} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    over.append(f"{module_path(name)}:{node.lineno}: class {node.name}, {size} lines")
+    return over
+
+
+@pytest.mark.xfail(strict=True, reason="issue 29: the splits land from other branches")
+def test_no_module_over_900_lines_and_no_class_over_600():
+    """One room, one job (issue 29): a newcomer reads a module in one sitting."""
+    over = too_big(modules())
+    assert not over, "too big:\n  " + "\n  ".join(over)
