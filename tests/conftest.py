@@ -29,13 +29,53 @@ def pytest_configure(config: pytest.Config) -> None:
     compileall.compile_dir(str(ROOT / "agentcom_skill"), quiet=1)
 
 
-@pytest.fixture
-def hub(tmp_path: Path):
-    h = RunningHub(tmp_path)
-    yield h
+class HubPool:
+    """The `hub` fixture's hubs, each started while the test before it runs: starting one (a
+    Python process that imports the server, then answers /health) is most of a short test's
+    setup, and hundreds of tests take one."""
+
+    def __init__(self, root: Path):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.root, self.started = root, 0
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-pool")
+        self.next: Any = None
+
+    def _start(self) -> Any:
+        self.started += 1
+        folder = self.root / f"hub{self.started}"
+        folder.mkdir()
+        return self.executor.submit(RunningHub, folder)
+
+    def take(self) -> RunningHub:
+        current = self.next or self._start()
+        self.next = self._start()
+        return current.result()
+
+    def close(self) -> None:
+        if self.next is not None:
+            stop_hard(self.next.result())
+        self.executor.shutdown()
+
+
+def stop_hard(h: RunningHub) -> None:
     if h.proc and h.proc.poll() is None:
         h.proc.kill()
         h.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def hub_pool(tmp_path_factory: pytest.TempPathFactory):
+    pool = HubPool(tmp_path_factory.mktemp("hubs"))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def hub(hub_pool: HubPool):
+    h = hub_pool.take()
+    yield h
+    stop_hard(h)
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +104,7 @@ def hub_factory(tmp_path: Path):
 
     yield make
     for h in started:
-        if h.proc and h.proc.poll() is None:
-            h.proc.kill()
-            h.proc.wait()
+        stop_hard(h)
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
