@@ -107,10 +107,58 @@ def hub_factory(tmp_path: Path):
         stop_hard(h)
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agentcom_skill", *args], env=env, capture_output=True, text=True, timeout=timeout
+# `run_cli` runs `agentcom` in this process (through click's CliRunner, with `env` as the whole
+# environment): a new interpreter spends ~0.1 s importing before it does anything, and the suite
+# runs agentcom over a thousand times, so that start-up was most of its time. A run made from
+# another thread is a real process (tests of runs at once need separate processes: their locks),
+# and so is one that changes how Python starts (PYTHON* variables) or that serves (watch, mcp,
+# hub, demo); AGENTCOM_TEST_CLI=subprocess makes every run one, to check the suite both ways.
+CLI_IN_SUBPROCESS = os.environ.get("AGENTCOM_TEST_CLI") == "subprocess"
+SERVING_COMMANDS = {"watch", "mcp", "hub", "demo"}
+
+
+def needs_a_process(args: tuple[str, ...], env: dict[str, str]) -> bool:
+    import threading
+
+    python = {k: v for k, v in env.items() if k.startswith("PYTHON")}
+    return (
+        CLI_IN_SUBPROCESS
+        or threading.current_thread() is not threading.main_thread()
+        or python != {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
+        or bool(SERVING_COMMANDS.intersection(args))
     )
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    if needs_a_process(args, env):
+        return subprocess.run(
+            [sys.executable, "-m", "agentcom_skill", *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    return run_cli_here(list(args), env, timeout)
+
+
+def run_cli_here(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    import faulthandler
+    import logging
+
+    from click.testing import CliRunner
+
+    from agentcom_skill.cli import main
+
+    unset: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+    # A run that hangs stops the suite with every thread's stack (a subprocess would time out).
+    faulthandler.dump_traceback_later(timeout, exit=True)
+    logger = logging.getLogger("agentcom")
+    logger.propagate = False  # its warnings reach this run's stderr (logging's last resort), not pytest's
+    try:
+        result = CliRunner().invoke(main, args, env={**unset, **env}, prog_name="agentcom", catch_exceptions=False)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        for handler in list(logger.handlers):  # what -v added, bound to this run's stderr
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+    return subprocess.CompletedProcess(["agentcom", *args], result.exit_code, result.stdout, result.stderr)
 
 
 def run_json(*args: str, env: dict[str, str]) -> dict[str, Any]:
