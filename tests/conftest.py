@@ -29,6 +29,16 @@ def pytest_configure(config: pytest.Config) -> None:
     compileall.compile_dir(str(ROOT / "agentcom_skill"), quiet=1)
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The OpenClaw gateway takes 10-50 s to start, in a thread: the test that starts it (and
+    needs only OpenClaw's own CLI) runs first and the tests that need the gateway run last, so
+    the start goes on while the rest of the suite runs."""
+    first = [i for i in items if "started" in i.fixturenames and "world" not in i.fixturenames]  # type: ignore[attr-defined]
+    last = [i for i in items if "world" in i.fixturenames]  # type: ignore[attr-defined]
+    ordered = {id(i) for i in first + last}
+    items[:] = first + [i for i in items if id(i) not in ordered] + last
+
+
 class HubPool:
     """The `hub` fixture's hubs, each started while the test before it runs: starting one (a
     Python process that imports the server, then answers /health) is most of a short test's
