@@ -650,24 +650,28 @@ def test_plugin_conversations_one_model_call_a_session_per_peer_and_silences(wor
     assert a2a_counts(world)["failed"] == 0
 
 
-def test_plugin_lifecycle_child_restarted_gateway_stopped_then_uninstall(world):
-    """Last test of the session: it stops the session's gateway. (A gateway killed hard, which
-    cannot stop its child: the watch is started with --parent-pid, checked here, and a watch
-    whose parent dies stops, tested with a plain parent in test_wake_config: no second gateway
-    start, which is a minute on a busy machine.)"""
-    world["script"].handler = PluginScript()
+def test_plugin_lifecycle_child_restarted_gateway_stop_and_hard_kill_then_uninstall(world):
+    """Last test of the session: it kills and restarts the session's gateway."""
+    world["script"].handler = plugin = PluginScript()
     first = connected_watch(world)
-    argv = Path(f"/proc/{first['pid']}/cmdline").read_bytes().split(b"\0")
-    parent = Path(f"/proc/{first['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1]
-    assert argv[argv.index(b"--parent-pid") + 1].decode() == parent, "the plugin names itself as the parent"
     os.kill(first["pid"], signal.SIGKILL)  # the child dies: the gateway restarts the channel (5 s)
     second = connected_watch(world, not_pid=first["pid"])
     _, got = plugin_ask(world, "bob", "AFTER-CHILD-RESTART: there?")
     assert got[0]["payload"]["text"] == "Back after the watch restarted."
 
     gateway = world["gateway"]
+    os.kill(gateway.proc.pid, signal.SIGKILL)  # the gateway alone, killed hard: its child is orphaned
+    gateway.proc.wait(timeout=30)
+    eventually(lambda: not alive(second["pid"]), "the orphaned watch noticed its parent is gone and exited")
+    gateway.log.close()
+    world["gateway"] = gateway = Gateway(world["oc"], gateway.port)
+    third = connected_watch(world, not_pid=second["pid"])  # watch.lock did not keep it out
+    _, got = plugin_ask(world, "bob", "AFTER-GATEWAY-RESTART: there?")
+    assert got[0]["payload"]["text"] == "Back after the gateway restarted."
+    assert len(plugin.turns["AFTER-GATEWAY-RESTART"]) == 1
+
     os.kill(gateway.proc.pid, signal.SIGTERM)  # stopping the gateway (not its process group) stops the child
-    eventually(lambda: not alive(second["pid"]), "the watch stopped with the gateway")
+    eventually(lambda: not alive(third["pid"]), "the watch stopped with the gateway")
     gateway.proc.wait(timeout=120)
 
     out = run_cli("openclaw", "uninstall", "--json", env=world["plugin"]["env"], timeout=900)
