@@ -22,7 +22,7 @@ from .errors import (
     UsageError,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _ACTIONS = (
     "check",

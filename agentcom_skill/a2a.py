@@ -518,6 +518,10 @@ class A2AClient:
             return A2AReply("maybe_sent", f"the reply cannot be decoded: {exc.why}")
         except DeadlinePassed:
             return A2AReply("maybe_sent", f"no complete reply within {self.timeout:g} s")
+        finally:
+            # The header alone does not stop `requests` from pooling the connection when the
+            # server's reply does not say `connection: close` too: drop it here.
+            self.session.close()
         return read_reply(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.body)
 
 

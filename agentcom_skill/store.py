@@ -612,7 +612,11 @@ class MessageStore:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('fts', 1)")
 
     def _move_aside(self, reason: str) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        stem = f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        aside, n = self.path.with_name(stem), 1
+        while aside.exists():  # twice within a second in one process (a watch, an MCP server): never over the first
+            n += 1
+            aside = self.path.with_name(f"{stem}-{n}")
         try:
             os.replace(self.path, aside)
             for suffix in ("-wal", "-shm"):

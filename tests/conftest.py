@@ -41,6 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 PROCESS_FIXTURES = frozenset(
     {
         "hub",  # conftest: an `agentcom hub serve` process
+        "hub_pool",  # conftest: the hub fixture's next hub, started ahead
         "hub_factory",  # conftest: hubs on demand
         "realhub",  # conftest: the real hub over the network
         "limited_hub",  # test_hub_wire: a hub with rate limits
@@ -52,11 +53,18 @@ PROCESS_FIXTURES = frozenset(
 SLOW_MARKERS = ("slow", "openclaw", "realhub")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `fast` marker (above), and the order: the OpenClaw gateway takes 10-50 s to start, in
+    a thread: the test that starts it (and needs only OpenClaw's own CLI) runs first and the tests
+    that need the gateway run last, so the start goes on while the rest of the suite runs."""
     for item in items:
         slow = any(item.get_closest_marker(name) for name in SLOW_MARKERS)
         if not slow and PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.fast)
+    first = [i for i in items if "started" in i.fixturenames and "world" not in i.fixturenames]  # type: ignore[attr-defined]
+    last = [i for i in items if "world" in i.fixturenames]  # type: ignore[attr-defined]
+    ordered = {id(i) for i in first + last}
+    items[:] = first + [i for i in items if id(i) not in ordered] + last
 
 
 class StartsAProcess(AssertionError):
@@ -66,9 +74,10 @@ class StartsAProcess(AssertionError):
 @pytest.fixture(autouse=True)
 def _no_process_in_fast_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test marked `fast` may start no process and serve no socket (a port found free and a
-    connection refused are fine). Checked on the thread that
-    runs the test (a thread a slow test left behind may still start things)."""
-    if request.node.get_closest_marker("fast") is None:
+    connection refused are fine). Checked on the thread that runs the test: the hub pool's thread
+    starts the next hub meanwhile. Not with AGENTCOM_TEST_CLI=subprocess, where every CLI run is
+    a process on purpose."""
+    if request.node.get_closest_marker("fast") is None or CLI_IN_SUBPROCESS:
         return
     import socket
     import threading
@@ -94,13 +103,53 @@ def _no_process_in_fast_tests(request: pytest.FixtureRequest, monkeypatch: pytes
         monkeypatch.setattr(owner, attr, refuse(getattr(owner, attr), what))
 
 
-@pytest.fixture
-def hub(tmp_path: Path):
-    h = RunningHub(tmp_path)
-    yield h
+class HubPool:
+    """The `hub` fixture's hubs, each started while the test before it runs: starting one (a
+    Python process that imports the server, then answers /health) is most of a short test's
+    setup, and hundreds of tests take one."""
+
+    def __init__(self, root: Path):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.root, self.started = root, 0
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-pool")
+        self.next: Any = None
+
+    def _start(self) -> Any:
+        self.started += 1
+        folder = self.root / f"hub{self.started}"
+        folder.mkdir()
+        return self.executor.submit(RunningHub, folder)
+
+    def take(self) -> RunningHub:
+        current = self.next or self._start()
+        self.next = self._start()
+        return current.result()
+
+    def close(self) -> None:
+        if self.next is not None:
+            stop_hard(self.next.result())
+        self.executor.shutdown()
+
+
+def stop_hard(h: RunningHub) -> None:
     if h.proc and h.proc.poll() is None:
         h.proc.kill()
         h.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def hub_pool(tmp_path_factory: pytest.TempPathFactory):
+    pool = HubPool(tmp_path_factory.mktemp("hubs"))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def hub(hub_pool: HubPool):
+    h = hub_pool.take()
+    yield h
+    stop_hard(h)
 
 
 @pytest.fixture(scope="session")
@@ -129,15 +178,61 @@ def hub_factory(tmp_path: Path):
 
     yield make
     for h in started:
-        if h.proc and h.proc.poll() is None:
-            h.proc.kill()
-            h.proc.wait()
+        stop_hard(h)
+
+
+# `run_cli` runs `agentcom` in this process (through click's CliRunner, with `env` as the whole
+# environment): a new interpreter spends ~0.1 s importing before it does anything, and the suite
+# runs agentcom over a thousand times, so that start-up was most of its time. A run made from
+# another thread is a real process (tests of runs at once need separate processes: their locks),
+# and so is one that changes how Python starts (PYTHON* variables) or that serves (watch, mcp,
+# hub, demo); AGENTCOM_TEST_CLI=subprocess makes every run one, to check the suite both ways.
+CLI_IN_SUBPROCESS = os.environ.get("AGENTCOM_TEST_CLI") == "subprocess"
+SERVING_COMMANDS = {"watch", "mcp", "hub", "demo"}
+
+
+def needs_a_process(args: tuple[str, ...], env: dict[str, str]) -> bool:
+    import threading
+
+    python = {k: v for k, v in env.items() if k.startswith("PYTHON")}
+    return (
+        CLI_IN_SUBPROCESS
+        or threading.current_thread() is not threading.main_thread()
+        or python != {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
+        or bool(SERVING_COMMANDS.intersection(args))
+    )
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agentcom_skill", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    if needs_a_process(args, env):
+        return subprocess.run(
+            [sys.executable, "-m", "agentcom_skill", *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    return run_cli_here(list(args), env, timeout)
+
+
+def run_cli_here(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    import faulthandler
+    import logging
+
+    from click.testing import CliRunner
+
+    from agentcom_skill.cli import main
+
+    unset: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+    # A run that hangs stops the suite with every thread's stack (a subprocess would time out).
+    faulthandler.dump_traceback_later(timeout, exit=True)
+    logger = logging.getLogger("agentcom")
+    logger.propagate = False  # its warnings reach this run's stderr (logging's last resort), not pytest's
+    try:
+        result = CliRunner().invoke(main, args, env={**unset, **env}, prog_name="agentcom", catch_exceptions=False)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        for handler in list(logger.handlers):  # what -v added, bound to this run's stderr
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+    return subprocess.CompletedProcess(["agentcom", *args], result.exit_code, result.stdout, result.stderr)
 
 
 def run_json(*args: str, env: dict[str, str]) -> dict[str, Any]:

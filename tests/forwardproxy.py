@@ -10,8 +10,10 @@ import http.client
 import select
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from hubprocess import QuietHTTPServer
 
 HOP_BY_HOP = {
     "connection",
@@ -46,7 +48,7 @@ class ForwardProxy:
                 proxy.seen.append((self.command, self.path))
                 proxy._tunnel(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

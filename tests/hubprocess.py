@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,6 +19,19 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "tests" / "data" / "day-gcu.jsonl"  # the project's labelled day of traffic (tests/data/README.md)
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """The tests' own HTTP servers (stand-ins, proxies): a client that goes away mid-reply, as
+    the fault tests provoke, is no error; any other goes to the real stderr, never into the
+    captured stderr of an agentcom run in this process meanwhile."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        traceback.print_exc(file=sys.__stderr__)
 
 
 def free_port() -> int:

@@ -479,7 +479,53 @@ def test_a2a_path_one_model_call_per_message_answers_go_back_and_each_peer_is_it
         config.write_text("")
 
 
-# the AgentCom channel plugin -------------------------------------------------------------------
+def test_a2a_path_openclaws_no_reply_error_completion_is_never_sent_and_the_task_is_tried_again(world, a2a_gateway):
+    """The model answers OpenClaw's own NO_REPLY (as OpenClaw's system prompt teaches it): OpenClaw
+    asks it again, then completes the task with its error text. That text never reaches the peer;
+    the task is sent again after a backoff, and the model's real answer goes back, once."""
+    hub, script, env, config = world["hub"], world["script"], world["env"], world["config"]
+    config.write_text(f'[wake]\nmode = "a2a"\nurl = "{a2a_gateway.a2a_url}"\ntoken = "{A2A_TOKEN}"\nwindow = 0.2\n')
+    out = world["tmp"] / "watch-a2a-no-reply.jsonl"
+
+    def events(kind: str) -> list[dict]:
+        return [e for e in map(json.loads, filter(None, out.read_text().splitlines())) if e["event"] == kind]
+
+    seen: list[str] = []
+
+    def silent_until_retried(request):
+        texts = ours(request)
+        if not texts or "SILENT-FIRST" not in texts[-1]:
+            return Turn(text="NO_REPLY")
+        seen.append("call")
+        return Turn(text="Spoken at last." if events("a2a_retry") else "NO_REPLY")
+
+    script.handler = silent_until_retried
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"],
+        env=env,
+        stdout=open(out, "w"),
+        stderr=open(world["tmp"] / "watch-a2a-no-reply.err", "w"),
+    )
+    try:
+        eventually(lambda: events("a2a_ready"), "the watch reached the A2A endpoint")
+        msg = hub.post(world["bob"], {"to": "gcu", "payload": {"text": "SILENT-FIRST: anything?"}}).json()["id"]
+        retry = eventually(lambda: events("a2a_retry"), "the error completion taken for a failure")[0]
+        assert "error instead of an answer" in retry["text"] and "couldn" in retry["said"], retry
+        answers = eventually(
+            lambda: [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == msg],
+            "the real answer at bob's",
+        )
+        assert [a["payload"]["text"] for a in answers] == ["Spoken at last."], "the error text never went"
+        eventually(lambda: events("a2a_answered"), "the task ended")
+        assert not [m for m in hub.poll("bob", world["bob"])["messages"] if "⚠" in json.dumps(m, ensure_ascii=False)]
+        assert len(seen) >= 2 and not events("a2a_failed")
+    finally:
+        watch.terminate()
+        watch.wait(timeout=60)
+        config.write_text("")
+
+
+# the AgentCom channel plugin (last: its lifecycle test stops the session's gateway) ----------
 
 
 def plugin_watch(world) -> dict | None:
@@ -518,7 +564,6 @@ class PluginScript:
         "STAY-QUIET": "AGENTCOM_NO_REPLY",
         "BARE-NO-REPLY": "NO_REPLY",
         "AFTER-CHILD-RESTART": "Back after the watch restarted.",
-        "AFTER-GATEWAY-RESTART": "Back after the gateway restarted.",
         "SPAM-TEXT": "should never be asked",
     }
 
@@ -637,49 +682,3 @@ def test_plugin_lifecycle_child_restarted_gateway_stop_and_hard_kill_then_uninst
     assert (ROOT / "agentcom_skill" / "openclaw" / "index.js").exists(), "the package's plugin folder is kept"
     again = run_cli("openclaw", "uninstall", env=world["plugin"]["env"])
     assert again.returncode == 0 and "nothing to change" in again.stdout
-
-
-def test_a2a_path_openclaws_no_reply_error_completion_is_never_sent_and_the_task_is_tried_again(world, a2a_gateway):
-    """The model answers OpenClaw's own NO_REPLY (as OpenClaw's system prompt teaches it): OpenClaw
-    asks it again, then completes the task with its error text. That text never reaches the peer;
-    the task is sent again after a backoff, and the model's real answer goes back, once."""
-    hub, script, env, config = world["hub"], world["script"], world["env"], world["config"]
-    config.write_text(f'[wake]\nmode = "a2a"\nurl = "{a2a_gateway.a2a_url}"\ntoken = "{A2A_TOKEN}"\nwindow = 0.2\n')
-    out = world["tmp"] / "watch-a2a-no-reply.jsonl"
-
-    def events(kind: str) -> list[dict]:
-        return [e for e in map(json.loads, filter(None, out.read_text().splitlines())) if e["event"] == kind]
-
-    seen: list[str] = []
-
-    def silent_until_retried(request):
-        texts = ours(request)
-        if not texts or "SILENT-FIRST" not in texts[-1]:
-            return Turn(text="NO_REPLY")
-        seen.append("call")
-        return Turn(text="Spoken at last." if events("a2a_retry") else "NO_REPLY")
-
-    script.handler = silent_until_retried
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "agentcom_skill", "watch", "--jsonl"],
-        env=env,
-        stdout=open(out, "w"),
-        stderr=open(world["tmp"] / "watch-a2a-no-reply.err", "w"),
-    )
-    try:
-        eventually(lambda: events("a2a_ready"), "the watch reached the A2A endpoint")
-        msg = hub.post(world["bob"], {"to": "gcu", "payload": {"text": "SILENT-FIRST: anything?"}}).json()["id"]
-        retry = eventually(lambda: events("a2a_retry"), "the error completion taken for a failure")[0]
-        assert "error instead of an answer" in retry["text"] and "couldn" in retry["said"], retry
-        answers = eventually(
-            lambda: [m for m in hub.poll("bob", world["bob"])["messages"] if m["reply_to"] == msg],
-            "the real answer at bob's",
-        )
-        assert [a["payload"]["text"] for a in answers] == ["Spoken at last."], "the error text never went"
-        eventually(lambda: events("a2a_answered"), "the task ended")
-        assert not [m for m in hub.poll("bob", world["bob"])["messages"] if "⚠" in json.dumps(m, ensure_ascii=False)]
-        assert len(seen) >= 2 and not events("a2a_failed")
-    finally:
-        watch.terminate()
-        watch.wait(timeout=60)
-        config.write_text("")

@@ -596,10 +596,11 @@ def test_a_token_reset_under_a_running_watch_is_a_hazard_then_the_new_token_is_p
 @pytest.fixture
 def full_disk(tmp_path):
     """A small file system for the state folder (root only: skipped elsewhere), and a way to
-    fill it up and give the space back."""
+    fill it up and give the space back. (Not smaller than 16 MB: SQLite checkpoints its WAL at
+    1,000 pages, about 4 MB, so on a smaller disk the WAL alone can fill it with the space back.)"""
     state = tmp_path / "state"
     state.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)]).returncode:
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)]).returncode:
         pytest.skip("needs root to mount a small tmpfs")
     filler = state / "filler"
 
