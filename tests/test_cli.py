@@ -106,7 +106,6 @@ def test_bad_payload_is_exit_2(pair, payload):
     assert "--payload" in out.stderr
 
 
-@pytest.mark.slow  # starts a subprocess
 def test_missing_settings_name_the_setting_and_where_to_set_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCOM_")}
     env["AGENTCOM_CONFIG"] = str(tmp_path / "none.toml")
@@ -234,7 +233,6 @@ def test_control_characters_never_reach_the_terminal(pair):
     assert "\\x1b[31malert" in out.stdout
 
 
-@pytest.mark.slow  # starts a subprocess
 def test_exit_codes_are_in_help():
     out = run_cli("--help", env=dict(os.environ))
     assert out.returncode == 0
