@@ -564,6 +564,7 @@ class PluginScript:
         "STAY-QUIET": "AGENTCOM_NO_REPLY",
         "BARE-NO-REPLY": "NO_REPLY",
         "AFTER-CHILD-RESTART": "Back after the watch restarted.",
+        "AFTER-GATEWAY-RESTART": "Back after the gateway restarted.",
         "SPAM-TEXT": "should never be asked",
     }
 
