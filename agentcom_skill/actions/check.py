@@ -35,11 +35,7 @@ if TYPE_CHECKING:
 
 
 AGENTS_CHECK_INTERVAL = 300.0  # seconds between looks at /api/agents for the "connected" hazard
-
-
 HUB_CONTACT_EVERY = 60.0  # seconds: how stale the recorded last hub contact may get
-
-
 PRUNE_BUDGET = 0.2  # seconds of pruning steps one check spends, after its output
 
 
@@ -381,8 +377,6 @@ def _agents_check_due(store: MessageStore, now: float) -> bool:
 
 
 TOKEN_REFUSED = "refused:token"  # an auto-reply intent the hub refused for our token: to be sent later
-
-
 REFUSED_RETRY_WINDOW = 3600.0  # seconds: older refused auto-replies are stale answers, never sent
 
 

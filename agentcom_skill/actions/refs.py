@@ -13,18 +13,10 @@ from ..store import IdPrefix, MessageStore, row_message
 from ..untrusted import safe_field
 from .common import open_store
 
-MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
-
-
+_MSG_ID = r"^[0-9a-f]{16}$"  # patterns as text: re compiles (and caches) them when first used
 MAX_SEQ = 2**63 - 1  # SQLite's integers: a larger number names no message
-
-
 _HEX_REF = r"^[0-9a-f]{4,16}$"
-
-
 _SET_ASIDE_KEY = r"^unreadable-(seq-\d{1,19}|[0-9a-f]{16})$"  # message.Unreadable.key
-
-
 REF_RULE = "its seq (a number), its id (16 hex digits) or a unique id prefix (at least 4 hex digits)"
 
 
@@ -119,7 +111,7 @@ def ref_label(ref: int | str) -> str:
     if isinstance(ref, int):
         return f"seq {ref}"
     if len(ref) >= 16:
-        return f"id {safe_field(ref, MSG_ID)}"
+        return f"id {safe_field(ref, _MSG_ID)}"
     if ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
         return f"seq or id prefix {ref}"
     return f"id prefix {ref}"

@@ -322,8 +322,6 @@ def ping(
 # seconds (a peer's watch answers within a few hundred ms, and without our own watch the round
 # trip is measured when a look finds the pong), then backing off to one look a second.
 PONG_LOOK_INTERVAL = 0.05
-
-
 PONG_CLOSE_LOOKS = 2.0
 
 
