@@ -51,7 +51,7 @@ WAKE_MODES = ("agent", "wake", "command", "a2a")
 A2A_CONTEXTS = ("peer", "thread")
 
 
-class Record:
+class SettingsRecord:
     """A read-only record built from its class's annotated fields, whose class attributes are
     the defaults. Not a dataclass: the code a dataclass generates costs about half a million
     instructions a field at import, and these two records load on every command."""
@@ -85,7 +85,7 @@ class Record:
         return tuple(getattr(self, n) for n in self.field_names() if n not in self._uncompared)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Record) and type(other) is type(self) and self._compared() == other._compared()
+        return isinstance(other, SettingsRecord) and type(other) is type(self) and self._compared() == other._compared()
 
     def __hash__(self) -> int:
         return hash(self._compared())
@@ -95,7 +95,7 @@ class Record:
         return f"{type(self).__name__}({shown})"
 
 
-class WakeSettings(Record):
+class WakeSettings(SettingsRecord):
     """How `agentcom watch` wakes the agent (the config file's `[wake]` table)."""
 
     _secret = frozenset({"token"})
@@ -128,7 +128,7 @@ class WakeSettings(Record):
         return ["/bin/sh", "-c", self.command[0]] if self.shell else list(self.command)
 
 
-class Settings(Record):
+class Settings(SettingsRecord):
     """Effective settings of one agent at one hub."""
 
     _secret = frozenset({"token", "sources"})
