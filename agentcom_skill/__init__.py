@@ -8,6 +8,7 @@ The actions are imported lazily: `import agentcom_skill` stays cheap.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from .errors import (
@@ -63,7 +64,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _ACTIONS:
-        import importlib
-
-        return getattr(importlib.import_module(f".actions.{_ACTIONS[name]}", __name__), name)
+        return getattr(import_module(f".actions.{_ACTIONS[name]}", __name__), name)
     raise AttributeError(f"module 'agentcom_skill' has no attribute {name!r}")
