@@ -8,6 +8,7 @@ The actions are imported lazily: `import agentcom_skill` stays cheap.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from .errors import (
@@ -24,27 +25,28 @@ from .errors import (
 
 __version__ = "0.4.0"
 
-_ACTIONS = (
-    "check",
-    "send",
-    "reply",
-    "ack",
-    "defer",
-    "dismiss",
-    "show",
-    "inbox",
-    "thread",
-    "search",
-    "sent",
-    "status",
-    "set_status",
-    "wait",
-    "agents",
-    "log",
-    "join",
-    "leave",
-    "channels",
-)
+# Each public action and the module of `actions/` that holds it.
+_ACTIONS = {
+    "check": "check",
+    "wait": "check",
+    "send": "send",
+    "reply": "send",
+    "ack": "finish",
+    "defer": "finish",
+    "dismiss": "finish",
+    "show": "history",
+    "inbox": "history",
+    "thread": "history",
+    "search": "history",
+    "sent": "history",
+    "log": "history",
+    "status": "status",
+    "set_status": "status",
+    "agents": "status",
+    "join": "channels",
+    "leave": "channels",
+    "channels": "channels",
+}
 
 __all__ = [
     *_ACTIONS,
@@ -62,7 +64,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _ACTIONS:
-        from . import skill
-
-        return getattr(skill, name)
+        return getattr(import_module(f".actions.{_ACTIONS[name]}", __name__), name)
     raise AttributeError(f"module 'agentcom_skill' has no attribute {name!r}")

@@ -39,18 +39,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .actions.check import ack_hub_prefix  # the same hub-ack prefix rule as `check` and `ack`
+from .actions.common import unconfirmed_id
+from .actions.history import history_entry
+from .actions.send import say_in_group
 from .config import Settings, WakeSettings
 from .delivery import OpenMessage, StoreView, plan_check
 from .errors import AgentComError, HubUnavailableError, PossiblyDelivered, UsageError
 from .groups import parse_address
 from .message import ROOM, MailboxBatch
-from .render import one_line, render_prompt, safe_msg_id, safe_sender
-from .skill import (  # the same hub-ack prefix rule as `check` and `ack`
-    ack_hub_prefix,
-    history_entry,
-    say_in_group,
-    unconfirmed_id,
-)
+from .render import render_prompt
 from .store import MessageStore
 from .tier0 import attention_order
 from .transport import (
@@ -63,10 +61,11 @@ from .transport import (
     exchange,
     new_session,
 )
+from .untrusted import one_line, safe_msg_id, safe_sender
 from .wake import WakeOutcome, wake_error
 
 if TYPE_CHECKING:
-    from .skill import Hub
+    from .actions.common import Hub
 
 # The answer that sends nothing. Not OpenClaw's own silent token NO_REPLY: in an A2A session
 # OpenClaw takes a NO_REPLY turn for an empty answer, asks the model again (a second model

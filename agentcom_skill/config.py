@@ -5,7 +5,6 @@ Every setting is validated here, once; the rest of the code trusts `Settings`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -45,14 +44,14 @@ CLI_OPTIONS = {
 }
 
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
-_TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")
+TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{8,512}$")
 
 
 WAKE_MODES = ("agent", "wake", "command", "a2a")
 A2A_CONTEXTS = ("peer", "thread")
 
 
-class Record:
+class SettingsRecord:
     """A read-only record built from its class's annotated fields, whose class attributes are
     the defaults. Not a dataclass: the code a dataclass generates costs about half a million
     instructions a field at import, and these two records load on every command."""
@@ -86,7 +85,7 @@ class Record:
         return tuple(getattr(self, n) for n in self.field_names() if n not in self._uncompared)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Record) and type(other) is type(self) and self._compared() == other._compared()
+        return isinstance(other, SettingsRecord) and type(other) is type(self) and self._compared() == other._compared()
 
     def __hash__(self) -> int:
         return hash(self._compared())
@@ -96,7 +95,7 @@ class Record:
         return f"{type(self).__name__}({shown})"
 
 
-class WakeSettings(Record):
+class WakeSettings(SettingsRecord):
     """How `agentcom watch` wakes the agent (the config file's `[wake]` table)."""
 
     _secret = frozenset({"token"})
@@ -129,7 +128,7 @@ class WakeSettings(Record):
         return ["/bin/sh", "-c", self.command[0]] if self.shell else list(self.command)
 
 
-class Settings(Record):
+class Settings(SettingsRecord):
     """Effective settings of one agent at one hub."""
 
     _secret = frozenset({"token", "sources"})
@@ -200,7 +199,7 @@ class Settings(Record):
 
 
 # Settings a config file may hold, with their types.
-_FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "hub_url": str,
     "agent_id": str,
     "token": str,
@@ -293,13 +292,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
     where = f"config file {path}"
     wake = data.get("wake")
     unknown: list[str] = []
-    if any(key not in _FILE_KEYS for key in data):
-        unknown += _unknown_keys(data, _FILE_KEYS, "", _WAKE_KEYS, "wake.")
+    if any(key not in FILE_KEYS for key in data):
+        unknown += _unknown_keys(data, FILE_KEYS, "", _WAKE_KEYS, "wake.")
     if isinstance(wake, Mapping) and any(key not in _WAKE_KEYS for key in wake):
-        unknown += _unknown_keys(wake, _WAKE_KEYS, "wake.", _FILE_KEYS, "")
+        unknown += _unknown_keys(wake, _WAKE_KEYS, "wake.", FILE_KEYS, "")
     if unknown:
         raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} in {where}: {'; '.join(unknown)}")
-    _check_table(data, _FILE_KEYS, where)
+    _check_table(data, FILE_KEYS, where)
     return data
 
 
@@ -489,7 +488,7 @@ def _wake_settings(table: Any, env: Mapping[str, str], where: str) -> WakeSettin
         token = _read_token_file(values["token_file"], where)
     if token is not None:
         token = str(token).strip()
-        if not _TOKEN.fullmatch(token):
+        if not TOKEN_PATTERN.fullmatch(token):
             raise ConfigError(f"the wake token (from {where} or {ENV_VARS['wake_token']}) is malformed")
     session_key = values.get("session_key", "hook:agentcom")
     if not session_key.startswith("hook:"):
@@ -626,7 +625,7 @@ def reread_token(settings: Settings) -> str | None:
     except ConfigError:
         return None
     token = str(token or "").strip()
-    return token if _TOKEN.fullmatch(token) else None
+    return token if TOKEN_PATTERN.fullmatch(token) else None
 
 
 def _load_token(overrides, env, file_values, where_file, sources, source_name) -> str | None:
@@ -645,7 +644,7 @@ def _load_token(overrides, env, file_values, where_file, sources, source_name) -
         else:
             continue
         token = str(token).strip()
-        if not _TOKEN.fullmatch(token):
+        if not TOKEN_PATTERN.fullmatch(token):
             raise ConfigError(f"the token from {source} is malformed (expected one word of printable characters)")
         sources["token"] = source
         return token
@@ -660,7 +659,7 @@ def check_agent_id(agent_id: str, source: str) -> str:
     """An agent id as the real hub accepts it: any text of 1 to 128 characters (`Zoë 🔷`), but
     for control characters and lone surrogates, which the hub takes but no config file,
     terminal or URL carries safely. Outside the plain grammar an id is shown quoted and
-    escaped (render.safe_sender), and the state folder's name is its plain characters and a
+    escaped (untrusted.safe_sender), and the state folder's name is its plain characters and a
     digest (Settings.agent_state_dir)."""
     agent_id = agent_id.strip()
     if _AGENT_ID.fullmatch(agent_id):
@@ -720,7 +719,7 @@ def check_hub_url(url: str, source: str) -> str:
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    kind = _FILE_KEYS.get(name)
+    kind = FILE_KEYS.get(name)
     try:
         if name in ("capabilities", "ignore_from", "allow_from"):
             items = value.split(",") if isinstance(value, str) else value
@@ -777,133 +776,3 @@ def _where_to_set(name: str, config_path: Path) -> str:
         env_part, file_keys = f"set {ENV_VARS[name]}", name
     cli_part = f"pass {CLI_OPTIONS[name]}, " if name in CLI_OPTIONS else ""
     return f"{cli_part}{env_part}, or add {file_keys} to {config_path} (`agentcom config init` writes one)"
-
-
-def write_config_file(path: Path, values: Mapping[str, Any], force: bool = False) -> None:
-    """Write a TOML config file with mode 0600 (it may hold the token)."""
-    lines = ["# agentcom configuration (written by `agentcom config init`)"]
-    tables = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key not in _FILE_KEYS:
-            raise ConfigError(f"unknown setting {key!r}")
-        if isinstance(value, Mapping):  # a table (wake): after every top-level key, as TOML wants
-            tables += ["", f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)]
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    text = "\n".join(lines + tables) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"config file {path} already exists (use --force to overwrite it)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write config file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(text)
-
-
-def _toml_value(value: Any) -> str:
-    # JSON strings, numbers and arrays of strings are valid TOML values.
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(str(v)) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    # Not ASCII-escaped: TOML has no \ud83d-style surrogate pairs, so "🔷" is written as it is;
-    # DEL, the one control character JSON leaves bare that TOML refuses, is escaped.
-    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-# Replacing a config file's settings, keeping the others -----------------------------
-
-_IDENTITY = ("hub_url", "agent_id")
-_TOKEN_KEYS = ("token", "token_file")
-
-
-def keep_previous(path: Path, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
-    """`config init --force` over an existing file: the new values, plus every setting of the
-    old file they do not replace. The old token (or token file) is dropped when a new one is
-    given or the hub or agent id changed (it belonged to the other identity). Returns the
-    merged values and the names of the settings kept and dropped; an old file that cannot be
-    read is replaced whole (everything in it dropped)."""
-    try:
-        old = read_config_file(path)
-    except ConfigError:
-        return dict(values), [], ["everything in the old file (it could not be read)"]
-    new_token = any(values.get(k) for k in _TOKEN_KEYS)
-    moved = any(k in old and values.get(k) is not None and old[k] != values[k] for k in _IDENTITY)
-    merged, kept, dropped = dict(values), [], []
-    for key, value in old.items():
-        if values.get(key) is not None:
-            continue
-        if key in _TOKEN_KEYS and (new_token or moved):
-            dropped.append(key)
-        else:
-            merged[key] = value
-            kept.append(key)
-    return merged, kept, dropped
-
-
-def replace_token(path: Path, token: str) -> tuple[str, Path]:
-    """Put a new token where the config file at `path` keeps its token, changing nothing else:
-    its `token` line, else the file its `token_file` names, else a new `token` line. Every
-    file written is 0600 and replaced at once (never half written). Returns what was written
-    ("config file" or "token file") and where. Never puts the token in an error."""
-    token = token.strip()
-    if not _TOKEN.fullmatch(token):
-        raise ConfigError("the new token is malformed (expected one word of 8-512 printable characters)")
-    path = path.expanduser()
-    if not path.exists():
-        raise ConfigError(f"no config file at {path}: `agentcom config init` writes one")
-    data = read_config_file(path)
-    if "token" not in data and isinstance(data.get("token_file"), str):
-        target = Path(data["token_file"]).expanduser()
-        _write_private(target, token + "\n", "token file")
-        return "token file", target
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
-    at = next((i for i in range(first_table) if re.match(r"\s*token\s*=", lines[i])), None)
-    line = f"token = {json.dumps(token)}\n"
-    if at is not None:
-        lines[at] = line
-    else:
-        if first_table and not lines[first_table - 1].endswith("\n"):
-            lines[first_table - 1] += "\n"
-        lines.insert(first_table, line)
-    new_text = "".join(lines)
-    try:
-        same = tomllib.loads(new_text) == {**data, "token": token}
-    except tomllib.TOMLDecodeError:
-        same = False
-    if not same:
-        raise ConfigError(f"cannot replace the token in {path} without touching its other lines: edit its token line")
-    _write_private(path.resolve(), new_text, "config file")
-    return "config file", path
-
-
-def _write_private(path: Path, text: str, what: str) -> None:
-    """Write `text` to `path` with mode 0600, all at once: a new file renamed over the old."""
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from None

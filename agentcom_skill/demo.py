@@ -8,7 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import skill
+from .actions.check import check
+from .actions.finish import ack
+from .actions.history import log
+from .actions.send import reply
 from .client import HubClient
 from .config import load_settings
 from .hub.server import HubServer
@@ -79,10 +82,10 @@ def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
         env={},
     )
     echo("$ agentcom check      (Tier 0, plain code, handles what needs no thought; the rest is shown)")
-    result = skill.check(settings=settings)
+    result = check(settings=settings)
     echo(render_check_text(result))
     echo("\n$ agentcom log        (what Tier 0 did, and why)")
-    echo(render_log_text(skill.log(settings=settings)))
+    echo(render_log_text(log(settings=settings)))
     with HubClient(url, tokens["nathan"]) as hub:
         pongs = [m for m in hub.poll("nathan").messages if m.payload.get("action") == "pong"]
     echo(f"nathan's two pings got {len(pongs)} pong: one answer per sender and run is the whole answer")
@@ -90,9 +93,9 @@ def _tour(echo: Callable[[str], None], url: str, store, tmp: Path) -> None:
 
     first = result["messages"][0]
     echo(f"\n$ agentcom reply {first['seq']} 'On it.'   (the agent answers; goes to {first['from']}, as a reply)")
-    echo(sent_line(skill.reply(first["seq"], "On it.", settings=settings)))
+    echo(sent_line(reply(first["seq"], "On it.", settings=settings)))
     echo(f"\n$ agentcom ack {first['seq']}            (done with that one; the others stay leased)")
-    acked = skill.ack(first["seq"], settings=settings)
+    acked = ack(first["seq"], settings=settings)
     echo(f"acked #{acked['acked'][0]['seq']}; {acked['unacked']} shown and not yet acked")
     echo("\n$ agentcom check      (a second look: nothing new, and it says what is still out)")
-    echo(render_check_text(skill.check(settings=settings)))
+    echo(render_check_text(check(settings=settings)))

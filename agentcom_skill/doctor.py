@@ -23,10 +23,12 @@ from typing import Any, NamedTuple
 
 import requests
 
+from .actions.common import forget_unused_state, hub_client, open_store
+from .actions.config_init import token_way_out
+from .actions.hazards import watch_warnings
 from .config import Settings, load_settings
 from .errors import AgentComError, AuthError, ConfigError, HubUnavailableError, StateError
 from .render import ago
-from .skill import forget_unused_state, hub_client, open_store, token_way_out, watch_warnings
 from .transport import describe_proxy, environment_proxy
 from .watchstate import read_status
 

@@ -21,11 +21,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, skill
+from . import __version__
+from .actions.check import check
+from .actions.common import open_store
+from .actions.finish import ack, defer
+from .actions.hazards import watch_connected
+from .actions.history import search, show, thread
+from .actions.send import reply, send
+from .actions.status import status
 from .config import Settings
 from .errors import AgentComError, UsageError
 from .message import PRIORITIES
-from .render import json_text, render_history_prompt, render_prompt, render_show_prompt
+from .render import render_history_prompt, render_prompt, render_show_prompt
+from .untrusted import json_text
 from .watchstate import read_status
 
 INBOX_URI = "agentcom://inbox"
@@ -175,11 +183,11 @@ class Mailbox:
         return tool(args, args.get("format", "prompt"))
 
     def _check(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        result = skill.check(limit=args.get("limit"), peek=args.get("peek", False), settings=self.s)
+        result = check(limit=args.get("limit"), peek=args.get("peek", False), settings=self.s)
         return (json_text(result), result) if fmt == "json" else (render_prompt(result, self.s.prompt_text_limit), None)
 
     def _send(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        result = skill.send(
+        result = send(
             args["to"],
             args["text"],
             args.get("type"),
@@ -190,7 +198,7 @@ class Mailbox:
         return json_text(result), result
 
     def _reply(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        result = skill.reply(args["ref"], args["text"], settings=self.s)
+        result = reply(args["ref"], args["text"], settings=self.s)
         return json_text(result), result
 
     def _ack(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
@@ -199,22 +207,22 @@ class Mailbox:
             raise UsageError("ack: all=true finishes every shown message; give it alone, or name refs/through")
         if not (every or refs or through is not None):
             raise UsageError("ack: name the messages (refs, or through a seq), or finish every shown one with all=true")
-        result = skill.ack(refs, through=through, settings=self.s)
+        result = ack(refs, through=through, settings=self.s)
         return json_text(result), result
 
     def _defer(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        result = skill.defer(args["refs"], args["seconds"], settings=self.s)
+        result = defer(args["refs"], args["seconds"], settings=self.s)
         return json_text(result), result
 
     def _show(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        msg = skill.show(args["ref"], settings=self.s)
+        msg = show(args["ref"], settings=self.s)
         return (json_text(msg), msg) if fmt == "json" else (render_show_prompt(msg), None)
 
     def _thread(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        return self._history(skill.thread(args["ref"], settings=self.s), fmt)
+        return self._history(thread(args["ref"], settings=self.s), fmt)
 
     def _search(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        return self._history(skill.search(args["text"], args.get("limit", 20), settings=self.s), fmt)
+        return self._history(search(args["text"], args.get("limit", 20), settings=self.s), fmt)
 
     def _history(self, result: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
         if fmt == "json":
@@ -222,17 +230,17 @@ class Mailbox:
         return render_history_prompt(result["messages"], self.s.prompt_text_limit), None
 
     def _status(self, args: dict[str, Any], fmt: str) -> tuple[str, dict[str, Any] | None]:
-        result = skill.status(settings=self.s)
+        result = status(settings=self.s)
         return json_text(result), result
 
     def inbox_text(self) -> str:
         """The waiting messages, peeked (nothing is leased or sent), fenced for an LLM."""
-        result = skill.check(peek=True, settings=self.s)
+        result = check(peek=True, settings=self.s)
         return render_prompt(result, self.s.prompt_text_limit)
 
     def waiting(self) -> tuple[int, frozenset[str]]:
         """How many need attention now, and which (from the local store only)."""
-        with skill.open_store(self.s) as store:
+        with open_store(self.s) as store:
             ids = frozenset(store.deliverable_ids(time.time()))
         return len(ids), ids
 
@@ -246,10 +254,10 @@ def instructions(mailbox: Mailbox) -> str:
             " is fixed; the config is read again at each call."
         )
     try:
-        if skill.watch_connected(read_status(mailbox.s.agent_state_dir())):
+        if watch_connected(read_status(mailbox.s.agent_state_dir())):
             count, _ = mailbox.waiting()  # the connected watch keeps the store complete
         else:
-            peeked = skill.check(peek=True, settings=mailbox.s)
+            peeked = check(peek=True, settings=mailbox.s)
             count = len(peeked["messages"]) + peeked["pending"]  # (one check returns check_max at most)
     except AgentComError:
         count = None

@@ -24,7 +24,7 @@ from typing import Any
 
 from .config import WakeSettings
 from .errors import ConfigError
-from .render import neutralise
+from .untrusted import neutralise
 
 WAKE_NOTICE = "{n} AgentCom message(s) need attention; run `agentcom check` to read them."
 MAX_BACKOFF = 60.0

@@ -26,6 +26,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .a2a import A2ADispatcher
+from .actions.check import current_status, prune_store, run_check, send_refused_auto_replies
+from .actions.common import hub_client, open_store
+from .actions.hazards import note_listed_statuses
 from .config import Settings, reread_token
 from .delivery import plan_check
 from .errors import (
@@ -39,21 +42,13 @@ from .errors import (
 )
 from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
-from .render import neutralise, render_prompt, safe_msg_id, safe_sender, where_said
-from .skill import (
-    current_status,
-    hub_client,
-    note_listed_statuses,
-    open_store,
-    prune_store,
-    run_check,
-    send_refused_auto_replies,
-)
+from .render import render_prompt, where_said
+from .untrusted import neutralise, safe_msg_id, safe_sender
 from .wake import WakeBatcher, Waker, wake_error
 from .watchstate import hold_watch_lock, lock_holder, write_status
 
 if TYPE_CHECKING:
-    from .skill import Hub
+    from .actions.common import Hub
 
 RECONNECT_MAX = 60.0
 FIRST_HAZARD = (
@@ -632,9 +627,8 @@ class Watch:
                 self.hub,
                 self.store,
                 self.s,
-                0,
-                False,
-                self.clock(),
+                limit=0,
+                now=self.clock(),
                 agents_check=False,
                 prune=False,  # the wake thread prunes, off the socket's path
                 on_complete_poll=self._note_at_hub,
@@ -687,9 +681,8 @@ class Watch:
                 PushedFrames(self.hub, batch),
                 self.store,
                 self.s,
-                0,
-                False,
-                self.clock(),
+                limit=0,
+                now=self.clock(),
                 via="push",
                 agents_check=False,
             )

@@ -57,7 +57,11 @@ import json, secrets, sys, time
 from pathlib import Path
 from agentcom_skill.config import load_settings
 from agentcom_skill.message import MailboxBatch, Message
-from agentcom_skill.skill import open_store, run_check
+try:
+    from agentcom_skill.actions.check import run_check
+    from agentcom_skill.actions.common import open_store
+except ImportError:  # a baseline from before the actions had rooms of their own
+    from agentcom_skill.skill import open_store, run_check
 
 class Frames:
     def __init__(self, batch): self.batch = batch
@@ -74,7 +78,8 @@ with open_store(s) as store:
                         payload={"text": f"pushed {n}"}, reply_to=None, timestamp=int(time.time() * 1000))
                 for n in range(50)]
         started = time.process_time()
-        run_check(Frames(MailboxBatch(msgs, 0)), store, s, 0, False, time.time(), via="push", agents_check=False)
+        run_check(Frames(MailboxBatch(msgs, 0)), store, s, limit=0, peek=False, now=time.time(), via="push",
+                  agents_check=False)
         cpu.append(time.process_time() - started)
 cpu.sort()
 print(json.dumps({"intake_ms": cpu[len(cpu) // 2] * 1000}))
@@ -85,7 +90,7 @@ print(json.dumps({"intake_ms": cpu[len(cpu) // 2] * 1000}))
 PRUNE_PROBE = r"""
 import json, time
 from agentcom_skill.config import load_settings
-from agentcom_skill.skill import open_store
+from agentcom_skill.actions.common import open_store
 s = load_settings()
 steps = []
 with open_store(s) as store:

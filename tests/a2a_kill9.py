@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from agentcom_skill.a2a import A2AClient, A2ADispatcher
+from agentcom_skill.actions.common import hub_client
 from agentcom_skill.config import load_settings
-from agentcom_skill.skill import hub_client
 from agentcom_skill.store import MessageStore
 
 

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agentcom_skill import a2a, render, skill
+from agentcom_skill import a2a, render
 from agentcom_skill.a2a import (
     A2AClient,
     A2ADispatcher,
@@ -37,9 +37,11 @@ from agentcom_skill.a2a import (
     prompt_text,
     read_reply,
 )
+from agentcom_skill.actions import send as send_actions
+from agentcom_skill.actions.check import run_check
+from agentcom_skill.actions.common import hub_client, is_confirmed
+from agentcom_skill.actions.history import log as history_log
 from agentcom_skill.config import WakeSettings, load_settings
-from agentcom_skill.skill import hub_client, run_check
-from agentcom_skill.skill import log as skill_log
 from agentcom_skill.store import MessageStore
 
 CONTEXT_GRAMMAR = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -365,7 +367,7 @@ class Rig:
 
     def take_in(self) -> None:
         """What the watch does with arriving messages: store them with Tier 0's decision."""
-        run_check(self.hub_client, self.store, self.s, 0, False, self.clock(), agents_check=False)
+        run_check(self.hub_client, self.store, self.s, limit=0, now=self.clock(), agents_check=False)
 
     def run(self, until, what: str, step: float = 1.0, most: int = 400) -> Any:
         for _ in range(most):
@@ -381,7 +383,7 @@ class Rig:
         return [m for m in self.hub.poll(who, token)["messages"] if m["type"] == "response"]
 
     def check(self) -> dict:
-        return run_check(None, self.store, self.s, None, True, self.clock())
+        return run_check(None, self.store, self.s, limit=None, peek=True, now=self.clock())
 
     def close(self) -> None:
         self.d.close()
@@ -471,7 +473,7 @@ def test_a_lost_task_is_resent_with_backoff_a_few_times_then_given_back_to_check
     assert len(set(ids)) == len(ids), "never the same messageId twice"
     back = rig.check()
     assert [m["id"] for m in back["messages"]] == [msg] and "A2A task lost" in back["messages"][0]["why"]
-    assert any("A2A task" in w and "lost" in w for w in skill_log(settings=rig.s)["warnings"])
+    assert any("A2A task" in w and "lost" in w for w in history_log(settings=rig.s)["warnings"])
     assert rig.d.last_error and rig.d.last_error["status"] == "lost"
     assert rig.standin.violations == []
 
@@ -534,7 +536,7 @@ def test_failed_tasks_are_retried_rejected_ones_not_then_the_messages_go_back_to
     assert any(fields.get("said") == said for _, _, fields in rig.events), "the jsonl event carries it apart"
     outcome = "rejected" if state.endswith("REJECTED") else "failed"
     assert rig.store.a2a_summary()["last_failure"]["outcome"] == outcome
-    logged = skill_log(settings=rig.s)
+    logged = history_log(settings=rig.s)
     assert logged["a2a_failures"][0]["said"] == said and said not in json.dumps(logged["warnings"])
     assert said not in json.dumps(rig.store.a2a_summary()), "status (JSON over MCP too) has our words only"
     text, prompt = render.render_log_text(logged), render.render_log_prompt(logged)
@@ -626,7 +628,7 @@ def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, history
         assert len(answers) == (1 if when == "after" else 0) and after.posts == 0
         assert task["outcome"] == "maybe_answered" and rig.d.last_error["status"] == "maybe_answered"
         assert "a2a_maybe_answered" in rig.kinds() and rig.store.a2a_summary()["maybe_answered"] == 1
-        assert [skill.is_confirmed(r["id"]) for r in rig.store.sent_messages(reply_to=[msg])] == [False]
+        assert [is_confirmed(r["id"]) for r in rig.store.sent_messages(reply_to=[msg])] == [False]
     for _ in range(20):
         rig.d.step()
         rig.clock.advance(5)
@@ -772,7 +774,7 @@ def test_a_message_a_person_already_answered_is_not_handed_to_the_agent(rig):
     rig.standin.answer = lambda text, ctx: Outcome(text="from the agent")
     answered = rig.send(text="answered by a person")
     rig.take_in()
-    reply = skill.reply(answered, "answered by hand", settings=rig.s)
+    reply = send_actions.reply(answered, "answered by hand", settings=rig.s)
     for _ in range(5):
         rig.d.step()
         rig.clock.advance(1.0)
@@ -857,7 +859,7 @@ def test_a_pushed_broadcast_goes_to_the_senders_broadcast_context_not_its_direct
         }
         msg = pushed_message(frame, "alice", json.dumps(frame))
         pushed = PushedFrames(rig.hub_client, MailboxBatch([msg], 0))  # type: ignore[list-item]
-        run_check(pushed, rig.store, rig.s, 0, False, rig.clock(), via="push", agents_check=False)
+        run_check(pushed, rig.store, rig.s, limit=0, now=rig.clock(), via="push", agents_check=False)
         direct = rig.send(text="and a direct question")
         rig.take_in()
         rig.run(lambda: len(rig.answers_at()) == 2, "both answered")

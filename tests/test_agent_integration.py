@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import agentcom_skill
 from agentcom_skill.config import ENV_VARS
-from agentcom_skill.render import neutralise, render_check_text, render_prompt
+from agentcom_skill.render import render_check_text, render_prompt
+from agentcom_skill.untrusted import neutralise
 
 MANIFEST = json.loads((ROOT / "skill.json").read_text())
 ACTIONS = {a["action"]: a for a in MANIFEST["actions"]}

@@ -214,8 +214,8 @@ def test_channels_and_the_room_on_the_real_hub(real_hub, tmp_path):
 def test_the_mcp_tools_take_the_same_addresses(local_hub, tmp_path):
     """Item 8: send and reply over MCP publish in a channel and post in the room; check's
     structured result carries `channel`."""
+    from agentcom_skill.actions.common import resolve_settings
     from agentcom_skill.mcpserver import Mailbox
-    from agentcom_skill.skill import resolve_settings
 
     alice, alice_token = local_hub.agent("alice")
     _, bob_token = local_hub.agent("bob")

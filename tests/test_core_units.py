@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import settings as settings_h
 from hypothesis import strategies as st
 
+from agentcom_skill.actions.check import prune_store, run_check
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import batch_keys, hub_prefix, plan_check
 from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
 from agentcom_skill.message import parse_mailbox, parse_mailbox_bytes
-from agentcom_skill.skill import prune_store, run_check
 from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
 from agentcom_skill.watch import PushedFrames
 
@@ -454,11 +454,11 @@ def test_only_a_run_that_read_the_whole_mailbox_prunes(tmp_path):
     first = apply(store, at_hub, s, now=1000.0)
     with store.write():
         store.finish([m["id"] for m in first.messages[1:]], "done", 1000.0)  # m1 stays open: the hub keeps all
-    run_check(None, store, s, None, False, 1000.0 + 2 * 3600)  # served from the store alone
+    run_check(None, store, s, limit=None, now=1000.0 + 2 * 3600)  # served from the store alone
     pushed = PushedFrames(None, batch()._replace(entries=()))
-    run_check(pushed, store, s, None, False, 1000.0 + 4 * 3600, via="push", agents_check=False)
+    run_check(pushed, store, s, limit=None, now=1000.0 + 4 * 3600, via="push", agents_check=False)
     assert len(store.messages(limit=100)) == 5, "nothing pruned without a poll"
-    again = run_check(ModelHub(at_hub), store, s, None, False, 1000.0 + 6 * 3600, agents_check=False)
+    again = run_check(ModelHub(at_hub), store, s, limit=None, now=1000.0 + 6 * 3600, agents_check=False)
     assert [m["seq"] for m in again["messages"]] == [1], "m1 again (its lease ran out), and nothing acked as new"
     assert len(store.messages(limit=100)) == 5, "a poll prunes, but never what the hub holds"
 
@@ -466,8 +466,8 @@ def test_only_a_run_that_read_the_whole_mailbox_prunes(tmp_path):
 def test_an_entry_with_no_sender_or_no_id_and_seq_is_set_aside_listed_and_known_next_time(tmp_path):
     """Found by a hostile pass: an entry without `from` was set aside but hidden from
     `inbox --state dead`; one with neither a readable id nor a seq was dropped without a word."""
+    from agentcom_skill.actions.history import history_entry
     from agentcom_skill.render import render_history_text
-    from agentcom_skill.skill import history_entry
 
     s = settings(tmp_path)
     store = MessageStore.memory()
@@ -486,7 +486,7 @@ def test_an_entry_with_no_sender_or_no_id_and_seq_is_set_aside_listed_and_known_
     assert "unreadable" in render_history_text([history_entry(r) for r in dead], "none")
     again = plan_check(polled, store.view(batch_keys(polled), 2.0), s, 2.0)
     assert not [w for w in again.warnings if w.startswith("set aside")], "known: not set aside twice"
-    from agentcom_skill.skill import parse_ref
+    from agentcom_skill.actions.refs import parse_ref
 
     keyed = [r["id"] for r in dead if r["id"].startswith("unreadable-")]
     assert keyed and all(store.resolve(parse_ref(key)) is not None for key in keyed), "`show KEY` names it"

@@ -21,10 +21,11 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from agentcom_skill.actions.check import run_check
+from agentcom_skill.actions.finish import run_ack
 from agentcom_skill.config import Settings
 from agentcom_skill.errors import UsageError
 from agentcom_skill.message import parse_mailbox
-from agentcom_skill.skill import run_ack, run_check
 from agentcom_skill.store import MessageStore
 
 ME = "gcu"
@@ -188,7 +189,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         got: list[dict] = []
         self._arm(crash)
         try:
-            run_check(self.hub, self.store, SETTINGS, limit, False, self.now, emit=lambda r: got.append(r))
+            run_check(self.hub, self.store, SETTINGS, limit=limit, now=self.now, emit=lambda r: got.append(r))
         except Crash:
             pass
         finally:
@@ -208,7 +209,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         replies = len(self.hub.replies)
         self.hub.crash_on = crash if crash in ("poll", "send", "ack") else None
         with contextlib.suppress(Crash):
-            run_check(self.hub, self.store, SETTINGS, None, True, self.now)
+            run_check(self.hub, self.store, SETTINGS, limit=None, peek=True, now=self.now)
         self.hub.crash_on = None
         assert self._dump() == before and len(self.hub.replies) == replies
 
@@ -310,7 +311,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             for _ in range(MAX_DELIVERIES + 2):
                 self.now += 60
                 finished = self._finished()
-                got = run_check(self.hub, self.store, SETTINGS, None, False, self.now)
+                got = run_check(self.hub, self.store, SETTINGS, limit=None, now=self.now)
                 returned = {m["id"] for m in got["messages"]}
                 assert not returned & finished
                 self.returned |= returned

@@ -198,8 +198,9 @@ def test_lease_redelivery_and_dead_letter(duo, tmp_path):
     lease it comes back flagged and counted; after max_deliveries it is dead-lettered,
     reported once, and acked at the hub so it stops blocking the prefix. The real hub and
     store, with the time injected (a check's `now`), so no assertion waits on the clock."""
+    from agentcom_skill.actions.check import run_check
+    from agentcom_skill.actions.common import hub_client, open_store
     from agentcom_skill.config import load_settings
-    from agentcom_skill.skill import hub_client, open_store, run_check
 
     hub, env, alice, bob = duo
     write_config(tmp_path, "alice", lease_seconds=60, max_deliveries=2)
@@ -209,7 +210,7 @@ def test_lease_redelivery_and_dead_letter(duo, tmp_path):
 
     def check(after: float) -> dict:
         with hub_client(settings) as client, open_store(settings) as store:
-            return run_check(client, store, settings, None, False, start + after)
+            return run_check(client, store, settings, limit=None, now=start + after)
 
     first = check(0)["messages"]
     assert [(m["id"], m["redelivered"], m["deliveries"]) for m in first] == [(msg_id, False, 1)]
@@ -403,7 +404,7 @@ def test_wait_brings_the_warnings_of_its_empty_looks_with_what_it_finds(duo, tmp
     deliver, so a damaged row deferred for an hour is no longer what makes it warn.)"""
     import sqlite3
 
-    from agentcom_skill import skill
+    from agentcom_skill.actions.check import wait
     from agentcom_skill.config import load_settings
 
     hub, env, alice, bob = duo
@@ -423,7 +424,7 @@ def test_wait_brings_the_warnings_of_its_empty_looks_with_what_it_finds(duo, tmp
             later.extend(post(hub, bob, "alice", 1))
 
     s = load_settings({}, env=env)
-    result = skill.wait(timeout=600, settings=s, sleep=sleep)
+    result = wait(timeout=600, settings=s, sleep=sleep)
     assert result is not None and [m["id"] for m in result["messages"]] == later
     assert any("seq 4242 was kept by an older agentcom" in w for w in result["warnings"]), result["warnings"]
 

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import settings as settings_h
 from hypothesis import strategies as st
 
+from agentcom_skill.actions.check import prune_store, run_check
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import OPEN_STATES, OpenMessage, StoreView, plan_check
 from agentcom_skill.message import MailboxBatch, parse_mailbox
-from agentcom_skill.skill import prune_store
 from agentcom_skill.store import MIGRATIONS, PRUNE_STEP, MessageStore, row_message
 from agentcom_skill.stored import open_record
 
@@ -210,11 +210,10 @@ def test_pruning_goes_in_bounded_steps_keeps_what_it_must_and_ages_out_what_was_
     assert aged == PRUNE_STEP - 50
     dead = store.messages(state="dead", limit=1000)
     assert len(dead) == aged and all("open_max_days" in r["reason"] for r in dead)
-    from agentcom_skill.skill import run_check
 
-    said = run_check(None, store, s, 5, False, NOW + 11 * 86400)["warnings"]
+    said = run_check(None, store, s, limit=5, now=NOW + 11 * 86400)["warnings"]
     assert [w for w in said if w.startswith(f"dead-lettered {aged} message(s) left pending")], said
-    assert not run_check(None, store, s, 5, False, NOW + 11 * 86400 + 1)["warnings"], "said once"
+    assert not run_check(None, store, s, limit=5, now=NOW + 11 * 86400 + 1)["warnings"], "said once"
 
 
 def test_pruning_gives_the_space_back(tmp_path):
@@ -293,16 +292,17 @@ def test_a_stopping_watch_stops_reading_a_stream_that_never_pauses():
 def test_check_returns_check_max_by_default(tmp_path):
     """One check returns a page (check_max) unless --limit says otherwise; the rest stay
     pending and are counted. (The hub is down here: check serves what the store holds.)"""
-    from agentcom_skill import skill
+    from agentcom_skill.actions.check import check
+    from agentcom_skill.actions.common import open_store
 
     s = settings(check_max=7, hub_url="http://127.0.0.1:9", state_dir=str(tmp_path))
-    with skill.open_store(s) as store:
+    with open_store(s) as store:
         b = chats(1, 30)
         with store.write():
             store.apply_check(plan_check(b, store.view([], NOW, 0), s, NOW, 0), NOW)
-    result = skill.check(settings=s)
+    result = check(settings=s)
     assert len(result["messages"]) == 7 and result["pending"] == 23
-    assert len(skill.check(limit=20, settings=s)["messages"]) == 20
+    assert len(check(limit=20, settings=s)["messages"]) == 20
 
 
 def test_inbox_since_reads_the_window_newest_first_through_its_index():
@@ -327,7 +327,6 @@ def test_inbox_since_reads_the_window_newest_first_through_its_index():
 def test_a_watch_prunes_from_its_wake_thread_keeping_what_its_last_mailbox_read_saw():
     """The watch's drain and sweeps (run_check with prune=False) say what the hub holds and
     prune nothing; the wake thread's step then keeps exactly those."""
-    from agentcom_skill.skill import run_check
     from agentcom_skill.watch import Watch
 
     class Hub:
@@ -347,7 +346,14 @@ def test_a_watch_prunes_from_its_wake_thread_keeping_what_its_last_mailbox_read_
     at_hub = chats(1, 1)
     seen: list = []
     run_check(
-        Hub(at_hub), store, s, 0, False, NOW + 7200, agents_check=False, prune=False, on_complete_poll=seen.append
+        Hub(at_hub),
+        store,
+        s,
+        limit=0,
+        now=NOW + 7200,
+        agents_check=False,
+        prune=False,
+        on_complete_poll=seen.append,
     )
     assert seen == [[f"{1:016x}"]] and len(store.messages(limit=100)) == 6, "the drain prunes nothing"
     watch = Watch.__new__(Watch)

@@ -17,7 +17,10 @@ from hubprocess import agent_env, eventually
 from test_hub_contract import ws_call, ws_connect
 from test_surface_cli import start_watch, stop
 
-from agentcom_skill import skill
+from agentcom_skill.actions.check import run_check, seq_restarted
+from agentcom_skill.actions.finish import run_ack
+from agentcom_skill.actions.hazards import note_listed_statuses
+from agentcom_skill.actions.send import ping
 from agentcom_skill.client import HubClient
 from agentcom_skill.config import check_agent_id, load_settings
 from agentcom_skill.errors import ConfigError
@@ -64,9 +67,9 @@ def test_ack_takes_in_the_message_it_waits_on_so_show_opens_it(pair):
         whole = hub_client.poll("alice")
         pushed = [m for m in whole.messages if m.payload["text"] == "pushed to the watch"]
         as_pushed = MailboxBatch(pushed, 0)
-        shown = skill.run_check(hub_client, store, s, None, False, time.time(), via="push", batch=as_pushed)
+        shown = run_check(hub_client, store, s, limit=None, now=time.time(), via="push", batch=as_pushed)
         (msg,) = shown["messages"]
-        result = skill.run_ack(hub_client, store, s, [msg["seq"]], None, time.time())
+        result = run_ack(hub_client, store, s, [msg["seq"]], None, time.time())
     waiting = result["hub_waiting_on"]
     assert waiting is not None and waiting["seq"] < msg["seq"], result
     out = run_cli("show", str(waiting["seq"]), env=alice_env)
@@ -293,7 +296,7 @@ def msg(seq: int) -> Message:
     ],
 )
 def test_seq_restarted(batch, acked, restarted):
-    assert skill.seq_restarted(batch, acked) is restarted
+    assert seq_restarted(batch, acked) is restarted
 
 
 # h. the pong is looked for closely --------------------------------------------------------------
@@ -310,7 +313,7 @@ def test_ping_looks_for_its_pong_closely_at_first_then_backs_off(pair):
         sleeps.append((now[0], seconds))
         now[0] += seconds
 
-    result = skill.ping("bob", 6.0, settings=settings_of(alice_env), clock=lambda: now[0], sleep=sleep)
+    result = ping("bob", 6.0, settings=settings_of(alice_env), clock=lambda: now[0], sleep=sleep)
     assert result["pong_id"] is None
     close = [d for at, d in sleeps if at < 2.0]
     assert len(close) >= 39 and max(close) <= 0.05 + 1e-9, close
@@ -340,9 +343,9 @@ def test_log_shows_the_status_the_hub_lists_and_how_old_each_is(pair):
 def test_a_status_heard_from_the_hub_list_is_kept_only_when_it_changed(tmp_path):
     s = load_settings({"hub_url": "http://h:4000", "agent_id": "alice", "token": "t" * 16}, env={})
     with MessageStore.open(tmp_path / "s") as store:
-        skill.note_listed_statuses(store, s, [{"agent_id": "bob", "status": "x"}, {"agent_id": "alice"}], 100.0)
-        skill.note_listed_statuses(store, s, [{"agent_id": "bob", "status": "x"}, {"agent_id": 3}], 200.0)
-        skill.note_listed_statuses(store, s, [{"agent_id": "alice", "status": "me"}], 300.0)
+        note_listed_statuses(store, s, [{"agent_id": "bob", "status": "x"}, {"agent_id": "alice"}], 100.0)
+        note_listed_statuses(store, s, [{"agent_id": "bob", "status": "x"}, {"agent_id": 3}], 200.0)
+        note_listed_statuses(store, s, [{"agent_id": "alice", "status": "me"}], 300.0)
         assert store.peers() == {"bob": {"status": "x", "timestamp": None, "id": None, "at": 100.0}}
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agentcom_skill.actions.refs import parse_ref
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import plan_check
 from agentcom_skill.errors import ConfigError, UsageError
@@ -25,7 +26,6 @@ from agentcom_skill.render import (
     render_show_text,
     sent_line,
 )
-from agentcom_skill.skill import parse_ref
 from agentcom_skill.store import AmbiguousRef, IdPrefix, MessageStore
 
 TOKEN = "a1" * 32

@@ -1,4 +1,4 @@
-"""The `agentcom` command line: parse, call one action of skill.py, print through render.py.
+"""The `agentcom` command line: parse, call one action of actions/, print through render.py.
 
 Commands live in small modules by what they do (check, mailbox, messages, history, running, hubcmd)
 and are imported only when run: `check` does not pay for building the other commands.

@@ -15,7 +15,7 @@ import click
 
 from ..config import load_settings
 from ..errors import EXIT_CODES, AgentComError, UsageError
-from ..render import json_text, neutralise
+from ..untrusted import json_text, neutralise
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

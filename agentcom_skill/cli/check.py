@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .. import skill
+from ..actions import check as check_actions
 from ..render import render_check_text, render_prompt
 from .base import CliContext, cli_obj, command, emit, format_options, one_line, output_format
 
@@ -46,7 +46,7 @@ def check(
     settings = obj.settings()
     fmt = output_format(fmt or ("prompt" if cron and not as_json else None), as_json)
     printer = check_emitter(obj, fmt, settings.prompt_text_limit, cron=cron, peek=peek)
-    result = skill.check(limit=limit, peek=peek, emit=printer, settings=settings)
+    result = check_actions.check(limit=limit, peek=peek, emit=printer, settings=settings)
     if exit_code and result["messages"]:
         sys.exit(1)
 

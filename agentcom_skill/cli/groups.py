@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import skill
+from ..actions import channels as channel_actions
 from ..render import render_channels_text, where_said
 from ..tier0 import ATTEND
 from .base import cli_obj, command, emit, json_option
@@ -32,7 +32,7 @@ agentcom join @room                            # the hub's room (joined here onl
 @click.pass_context
 def join(ctx: click.Context, where: str, create: bool, description: str | None, attend: str, as_json: bool) -> None:
     """Join a channel ('#name') or the room (@room)."""
-    result = skill.join(where, create, description, attend, settings=cli_obj(ctx).settings())
+    result = channel_actions.join(where, create, description, attend, settings=cli_obj(ctx).settings())
     made = " (created)" if result["created"] else ""
     emit(result, as_json, f"joined {where_said({'channel': result['joined']})}{made}, attend {result['attend']}")
 
@@ -50,7 +50,7 @@ def leave(ctx: click.Context, where: str, as_json: bool) -> None:
     """Leave a channel or the room; what was kept of it stays.
 
     Nothing new from it is kept afterwards."""
-    result = skill.leave(where, settings=cli_obj(ctx).settings())
+    result = channel_actions.leave(where, settings=cli_obj(ctx).settings())
     emit(result, as_json, f"left {where_said({'channel': result['left']})}")
 
 
@@ -66,5 +66,5 @@ def channels(ctx: click.Context, as_json: bool) -> None:
     """The hub's channels and the room: who joined, what needs you.
 
     Each channel with its subscriber count, whether this agent joined it, and its --attend."""
-    result = skill.channels(settings=cli_obj(ctx).settings())
+    result = channel_actions.channels(settings=cli_obj(ctx).settings())
     emit(result, as_json, render_channels_text(result))

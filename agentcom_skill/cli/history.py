@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from .. import skill
+from ..actions import history as history_actions
+from ..actions import status as status_actions
 from ..delivery import STATES
 from ..render import (
     render_agents_prompt,
@@ -41,7 +42,7 @@ agentcom show 3f9a0c1d2e3b4a59 --json
 def show(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
     """Show one stored message in full (also after an ack)."""
     fmt = output_format(fmt, as_json)
-    msg = skill.show(ref, settings=cli_obj(ctx).settings())
+    msg = history_actions.show(ref, settings=cli_obj(ctx).settings())
     emit_formatted(msg, fmt, lambda: render_show_text(msg), lambda: render_show_prompt(msg))
 
 
@@ -88,7 +89,7 @@ def inbox(
 ) -> None:
     """Recent messages of every kind and state, newest first."""
     seconds = parse_duration(since, "--since") if since else None
-    result = skill.inbox(sender, type_, state, seconds, limit, channel, settings=cli_obj(ctx).settings())
+    result = history_actions.inbox(sender, type_, state, seconds, limit, channel, settings=cli_obj(ctx).settings())
     filtered = any(f is not None for f in (sender, type_, state, since, channel))
     empty = "No kept message matches." if filtered else "No messages kept here yet."
     emit_history(result, output_format(fmt, as_json), empty)
@@ -104,7 +105,7 @@ agentcom thread 12
 @click.pass_context
 def thread(ctx: click.Context, ref: str, as_json: bool, fmt: str | None) -> None:
     """A message with its replies and what it answers, in time order."""
-    result = skill.thread(ref, settings=cli_obj(ctx).settings())
+    result = history_actions.thread(ref, settings=cli_obj(ctx).settings())
     emit_history(result, output_format(fmt, as_json), "Nothing in this thread.")
 
 
@@ -120,7 +121,7 @@ agentcom search loash --limit 5
 @click.pass_context
 def search(ctx: click.Context, text: str, limit: int, as_json: bool, fmt: str | None) -> None:
     """Find stored messages by words in their text or sender."""
-    result = skill.search(text, limit, settings=cli_obj(ctx).settings())
+    result = history_actions.search(text, limit, settings=cli_obj(ctx).settings())
     emit_history(result, output_format(fmt, as_json), "No stored message matches.")
 
 
@@ -135,7 +136,7 @@ agentcom sent --limit 5
 def sent(ctx: click.Context, limit: int, as_json: bool, fmt: str | None) -> None:
     """Messages this agent sent, auto-replies included, newest first."""
     fmt = output_format(fmt, as_json)
-    result = skill.sent(limit, settings=cli_obj(ctx).settings())
+    result = history_actions.sent(limit, settings=cli_obj(ctx).settings())
     emit_history(result, fmt, "Nothing sent yet.")
 
 
@@ -150,7 +151,7 @@ agentcom agents --format prompt   # for an LLM: their names and statuses fenced
 def agents(ctx: click.Context, as_json: bool, fmt: str | None) -> None:
     """Who is online (connected to the hub by WebSocket)."""
     fmt = output_format(fmt, as_json)
-    result = skill.agents(settings=cli_obj(ctx).settings())
+    result = status_actions.agents(settings=cli_obj(ctx).settings())
     emit_formatted(
         result, fmt, lambda: render_agents_text(result["agents"]), lambda: render_agents_prompt(result["agents"])
     )
@@ -171,7 +172,7 @@ def log(ctx: click.Context, disposition: str | None, limit: int, as_json: bool, 
     fmt = output_format(fmt, as_json)
     obj = cli_obj(ctx)
     settings = obj.settings()
-    result = skill.log(disposition, limit, settings=settings)
+    result = history_actions.log(disposition, limit, settings=settings)
     emit_formatted(
         result,
         fmt,

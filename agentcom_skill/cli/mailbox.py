@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from .. import skill
+from ..actions import check as check_actions
+from ..actions import finish as finish_actions
 from ..render import ack_text, deferred_text, dismissed_text
 from .base import FiniteRange, cli_obj, command, emit, format_options, json_option, output_format, parse_duration
 from .check import check_emitter
@@ -29,7 +30,7 @@ def wait(ctx: click.Context, timeout: float | None, limit: int | None, as_json: 
     obj = cli_obj(ctx)
     settings = obj.settings()
     printer = check_emitter(obj, output_format(fmt, as_json), settings.prompt_text_limit)
-    if skill.wait(timeout, limit, emit=printer, settings=settings) is None:
+    if check_actions.wait(timeout, limit, emit=printer, settings=settings) is None:
         sys.exit(1)
 
 
@@ -51,7 +52,7 @@ agentcom ack               # every message shown so far
 @click.pass_context
 def ack(ctx: click.Context, refs: tuple[str, ...], ids: tuple[str, ...], through: int | None, as_json: bool) -> None:
     """Finish the messages named (none named: all shown)."""
-    result = skill.ack(list(refs), ids=ids, through=through, settings=cli_obj(ctx).settings())
+    result = finish_actions.ack(list(refs), ids=ids, through=through, settings=cli_obj(ctx).settings())
     emit(result, as_json, ack_text(result))
 
 
@@ -67,7 +68,7 @@ agentcom defer 12 14 --for 2h
 @click.pass_context
 def defer(ctx: click.Context, refs: tuple[str, ...], for_: str, as_json: bool) -> None:
     """Put shown messages aside; they come back after --for."""
-    result = skill.defer(list(refs), parse_duration(for_, "--for"), settings=cli_obj(ctx).settings())
+    result = finish_actions.defer(list(refs), parse_duration(for_, "--for"), settings=cli_obj(ctx).settings())
     emit(result, as_json, deferred_text(result))
 
 
@@ -81,5 +82,5 @@ agentcom dismiss 12
 @click.pass_context
 def dismiss(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
     """Finish messages without acting on them (kept in the history)."""
-    result = skill.dismiss(list(refs), settings=cli_obj(ctx).settings())
+    result = finish_actions.dismiss(list(refs), settings=cli_obj(ctx).settings())
     emit(result, as_json, dismissed_text(result))

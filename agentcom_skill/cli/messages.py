@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import skill
+from ..actions import send as send_actions
 from ..errors import UsageError
 from ..message import PRIORITIES, RESPOND_WITH
 from ..render import ping_text, render_sent_prompt, sent_line
@@ -78,7 +78,7 @@ def send(
         if not isinstance(parsed, dict):
             raise UsageError('--payload must be a JSON object, like \'{"priority": "high"}\'')
     body = read_text(text, text_file, allow_stdin=parsed is None)
-    result = skill.send(
+    result = send_actions.send(
         to,
         body,
         type_,
@@ -113,7 +113,7 @@ def reply(
     room (naming its sender)."""
     fmt = output_format(fmt, as_json)
     body = read_text(text, text_file, allow_stdin=True)
-    result = skill.reply(ref, body or "", settings=cli_obj(ctx).settings())
+    result = send_actions.reply(ref, body or "", settings=cli_obj(ctx).settings())
     emit_formatted(result, fmt, lambda: sent_line(result), lambda: render_sent_prompt(result))
 
 
@@ -140,7 +140,7 @@ def ping(ctx: click.Context, agent: str, timeout: float, as_json: bool) -> None:
     Waiting takes nothing from your own mailbox: messages that arrive meanwhile are stored
     for `check`, never shown here. Exit 1 when no pong came within --timeout.
     """
-    result = skill.ping(agent, timeout, settings=cli_obj(ctx).settings())
+    result = send_actions.ping(agent, timeout, settings=cli_obj(ctx).settings())
     if result["pong_id"] is None:
         if as_json:
             emit(result, True)

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from click.shell_completion import get_completion_class
 
-from .. import skill
+from ..actions import config_init as config_actions
+from ..actions import status as status_actions
 from ..errors import ConfigError, UsageError
 from ..render import (
     render_doctor_text,
@@ -36,7 +37,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Hub health, pending and leased messages, the watch, hazards."""
     if ctx.invoked_subcommand is not None:
         return
-    result = skill.status(settings=cli_obj(ctx).settings())
+    result = status_actions.status(settings=cli_obj(ctx).settings())
     emit(result, as_json, render_status_text(result))
     if result["hub"]["error"]:  # everything local was printed; the hub's trouble is the exit code
         sys.exit(result["hub"]["error"]["exit_code"])
@@ -54,7 +55,7 @@ agentcom status set "reviewing PR 12"
 @click.pass_context
 def status_set(ctx: click.Context, text: str, as_json: bool) -> None:
     """Set my status (auto-replies, and the hub's presence)."""
-    result = skill.set_status(text, settings=cli_obj(ctx).settings())
+    result = status_actions.set_status(text, settings=cli_obj(ctx).settings())
     emit(result, as_json, status_set_text(result))
 
 
@@ -167,7 +168,7 @@ def config_init(
     force: bool,
 ) -> None:
     """Write a config file (mode 0600) from the options and environment."""
-    written = skill.init_config(
+    written = config_actions.init_config(
         cli_obj(ctx).overrides,
         register=register,
         capabilities=capabilities,
@@ -198,7 +199,8 @@ def config_token(ctx: click.Context, source: str | None) -> None:
     The new token comes from --token-file F, or from stdin with `-`; it goes where the config
     file keeps its token (its token line, or the file its token_file names), mode 0600. The
     token is never printed."""
-    from ..config import ENV_VARS, default_config_path, replace_token
+    from ..config import ENV_VARS, default_config_path
+    from ..config_write import replace_token
 
     overrides = cli_obj(ctx).overrides
     token_file = overrides.get("token_file")
