@@ -273,10 +273,10 @@ END;
 INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM messages));
 """
 
-_OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
+OPEN_SQL = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
 # A lease or defer over at ?1 (a time): its end has come, or it ends further off than its
 # length allows (taken while the clock ran ahead): `delivery.bounded_due` in SQL.
-_OVER = f"(due <= ?1 OR due > ?1 + COALESCE(span, {LONGEST_SPAN!r}) + {CLOCK_SLACK!r})"
+OVER_SQL = f"(due <= ?1 OR due > ?1 + COALESCE(span, {LONGEST_SPAN!r}) + {CLOCK_SLACK!r})"
 
 
 # The same, as two ranges of `due` the index serves (the second a superset, refined by
@@ -287,7 +287,7 @@ def _deferred_over(row: Any, now: float) -> bool:
     return row["state"] == "deferred" and due is not None and due <= now
 
 
-_DUE_OR_OVER = f"(due <= ?1 OR (due > ?1 + {CLOCK_SLACK!r} AND {_OVER}))"
+_DUE_OR_OVER = f"(due <= ?1 OR (due > ?1 + {CLOCK_SLACK!r} AND {OVER_SQL}))"
 # The columns of our tables at the current schema, in order (a test checks them against the migrations).
 SCHEMA_COLUMNS = {
     "messages": (
@@ -358,9 +358,8 @@ _PENDING_ORDER = "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 ELSE 2 
 # ... nor what was said in a channel or the room we had not joined or had left (tier0 row 10):
 # kept only as an id seen, so the hub is acked past it and it is never taken in again.
 _LISTED = "((sender IS NOT NULL OR via IS NOT 'import') AND NOT (disposition = 'drop' AND rule IS 10))"
-A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
-_A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
 PRUNE_INTERVAL = 3600.0  # seconds between pruning passes
+ID_CHUNK = 500  # ids per `IN (?, ...)`: well under SQLite's host-parameter limit (999 before 3.32)
 PRUNE_STEP = 500  # rows one pruning transaction deletes or ages out at most (a short write)
 VACUUM_STEP = 256  # free pages one pruning step gives back to the file system
 VACUUM_AT_OPEN_BYTES = 64 * 1024 * 1024  # an older store this small is vacuumed once when migrated
@@ -796,6 +795,27 @@ class MessageStore:
             self._fix_damaged()
         return out
 
+    # The public query surface, for the store's companions (`a2a_tasks.py`): reads that repair
+    # damaged text, statements whose errors become StateError/BusyError, and SQLite's
+    # host-parameter limit. Writes belong inside `write()` (BEGIN IMMEDIATE, busy handling).
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one read (a cell of invalid UTF-8 is read with its bad bytes kept)."""
+        return self._read(sql, params)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One statement; inside `write()` when it writes."""
+        return self._exec(sql, params)
+
+    def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """One statement per row of parameters; inside `write()`."""
+        self._many(sql, rows)
+
+    @staticmethod
+    def id_chunks(ids: Iterable[str]) -> Iterator[list[str]]:
+        """`ids` in lists short enough for one `IN (?, ...)` (SQLite's host-parameter limit)."""
+        return _chunks(list(ids), ID_CHUNK)
+
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
@@ -843,13 +863,13 @@ class MessageStore:
         for chunk in _chunks(list(batch_ids), 500):
             marks = ",".join("?" * len(chunk))
             known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
-        due_sql = f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND {_DUE_OR_OVER}"
+        due_sql = f"SELECT rowid, * FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND {_DUE_OR_OVER}"
         pending_sql = (
             "SELECT rowid, * FROM messages INDEXED BY messages_pending WHERE state = 'pending'"
             f" ORDER BY {_PENDING_ORDER}"
         )
         bodiless_sql = (
-            f"SELECT rowid, * FROM messages INDEXED BY messages_bodiless WHERE body IS NULL AND state IN {_OPEN}"
+            f"SELECT rowid, * FROM messages INDEXED BY messages_bodiless WHERE body IS NULL AND state IN {OPEN_SQL}"
         )
         rows = self._message_rows(due_sql, (now,), now=now)
         rows += self._message_rows(bodiless_sql, now=now)
@@ -865,7 +885,7 @@ class MessageStore:
         waiting = (
             self.counted("attention", "pending")
             + self._read(
-                f"SELECT COUNT(*) FROM messages WHERE state IN {_OPEN} AND state = 'deferred' AND {_DUE_OR_OVER}",
+                f"SELECT COUNT(*) FROM messages WHERE state IN {OPEN_SQL} AND state = 'deferred' AND {_DUE_OR_OVER}",
                 (now,),
             )[0][0]
         )
@@ -894,8 +914,8 @@ class MessageStore:
         """Messages returned and still in their lease, and when the first lease ends (a lease
         taken while the clock ran ahead is over, not in lease)."""
         row = self._read(
-            f"SELECT COUNT(*), MIN(due) FROM messages WHERE state IN {_OPEN} AND state IN ('leased', 'shown')"
-            f" AND due > ?1 AND NOT {_OVER}",
+            f"SELECT COUNT(*), MIN(due) FROM messages WHERE state IN {OPEN_SQL} AND state IN ('leased', 'shown')"
+            f" AND due > ?1 AND NOT {OVER_SQL}",
             (now,),
         )[0]
         return int(row[0]), row[1]
@@ -1186,7 +1206,7 @@ class MessageStore:
         back and either may be meant, guarantee 11), else the one shown, else the newest."""
         rows = self._message_rows(
             f"SELECT rowid, * FROM messages WHERE seq = ?"
-            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT ?",
+            f" ORDER BY (state IN {OPEN_SQL}) DESC, ever_shown DESC, rowid DESC LIMIT ?",
             (seq, AMBIGUOUS_SHOWN + 1),
         )
         still_open = [r for r in rows if r["state"] in OPEN_STATES]
@@ -1223,13 +1243,13 @@ class MessageStore:
         assert state in FINISHED_STATES
         self._many(
             f"UPDATE messages SET state = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE id = ? AND state IN "
-            f"{_OPEN}",
+            f"{OPEN_SQL}",
             [(state, now, reason, i) for i in ids],
         )
 
     def defer(self, ids: Sequence[str], until: float, now: float) -> None:
         self._many(
-            f"UPDATE messages SET state = 'deferred', due = ?, span = ? WHERE id = ? AND state IN {_OPEN}",
+            f"UPDATE messages SET state = 'deferred', due = ?, span = ? WHERE id = ? AND state IN {OPEN_SQL}",
             [(until, until - now, i) for i in ids],
         )
 
@@ -1239,7 +1259,7 @@ class MessageStore:
             r[0]
             for r in self._read(
                 "SELECT id FROM messages WHERE state = 'pending' AND disposition = 'attention' UNION ALL"
-                f" SELECT id FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND {_DUE_OR_OVER}"
+                f" SELECT id FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND {_DUE_OR_OVER}"
                 " AND disposition = 'attention'",
                 (now,),
             )
@@ -1248,7 +1268,7 @@ class MessageStore:
     def deliverable_count(self, now: float) -> int:
         """How many `deliverable_ids` gives, from the counters and the due index (the watch asks often)."""
         due = self._read(
-            f"SELECT COUNT(*) FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND due <= ?"
+            f"SELECT COUNT(*) FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND due <= ?"
             " AND disposition = 'attention'",
             (now,),
         )[0][0]
@@ -1302,17 +1322,6 @@ class MessageStore:
             [(f"import:{sender}:{n}", sender, at) for n, at in enumerate(times)],
         )
 
-    # A2A tasks (watch, mode a2a) ------------------------------------------------
-
-    def a2a_handed(self, ids: Sequence[str]) -> set[str]:
-        """Which of these messages A2A already took (carried by a task, or held back for `check`)."""
-        out: set[str] = set()
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT message_id FROM a2a_messages WHERE message_id IN ({marks})"
-            out.update(r[0] for r in self._read(sql, chunk))
-        return out
-
     def received_at(self, ids: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
         for chunk in _chunks(list(ids), 500):
@@ -1333,166 +1342,6 @@ class MessageStore:
             )
             parent = rows[0][0] if rows else None
         return root
-
-    def a2a_open_tasks(self) -> list[sqlite3.Row]:
-        return self._read(f"SELECT * FROM a2a_tasks WHERE state IN {_A2A_OPEN} ORDER BY next_at, id")
-
-    def a2a_task(self, task: int) -> sqlite3.Row | None:
-        rows = self._read("SELECT * FROM a2a_tasks WHERE id = ?", (task,))
-        return rows[0] if rows else None
-
-    def a2a_create(
-        self, peer: str, context_id: str, reply_to: str, message_id: str, carried: dict[str, Record], now: float
-    ) -> int:
-        """A task about to be sent, with the messages it carries and their records before the lease."""
-        cur = self._exec(
-            "INSERT INTO a2a_tasks (peer, context_id, reply_to, message_id, state, created_at, next_at)"
-            " VALUES (?, ?, ?, ?, 'sending', ?, ?)",
-            (clean(peer), context_id, reply_to, message_id, now, now),
-        )
-        task = int(cur.lastrowid or 0)
-        self._many(
-            "INSERT OR REPLACE INTO a2a_messages (message_id, task, prev) VALUES (?, ?, ?)",
-            [(i, task, json.dumps([r.state, r.deliveries, r.expired, r.due])) for i, r in carried.items()],
-        )
-        return task
-
-    def a2a_hold(self, ids: Sequence[str], note: str) -> None:
-        """Held back by the loop guard: these wait for `check`, never for an A2A task."""
-        self._many(
-            "INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)", [(i, note) for i in ids]
-        )
-        self._many(
-            f"UPDATE messages SET reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN {_OPEN}",
-            [(f"; {note}", i) for i in ids],
-        )
-
-    def a2a_update(self, task: int, **changes: Any) -> None:
-        allowed = {
-            "message_id",
-            "task_id",
-            "state",
-            "attempts",
-            "polls",
-            "sent_at",
-            "accepted_at",
-            "next_at",
-            "finished_at",
-            "answer",
-            "outcome",
-            "sent_id",
-            "error",
-            "answer_key",
-            "said",
-        }
-        assert changes and set(changes) <= allowed, changes
-        names = sorted(changes)
-        self._exec(
-            f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
-            [changes[n] for n in names] + [task],
-        )
-
-    def a2a_carried(self, task: int) -> list[str]:
-        return [r[0] for r in self._read("SELECT message_id FROM a2a_messages WHERE task = ? ORDER BY rowid", (task,))]
-
-    def a2a_release(self, task: int) -> None:
-        """Undo a task that never reached the agent: its messages are as they were before it
-        leased them (for `check` and a later task), and the task is forgotten."""
-        rows = self._read("SELECT message_id, prev FROM a2a_messages WHERE task = ?", (task,))
-        records = {}
-        for msg_id, prev in rows:
-            state, deliveries, expired, due = json.loads(prev)
-            records[msg_id] = Record(state, deliveries, expired, due)
-        self.restore(records)
-        self._exec("DELETE FROM a2a_messages WHERE task = ?", (task,))
-        self._exec("DELETE FROM a2a_tasks WHERE id = ?", (task,))
-
-    def a2a_return(self, ids: Sequence[str], now: float, note: str) -> None:
-        """A task that failed: its messages come back to `check` now, with why in their reason."""
-        self._many(
-            "UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', "
-            "'shown')",
-            [(now, f"; {note}", i) for i in ids],
-        )
-
-    def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
-        """Messages of tasks still running stay leased to them: `check` does not hand them out."""
-        return self._exec(
-            "UPDATE messages SET due = ?1 + ?2, span = ?2 WHERE state IN ('leased', 'shown')"
-            f" AND (due < ?1 + ?2 / 2 OR {_OVER}) AND id IN ("
-            " SELECT a.message_id FROM a2a_messages a JOIN a2a_tasks t ON a.task = t.id"
-            f" WHERE t.state IN {_A2A_OPEN})",
-            (now, lease_seconds),
-        ).rowcount
-
-    def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
-        """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
-        out: dict[str, list[float]] = {}
-        sql = (
-            "SELECT peer, finished_at FROM a2a_tasks"
-            " WHERE outcome IN ('answered', 'maybe_answered') AND finished_at > ?"
-        )
-        for peer, at in self._read(sql, (since,)):
-            out.setdefault(peer, []).append(at)
-        return out
-
-    def a2a_summary(self) -> dict[str, Any]:
-        """For `status`: tasks in flight, answers sent, silences, failures, held messages, the last failure."""
-        by_state: dict[str, int] = {
-            r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state")
-        }
-        by_outcome: dict[str, int] = {
-            r[0]: r[1]
-            for r in self._read("SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome")
-        }
-        held = self._read(
-            f"SELECT COUNT(*) FROM a2a_messages a JOIN messages m ON m.id = a.message_id"
-            f" WHERE a.task IS NULL AND m.state IN {_OPEN}"
-        )[0][0]
-        last = self._read(
-            "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1"
-        )
-        return {
-            "in_flight": sum(by_state.get(s, 0) for s in A2A_OPEN_STATES),
-            "answered": by_outcome.get("answered", 0),
-            "maybe_answered": by_outcome.get("maybe_answered", 0),
-            "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
-            "failed": by_state.get("failed", 0),
-            "held": held,
-            "last_failure": {"at": last[0][0], "outcome": last[0][1], "error": last[0][2]} if last else None,
-        }
-
-    def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
-        """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
-        rows = self._read(
-            "SELECT id, peer, outcome, error, finished_at, said FROM a2a_tasks WHERE state = 'failed'"
-            " ORDER BY finished_at DESC LIMIT ?",
-            (limit,),
-        )
-        return [
-            {
-                "task": r[0],
-                "peer": r[1],
-                "outcome": r[2],
-                "error": r[3],
-                "said": r[5],  # the agent's side's words: only ever shown fenced to an LLM
-                "at": r[4],
-                "ids": self.a2a_carried(r[0]),
-            }
-            for r in rows
-        ]
-
-    def a2a_prune(self, now: float, days: float) -> None:
-        """Finished tasks older than `days`, and the records of messages no longer kept; hourly."""
-        if 0 <= now - float(self.get_meta("a2a_pruned_at", 0) or 0) < PRUNE_INTERVAL:
-            return
-        self.set_meta("a2a_pruned_at", now)
-        self._exec("DELETE FROM a2a_messages WHERE message_id NOT IN (SELECT id FROM messages)")
-        self._exec(
-            "DELETE FROM a2a_tasks WHERE state IN ('done', 'failed') AND finished_at < ?"
-            " AND id NOT IN (SELECT task FROM a2a_messages WHERE task IS NOT NULL)",
-            (now - days * 86400,),
-        )
 
     # history ------------------------------------------------------------------
 
