@@ -15,8 +15,9 @@ from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import batch_keys, hub_prefix, plan_check
 from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
 from agentcom_skill.message import parse_mailbox, parse_mailbox_bytes
+from agentcom_skill.migrations import MIGRATIONS, statements
 from agentcom_skill.skill import prune_store, run_check
-from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
+from agentcom_skill.store import MessageStore, row_message
 from agentcom_skill.watch import PushedFrames
 
 TOKEN = "a1" * 32
@@ -137,7 +138,7 @@ def test_migrations_apply_from_the_oldest_schema_and_keep_data(tmp_path):
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
-    for statement in _statements(MIGRATIONS[0][1]):
+    for statement in statements(MIGRATIONS[0][1]):
         db.execute(statement)
     db.execute("INSERT INTO migrations VALUES (1, 'x', 0)")
     db.execute("PRAGMA user_version = 1")
@@ -222,7 +223,7 @@ def test_a_damaged_sent_row_is_set_aside_not_fatal(tmp_path):
 
 
 def test_the_schema_columns_the_store_checks_are_the_migrations_result():
-    from agentcom_skill.store import SCHEMA_COLUMNS
+    from agentcom_skill.migrations import SCHEMA_COLUMNS
 
     store = MessageStore.memory()
     for table, columns in SCHEMA_COLUMNS.items():

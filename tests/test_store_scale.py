@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import OPEN_STATES, OpenMessage, StoreView, plan_check
 from agentcom_skill.message import MailboxBatch, parse_mailbox
+from agentcom_skill.migrations import MIGRATIONS, statements
 from agentcom_skill.skill import prune_store
-from agentcom_skill.store import MIGRATIONS, PRUNE_STEP, MessageStore, row_message
+from agentcom_skill.store import PRUNE_STEP, MessageStore, row_message
 from agentcom_skill.stored import open_record
 
 NOW = 1_000_000.0
@@ -242,12 +243,11 @@ def test_an_older_store_is_migrated_with_its_counts_and_vacuumed_when_small(tmp_
     db = sqlite3.connect(folder / "messages.sqlite3")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
-    from agentcom_skill.store import _statements
 
     for number, (_, sql) in enumerate(MIGRATIONS[:5], start=1):
         if sql in ("FTS5", "LAZY_FTS"):
             continue
-        for statement in _statements(sql):
+        for statement in statements(sql):
             db.execute(statement)
         db.execute("INSERT INTO migrations VALUES (?, 'x', 0)", (number,))
     body = {"id": "a" * 16, "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": "hi"}}
