@@ -35,12 +35,13 @@ from .delivery import (
     summary_text,
 )
 from .errors import BusyError, StateError, UsageError
+from .files import create_private, make_private_folder, refuse_links, shared_folder_warning
 from .message import Message, Unreadable
 from .migrations import MIGRATIONS, check_schema, migrate
 from .render import ambiguous_ref_text
 from .stored import inspect_row, open_record, raw_row, row_dict, row_message
 
-__all__ = ["MessageStore", "DB_NAME", "clean", "create_private", "row_dict", "row_message"]
+__all__ = ["MessageStore", "DB_NAME", "clean", "row_dict", "row_message"]
 
 DB_NAME = "messages.sqlite3"
 
@@ -96,46 +97,6 @@ def _any_case(ref: str) -> str:
     return escaped if len(ref) >= 16 else escaped + "%"
 
 
-def create_private(path: Path) -> None:
-    """Create the database file with mode 0600 (SQLite gives its -wal and -shm the same).
-
-    Only when it does not exist: opening and closing an existing database file would drop
-    every POSIX lock this process holds on it (closing any descriptor of a file does), and
-    another process could then take the WAL for unused, checkpoint it and delete it under
-    our open connections, whose later commits nobody else would ever see.
-    """
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    except FileExistsError:
-        pass
-
-
-def refuse_links(*paths: Path) -> None:
-    """State files are never opened through a symbolic link: a link planted in the state folder
-    (even a dangling one) would make us create or write a file wherever it points."""
-    for path in paths:
-        if os.path.islink(path):
-            raise StateError(
-                f"refusing to use {path}: it is a symbolic link (state files are never opened through one); remove it"
-            )
-
-
-def shared_folder_warning(directory: Path) -> str | None:
-    """A warning when the state folder (or the one holding it) can be written by others, who
-    could then replace the store or plant links in it."""
-    for folder in (directory, directory.parent):
-        try:
-            mode = folder.stat().st_mode
-        except OSError:
-            continue
-        if mode & 0o022 and not mode & 0o1000:  # group or others may write (the sticky bit limits that)
-            return (
-                f"state folder {folder} is writable by others (mode {mode & 0o777:o}): they could replace the message"
-                f" store; run chmod go-w {folder}"
-            )
-    return None
-
-
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return False
@@ -177,11 +138,7 @@ class MessageStore:
     ) -> MessageStore:
         """Open (creating and migrating) the folder's store."""
         directory = Path(directory)
-        refuse_links(directory)  # the agent's own folder too (the state folder above it may be a link)
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StateError(f"cannot create state folder {directory}: {exc.strerror}") from None
+        make_private_folder(directory)
         refuse_links(*(directory / f"{DB_NAME}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")))
         store = cls(directory / DB_NAME, busy_timeout, on_wait)
         warning = shared_folder_warning(directory)
