@@ -26,8 +26,7 @@ class A2ATasks:
     def handed(self, ids: Sequence[str]) -> set[str]:
         """Which of these messages A2A already took (carried by a task, or held back for `check`)."""
         out: set[str] = set()
-        for chunk in self.store.id_chunks(ids):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in self.store.id_chunks(ids):
             sql = f"SELECT message_id FROM a2a_messages WHERE message_id IN ({marks})"
             out.update(r[0] for r in self.store.query(sql, chunk))
         return out

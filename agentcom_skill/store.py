@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .delivery import (
     CLOCK_SLACK,
@@ -44,6 +44,7 @@ from .stored import inspect_row, open_record, raw_row, row_dict, row_message
 __all__ = ["MessageStore", "DB_NAME", "clean", "row_dict", "row_message"]
 
 DB_NAME = "messages.sqlite3"
+T = TypeVar("T")
 
 OPEN_SQL = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
 # A lease or defer over at ?1 (a time): its end has come, or it ends further off than its
@@ -432,9 +433,9 @@ class MessageStore:
         self._many(sql, rows)
 
     @staticmethod
-    def id_chunks(ids: Iterable[str]) -> Iterator[list[str]]:
-        """`ids` in lists short enough for one `IN (?, ...)` (SQLite's host-parameter limit)."""
-        return _chunks(list(ids), ID_CHUNK)
+    def id_chunks(ids: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
+        """The distinct `ids` in chunks for one `IN ({marks})` each (`in_chunks`)."""
+        return in_chunks(ids)
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -480,8 +481,7 @@ class MessageStore:
         store keeps. `refs`: ids to tell whether we sent them (the batch's reply_to, its room
         messages' keys)."""
         known: set[str] = set()
-        for chunk in _chunks(list(batch_ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(batch_ids):
             known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
         due_sql = f"SELECT rowid, * FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND {_DUE_OR_OVER}"
         pending_sql = (
@@ -543,15 +543,13 @@ class MessageStore:
     def known(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` (message ids, or unreadable entries' keys) this store holds."""
         out: set[str] = set()
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
         return out
 
     def _sent_among(self, ids: Sequence[str]) -> frozenset[str]:
         found: set[str] = set()
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             found.update(r[0] for r in self._read(f"SELECT id FROM sent WHERE id IN ({marks})", chunk))
         return frozenset(found)
 
@@ -571,8 +569,7 @@ class MessageStore:
 
     def finished(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             out.update(
                 r[0]
                 # (+state: looked up by id; the state index would read every finished row)
@@ -672,8 +669,7 @@ class MessageStore:
 
     def confirm_shown(self, ids: Sequence[str]) -> None:
         """The run that leased these printed them: `ack` may now finish them."""
-        for chunk in _chunks(list(ids), 500):  # one statement a chunk: a large check confirms thousands
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):  # one statement a chunk: a large check confirms thousands
             self._exec(
                 f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE +state = 'leased' AND id IN ({marks})",
                 chunk,
@@ -744,8 +740,8 @@ class MessageStore:
                 )
             ]
         gone = 0
-        for chunk in _chunks(sorted(set(victims)), 500):
-            gone += self._exec(f"DELETE FROM messages WHERE rowid IN ({','.join('?' * len(chunk))})", chunk).rowcount
+        for marks, chunk in in_chunks(sorted(set(victims))):
+            gone += self._exec(f"DELETE FROM messages WHERE rowid IN ({marks})", chunk).rowcount
         aged = self._exec(
             "UPDATE messages SET state = 'dead', finished_at = ?, reason = COALESCE(reason, '') || ? WHERE rowid IN ("
             " SELECT rowid FROM messages INDEXED BY messages_pending_age WHERE state = 'pending' AND received_at < ?"
@@ -944,8 +940,7 @@ class MessageStore:
 
     def received_at(self, ids: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             sql = f"SELECT id, received_at FROM messages WHERE id IN ({marks})"
             out.update((r[0], r[1]) for r in self._read(sql, chunk))
         return out
@@ -1008,17 +1003,35 @@ class MessageStore:
         if since is not None:
             where.append("received_at >= ?")
             params.append(since)
-        if ids is not None:
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
-        params.append(limit)
         # newest first; with --since, by arrival time (the same order but for a clock gone back),
         # which its index reads newest first and stops at the limit (by rowid, a short window
         # was found only after reading every older row)
         order = "received_at DESC, rowid DESC" if since is not None else "rowid DESC"
-        return self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?", params
-        )
+        sql = f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)}{{ids}} ORDER BY {order} LIMIT ?"
+        if ids is None:
+            return self._message_rows(sql.replace("{ids}", ""), [*params, limit])
+        chunks = self._rows_in(self._message_rows, sql, " AND id IN ({marks})", ids, params, [limit])
+        if len(chunks) == 1:
+            return chunks[0]
+        newest = (lambda r: (_number(r["received_at"]), r["rowid"])) if since is not None else (lambda r: r["rowid"])
+        return sorted((r for rows in chunks for r in rows), key=newest, reverse=True)[:limit]
+
+    def _rows_in(
+        self,
+        reader: Callable[[str, Sequence[Any]], list[Any]],
+        sql: str,
+        condition: str,
+        ids: Iterable[str],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> list[list[Any]]:
+        """The rows of `sql` for each chunk of `ids` (`in_chunks`), a list a chunk: its `{ids}`
+        becomes `condition` with the chunk's placeholders (for `{marks}`), the chunk's ids
+        between the parameters `before` and `after`."""
+        return [
+            reader(sql.replace("{ids}", condition.replace("{marks}", marks)), [*before, *chunk, *after])
+            for marks, chunk in in_chunks(ids)
+        ]
 
     def index_for_search(self) -> bool:
         """Bring the full-text index up to date with the rows stored since the last search.
@@ -1066,14 +1079,13 @@ class MessageStore:
     def sent_messages(
         self, limit: int = 50, reply_to: Sequence[str] | None = None, ids: Sequence[str] | None = None
     ) -> list[sqlite3.Row]:
-        if reply_to is not None:
-            marks = ",".join("?" * len(reply_to))
-            return self._sent_rows(
-                f"SELECT rowid, * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to)
-            )
-        if ids is not None:
-            marks = ",".join("?" * len(ids))
-            return self._sent_rows(f"SELECT rowid, * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
+        if reply_to is not None or ids is not None:
+            column, wanted = ("reply_to", reply_to) if reply_to is not None else ("id", ids)
+            sql = "SELECT rowid, * FROM sent WHERE {ids} ORDER BY sent_at"
+            chunks = self._rows_in(self._sent_rows, sql, column + " IN ({marks})", wanted or ())
+            if len(chunks) == 1:
+                return chunks[0]
+            return sorted((r for rows in chunks for r in rows), key=lambda r: (_number(r["sent_at"]), r["rowid"]))
         return self._sent_rows("SELECT rowid, * FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,))
 
     def sent_to(self, recipient: str) -> bool:
@@ -1081,8 +1093,8 @@ class MessageStore:
         return bool(self._read("SELECT 1 FROM sent WHERE recipient = ? LIMIT 1", (recipient,)))
 
     def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
-        marks = ",".join("?" * len(ids))
-        return self._message_rows(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND {_LISTED}", list(ids))
+        sql = f"SELECT rowid, * FROM messages WHERE {{ids}} AND {_LISTED}"
+        return [r for rows in self._rows_in(self._message_rows, sql, "reply_to IN ({marks})", ids) for r in rows]
 
     def peers(self) -> dict[str, dict[str, Any]]:
         return {
@@ -1091,9 +1103,19 @@ class MessageStore:
         }
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _number(value: Any) -> float:
+    """A time column as a sort key (a damaged cell sorts first, as SQLite puts NULL)."""
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+def in_chunks(ids: Iterable[T]) -> Iterator[tuple[str, list[T]]]:
+    """The distinct `ids`, in chunks of at most `ID_CHUNK`, each with its placeholders: one
+    `IN ({marks})` a chunk keeps a statement within SQLite's host-parameter limit (999 before
+    SQLite 3.32, and a build may set it lower)."""
+    distinct = list(dict.fromkeys(ids))
+    for start in range(0, len(distinct), ID_CHUNK):
+        chunk = distinct[start : start + ID_CHUNK]
+        yield ",".join("?" * len(chunk)), chunk
 
 
 def clean(text: str | None) -> str | None:
