@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .delivery import Record
-from .store import OPEN_SQL, OVER_SQL, PRUNE_INTERVAL, MessageStore, clean
+from .store import PRUNE_INTERVAL, MessageStore
+from .store_db import OPEN_SQL, OVER_SQL, clean
 
 A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
 A2A_OPEN_SQL = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
