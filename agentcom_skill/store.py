@@ -92,6 +92,8 @@ class MessageStore(StoreHistory):
             store.warnings.append(warning)
         return store
 
+    # what a check reads ------------------------------------------------------
+
     def view(
         self, batch_ids: Sequence[str], now: float, limit: int | None = None, refs: Sequence[str] = ()
     ) -> StoreView:
@@ -166,6 +168,8 @@ class MessageStore(StoreHistory):
             found.update(r[0] for r in self._read(f"SELECT id FROM sent WHERE id IN ({marks})", chunk))
         return frozenset(found)
 
+    # channels and the room ---------------------------------------------------
+
     def groups(self) -> dict[str, str]:
         """The channels ("#name") and the room ("@room") joined, each with its attention setting."""
         return {r[0]: r[1] for r in self._read("SELECT address, attend FROM groups ORDER BY address")}
@@ -187,6 +191,8 @@ class MessageStore(StoreHistory):
                 for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks}) AND +state IN {_FINISHED}", chunk)
             )
         return out
+
+    # what a check writes -----------------------------------------------------
 
     def apply_check(self, plan: CheckPlan, now: float, via: str = "poll") -> None:
         """Apply a plan inside `write()`: new messages, intents, leases, dead letters, roster, cursor."""
@@ -314,6 +320,8 @@ class MessageStore(StoreHistory):
             (sent_id, clean(to), clean(type_ or "chat"), json.dumps(payload), clean(reply_to), kind, now),
         )
 
+    # pruning -----------------------------------------------------------------
+
     def prune_due(self, now: float) -> bool:
         """Whether a pruning pass should run: hourly, and until the last one finished."""
         return not 0 <= now - self.get_number("pruned_at") < PRUNE_INTERVAL  # (a clock gone back still prunes)
@@ -395,6 +403,8 @@ class MessageStore(StoreHistory):
             return 0  # busy: the next step
         return int(self._read("PRAGMA freelist_count")[0][0])
 
+    # finishing messages ------------------------------------------------------
+
     def shown_open(self, through: int | None = None) -> list[sqlite3.Row]:
         """Messages the agent was shown and has not finished (bare ack, ack --through)."""
         sql = "SELECT rowid, * FROM messages WHERE state IN ('leased', 'shown') AND ever_shown = 1"
@@ -449,6 +459,8 @@ class MessageStore(StoreHistory):
             f" {states}",
             [(r.state, r.deliveries, r.expired, r.due, r.span, msg_id) for msg_id, r in records.items()],
         )
+
+    # the one-time import of 0.1's state (legacy.py) --------------------------
 
     def import_stubs(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Messages known to 0.1 without their bodies: (id, seq, sender, type, text, disposition,

@@ -137,6 +137,8 @@ class StoreDatabase:
         self._damage_told: set[tuple[str, int]] = set()
         self._db = self._connect()
 
+    # connection --------------------------------------------------------------
+
     def _connect(self) -> sqlite3.Connection:
         try:
             if not self._in_memory:
@@ -252,6 +254,8 @@ class StoreDatabase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # transactions: every change one short BEGIN IMMEDIATE --------------------
+
     @contextlib.contextmanager
     def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("BEGIN IMMEDIATE")
@@ -317,6 +321,8 @@ class StoreDatabase:
             self._db.execute("BEGIN IMMEDIATE")
         finally:  # every other statement waits as long as the settings say
             self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+
+    # reads (a damaged row is repaired or set aside, never a failure) ---------
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -404,6 +410,10 @@ class StoreDatabase:
             self._fix_damaged()
         return out
 
+    # The public query surface, for the store's companions (`a2a_tasks.py`): reads that repair
+    # damaged text, statements whose errors become StateError/BusyError, and SQLite's
+    # host-parameter limit. Writes belong inside `write()` (BEGIN IMMEDIATE, busy handling).
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """The rows of one read (a cell of invalid UTF-8 is read with its bad bytes kept)."""
         return self._read(sql, params)
@@ -436,6 +446,8 @@ class StoreDatabase:
     def quick_check(self) -> str:
         """SQLite's own consistency check of the file: 'ok', or what is wrong."""
         return str(self._read("PRAGMA quick_check")[0][0])
+
+    # meta --------------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))

@@ -56,6 +56,8 @@ class StoreHistory(StoreDatabase):
     """Reads of the store's history: what was received and sent, threads, search, counts,
     references to a stored message."""
 
+    # counts ------------------------------------------------------------------
+
     def in_lease(self, now: float) -> tuple[int, float | None]:
         """Messages returned and still in their lease, and when the first lease ends (a lease
         taken while the clock ran ahead is over, not in lease)."""
@@ -65,6 +67,24 @@ class StoreHistory(StoreDatabase):
             (now,),
         )[0]
         return int(row[0]), row[1]
+
+    def counts(self, now: float) -> dict[str, Any]:
+        """What `status` and `inbox` say the store holds: from the counters and the lease index,
+        never a scan."""
+        by_key: dict[tuple[str, str], int] = {
+            (r[0], r[1]): int(r[2]) for r in self._read("SELECT disposition, state, n FROM message_counts")
+        }
+        in_lease, next_due = self.in_lease(now)
+        return {
+            "open": sum(by_key.get(("attention", s), 0) for s in OPEN_STATES),
+            "in_lease": in_lease,
+            "next_due": next_due,
+            "deferred": by_key.get(("attention", "deferred"), 0),
+            "dead": by_key.get(("attention", "dead"), 0),
+            "stored": sum(by_key.values()),
+        }
+
+    # references: what `ack`, `show`, `reply` name ----------------------------
 
     def resolve(self, ref: str | int) -> sqlite3.Row | None:
         """The message a reference names (see `skill.parse_ref`): an int is a seq; a string is
@@ -124,6 +144,8 @@ class StoreHistory(StoreDatabase):
             )
         ]
 
+    # threads -----------------------------------------------------------------
+
     def received_at(self, ids: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
         for marks, chunk in in_chunks(ids):
@@ -144,21 +166,7 @@ class StoreHistory(StoreDatabase):
             parent = rows[0][0] if rows else None
         return root
 
-    def counts(self, now: float) -> dict[str, Any]:
-        """What `status` and `inbox` say the store holds: from the counters and the lease index,
-        never a scan."""
-        by_key: dict[tuple[str, str], int] = {
-            (r[0], r[1]): int(r[2]) for r in self._read("SELECT disposition, state, n FROM message_counts")
-        }
-        in_lease, next_due = self.in_lease(now)
-        return {
-            "open": sum(by_key.get(("attention", s), 0) for s in OPEN_STATES),
-            "in_lease": in_lease,
-            "next_due": next_due,
-            "deferred": by_key.get(("attention", "deferred"), 0),
-            "dead": by_key.get(("attention", "dead"), 0),
-            "stored": sum(by_key.values()),
-        }
+    # history and search ------------------------------------------------------
 
     def messages(
         self,
