@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .a2a_tasks import A2ATasks
 from .actions.check import ack_hub_prefix  # the same hub-ack prefix rule as `check` and `ack`
 from .actions.common import unconfirmed_id
 from .actions.history import history_entry
@@ -548,6 +549,7 @@ class A2ADispatcher:
         self.s = settings
         self.wake = settings.wake
         self.store = store
+        self.tasks = A2ATasks(store)
         self.hub = hub
         self.report = report
         self.clock = clock
@@ -575,16 +577,16 @@ class A2ADispatcher:
 
     def step(self) -> None:
         now = self.clock()
-        open_tasks = self.store.a2a_open_tasks()
+        open_tasks = self.tasks.open_tasks()
         if now - self.lease_checked_at >= LEASE_CHECK_INTERVAL:
             self.lease_checked_at = now
             if open_tasks:
                 with self.store.write():
-                    self.store.a2a_extend_leases(now, self.s.lease_seconds)
+                    self.tasks.extend_leases(now, self.s.lease_seconds)
         if now - self.pruned_at >= PRUNE_INTERVAL:
             self.pruned_at = now
             with self.store.write():
-                self.store.a2a_prune(now, self.s.retention_days)
+                self.tasks.prune(now, self.s.retention_days)
         if now < self.paused_until:
             return
         if not self.ready:
@@ -653,23 +655,21 @@ class A2ADispatcher:
                 task=tid,
             )
         message_id = f"agentcom-{uuid.uuid4().hex}"
-        ids = self.store.a2a_carried(tid)
+        ids = self.tasks.carried(tid)
         messages = self._views(ids)
         if not messages:  # finished meanwhile (acked by the agent, or pruned): nothing to ask
             with self.store.write():
-                self.store.a2a_update(
-                    tid, state="done", outcome="no_reply", finished_at=now, error="nothing left to send"
-                )
+                self.tasks.update(tid, state="done", outcome="no_reply", finished_at=now, error="nothing left to send")
             return True
         text = prompt_text(messages, self.s.agent_id, self.s.prompt_text_limit)
         with self.store.write():  # committed before the request: a crash after it counts as a send
-            self.store.a2a_update(tid, message_id=message_id, sent_at=now, attempts=task["attempts"] + 1)
+            self.tasks.update(tid, message_id=message_id, sent_at=now, attempts=task["attempts"] + 1)
         self.pacer.note(now)
         reply = self.client.send_message(text, task["context_id"], message_id)
         now = self.clock()
         if reply.kind == "task":
             with self.store.write():
-                self.store.a2a_update(
+                self.tasks.update(
                     tid, task_id=reply.task_id, state="working", accepted_at=now, polls=0, next_at=now + poll_delay(0)
                 )
                 self.store.confirm_shown(ids)  # delivered: `ack` and `reply` work on them now
@@ -684,20 +684,18 @@ class A2ADispatcher:
             )
             self._resolved(now)
             if reply.state not in WORKING_STATES:
-                return self._on_task_state(self.store.a2a_task(tid), reply, now)
+                return self._on_task_state(self.tasks.task(tid), reply, now)
             return True
         if reply.kind == "maybe_sent":  # sent again (a new messageId) after a backoff, within MAX_ATTEMPTS
             with self.store.write():
-                self.store.a2a_update(
-                    tid, next_at=now + retry_delay(task["attempts"] + 1, self.rng), error=reply.detail
-                )
+                self.tasks.update(tid, next_at=now + retry_delay(task["attempts"] + 1, self.rng), error=reply.detail)
             return True
         if reply.kind == "error" or reply.kind == "lost":
             self._fail(tid, now, "failed", f"the agent refused the task: {reply.detail}", reply.quoted)
             return True
         # It never reached the agent: undo the task; its messages are back for `check` and a later task.
         with self.store.write():
-            self.store.a2a_release(tid)
+            self.tasks.release(tid)
         if reply.kind == "unauthorized":
             self._unauthorized(now, reply)
         elif reply.kind == "rate_limited":
@@ -741,7 +739,7 @@ class A2ADispatcher:
             return True
         delay = self.pacer.backoff(now, reply.retry_after)
         with self.store.write():
-            self.store.a2a_update(tid, next_at=now + delay, error=reply.detail)
+            self.tasks.update(tid, next_at=now + delay, error=reply.detail)
         return True
 
     def _on_task_state(self, task: Any, reply: A2AReply, now: float) -> bool:
@@ -750,15 +748,15 @@ class A2ADispatcher:
             if self._timed_out(task, now):
                 return True
             with self.store.write():
-                self.store.a2a_update(tid, polls=task["polls"] + 1, next_at=now + poll_delay(task["polls"] + 1))
+                self.tasks.update(tid, polls=task["polls"] + 1, next_at=now + poll_delay(task["polls"] + 1))
             return True
         if reply.state == "TASK_STATE_COMPLETED":
             if is_error_completion(reply.text):  # an error reported as the turn's text: never sent to the peer
                 self._retry(task, now, "failed", "the agent's turn ended in an error instead of an answer", reply.text)
                 return True
             with self.store.write():  # the answer is kept before it is sent: a restart delivers it
-                self.store.a2a_update(tid, state="answering", answer=reply.text or "", next_at=now)
-            task = self.store.a2a_task(tid)
+                self.tasks.update(tid, state="answering", answer=reply.text or "", next_at=now)
+            task = self.tasks.task(tid)
             self._deliver(task, now)
             return True
         if reply.state == "TASK_STATE_FAILED":  # often passing (a gateway just started, a model error)
@@ -788,7 +786,7 @@ class A2ADispatcher:
             return
         delay = retry_delay(attempts, self.rng)
         with self.store.write():
-            self.store.a2a_update(
+            self.tasks.update(
                 tid,
                 state="sending",
                 task_id=None,
@@ -816,7 +814,7 @@ class A2ADispatcher:
         the POST, the hub is asked whether it arrived, and where it cannot say, the answer
         counts as possibly sent and is never sent again."""
         tid = task["id"]
-        ids = self.store.a2a_carried(tid)
+        ids = self.tasks.carried(tid)
         replied = bool([r for r in self.store.sent_messages(reply_to=[task["reply_to"]]) if r["kind"] != "auto_reply"])
         action = answer_action(task["answer"], replied)
         if action == "error":  # kept by an older agentcom, which took it for an answer
@@ -834,7 +832,7 @@ class A2ADispatcher:
             if sent_id is not None:
                 self.store.record_sent(sent_id, task["peer"], "response", payload, task["reply_to"], "a2a_answer", now)
             self.store.finish(ids, "done", now)
-            self.store.a2a_update(
+            self.tasks.update(
                 tid,
                 state="done",
                 outcome=outcome,
@@ -885,7 +883,7 @@ class A2ADispatcher:
         else:
             key = f"a2a-{uuid.uuid4().hex}"
             with self.store.write():
-                self.store.a2a_update(tid, answer_key=key)
+                self.tasks.update(tid, answer_key=key)
         payload = {"text": task["answer"], ANSWER_KEY: key}
         if where == "found":
             return "answered", found, payload
@@ -905,7 +903,7 @@ class A2ADispatcher:
             self._fail(tid, now, "failed", f"the hub refused the agent's answer: {exc}")
         except AgentComError as exc:  # it never reached the hub: the next try needs no question
             with self.store.write():
-                self.store.a2a_update(tid, answer_key=None)
+                self.tasks.update(tid, answer_key=None)
             self._hub_retry(tid, now, f"could not send the agent's answer to the hub: {exc}")
         return None
 
@@ -940,7 +938,7 @@ class A2ADispatcher:
     def _hub_retry(self, tid: int, now: float, detail: str) -> None:
         delay = self.rng.uniform(2.0, 10.0)
         with self.store.write():
-            self.store.a2a_update(tid, next_at=now + delay, error=f"answer not sent yet: {detail}")
+            self.tasks.update(tid, next_at=now + delay, error=f"answer not sent yet: {detail}")
         self._failure_once("hub", now, WakeOutcome("retry", detail, status="hub"), f"{detail}; retrying")
 
     def _ack_hub(self, ids: list[str]) -> None:
@@ -961,9 +959,9 @@ class A2ADispatcher:
         """The task ended without an answer: its messages go back to `check`, with why. `detail`
         is in our words (it reaches `check`'s warnings); what the agent's side said (`quoted`,
         text a peer can steer) is kept only in the task's error, which renderings fence."""
-        ids = self.store.a2a_carried(tid)
+        ids = self.tasks.carried(tid)
         with self.store.write():
-            self.store.a2a_update(
+            self.tasks.update(
                 tid,
                 state="failed",
                 outcome=outcome,
@@ -971,7 +969,7 @@ class A2ADispatcher:
                 error=detail,
                 said=quoted[:1000] if quoted else None,
             )
-            self.store.a2a_return(ids, now, f"A2A task {outcome}: {detail[:200]}" + (QUOTE_NOTE if quoted else ""))
+            self.tasks.give_back(ids, now, f"A2A task {outcome}: {detail[:200]}" + (QUOTE_NOTE if quoted else ""))
         self.changed = True
         self._set_error(
             now,
@@ -994,17 +992,17 @@ class A2ADispatcher:
         # Cheap looks first: most steps find nothing new, or the same messages waiting for the
         # same busy conversations as last time (nothing to decide until one of them changes).
         waiting = self.store.deliverable_ids(now)
-        handed = self.store.a2a_handed(waiting) if waiting else set()
+        handed = self.tasks.handed(waiting) if waiting else set()
         fresh = frozenset(i for i in waiting if i not in handed)
         if not fresh:
             return
-        key = (fresh, frozenset(t["id"] for t in self.store.a2a_open_tasks()))
+        key = (fresh, frozenset(t["id"] for t in self.tasks.open_tasks()))
         if key == self.last_plan_key and now < self.replan_at:
             return
         created: list[int] = []
         with self.store.write():
             view = self.store.view([], now)
-            open_tasks = self.store.a2a_open_tasks()
+            open_tasks = self.tasks.open_tasks()
             deliverable = [
                 o
                 for o in view.open
@@ -1012,7 +1010,7 @@ class A2ADispatcher:
             ]
             if not deliverable:
                 return
-            handed = self.store.a2a_handed([o.id for o in deliverable])
+            handed = self.tasks.handed([o.id for o in deliverable])
             unhanded = [o for o in deliverable if o.id not in handed]
             # One a person (or the agent) already answered with `agentcom reply` or `send
             # --reply-to` needs no model call: it waits for its `ack`.
@@ -1039,14 +1037,14 @@ class A2ADispatcher:
                 {t["context_id"] for t in open_tasks},
                 len(open_tasks),
                 by_peer,
-                self.store.a2a_answer_times(now - self.wake.answer_window),
+                self.tasks.answer_times(now - self.wake.answer_window),
                 self.wake,
                 now,
             )
             self.last_plan_key = key
             self.replan_at = min(plan.next_at or now + REPLAN_INTERVAL, now + REPLAN_INTERVAL)
             for peer, ids in plan.held.items():
-                self.store.a2a_hold(ids, loop_guard_note(peer, self.wake))
+                self.tasks.hold(ids, loop_guard_note(peer, self.wake))
             for batch in plan.batches:
                 task = self._lease(view, batch, now)
                 if task is not None:
@@ -1054,7 +1052,7 @@ class A2ADispatcher:
         self._report_held(plan.held, now)
         self._report_answered(answered)
         for task in created:
-            row = self.store.a2a_task(task)
+            row = self.tasks.task(task)
             if row is None or not self._advance(row, self.clock()):
                 break
 
@@ -1115,7 +1113,7 @@ class A2ADispatcher:
         before = {o.id: o.rec for o in chosen if o.id in leased}
         order = {i: n for n, i in enumerate(batch.ids)}
         leased.sort(key=lambda i: order[i])
-        return self.store.a2a_create(batch.peer, batch.context, leased[-1], f"unsent-{uuid.uuid4().hex}", before, now)
+        return self.tasks.create(batch.peer, batch.context, leased[-1], f"unsent-{uuid.uuid4().hex}", before, now)
 
     def _views(self, ids: list[str]) -> list[dict[str, Any]]:
         """The carried messages as a check shows them (still open ones only), oldest first."""
@@ -1156,7 +1154,7 @@ class A2ADispatcher:
         self.reported.discard("unreachable")
 
     def summary(self) -> dict[str, Any]:
-        return self.store.a2a_summary()
+        return self.tasks.summary()
 
     def close(self) -> None:
         self.client.close()

@@ -18,8 +18,9 @@ from typing import Any
 
 from .delivery import OPEN_STATES
 from .errors import BusyError, StateError
+from .files import refuse_links
 from .message import PRIORITIES
-from .store import MessageStore, refuse_links
+from .store import MessageStore
 from .tier0 import DISPOSITIONS
 
 LEGACY_STATE = "state.json"

@@ -8,456 +8,71 @@ Concurrency: every change is one short `BEGIN IMMEDIATE` transaction, and nothin
 transaction across the network. SQLite's lock serialises writers; a writer that cannot get
 it within `busy_timeout` raises `BusyError` (exit 7). Readers never block (WAL).
 
-Schema changes are numbered migrations, applied once each on open and recorded.
+Schema changes are numbered migrations (`migrations.py`), applied once each on open and recorded.
+
+The store is three files, each one concern, each class built on the one before:
+`store_db.py` (`StoreDatabase`: the file, its connection, the transaction rules, damaged
+rows), `store_history.py` (`StoreHistory`: history, threads, search, references), and this
+one (`MessageStore`: the mailbox, what a check reads and writes, leases, ack, defer, dead
+letters, pruning). The A2A task table is `a2a_tasks.py`, on the store's public query surface.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .delivery import (
     CLOCK_SLACK,
     FINISHED_STATES,
-    LONGEST_SPAN,
     OPEN_STATES,
     CheckPlan,
     OpenMessage,
     Record,
     StoreView,
     bounded_due,
-    summary_text,
 )
-from .errors import BusyError, StateError, UsageError
+from .files import make_private_folder, refuse_links, shared_folder_warning
 from .message import Message, Unreadable
-from .render import ambiguous_ref_text
-from .stored import inspect_row, open_record, raw_row, row_dict, row_message
+from .store_db import BODY_COLUMNS, OPEN_SQL, OVER_SQL, body_columns, clean, in_chunks
+from .store_history import AMBIGUOUS_SHOWN, AmbiguousRef, IdPrefix, StoreHistory
+from .stored import open_record, row_dict, row_message
 
-__all__ = ["MessageStore", "MIGRATIONS", "DB_NAME", "clean", "create_private", "row_dict", "row_message"]
-
+__all__ = [
+    "AMBIGUOUS_SHOWN",
+    "DB_NAME",
+    "AmbiguousRef",
+    "IdPrefix",
+    "MessageStore",
+    "clean",
+    "row_dict",
+    "row_message",
+]
 DB_NAME = "messages.sqlite3"
 
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "messages, sent messages, auto-reply intents, peers, meta",
-        """
-        CREATE TABLE messages (
-            id TEXT PRIMARY KEY,
-            seq INTEGER,
-            sender TEXT,
-            recipient TEXT,
-            type TEXT,
-            body TEXT,                  -- the message as the hub sent it (ASCII JSON); NULL for an imported stub
-            reply_to TEXT,
-            timestamp INTEGER,
-            via TEXT NOT NULL,          -- poll | push | import
-            received_at REAL NOT NULL,
-            text TEXT,                  -- payload.text, or the payload as one line (search, logs)
-            -- sender, recipient, type and text are copies for queries, cleaned of lone surrogates
-            disposition TEXT NOT NULL,  -- attention | auto_reply | store | drop
-            rule INTEGER,
-            reason TEXT,
-            state TEXT NOT NULL,        -- see delivery.py
-            priority TEXT NOT NULL DEFAULT 'normal',
-            broadcast INTEGER NOT NULL DEFAULT 0,
-            deliveries INTEGER NOT NULL DEFAULT 0,
-            expired INTEGER NOT NULL DEFAULT 0,
-            ever_shown INTEGER NOT NULL DEFAULT 0,
-            due REAL,
-            finished_at REAL
-        );
-        CREATE INDEX messages_open ON messages(state) WHERE state IN ('pending', 'leased', 'shown', 'deferred');
-        CREATE INDEX messages_seq ON messages(seq);
-        CREATE INDEX messages_reply_to ON messages(reply_to);
-        CREATE INDEX messages_finished ON messages(finished_at);
-        CREATE TABLE sent (
-            id TEXT PRIMARY KEY,
-            recipient TEXT,
-            type TEXT,
-            payload TEXT NOT NULL,
-            reply_to TEXT,
-            kind TEXT NOT NULL,         -- send | reply | auto_reply
-            sent_at REAL NOT NULL
-        );
-        CREATE INDEX sent_reply_to ON sent(reply_to);
-        CREATE INDEX sent_at ON sent(sent_at);
-        -- committed before the auto-reply is sent: at most one per message, even across kill -9
-        CREATE TABLE auto_replies (
-            message_id TEXT PRIMARY KEY,
-            recipient TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            at REAL NOT NULL,
-            sent_id TEXT
-        );
-        CREATE INDEX auto_replies_at ON auto_replies(at);
-        CREATE TABLE peers (
-            agent_id TEXT PRIMARY KEY,
-            status TEXT,
-            timestamp INTEGER,
-            message_id TEXT,
-            at REAL NOT NULL
-        );
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
-        """,
-    ),
-    (
-        "full-text search over message text and sender (FTS5 where SQLite has it)",
-        "FTS5",  # built in code: an SQLite without FTS5 gets the plain fallback
-    ),
-    (
-        "the full-text index is brought up to date by search, not by every insert",
-        "LAZY_FTS",  # built in code: only where migration 2 made an index
-    ),
-    (
-        "rows set aside: unreadable messages from the hub, damaged rows of this store",
-        """
-        CREATE TABLE set_aside (
-            key TEXT NOT NULL,          -- the message id, or unreadable-seq-N
-            kind TEXT NOT NULL,         -- unreadable | damaged
-            seq INTEGER,
-            sender TEXT,
-            reason TEXT NOT NULL,
-            raw TEXT,                   -- what was received or stored, for a person
-            at REAL NOT NULL
-        );
-        CREATE INDEX set_aside_key ON set_aside(key);
-        """,
-    ),
-    (
-        "A2A tasks handed to an agent by `agentcom watch` (mode a2a), and the messages each carries",
-        """
-        CREATE TABLE a2a_tasks (
-            id INTEGER PRIMARY KEY,
-            peer TEXT NOT NULL,             -- the AgentCom sender: the answer goes back to it
-            context_id TEXT NOT NULL,       -- the A2A contextId (one task in flight per context)
-            reply_to TEXT NOT NULL,         -- the newest message carried: the answer replies to it
-            message_id TEXT NOT NULL UNIQUE,-- the A2A messageId of the latest send; new for every send
-            task_id TEXT,                   -- the agent's task id, stored before waiting on it
-            state TEXT NOT NULL,            -- sending | working | answering | done | failed
-            attempts INTEGER NOT NULL DEFAULT 0,  -- sends that may have reached the agent
-            polls INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            sent_at REAL,                   -- the latest send began (NULL: not tried since the last loss)
-            accepted_at REAL,
-            next_at REAL NOT NULL,          -- when to send, poll or deliver next
-            finished_at REAL,
-            answer TEXT,                    -- the agent's final text, kept until delivered
-            -- outcome: answered | no_reply | replied_already | failed | rejected | timeout | lost
-            outcome TEXT,
-            sent_id TEXT,                   -- the hub id of the answer sent back
-            error TEXT
-        );
-        CREATE INDEX a2a_tasks_open ON a2a_tasks(state) WHERE state IN ('sending', 'working', 'answering');
-        CREATE INDEX a2a_tasks_peer ON a2a_tasks(peer, finished_at);
-        -- a message is handed to A2A at most once (a lost task is resent under a new messageId)
-        CREATE TABLE a2a_messages (
-            message_id TEXT PRIMARY KEY,
-            task INTEGER,                   -- a2a_tasks.id; NULL: held back for `check` (the loop guard)
-            prev TEXT,                      -- its delivery record before the task (JSON): undoes an unsent task
-            note TEXT
-        );
-        CREATE INDEX a2a_messages_task ON a2a_messages(task);
-        """,
-    ),
-    (
-        "the length of each lease and defer beside its end: a clock set back cannot hold one for its jump",
-        "ALTER TABLE messages ADD COLUMN span REAL;  -- seconds the lease or defer that set due was for",
-    ),
-    (
-        "the channels and the room this agent joined (groups.py), with what of each needs it",
-        """
-        CREATE TABLE groups (
-            address TEXT PRIMARY KEY,       -- "#name" (normalised) or "@room"
-            attend TEXT NOT NULL,           -- mentions | all | none (tier0.ATTEND)
-            joined_at REAL NOT NULL
-        );
-        """,
-    ),
-    (
-        "the identity of an A2A answer, stored before its POST: a restart checks before sending it again",
-        """
-        -- set (and the state answering): a POST of the answer may have reached the hub
-        ALTER TABLE a2a_tasks ADD COLUMN answer_key TEXT;
-        -- what the agent's side said about a failure (text a peer can steer), apart from `error` (ours)
-        ALTER TABLE a2a_tasks ADD COLUMN said TEXT;
-        """,
-    ),
-    (
-        "indexes and counters, so that checks and reads cost the same whatever the store keeps;"
-        " space freed by pruning goes back to the file system",
-        "SCALE",  # built in code: _SCALE_SQL, then auto_vacuum (see _prepare)
-    ),
-]
 
-_SCALE_SQL = """
-        DROP INDEX messages_open;
-        -- what is due (a lease or defer ended), what is in lease: the query repeats this WHERE
-        CREATE INDEX messages_due ON messages(state, due) WHERE state IN ('pending', 'leased', 'shown', 'deferred');
-        -- the pending messages in attention order (delivery.attention_order), the first N at once
-        CREATE INDEX messages_pending ON messages(
-            (CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 ELSE 2 END), broadcast) WHERE state = 'pending';
-        CREATE INDEX messages_pending_age ON messages(received_at) WHERE state = 'pending';
-        CREATE INDEX messages_bodiless ON messages(state) WHERE body IS NULL;
-        -- inbox and log filters, each newest first by rowid
-        CREATE INDEX messages_state ON messages(state);
-        CREATE INDEX messages_sender ON messages(sender);
-        CREATE INDEX messages_type ON messages(type);
-        CREATE INDEX messages_disposition ON messages(disposition);
-        CREATE INDEX messages_received ON messages(received_at);
-        -- rows by (disposition, state), kept by triggers: status and inbox count without a scan
-        CREATE TABLE message_counts (
-            disposition TEXT NOT NULL,
-            state TEXT NOT NULL,
-            n INTEGER NOT NULL,
-            PRIMARY KEY (disposition, state)
-        );
-        -- (INSERT OR IGNORE, then UPDATE: an upsert here tripled the cost of storing a message)
-        CREATE TRIGGER message_counts_insert AFTER INSERT ON messages BEGIN
-            INSERT OR IGNORE INTO message_counts VALUES (new.disposition, new.state, 0);
-            UPDATE message_counts SET n = n + 1 WHERE disposition = new.disposition AND state = new.state;
-        END;
-        CREATE TRIGGER message_counts_delete AFTER DELETE ON messages BEGIN
-            UPDATE message_counts SET n = n - 1 WHERE disposition = old.disposition AND state = old.state;
-        END;
-        CREATE TRIGGER message_counts_update AFTER UPDATE OF disposition, state ON messages
-        WHEN old.disposition IS NOT new.disposition OR old.state IS NOT new.state BEGIN
-            UPDATE message_counts SET n = n - 1 WHERE disposition = old.disposition AND state = old.state;
-            INSERT OR IGNORE INTO message_counts VALUES (new.disposition, new.state, 0);
-            UPDATE message_counts SET n = n + 1 WHERE disposition = new.disposition AND state = new.state;
-        END;
-        INSERT INTO message_counts SELECT disposition, state, COUNT(*) FROM messages GROUP BY disposition, state;
-"""
-
-_FTS_SQL = """
-CREATE VIRTUAL TABLE messages_fts USING fts5(text, sender, content='messages', content_rowid='rowid');
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
-END;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
-END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, sender ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
-    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
-END;
-INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
-"""
-
-# Migration 3: inserting into the index with every message was most of a large check's
-# cost, so rows are indexed when `search` runs (`index_for_search`). Meta `fts_rowid` is the
-# highest rowid indexed: the delete and update triggers touch the index only at or below it,
-# and a delete that lowers the table's highest rowid lowers it too (SQLite may then hand
-# that rowid to a new, unindexed row).
-_LAZY_FTS_SQL = """
-DROP TRIGGER messages_fts_insert;
-DROP TRIGGER messages_fts_delete;
-DROP TRIGGER messages_fts_update;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, text, sender)
-        SELECT 'delete', old.rowid, old.text, old.sender
-        WHERE old.rowid <= (SELECT value FROM meta WHERE key = 'fts_rowid');
-    UPDATE meta SET value = (SELECT COALESCE(MAX(rowid), 0) FROM messages)
-        WHERE key = 'fts_rowid' AND value > (SELECT COALESCE(MAX(rowid), 0) FROM messages);
-END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, sender ON messages
-WHEN old.rowid <= (SELECT value FROM meta WHERE key = 'fts_rowid') BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, text, sender) VALUES ('delete', old.rowid, old.text, old.sender);
-    INSERT INTO messages_fts(rowid, text, sender) VALUES (new.rowid, new.text, new.sender);
-END;
-INSERT OR REPLACE INTO meta VALUES ('fts_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM messages));
-"""
-
-_OPEN = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"  # SQL lists of delivery.py's states
-# A lease or defer over at ?1 (a time): its end has come, or it ends further off than its
-# length allows (taken while the clock ran ahead): `delivery.bounded_due` in SQL.
-_OVER = f"(due <= ?1 OR due > ?1 + COALESCE(span, {LONGEST_SPAN!r}) + {CLOCK_SLACK!r})"
-
-
-# The same, as two ranges of `due` the index serves (the second a superset, refined by
-# delivery.bounded_due when the rows are read).
 def _deferred_over(row: Any, now: float) -> bool:
     """A deferred row whose defer has ended (or was taken while the clock ran ahead)."""
     due = bounded_due(row["due"], row["span"], now) if row["due"] is not None else None
     return row["state"] == "deferred" and due is not None and due <= now
 
 
-_DUE_OR_OVER = f"(due <= ?1 OR (due > ?1 + {CLOCK_SLACK!r} AND {_OVER}))"
-# The columns of our tables at the current schema, in order (a test checks them against the migrations).
-SCHEMA_COLUMNS = {
-    "messages": (
-        "id",
-        "seq",
-        "sender",
-        "recipient",
-        "type",
-        "body",
-        "reply_to",
-        "timestamp",
-        "via",
-        "received_at",
-        "text",
-        "disposition",
-        "rule",
-        "reason",
-        "state",
-        "priority",
-        "broadcast",
-        "deliveries",
-        "expired",
-        "ever_shown",
-        "due",
-        "finished_at",
-        "span",
-    ),
-    "sent": ("id", "recipient", "type", "payload", "reply_to", "kind", "sent_at"),
-    "auto_replies": ("message_id", "recipient", "kind", "at", "sent_id"),
-    "peers": ("agent_id", "status", "timestamp", "message_id", "at"),
-    "meta": ("key", "value"),
-    "set_aside": ("key", "kind", "seq", "sender", "reason", "raw", "at"),
-    "a2a_tasks": (
-        "id",
-        "peer",
-        "context_id",
-        "reply_to",
-        "message_id",
-        "task_id",
-        "state",
-        "attempts",
-        "polls",
-        "created_at",
-        "sent_at",
-        "accepted_at",
-        "next_at",
-        "finished_at",
-        "answer",
-        "outcome",
-        "sent_id",
-        "error",
-        "answer_key",
-        "said",
-    ),
-    "a2a_messages": ("message_id", "task", "prev", "note"),
-    "groups": ("address", "attend", "joined_at"),
-    "message_counts": ("disposition", "state", "n"),
-}
-_COLUMNS_SQL = (
-    "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p"
-    " WHERE m.type = 'table' ORDER BY m.name, p.cid"
-)
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
+# OVER_SQL (store_db.py) as two ranges of `due` the index serves (the second a superset,
+# refined by delivery.bounded_due when the rows are read).
+_DUE_OR_OVER = f"(due <= ?1 OR (due > ?1 + {CLOCK_SLACK!r} AND {OVER_SQL}))"
 # tier0.attention_order in SQL: the expression of migration 6's index messages_pending, exactly
 _PENDING_ORDER = "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 ELSE 2 END), broadcast, rowid"
-# What history lists: every message but the bare ids 0.1 knew without a sender (a poison record
-# whose sender could not be read is listed: it is kept for a person)
-# ... nor what was said in a channel or the room we had not joined or had left (tier0 row 10):
-# kept only as an id seen, so the hub is acked past it and it is never taken in again.
-_LISTED = "((sender IS NOT NULL OR via IS NOT 'import') AND NOT (disposition = 'drop' AND rule IS 10))"
-A2A_OPEN_STATES = ("sending", "working", "answering")  # an A2A task not ended yet (migration 5's index: the same)
-_A2A_OPEN = "(" + ", ".join(f"'{state}'" for state in A2A_OPEN_STATES) + ")"
 PRUNE_INTERVAL = 3600.0  # seconds between pruning passes
 PRUNE_STEP = 500  # rows one pruning transaction deletes or ages out at most (a short write)
 VACUUM_STEP = 256  # free pages one pruning step gives back to the file system
-VACUUM_AT_OPEN_BYTES = 64 * 1024 * 1024  # an older store this small is vacuumed once when migrated
 
 
-AMBIGUOUS_SHOWN = 10  # candidates an ambiguous id prefix error lists
-
-
-class IdPrefix(str):
-    """A reference given as an id (`ack --id`): a full id or a prefix, never read as a seq."""
-
-
-class AmbiguousRef(UsageError):
-    """An id prefix that names several messages: the error lists them (on safe terms)."""
-
-    def __init__(self, prefix: str, candidates: list[dict[str, Any]], more: bool = False):
-        super().__init__(ambiguous_ref_text(prefix, candidates, more))
-        self.candidates = candidates
-
-
-def _any_case(ref: str) -> str:
-    """A LIKE pattern (escape `\\`) for the ids `ref` names regardless of ASCII case: a whole
-    id (16 characters or more) as is, a shorter one as a prefix."""
-    escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped if len(ref) >= 16 else escaped + "%"
-
-
-def create_private(path: Path) -> None:
-    """Create the database file with mode 0600 (SQLite gives its -wal and -shm the same).
-
-    Only when it does not exist: opening and closing an existing database file would drop
-    every POSIX lock this process holds on it (closing any descriptor of a file does), and
-    another process could then take the WAL for unused, checkpoint it and delete it under
-    our open connections, whose later commits nobody else would ever see.
-    """
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    except FileExistsError:
-        pass
-
-
-def refuse_links(*paths: Path) -> None:
-    """State files are never opened through a symbolic link: a link planted in the state folder
-    (even a dangling one) would make us create or write a file wherever it points."""
-    for path in paths:
-        if os.path.islink(path):
-            raise StateError(
-                f"refusing to use {path}: it is a symbolic link (state files are never opened through one); remove it"
-            )
-
-
-def shared_folder_warning(directory: Path) -> str | None:
-    """A warning when the state folder (or the one holding it) can be written by others, who
-    could then replace the store or plant links in it."""
-    for folder in (directory, directory.parent):
-        try:
-            mode = folder.stat().st_mode
-        except OSError:
-            continue
-        if mode & 0o022 and not mode & 0o1000:  # group or others may write (the sticky bit limits that)
-            return (
-                f"state folder {folder} is writable by others (mode {mode & 0o777:o}): they could replace the message"
-                f" store; run chmod go-w {folder}"
-            )
-    return None
-
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    if isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in (11, 26) if code is not None else True  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
-def _state_error(path: Path, exc: sqlite3.Error) -> StateError | BusyError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return BusyError(f"another agentcom run is using {path}")
-    return StateError(f"cannot use the message store {path}: {text}")
-
-
-class MessageStore:
+class MessageStore(StoreHistory):
     """The store of one (hub, agent) folder. `MessageStore.memory()` is its in-memory twin."""
-
-    def __init__(
-        self, path: str | os.PathLike[str], busy_timeout: float = 10.0, on_wait: Callable[[str], None] | None = None
-    ):
-        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
-        self.busy_timeout = busy_timeout
-        self.on_wait = on_wait
-        self.warnings: list[str] = []  # what a command should say; `take_warnings` hands each over once
-        self._in_memory = str(path) == ":memory:"
-        self._writing = False
-        # (table, rowid) -> (row, problem, fixes): damaged rows found by reads, dealt with at the next write
-        self._damaged: dict[tuple[str, int], tuple[Any, str, dict[str, Any] | None]] = {}
-        self._damage_told: set[tuple[str, int]] = set()
-        self._db = self._connect()
 
     @classmethod
     def memory(cls) -> MessageStore:
@@ -469,11 +84,7 @@ class MessageStore:
     ) -> MessageStore:
         """Open (creating and migrating) the folder's store."""
         directory = Path(directory)
-        refuse_links(directory)  # the agent's own folder too (the state folder above it may be a link)
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StateError(f"cannot create state folder {directory}: {exc.strerror}") from None
+        make_private_folder(directory)
         refuse_links(*(directory / f"{DB_NAME}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")))
         store = cls(directory / DB_NAME, busy_timeout, on_wait)
         warning = shared_folder_warning(directory)
@@ -481,356 +92,7 @@ class MessageStore:
             store.warnings.append(warning)
         return store
 
-    # connection -----------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            if not self._in_memory:
-                create_private(self.path)
-            db = sqlite3.connect(
-                str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except OSError as exc:
-            raise StateError(f"cannot open the message store {self.path}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-        db.row_factory = sqlite3.Row
-        try:
-            self._prepare(db)
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            if not _is_corrupt(exc):
-                raise _state_error(self.path, exc) from None
-            self._move_aside(str(exc))
-            db = sqlite3.connect(
-                str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            db.row_factory = sqlite3.Row
-            try:
-                self._prepare(db)
-                with self._transaction(db):
-                    db.execute("INSERT OR REPLACE INTO meta VALUES ('recovered', 1)")
-            except sqlite3.Error as err:
-                raise _state_error(self.path, err) from None
-        return db
-
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == len(MIGRATIONS):
-            self._check_schema(db)
-            self._vacuum_once(db)  # (one read of meta, unless a VACUUM is still owed)
-            return  # the common case: cheap reads, no write
-        if not self._in_memory:
-            if version == 0:  # before the first table: pruning then gives space back (incremental vacuum)
-                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            self._use_wal(db)
-        with self._transaction(db):
-            version = db.execute("PRAGMA user_version").fetchone()[0]  # another run may have migrated
-            if version > len(MIGRATIONS):
-                raise StateError(f"the message store {self.path} was written by a newer agentcom (schema {version})")
-            if version == 0:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
-                )
-            for number in range(version + 1, len(MIGRATIONS) + 1):
-                self._migrate(db, number)
-        self._vacuum_once(db)
-
-    def _migrate(self, db: sqlite3.Connection, number: int) -> None:
-        """Apply migration `number` (inside the migrating transaction) and record it."""
-        name, sql = MIGRATIONS[number - 1]
-        if sql == "FTS5":
-            self._create_fts(db)
-        elif sql == "SCALE":
-            for statement in _statements(_SCALE_SQL):
-                db.execute(statement)
-            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
-                # Takes effect with the next VACUUM (a new store has it from the start)
-                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('vacuum_pending', 1)")
-        elif sql == "LAZY_FTS":
-            fts = db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
-            if fts is not None and fts[0] == 1:
-                for statement in _statements(_LAZY_FTS_SQL):
-                    db.execute(statement)
-        else:
-            for statement in _statements(sql):
-                db.execute(statement)
-        db.execute("INSERT INTO migrations VALUES (?, ?, ?)", (number, name, time.time()))
-        db.execute(f"PRAGMA user_version = {number}")
-
-    def _vacuum_once(self, db: sqlite3.Connection) -> None:
-        """A store made before migration 6 turns incremental vacuum on with one VACUUM, done on
-        open when the file is small enough to take a moment; a larger one stays as it is
-        (pruning still frees its pages for reuse; `docs/benchmarks.md` says how to reclaim them)."""
-        pending = db.execute("SELECT value FROM meta WHERE key = 'vacuum_pending'").fetchone()
-        if pending is None or self._in_memory:
-            return
-        pages, size = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
-        if pages * size > VACUUM_AT_OPEN_BYTES:
-            return
-        try:
-            db.execute("VACUUM")
-            with self._transaction(db):
-                db.execute("DELETE FROM meta WHERE key = 'vacuum_pending'")
-        except sqlite3.OperationalError:
-            pass  # another run holds the store: the next open tries again
-
-    def _use_wal(self, db: sqlite3.Connection) -> None:
-        """Switch a new store to WAL. The switch needs the file to itself and SQLite does not wait
-        for it, so runs creating the store at the same moment take turns here."""
-        give_up_at = time.monotonic() + self.busy_timeout
-        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > give_up_at:
-                    raise
-                time.sleep(0.02)
-
-    @staticmethod
-    def _check_schema(db: sqlite3.Connection) -> None:
-        """A store at our schema version must have our tables and columns (a renamed column made
-        every command fail): anything else is treated like a corrupt file."""
-        found: dict[str, list[str]] = {}
-        for table, column in db.execute(_COLUMNS_SQL):  # one query for every table
-            found.setdefault(table, []).append(column)
-        for table, columns in SCHEMA_COLUMNS.items():
-            if tuple(found.get(table, ())) != columns:
-                raise sqlite3.DatabaseError(f"table {table} does not have this version's columns")
-
-    @staticmethod
-    def _create_fts(db: sqlite3.Connection) -> None:
-        try:
-            db.execute("CREATE VIRTUAL TABLE temp.fts_probe USING fts5(x)")
-            db.execute("DROP TABLE temp.fts_probe")
-        except sqlite3.OperationalError:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('fts', 0)")
-            return
-        for statement in _statements(_FTS_SQL):
-            db.execute(statement)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('fts', 1)")
-
-    def _move_aside(self, reason: str) -> None:
-        stem = f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        aside, n = self.path.with_name(stem), 1
-        while aside.exists():  # twice within a second in one process (a watch, an MCP server): never over the first
-            n += 1
-            aside = self.path.with_name(f"{stem}-{n}")
-        try:
-            os.replace(self.path, aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-            create_private(self.path)
-        except OSError as err:
-            raise StateError(
-                f"message store {self.path} is corrupt and cannot be moved aside: {err.strerror}"
-            ) from None
-        self.warnings.append(
-            f"message store {self.path} was corrupt ({reason[:100]}); moved it to {aside} and recovered from the hub"
-        )
-
-    def take_warnings(self) -> list[str]:
-        """The warnings gathered since the last call (the caller reports them; each comes once)."""
-        taken, self.warnings = self.warnings, []
-        return taken
-
-    def close(self) -> None:
-        if self._damaged:  # found by a read-only command: repair or set aside now, if the store lets us
-            with contextlib.suppress(StateError, BusyError), self.write():
-                pass
-        self._db.close()
-
-    def __enter__(self) -> MessageStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextlib.contextmanager
-    def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[MessageStore]:
-        """One write transaction: all of it commits, or (on any exception, kill -9) none of it."""
-        try:
-            self._begin()
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-        self._writing = True
-        try:
-            self._fix_damaged()
-            yield self
-            self._fix_damaged()
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise
-        finally:
-            self._writing = False
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise _state_error(self.path, exc) from None
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[MessageStore]:
-        """A read transaction: every read inside sees one consistent state; writes nothing."""
-        try:
-            self._db.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-        try:
-            yield self
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("COMMIT")
-
-    def _begin(self) -> None:
-        """BEGIN IMMEDIATE; past one second of waiting, say what we wait for."""
-        first = min(1.0, self.busy_timeout)
-        self._db.execute(f"PRAGMA busy_timeout = {int(first * 1000)}")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or self.busy_timeout <= first:
-                raise
-            if self.on_wait:
-                self.on_wait(
-                    f"waiting up to {self.busy_timeout - first:g} s more for another agentcom run using {self.path}"
-                )
-            self._db.execute(f"PRAGMA busy_timeout = {int((self.busy_timeout - first) * 1000)}")
-            self._db.execute("BEGIN IMMEDIATE")
-        finally:  # every other statement waits as long as the settings say
-            self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        try:
-            return self._db.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "decode" not in str(exc):
-                raise _state_error(self.path, exc) from None
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-        # A cell of invalid UTF-8 (a damaged file): read again with its bad bytes kept as lone
-        # surrogates, which `inspect_row` recognises.
-        self._db.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
-        try:
-            return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-        finally:
-            self._db.text_factory = str
-
-    def _message_rows(self, sql: str, params: Sequence[Any] = (), now: float | None = None) -> list[Any]:
-        """Rows of the messages table (`SELECT rowid, * ...`) that can be used: a damaged one is
-        returned repaired (a dict), or left out when it must be set aside (done at the next write)."""
-        out: list[Any] = []
-        for row in self._read(sql, params):
-            checked = inspect_row(row, time.time() if now is None else now, _derived_columns)
-            if checked.problem is None:
-                out.append(row)
-                continue
-            self._note_damage("messages", row, checked.problem, checked.fixes)
-            if checked.fixes is not None:
-                out.append({**row_dict(row), **checked.fixes})
-        if self._damaged and self._writing:
-            self._fix_damaged()
-        return out
-
-    def _note_damage(self, table: str, row: Any, problem: str, fixes: dict[str, Any] | None) -> None:
-        """A damaged row found by a read: said at once (a read-only command reports it too), dealt
-        with at the next write or at close."""
-        key = (table, row["rowid"])
-        self._damaged[key] = (row, problem, fixes)
-        if key in self._damage_told:
-            return
-        self._damage_told.add(key)
-        label = _message_label(row["id"]) if table == "messages" else "a sent message"
-        if fixes is not None:
-            self.warnings.append(f"repaired a damaged row of the message store ({label}: {problem})")
-        else:
-            self.warnings.append(
-                f"set aside a damaged row of the message store ({label}: {problem}); kept for a person"
-                " in the store's set_aside table"
-                + (", and taken again from the hub if it still holds it" if table == "messages" else "")
-            )
-
-    def _fix_damaged(self) -> None:
-        """Inside a write: repair the damaged rows found by reads, or set them aside (kept for a
-        person in `set_aside`; a message the hub still holds comes back with the next poll)."""
-        for (table, rowid), (row, problem, fixes) in self._damaged.items():
-            if fixes is not None:
-                assignments = ", ".join(f"{column} = ?" for column in fixes)
-                self._exec(f"UPDATE messages SET {assignments} WHERE rowid = ?", (*fixes.values(), rowid))
-                continue
-            key = row["id"] if isinstance(row["id"], str) and row["id"] else f"{table}-rowid-{rowid}"
-            seq = row["seq"] if table == "messages" and isinstance(row["seq"], int) else None
-            self._exec(
-                "INSERT INTO set_aside (key, kind, seq, sender, reason, raw, at) VALUES (?, 'damaged', ?, NULL, ?, ?, "
-                "?)",
-                (clean(key), seq, f"{table}: {problem}", raw_row(row), time.time()),
-            )
-            self._exec(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
-        self._damaged.clear()
-
-    def _sent_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Rows of the sent table (`SELECT rowid, * ...`) whose id and payload can be read."""
-        out = []
-        for row in self._read(sql, params):
-            try:
-                ok = isinstance(row["id"], str) and isinstance(json.loads(row["payload"]), dict)
-            except (TypeError, ValueError, RecursionError):
-                ok = False
-            if ok:
-                out.append(row)
-            else:
-                self._note_damage("sent", row, "its payload cannot be read", None)
-        if self._damaged and self._writing:
-            self._fix_damaged()
-        return out
-
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-
-    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
-            self._db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from None
-
-    def quick_check(self) -> str:
-        """SQLite's own consistency check of the file: 'ok', or what is wrong."""
-        return str(self._read("PRAGMA quick_check")[0][0])
-
-    # meta -----------------------------------------------------------------
-
-    def get_meta(self, key: str, default: Any = None) -> Any:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else default
-
-    def get_number(self, key: str, default: float = 0) -> float:
-        """A numeric meta value; the default when it is missing or damaged."""
-        value = self.get_meta(key, default)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-    def set_meta(self, key: str, value: Any) -> None:
-        self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
-    # what a check reads -----------------------------------------------------
+    # what a check reads ------------------------------------------------------
 
     def view(
         self, batch_ids: Sequence[str], now: float, limit: int | None = None, refs: Sequence[str] = ()
@@ -844,16 +106,15 @@ class MessageStore:
         store keeps. `refs`: ids to tell whether we sent them (the batch's reply_to, its room
         messages' keys)."""
         known: set[str] = set()
-        for chunk in _chunks(list(batch_ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(batch_ids):
             known.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
-        due_sql = f"SELECT rowid, * FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND {_DUE_OR_OVER}"
+        due_sql = f"SELECT rowid, * FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND {_DUE_OR_OVER}"
         pending_sql = (
             "SELECT rowid, * FROM messages INDEXED BY messages_pending WHERE state = 'pending'"
             f" ORDER BY {_PENDING_ORDER}"
         )
         bodiless_sql = (
-            f"SELECT rowid, * FROM messages INDEXED BY messages_bodiless WHERE body IS NULL AND state IN {_OPEN}"
+            f"SELECT rowid, * FROM messages INDEXED BY messages_bodiless WHERE body IS NULL AND state IN {OPEN_SQL}"
         )
         rows = self._message_rows(due_sql, (now,), now=now)
         rows += self._message_rows(bodiless_sql, now=now)
@@ -869,7 +130,7 @@ class MessageStore:
         waiting = (
             self.counted("attention", "pending")
             + self._read(
-                f"SELECT COUNT(*) FROM messages WHERE state IN {_OPEN} AND state = 'deferred' AND {_DUE_OR_OVER}",
+                f"SELECT COUNT(*) FROM messages WHERE state IN {OPEN_SQL} AND state = 'deferred' AND {_DUE_OR_OVER}",
                 (now,),
             )[0][0]
         )
@@ -894,32 +155,20 @@ class MessageStore:
         rows = self._read("SELECT n FROM message_counts WHERE disposition = ? AND state = ?", (disposition, state))
         return int(rows[0][0]) if rows else 0
 
-    def in_lease(self, now: float) -> tuple[int, float | None]:
-        """Messages returned and still in their lease, and when the first lease ends (a lease
-        taken while the clock ran ahead is over, not in lease)."""
-        row = self._read(
-            f"SELECT COUNT(*), MIN(due) FROM messages WHERE state IN {_OPEN} AND state IN ('leased', 'shown')"
-            f" AND due > ?1 AND NOT {_OVER}",
-            (now,),
-        )[0]
-        return int(row[0]), row[1]
-
     def known(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` (message ids, or unreadable entries' keys) this store holds."""
         out: set[str] = set()
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             out.update(r[0] for r in self._read(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
         return out
 
     def _sent_among(self, ids: Sequence[str]) -> frozenset[str]:
         found: set[str] = set()
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             found.update(r[0] for r in self._read(f"SELECT id FROM sent WHERE id IN ({marks})", chunk))
         return frozenset(found)
 
-    # channels and the room ----------------------------------------------------
+    # channels and the room ---------------------------------------------------
 
     def groups(self) -> dict[str, str]:
         """The channels ("#name") and the room ("@room") joined, each with its attention setting."""
@@ -935,8 +184,7 @@ class MessageStore:
 
     def finished(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):
             out.update(
                 r[0]
                 # (+state: looked up by id; the state index would read every finished row)
@@ -944,12 +192,12 @@ class MessageStore:
             )
         return out
 
-    # what a check writes ----------------------------------------------------
+    # what a check writes -----------------------------------------------------
 
     def apply_check(self, plan: CheckPlan, now: float, via: str = "poll") -> None:
         """Apply a plan inside `write()`: new messages, intents, leases, dead letters, roster, cursor."""
         columns = [
-            *_BODY_COLUMNS,
+            *BODY_COLUMNS,
             "via",
             "received_at",
             "disposition",
@@ -972,7 +220,7 @@ class MessageStore:
                 state = ("leased", lease.deliveries, lease.expired, lease.due, None, lease.due - now)
             else:
                 state = ("pending", 0, 0, None, None, None)
-            rows.append((*_body_columns(msg), via, now, decision.disposition, decision.rule, decision.reason, *state))
+            rows.append((*body_columns(msg), via, now, decision.disposition, decision.rule, decision.reason, *state))
         marks = ", ".join("?" * len(columns))
         self._many(f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES ({marks})", rows)
         for msg, decision in plan.new:
@@ -1028,16 +276,15 @@ class MessageStore:
 
     def fill_bodies(self, messages: Iterable[Message], now: float) -> None:
         """Bodies for stubs imported from a previous release (a no-op for any message already whole)."""
-        names = _BODY_COLUMNS[1:]  # all but the id, which comes last, for the WHERE
+        names = BODY_COLUMNS[1:]  # all but the id, which comes last, for the WHERE
         self._many(
             f"UPDATE messages SET {', '.join(f'{c} = ?' for c in names)} WHERE id = ? AND body IS NULL",
-            [(*cols[1:], cols[0]) for cols in map(_body_columns, messages)],
+            [(*cols[1:], cols[0]) for cols in map(body_columns, messages)],
         )
 
     def confirm_shown(self, ids: Sequence[str]) -> None:
         """The run that leased these printed them: `ack` may now finish them."""
-        for chunk in _chunks(list(ids), 500):  # one statement a chunk: a large check confirms thousands
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in in_chunks(ids):  # one statement a chunk: a large check confirms thousands
             self._exec(
                 f"UPDATE messages SET state = 'shown', ever_shown = 1 WHERE +state = 'leased' AND id IN ({marks})",
                 chunk,
@@ -1072,6 +319,8 @@ class MessageStore:
             "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?)",
             (sent_id, clean(to), clean(type_ or "chat"), json.dumps(payload), clean(reply_to), kind, now),
         )
+
+    # pruning -----------------------------------------------------------------
 
     def prune_due(self, now: float) -> bool:
         """Whether a pruning pass should run: hourly, and until the last one finished."""
@@ -1108,8 +357,8 @@ class MessageStore:
                 )
             ]
         gone = 0
-        for chunk in _chunks(sorted(set(victims)), 500):
-            gone += self._exec(f"DELETE FROM messages WHERE rowid IN ({','.join('?' * len(chunk))})", chunk).rowcount
+        for marks, chunk in in_chunks(sorted(set(victims))):
+            gone += self._exec(f"DELETE FROM messages WHERE rowid IN ({marks})", chunk).rowcount
         aged = self._exec(
             "UPDATE messages SET state = 'dead', finished_at = ?, reason = COALESCE(reason, '') || ? WHERE rowid IN ("
             " SELECT rowid FROM messages INDEXED BY messages_pending_age WHERE state = 'pending' AND received_at < ?"
@@ -1154,65 +403,7 @@ class MessageStore:
             return 0  # busy: the next step
         return int(self._read("PRAGMA freelist_count")[0][0])
 
-    # finishing messages -------------------------------------------------------
-
-    def resolve(self, ref: str | int) -> sqlite3.Row | None:
-        """The message a reference names (see `skill.parse_ref`): an int is a seq; a string is
-        an exact id, or, from 4 hex digits, a unique id prefix (as git does; several matches
-        raise `AmbiguousRef`). A plain all-digit string of 4-15 digits without a leading zero
-        is a seq when a kept message has that seq, else an id prefix. A seq picks the open
-        message (seqs can be reused: two open ones with it raise `AmbiguousRef`), else the
-        newest. Ids are compared exactly first (a hub may choose ids that differ only in case:
-        each names its own message); failing that, a prefix or an id in another case matches
-        regardless of case, and must be unique."""
-        if isinstance(ref, int):
-            return self._resolve_seq(ref)
-        rows = self._message_rows("SELECT rowid, * FROM messages WHERE id = ?", (ref,))
-        if rows or len(ref) < 4:
-            return rows[0] if rows else None
-        if len(ref) < 16 and ref.isdigit() and not ref.startswith("0") and not isinstance(ref, IdPrefix):
-            row = self._resolve_seq(int(ref))
-            if row is not None:
-                return row
-        # A whole id (16 characters or more) in another case, or a prefix: any case. The inner
-        # query reads the id index only (LIKE ignores ASCII case; the ref has no wildcards).
-        rows = self._message_rows(
-            "SELECT rowid, * FROM messages WHERE id IN"
-            " (SELECT id FROM messages WHERE id LIKE ? ESCAPE '\\' LIMIT ?) ORDER BY id",
-            (_any_case(ref), AMBIGUOUS_SHOWN + 1),
-        )
-        if len(rows) > 1:
-            raise AmbiguousRef(ref, [row_dict(r) for r in rows[:AMBIGUOUS_SHOWN]], more=len(rows) > AMBIGUOUS_SHOWN)
-        return rows[0] if rows else None
-
-    def _resolve_seq(self, seq: int) -> sqlite3.Row | None:
-        """The message with this seq: the open one (two open ones: refused, the hub's seq went
-        back and either may be meant, guarantee 11), else the one shown, else the newest."""
-        rows = self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE seq = ?"
-            f" ORDER BY (state IN {_OPEN}) DESC, ever_shown DESC, rowid DESC LIMIT ?",
-            (seq, AMBIGUOUS_SHOWN + 1),
-        )
-        still_open = [r for r in rows if r["state"] in OPEN_STATES]
-        if len(still_open) > 1:
-            raise AmbiguousRef(
-                f"#{seq}", [row_dict(r) for r in still_open[:AMBIGUOUS_SHOWN]], more=len(still_open) > AMBIGUOUS_SHOWN
-            )
-        return rows[0] if rows else None
-
-    def sent_ids(self, ref: str) -> list[str]:
-        """Ids of messages we sent that `ref` names: the exact id, or those it names in any case
-        (a prefix, or a whole id in another case)."""
-        exact = [r[0] for r in self._read("SELECT id FROM sent WHERE id = ?", (ref,))]
-        if exact:
-            return exact
-        return [
-            r[0]
-            for r in self._read(
-                "SELECT id FROM sent WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
-                (_any_case(ref), AMBIGUOUS_SHOWN + 1),
-            )
-        ]
+    # finishing messages ------------------------------------------------------
 
     def shown_open(self, through: int | None = None) -> list[sqlite3.Row]:
         """Messages the agent was shown and has not finished (bare ack, ack --through)."""
@@ -1227,13 +418,13 @@ class MessageStore:
         assert state in FINISHED_STATES
         self._many(
             f"UPDATE messages SET state = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE id = ? AND state IN "
-            f"{_OPEN}",
+            f"{OPEN_SQL}",
             [(state, now, reason, i) for i in ids],
         )
 
     def defer(self, ids: Sequence[str], until: float, now: float) -> None:
         self._many(
-            f"UPDATE messages SET state = 'deferred', due = ?, span = ? WHERE id = ? AND state IN {_OPEN}",
+            f"UPDATE messages SET state = 'deferred', due = ?, span = ? WHERE id = ? AND state IN {OPEN_SQL}",
             [(until, until - now, i) for i in ids],
         )
 
@@ -1243,7 +434,7 @@ class MessageStore:
             r[0]
             for r in self._read(
                 "SELECT id FROM messages WHERE state = 'pending' AND disposition = 'attention' UNION ALL"
-                f" SELECT id FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND {_DUE_OR_OVER}"
+                f" SELECT id FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND {_DUE_OR_OVER}"
                 " AND disposition = 'attention'",
                 (now,),
             )
@@ -1252,7 +443,7 @@ class MessageStore:
     def deliverable_count(self, now: float) -> int:
         """How many `deliverable_ids` gives, from the counters and the due index (the watch asks often)."""
         due = self._read(
-            f"SELECT COUNT(*) FROM messages WHERE state IN {_OPEN} AND state != 'pending' AND due <= ?"
+            f"SELECT COUNT(*) FROM messages WHERE state IN {OPEN_SQL} AND state != 'pending' AND due <= ?"
             " AND disposition = 'attention'",
             (now,),
         )[0][0]
@@ -1269,7 +460,7 @@ class MessageStore:
             [(r.state, r.deliveries, r.expired, r.due, r.span, msg_id) for msg_id, r in records.items()],
         )
 
-    # the one-time import of 0.1's state (legacy.py) -----------------------------
+    # the one-time import of 0.1's state (legacy.py) --------------------------
 
     def import_stubs(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Messages known to 0.1 without their bodies: (id, seq, sender, type, text, disposition,
@@ -1305,399 +496,3 @@ class MessageStore:
             "INSERT OR IGNORE INTO auto_replies VALUES (?, ?, 'imported', ?, NULL)",
             [(f"import:{sender}:{n}", sender, at) for n, at in enumerate(times)],
         )
-
-    # A2A tasks (watch, mode a2a) ------------------------------------------------
-
-    def a2a_handed(self, ids: Sequence[str]) -> set[str]:
-        """Which of these messages A2A already took (carried by a task, or held back for `check`)."""
-        out: set[str] = set()
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT message_id FROM a2a_messages WHERE message_id IN ({marks})"
-            out.update(r[0] for r in self._read(sql, chunk))
-        return out
-
-    def received_at(self, ids: Sequence[str]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id, received_at FROM messages WHERE id IN ({marks})"
-            out.update((r[0], r[1]) for r in self._read(sql, chunk))
-        return out
-
-    def thread_root(self, reply_to: str | None, own_id: str, most: int = 50) -> str:
-        """The first message of a reply_to chain, through what we received and what we sent;
-        an unknown parent is the root (messages answering the same unknown one share it)."""
-        root, parent, seen = own_id, reply_to, {own_id}
-        while parent and parent not in seen and len(seen) < most:
-            seen.add(parent)
-            root = parent
-            rows = self._read("SELECT reply_to FROM messages WHERE id = ? LIMIT 1", (parent,)) or self._read(
-                "SELECT reply_to FROM sent WHERE id = ? LIMIT 1", (parent,)
-            )
-            parent = rows[0][0] if rows else None
-        return root
-
-    def a2a_open_tasks(self) -> list[sqlite3.Row]:
-        return self._read(f"SELECT * FROM a2a_tasks WHERE state IN {_A2A_OPEN} ORDER BY next_at, id")
-
-    def a2a_task(self, task: int) -> sqlite3.Row | None:
-        rows = self._read("SELECT * FROM a2a_tasks WHERE id = ?", (task,))
-        return rows[0] if rows else None
-
-    def a2a_create(
-        self, peer: str, context_id: str, reply_to: str, message_id: str, carried: dict[str, Record], now: float
-    ) -> int:
-        """A task about to be sent, with the messages it carries and their records before the lease."""
-        cur = self._exec(
-            "INSERT INTO a2a_tasks (peer, context_id, reply_to, message_id, state, created_at, next_at)"
-            " VALUES (?, ?, ?, ?, 'sending', ?, ?)",
-            (clean(peer), context_id, reply_to, message_id, now, now),
-        )
-        task = int(cur.lastrowid or 0)
-        self._many(
-            "INSERT OR REPLACE INTO a2a_messages (message_id, task, prev) VALUES (?, ?, ?)",
-            [(i, task, json.dumps([r.state, r.deliveries, r.expired, r.due])) for i, r in carried.items()],
-        )
-        return task
-
-    def a2a_hold(self, ids: Sequence[str], note: str) -> None:
-        """Held back by the loop guard: these wait for `check`, never for an A2A task."""
-        self._many(
-            "INSERT OR IGNORE INTO a2a_messages (message_id, task, note) VALUES (?, NULL, ?)", [(i, note) for i in ids]
-        )
-        self._many(
-            f"UPDATE messages SET reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN {_OPEN}",
-            [(f"; {note}", i) for i in ids],
-        )
-
-    def a2a_update(self, task: int, **changes: Any) -> None:
-        allowed = {
-            "message_id",
-            "task_id",
-            "state",
-            "attempts",
-            "polls",
-            "sent_at",
-            "accepted_at",
-            "next_at",
-            "finished_at",
-            "answer",
-            "outcome",
-            "sent_id",
-            "error",
-            "answer_key",
-            "said",
-        }
-        assert changes and set(changes) <= allowed, changes
-        names = sorted(changes)
-        self._exec(
-            f"UPDATE a2a_tasks SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
-            [changes[n] for n in names] + [task],
-        )
-
-    def a2a_carried(self, task: int) -> list[str]:
-        return [r[0] for r in self._read("SELECT message_id FROM a2a_messages WHERE task = ? ORDER BY rowid", (task,))]
-
-    def a2a_release(self, task: int) -> None:
-        """Undo a task that never reached the agent: its messages are as they were before it
-        leased them (for `check` and a later task), and the task is forgotten."""
-        rows = self._read("SELECT message_id, prev FROM a2a_messages WHERE task = ?", (task,))
-        records = {}
-        for msg_id, prev in rows:
-            state, deliveries, expired, due = json.loads(prev)
-            records[msg_id] = Record(state, deliveries, expired, due)
-        self.restore(records)
-        self._exec("DELETE FROM a2a_messages WHERE task = ?", (task,))
-        self._exec("DELETE FROM a2a_tasks WHERE id = ?", (task,))
-
-    def a2a_return(self, ids: Sequence[str], now: float, note: str) -> None:
-        """A task that failed: its messages come back to `check` now, with why in their reason."""
-        self._many(
-            "UPDATE messages SET due = ?, reason = COALESCE(reason, '') || ? WHERE id = ? AND state IN ('leased', "
-            "'shown')",
-            [(now, f"; {note}", i) for i in ids],
-        )
-
-    def a2a_extend_leases(self, now: float, lease_seconds: float) -> int:
-        """Messages of tasks still running stay leased to them: `check` does not hand them out."""
-        return self._exec(
-            "UPDATE messages SET due = ?1 + ?2, span = ?2 WHERE state IN ('leased', 'shown')"
-            f" AND (due < ?1 + ?2 / 2 OR {_OVER}) AND id IN ("
-            " SELECT a.message_id FROM a2a_messages a JOIN a2a_tasks t ON a.task = t.id"
-            f" WHERE t.state IN {_A2A_OPEN})",
-            (now, lease_seconds),
-        ).rowcount
-
-    def a2a_answer_times(self, since: float) -> dict[str, list[float]]:
-        """Automatic answers sent back per peer since `since` (the loop guard's budget)."""
-        out: dict[str, list[float]] = {}
-        sql = (
-            "SELECT peer, finished_at FROM a2a_tasks"
-            " WHERE outcome IN ('answered', 'maybe_answered') AND finished_at > ?"
-        )
-        for peer, at in self._read(sql, (since,)):
-            out.setdefault(peer, []).append(at)
-        return out
-
-    def a2a_summary(self) -> dict[str, Any]:
-        """For `status`: tasks in flight, answers sent, silences, failures, held messages, the last failure."""
-        by_state: dict[str, int] = {
-            r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM a2a_tasks GROUP BY state")
-        }
-        by_outcome: dict[str, int] = {
-            r[0]: r[1]
-            for r in self._read("SELECT outcome, COUNT(*) FROM a2a_tasks WHERE outcome IS NOT NULL GROUP BY outcome")
-        }
-        held = self._read(
-            f"SELECT COUNT(*) FROM a2a_messages a JOIN messages m ON m.id = a.message_id"
-            f" WHERE a.task IS NULL AND m.state IN {_OPEN}"
-        )[0][0]
-        last = self._read(
-            "SELECT finished_at, outcome, error FROM a2a_tasks WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 1"
-        )
-        return {
-            "in_flight": sum(by_state.get(s, 0) for s in A2A_OPEN_STATES),
-            "answered": by_outcome.get("answered", 0),
-            "maybe_answered": by_outcome.get("maybe_answered", 0),
-            "no_reply": by_outcome.get("no_reply", 0) + by_outcome.get("replied_already", 0),
-            "failed": by_state.get("failed", 0),
-            "held": held,
-            "last_failure": {"at": last[0][0], "outcome": last[0][1], "error": last[0][2]} if last else None,
-        }
-
-    def a2a_failures(self, limit: int) -> list[dict[str, Any]]:
-        """The latest A2A tasks that ended without an answer, newest first, with what they carried."""
-        rows = self._read(
-            "SELECT id, peer, outcome, error, finished_at, said FROM a2a_tasks WHERE state = 'failed'"
-            " ORDER BY finished_at DESC LIMIT ?",
-            (limit,),
-        )
-        return [
-            {
-                "task": r[0],
-                "peer": r[1],
-                "outcome": r[2],
-                "error": r[3],
-                "said": r[5],  # the agent's side's words: only ever shown fenced to an LLM
-                "at": r[4],
-                "ids": self.a2a_carried(r[0]),
-            }
-            for r in rows
-        ]
-
-    def a2a_prune(self, now: float, days: float) -> None:
-        """Finished tasks older than `days`, and the records of messages no longer kept; hourly."""
-        if 0 <= now - float(self.get_meta("a2a_pruned_at", 0) or 0) < PRUNE_INTERVAL:
-            return
-        self.set_meta("a2a_pruned_at", now)
-        self._exec("DELETE FROM a2a_messages WHERE message_id NOT IN (SELECT id FROM messages)")
-        self._exec(
-            "DELETE FROM a2a_tasks WHERE state IN ('done', 'failed') AND finished_at < ?"
-            " AND id NOT IN (SELECT task FROM a2a_messages WHERE task IS NOT NULL)",
-            (now - days * 86400,),
-        )
-
-    # history ------------------------------------------------------------------
-
-    def counts(self, now: float) -> dict[str, Any]:
-        """What `status` and `inbox` say the store holds: from the counters and the lease index,
-        never a scan."""
-        by_key: dict[tuple[str, str], int] = {
-            (r[0], r[1]): int(r[2]) for r in self._read("SELECT disposition, state, n FROM message_counts")
-        }
-        in_lease, next_due = self.in_lease(now)
-        return {
-            "open": sum(by_key.get(("attention", s), 0) for s in OPEN_STATES),
-            "in_lease": in_lease,
-            "next_due": next_due,
-            "deferred": by_key.get(("attention", "deferred"), 0),
-            "dead": by_key.get(("attention", "dead"), 0),
-            "stored": sum(by_key.values()),
-        }
-
-    def messages(
-        self,
-        *,
-        sender: str | None = None,
-        type_: str | None = None,
-        state: str | None = None,
-        disposition: str | None = None,
-        since: float | None = None,
-        limit: int = 50,
-        ids: Sequence[str] | None = None,
-        channel: str | None = None,
-    ) -> list[sqlite3.Row]:
-        """Stored messages, newest first; `channel`: those said there ("#name" or "@room")."""
-        where: list[str] = [_LISTED]
-        params: list[Any] = []
-        if channel == "@room":
-            where.append("recipient = '@room' AND seq IS NULL")
-        elif channel is not None:
-            where.append("recipient IS NULL AND json_extract(body, '$.payload.channel') = ?")
-            params.append(channel.removeprefix("#"))
-        for column, value in (("sender", sender), ("type", type_), ("state", state), ("disposition", disposition)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("received_at >= ?")
-            params.append(since)
-        if ids is not None:
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
-        params.append(limit)
-        # newest first; with --since, by arrival time (the same order but for a clock gone back),
-        # which its index reads newest first and stops at the limit (by rowid, a short window
-        # was found only after reading every older row)
-        order = "received_at DESC, rowid DESC" if since is not None else "rowid DESC"
-        return self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?", params
-        )
-
-    def index_for_search(self) -> bool:
-        """Bring the full-text index up to date with the rows stored since the last search.
-        False when it cannot (no FTS5, or the store cannot be written now): scan without it."""
-        if self.get_number("fts") != 1:
-            return False
-        mark = self.get_number("fts_rowid")
-        if self._read("SELECT COALESCE(MAX(rowid), 0) FROM messages")[0][0] <= mark:
-            return True
-        try:
-            with self.write():
-                mark = self.get_number("fts_rowid")
-                top = self._read("SELECT COALESCE(MAX(rowid), 0) FROM messages")[0][0]
-                self._exec(
-                    "INSERT INTO messages_fts(rowid, text, sender)"
-                    " SELECT rowid, text, sender FROM messages WHERE rowid > ? ORDER BY rowid",
-                    (mark,),
-                )
-                self.set_meta("fts_rowid", top)
-        except (StateError, BusyError):
-            return False
-        return True
-
-    def search(self, text: str, limit: int = 50) -> list[sqlite3.Row]:
-        if self.index_for_search():
-            query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
-            if query:
-                try:
-                    return self._message_rows(
-                        "SELECT m.rowid, m.* FROM messages_fts f JOIN messages m ON m.rowid = f.rowid"
-                        # newest first by the index's own rowid order: no sort of every hit
-                        " WHERE messages_fts MATCH ? ORDER BY f.rowid DESC LIMIT ?",
-                        (query, limit),
-                    )
-                except StateError:
-                    pass  # an odd query: fall back to the plain scan
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return self._message_rows(
-            f"SELECT rowid, * FROM messages WHERE {_LISTED} AND (text LIKE ? ESCAPE '\\' OR sender LIKE ? "
-            "ESCAPE '\\')"
-            " ORDER BY rowid DESC LIMIT ?",
-            (pattern, pattern, limit),
-        )
-
-    def sent_messages(
-        self, limit: int = 50, reply_to: Sequence[str] | None = None, ids: Sequence[str] | None = None
-    ) -> list[sqlite3.Row]:
-        if reply_to is not None:
-            marks = ",".join("?" * len(reply_to))
-            return self._sent_rows(
-                f"SELECT rowid, * FROM sent WHERE reply_to IN ({marks}) ORDER BY sent_at", list(reply_to)
-            )
-        if ids is not None:
-            marks = ",".join("?" * len(ids))
-            return self._sent_rows(f"SELECT rowid, * FROM sent WHERE id IN ({marks}) ORDER BY sent_at", list(ids))
-        return self._sent_rows("SELECT rowid, * FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,))
-
-    def sent_to(self, recipient: str) -> bool:
-        """Whether anything was sent to `recipient` from here."""
-        return bool(self._read("SELECT 1 FROM sent WHERE recipient = ? LIMIT 1", (recipient,)))
-
-    def replies_to(self, ids: Sequence[str]) -> list[sqlite3.Row]:
-        marks = ",".join("?" * len(ids))
-        return self._message_rows(f"SELECT rowid, * FROM messages WHERE reply_to IN ({marks}) AND {_LISTED}", list(ids))
-
-    def peers(self) -> dict[str, dict[str, Any]]:
-        return {
-            r[0]: {"status": r[1], "timestamp": r[2], "id": r[3], "at": r[4]}
-            for r in self._read("SELECT * FROM peers ORDER BY agent_id")
-        }
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration script into statements (triggers keep their inner semicolons)."""
-    out, current = [], []
-    for line in sql.strip().splitlines():
-        if line.strip().startswith("--"):
-            continue
-        current.append(line)
-        joined = "\n".join(current).strip()
-        if joined.endswith(";") and sqlite3.complete_statement(joined):
-            out.append(joined)
-            current = []
-    if "\n".join(current).strip():
-        out.append("\n".join(current))
-    return out
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def clean(text: str | None) -> str | None:
-    """A copy of untrusted text SQLite can hold (lone surrogates become U+FFFD); the exact
-    original stays in the message's JSON body."""
-    if text is None or text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
-_BODY_COLUMNS = (
-    "id",
-    "seq",
-    "sender",
-    "recipient",
-    "type",
-    "body",
-    "reply_to",
-    "timestamp",
-    "text",
-    "priority",
-    "broadcast",
-)
-
-
-def _body_columns(msg: Message) -> tuple[Any, ...]:
-    """What a message's body puts in its row, in `_BODY_COLUMNS` order: the exact JSON, and
-    cleaned copies for queries."""
-    return (
-        msg.id,
-        msg.seq,
-        clean(msg.sender),
-        clean(msg.to),
-        clean(msg.type),
-        json.dumps(msg.to_json()),
-        clean(msg.reply_to),
-        msg.timestamp,
-        clean(summary_text(msg)),
-        msg.priority,
-        int(msg.broadcast),
-    )
-
-
-def _derived_columns(msg: Message) -> dict[str, Any]:
-    return dict(zip(_BODY_COLUMNS, _body_columns(msg), strict=True))
-
-
-def _message_label(msg_id: Any) -> str:
-    """A stored id in a warning only when it looks like one (warnings reach an LLM unfenced)."""
-    if isinstance(msg_id, str) and len(msg_id) == 16 and all(c in "0123456789abcdef" for c in msg_id):
-        return f"message {msg_id}"
-    return "a message"

@@ -95,7 +95,7 @@ def _clean_text(value: Any) -> bool:
 
 def inspect_row(row: Any, now: float, derived: Any) -> Inspection:
     """Check one row of the messages table. `derived(msg)` gives the columns a body puts in a
-    row (store._body_columns as a dict), for repairs."""
+    row (store_db.body_columns as a dict), for repairs."""
     if not isinstance(row["id"], str) or not row["id"] or not _clean_text(row["id"]):
         return Inspection(None, "its id cannot be read")
     msg = None

@@ -41,6 +41,7 @@ from agentcom_skill.actions import send as send_actions
 from agentcom_skill.actions.check import run_check
 from agentcom_skill.actions.common import hub_client, is_confirmed
 from agentcom_skill.actions.history import log as history_log
+from agentcom_skill.a2a_tasks import A2ATasks
 from agentcom_skill.config import WakeSettings, load_settings
 from agentcom_skill.store import MessageStore
 
@@ -420,7 +421,7 @@ def test_the_answer_goes_back_as_a_reply_and_the_message_is_done(rig):
     assert [r["kind"] for r in rig.store.sent_messages(reply_to=[msg])] == ["a2a_answer"]
     assert rig.hub.poll("alice", rig.alice)["messages"] == [], "finished: acked at the hub"
     assert rig.kinds()[:3] == ["a2a_ready", "a2a_task", "a2a_answered"]
-    assert rig.store.a2a_summary()["answered"] == 1 and rig.standin.violations == []
+    assert A2ATasks(rig.store).summary()["answered"] == 1 and rig.standin.violations == []
 
 
 def test_a_busy_context_is_never_sent_twice_and_later_messages_go_together(rig):
@@ -535,10 +536,10 @@ def test_failed_tasks_are_retried_rejected_ones_not_then_the_messages_go_back_to
     assert said not in json.dumps(texts), "nor an event's text (status and check quote the last one)"
     assert any(fields.get("said") == said for _, _, fields in rig.events), "the jsonl event carries it apart"
     outcome = "rejected" if state.endswith("REJECTED") else "failed"
-    assert rig.store.a2a_summary()["last_failure"]["outcome"] == outcome
+    assert A2ATasks(rig.store).summary()["last_failure"]["outcome"] == outcome
     logged = history_log(settings=rig.s)
     assert logged["a2a_failures"][0]["said"] == said and said not in json.dumps(logged["warnings"])
-    assert said not in json.dumps(rig.store.a2a_summary()), "status (JSON over MCP too) has our words only"
+    assert said not in json.dumps(A2ATasks(rig.store).summary()), "status (JSON over MCP too) has our words only"
     text, prompt = render.render_log_text(logged), render.render_log_prompt(logged)
     assert said in text and said in prompt
     fence_at = prompt.index("<<<AGENTCOM_UNTRUSTED_", prompt.index("what the agent's side said"))
@@ -613,12 +614,12 @@ def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, history
     rig.d.hub = CrashingHub(rig.hub_client, when, history)
     with pytest.raises(Crash):
         rig.run(lambda: False, "the crash")
-    assert rig.store.a2a_open_tasks()[0]["answer_key"], "the answer's identity was committed before its POST"
+    assert A2ATasks(rig.store).open_tasks()[0]["answer_key"], "the answer's identity was committed before its POST"
     after = CrashingHub(rig.hub_client, None, history)
     restart(rig, after)
     rig.run(lambda: rig.store.resolve(msg)["state"] == "done", "finished after the restart")
     answers = rig.answers_at()
-    task = rig.store.a2a_task(1)
+    task = A2ATasks(rig.store).task(1)
     if history:  # the hub can tell: sent exactly once either way
         assert [(a["reply_to"], a["payload"]["text"]) for a in answers] == [(msg, "the one answer")]
         assert task["outcome"] == "answered" and task["sent_id"] == answers[0]["id"]
@@ -627,7 +628,7 @@ def test_a_crash_around_the_answers_post_never_sends_it_twice(rig, when, history
     else:  # it cannot: possibly sent, never sent again, and said so
         assert len(answers) == (1 if when == "after" else 0) and after.posts == 0
         assert task["outcome"] == "maybe_answered" and rig.d.last_error["status"] == "maybe_answered"
-        assert "a2a_maybe_answered" in rig.kinds() and rig.store.a2a_summary()["maybe_answered"] == 1
+        assert "a2a_maybe_answered" in rig.kinds() and A2ATasks(rig.store).summary()["maybe_answered"] == 1
         assert [is_confirmed(r["id"]) for r in rig.store.sent_messages(reply_to=[msg])] == [False]
     for _ in range(20):
         rig.d.step()
@@ -652,7 +653,7 @@ def test_an_answer_whose_reply_is_lost_is_found_at_the_hub_not_sent_again(rig):
     rig.d.hub = hub
     rig.run(lambda: rig.store.resolve(msg)["state"] == "done", "finished")
     answers = rig.answers_at()
-    assert len(answers) == 1 and hub.posts == 1 and rig.store.a2a_task(1)["sent_id"] == answers[0]["id"]
+    assert len(answers) == 1 and hub.posts == 1 and A2ATasks(rig.store).task(1)["sent_id"] == answers[0]["id"]
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -687,7 +688,10 @@ def test_kill_9_around_the_answers_post_sends_it_once(hub, tmp_path, standin, wh
         answers = rig.answers_at()
         assert [(a["reply_to"], a["payload"]["text"]) for a in answers] == [(msg, "the one answer")], "once"
         assert len(standin.sends()) == 1, "the agent was not asked again either"
-        assert rig.store.a2a_task(1)["outcome"] == "answered" and rig.store.a2a_task(1)["sent_id"] == answers[0]["id"]
+        assert (
+            A2ATasks(rig.store).task(1)["outcome"] == "answered"
+            and A2ATasks(rig.store).task(1)["sent_id"] == answers[0]["id"]
+        )
     finally:
         rig.close()
 
@@ -743,7 +747,7 @@ def test_a_task_over_its_timeout_goes_back_to_check(hub, tmp_path, standin):
         rig.take_in()
         rig.run(lambda: "a2a_failed" in rig.kinds(), "the timeout", step=5)
         assert [m["id"] for m in rig.check()["messages"]] == [msg]
-        assert rig.store.a2a_summary()["last_failure"]["outcome"] == "timeout"
+        assert A2ATasks(rig.store).summary()["last_failure"]["outcome"] == "timeout"
     finally:
         rig.close()
 
@@ -810,7 +814,7 @@ def test_the_loop_guard_holds_a_chatty_peer_for_check_with_one_warning(hub, tmp_
         back = rig.check()
         assert sorted(m["id"] for m in back["messages"]) == sorted([*held, more])
         assert all("loop guard" in m["why"] for m in back["messages"])
-        assert rig.store.a2a_summary()["held"] == 3
+        assert A2ATasks(rig.store).summary()["held"] == 3
         # carol is not bob: her messages still go
         rig.send("carol", text="hi")
         rig.take_in()

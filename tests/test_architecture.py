@@ -32,7 +32,7 @@ CORE = {"errors", "message", "tier0", "groups", "delivery", "stored", "render", 
 STORE = {"store", "migrations", "files", "a2a_tasks", "legacy"}
 # the other shells: settings, HTTP, the watch's status file, the OpenClaw plugin's installer
 SHELLS = STORE | {"config", "config_write", "transport", "client", "watchstate", "openclaw_plugin"}
-# the actions (`skill.py`, or the `actions` package it becomes) and the lease hand-off they share
+# the actions package (`skill.py` before it) and the lease hand-off they share
 ACTIONS = {"skill", "actions", "handoff"}
 # the front ends, each a group: one never imports another. The watch and its wakes are one front
 # end: the watch drives the wakes, and `a2a` uses `wake`'s outcome and error record (`WakeOutcome`,

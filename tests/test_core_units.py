@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -16,7 +17,8 @@ from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import batch_keys, hub_prefix, plan_check
 from agentcom_skill.errors import ConfigError, HubProtocolError, StateError
 from agentcom_skill.message import parse_mailbox, parse_mailbox_bytes
-from agentcom_skill.store import MIGRATIONS, MessageStore, _statements, row_message
+from agentcom_skill.migrations import MIGRATIONS, statements
+from agentcom_skill.store import MessageStore, row_message
 from agentcom_skill.watch import PushedFrames
 
 TOKEN = "a1" * 32
@@ -137,7 +139,7 @@ def test_migrations_apply_from_the_oldest_schema_and_keep_data(tmp_path):
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
-    for statement in _statements(MIGRATIONS[0][1]):
+    for statement in statements(MIGRATIONS[0][1]):
         db.execute(statement)
     db.execute("INSERT INTO migrations VALUES (1, 'x', 0)")
     db.execute("PRAGMA user_version = 1")
@@ -222,11 +224,39 @@ def test_a_damaged_sent_row_is_set_aside_not_fatal(tmp_path):
 
 
 def test_the_schema_columns_the_store_checks_are_the_migrations_result():
-    from agentcom_skill.store import SCHEMA_COLUMNS
+    from agentcom_skill.migrations import SCHEMA_COLUMNS
 
     store = MessageStore.memory()
     for table, columns in SCHEMA_COLUMNS.items():
         assert tuple(r[1] for r in store._read(f"PRAGMA table_info({table})")) == columns
+
+
+# The migrations as released: stores on disk were made by exactly these, in this order. A
+# change of schema is a new migration appended (this list then stays as it is).
+RELEASED_MIGRATIONS = [
+    "b80c64d1729574d4",
+    "e106e9e736dfad4d",
+    "8ec9c9033c048cfe",
+    "ecfeb3a4cd08c7f4",
+    "b95a18aac220c6d8",
+    "c3ac98cfd74a2f68",
+    "e78bead2e30657ce",
+    "43fa9fa88406aaa7",
+    "eb19bceecac8ecf0",
+]
+
+
+def test_released_migrations_never_change():
+    from agentcom_skill import migrations
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    released = [digest(f"{name}\0{sql}") for name, sql in MIGRATIONS[: len(RELEASED_MIGRATIONS)]]
+    assert released == RELEASED_MIGRATIONS, "a released migration was edited or moved: append a new one instead"
+    # the SQL the words "FTS5", "LAZY_FTS" and "SCALE" stand for
+    built_in = (migrations._FTS_SQL, migrations._LAZY_FTS_SQL, migrations._SCALE_SQL)
+    assert [digest(sql) for sql in built_in] == ["fadc0cd3ed00d505", "1befa5eaa7db847e", "9bc897f02f09acfb"]
 
 
 # delivery planning ---------------------------------------------------------------------

@@ -16,7 +16,8 @@ from agentcom_skill.actions.check import prune_store, run_check
 from agentcom_skill.config import load_settings
 from agentcom_skill.delivery import OPEN_STATES, OpenMessage, StoreView, plan_check
 from agentcom_skill.message import MailboxBatch, parse_mailbox
-from agentcom_skill.store import MIGRATIONS, PRUNE_STEP, MessageStore, row_message
+from agentcom_skill.migrations import MIGRATIONS, statements
+from agentcom_skill.store import PRUNE_STEP, MessageStore, row_message
 from agentcom_skill.stored import open_record
 
 NOW = 1_000_000.0
@@ -241,12 +242,11 @@ def test_an_older_store_is_migrated_with_its_counts_and_vacuumed_when_small(tmp_
     db = sqlite3.connect(folder / "messages.sqlite3")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
-    from agentcom_skill.store import _statements
 
     for number, (_, sql) in enumerate(MIGRATIONS[:5], start=1):
         if sql in ("FTS5", "LAZY_FTS"):
             continue
-        for statement in _statements(sql):
+        for statement in statements(sql):
             db.execute(statement)
         db.execute("INSERT INTO migrations VALUES (?, 'x', 0)", (number,))
     body = {"id": "a" * 16, "from": "loash", "to": "gcu", "type": "chat", "payload": {"text": "hi"}}
@@ -364,3 +364,40 @@ def test_a_watch_prunes_from_its_wake_thread_keeping_what_its_last_mailbox_read_
     for _ in range(5):
         watch._prune()
     assert {r["id"] for r in store.messages(limit=100)} == {f"{n:016x}" for n in (1, 5, 6)}
+
+
+def test_reads_by_many_ids_stay_within_sqlites_parameter_limit():
+    """`messages(ids=)`, `sent_messages(ids=)`, `sent_messages(reply_to=)` and `replies_to` with
+    more ids than one statement may bind (999 before SQLite 3.32; a build may set less): read in
+    chunks, merged in the order one query would give."""
+    count = 1200
+    ids = [f"{n:016x}" for n in range(1, count + 1)]
+    raw = [
+        {
+            "id": f"{kind}{n:015x}",
+            "from": "peer1",
+            "to": "gcu",
+            "type": "chat",
+            "payload": {"text": f"{kind} {n}"},
+            "reply_to": ids[n - 1] if kind == "r" else None,
+            "timestamp": 1,
+            "seq": n if kind == "0" else count + n,
+        }
+        for kind in ("0", "r")
+        for n in range(1, count + 1)
+    ]
+    batch = parse_mailbox({"messages": raw}, 0)
+    store = store_with(batch)
+    with store.write():
+        for n, parent in enumerate(ids):
+            store.record_sent(f"s{n:015x}", "peer0", "chat", {"text": "ok"}, parent, "reply", NOW - n)
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    rows = store.messages(ids=ids, limit=count)
+    assert [r["id"] for r in rows] == sorted(ids, key=lambda i: store.resolve(i)["rowid"], reverse=True)
+    assert [r["id"] for r in store.messages(ids=ids, limit=3)] == [r["id"] for r in rows[:3]]
+    assert {r["id"] for r in store.messages(ids=ids, since=0, limit=count)} == set(ids)
+    assert sorted(r["reply_to"] for r in store.replies_to(ids)) == sorted(ids)
+    sent = store.sent_messages(ids=[f"s{n:015x}" for n in range(count)])
+    assert [r["sent_at"] for r in sent] == sorted(NOW - n for n in range(count)), "oldest first"
+    assert len(store.sent_messages(reply_to=ids)) == count

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from ..a2a_tasks import A2ATasks
 from ..config import Settings
 from ..delivery import OPEN_STATES, STATES, bounded_due, message_view
 from ..errors import UsageError
@@ -198,7 +199,7 @@ def log(
         dead = list(reversed(store.messages(state="dead", limit=limit)))
         peers = store.peers()
         warnings = store.take_warnings()
-        a2a_failures = store.a2a_failures(10)
+        a2a_failures = A2ATasks(store).failures(10)
     for f in a2a_failures:  # the watch's A2A tasks that ended without an answer (mode a2a)
         # Our words only: what the agent's side said (text a peer can steer) is each failure's
         # `said`, which the renderings show apart, fenced for an LLM.

@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from ..store import create_private
+from ..files import create_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
