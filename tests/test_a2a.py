@@ -37,11 +37,11 @@ from agentcom_skill.a2a import (
     prompt_text,
     read_reply,
 )
+from agentcom_skill.a2a_tasks import A2ATasks
 from agentcom_skill.actions import send as send_actions
 from agentcom_skill.actions.check import run_check
 from agentcom_skill.actions.common import hub_client, is_confirmed
 from agentcom_skill.actions.history import log as history_log
-from agentcom_skill.a2a_tasks import A2ATasks
 from agentcom_skill.config import WakeSettings, load_settings
 from agentcom_skill.store import MessageStore
 

@@ -29,7 +29,7 @@ TOP = "__init__"  # the package itself, agentcom_skill/__init__.py
 CORE = {"errors", "message", "tier0", "groups", "delivery", "stored", "render", "untrusted"}
 # the store and its rooms (schema, file safety, the A2A task table), and the one-time import of
 # 0.1's state
-STORE = {"store", "migrations", "files", "a2a_tasks", "legacy"}
+STORE = {"store", "store_db", "store_history", "migrations", "files", "a2a_tasks", "legacy"}
 # the other shells: settings, HTTP, the watch's status file, the OpenClaw plugin's installer
 SHELLS = STORE | {"config", "config_write", "transport", "client", "watchstate", "openclaw_plugin"}
 # the actions package (`skill.py` before it) and the lease hand-off they share
@@ -64,10 +64,13 @@ ONLY: dict[str, set[str]] = {
     "config": {"errors"},
     "transport": {"errors"},
     "client": {"transport", "message", "errors"},
-    "store": CORE | {"migrations", "files"},
+    "store_db": CORE | {"migrations", "files"},
+    "store_history": CORE | {"migrations", "files", "store_db"},
+    "store": CORE | {"migrations", "files", "store_db", "store_history"},
+    "a2a_tasks": CORE | {"store", "store_db"},
     "openclaw_plugin": {"config", "errors"},
     TOP: {"errors"} | ACTIONS,  # `__getattr__` reaches the actions lazily
-    "hub": HUB | {"store", "files"},  # `create_private`, the private file mode
+    "hub": HUB | {"files"},  # `create_private`, the private file mode
 }
 
 ALL_FRONT_ENDS = set().union(*FRONT_ENDS.values())
