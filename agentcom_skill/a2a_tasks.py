@@ -1,5 +1,5 @@
 """The A2A task table (watch, mode a2a): the tasks sent to an agent's A2A endpoint and the
-messages each carries. Used only by the A2A wing (`a2a.py`, and the `status` and `log` actions); it
+messages each carries. Used only by the A2A wing (`a2a/`, and the `status` and `log` actions); it
 reads and writes through the store's public query surface (`query`, `execute`,
 `execute_many`, `id_chunks`), inside the caller's `store.write()`."""
 

@@ -238,16 +238,29 @@ def _chunks(raw: Any) -> Iterator[bytes]:
         yield chunk
 
 
+def clamp_wait(seconds: float, floor: float = 1.0) -> float:
+    """A wait a peer asked for (Retry-After), held between `floor` and an hour: the one clamp
+    of the hub client, the wakes and the A2A pacer."""
+    return min(max(seconds, floor), 3600.0)
+
+
+def retry_after_seconds(value: str | None, floor: float = 1.0) -> float | None:
+    """A Retry-After header in seconds, clamped (`clamp_wait`); None when missing or odd (a
+    date, NaN): the caller's own backoff then."""
+    try:
+        wait = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if wait is None or wait != wait:  # (NaN)
+        return None
+    return clamp_wait(wait, floor)
+
+
 def retry_after(value: str | None, floor: float = 0.5) -> float:
     """Seconds to wait after a 429 or 503: the header clamped to `floor` .. 1 h; 1 s when
     missing or odd (a date, a negative number, NaN)."""
-    try:
-        wait = float(value if value is not None else "1")
-    except ValueError:
-        return max(1.0, floor)
-    if wait != wait:  # NaN
-        return max(1.0, floor)
-    return min(max(wait, floor), 3600.0)
+    wait = retry_after_seconds(value if value is not None else "1", floor)
+    return max(1.0, floor) if wait is None else wait
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

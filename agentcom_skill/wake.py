@@ -1,4 +1,6 @@
-"""Waking the agent: when (`WakeBatcher`, pure, clock passed in) and how (`Waker`).
+"""Waking the agent: when (`WakeBatcher`, pure, clock passed in), how (`Waker`), and what a
+failed wake leaves (`WakeOutcome`, `wake_error`, `WakeFailures`: the one "WAKE REFUSED" and its
+pause), for both wake drivers: `hookwake.HookWakeDriver` (the modes below) and the A2A one.
 
 Modes (the config's `[wake]` table):
 - `agent`: `POST /hooks/agent` on the OpenClaw gateway with the prompt rendering of the
@@ -8,7 +10,7 @@ Modes (the config's `[wake]` table):
 - `command`: run a command with the prompt rendering on stdin (other runtimes): a list of
   words as given, or one string through `/bin/sh -c` when `shell = true`.
 - `a2a`: send the prompt rendering as an A2A task and the agent's answer back to the sender
-  (`a2a.py`; driven by the watch, not by `Waker`).
+  (`a2a/`; its own driver, not `Waker`).
 """
 
 from __future__ import annotations
@@ -18,17 +20,32 @@ import json
 import random
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .config import WakeSettings
 from .errors import ConfigError
+from .transport import (
+    BearerAuth,
+    BodyTooLarge,
+    DeadlinePassed,
+    Peer,
+    TransportError,
+    UndecodableBody,
+    check_proxy,
+    clamp_wait,
+    exchange,
+    new_session,
+    retry_after_seconds,
+)
 from .untrusted import neutralise
 
 WAKE_NOTICE = "{n} AgentCom message(s) need attention; run `agentcom check` to read them."
 MAX_BACKOFF = 60.0
 STDERR_LINES = 3
+UNAUTHORIZED_PAUSE = 600.0  # seconds without a wake after the target refused our token (a SIGHUP ends it)
+Report = Callable[..., None]  # report(kind, text, **fields): a watch event
 
 
 class WakeBatcher:
@@ -69,7 +86,7 @@ class WakeBatcher:
         """Hold the next try back; returns the delay chosen."""
         self.failures += 1
         if retry_after is not None:
-            delay = min(max(retry_after, 1.0), 3600.0)
+            delay = clamp_wait(retry_after)
         else:
             delay = self.rng.uniform(0, min(MAX_BACKOFF, 2.0**self.failures))
         self.not_before = now + delay
@@ -112,19 +129,6 @@ class Waker:
         return self._post("/hooks/agent", body, idempotency_key(ids, deliveries))
 
     def _post(self, path: str, body: dict, key: str | None) -> WakeOutcome:
-        # The network client pulls in requests: imported here, on the first wake, not at start.
-        from .transport import (
-            BearerAuth,
-            BodyTooLarge,
-            DeadlinePassed,
-            Peer,
-            TransportError,
-            UndecodableBody,
-            check_proxy,
-            exchange,
-            new_session,
-        )
-
         assert self.wake.url is not None
         try:
             check_proxy(self.wake.url)
@@ -163,11 +167,7 @@ class Waker:
                 "unauthorized", f"gateway {self.wake.url} refused the wake token ({reply.status}) for {path}"
             )
         if reply.status == 429 or reply.status >= 500:
-            retry_after = None
-            try:
-                retry_after = float(reply.headers.get("retry-after", ""))
-            except ValueError:
-                pass
+            retry_after = retry_after_seconds(reply.headers.get("retry-after"))
             return WakeOutcome("retry", f"gateway answered {reply.status} to {path}", retry_after)
         return WakeOutcome(
             "refused",
@@ -225,3 +225,54 @@ def wake_error(outcome: WakeOutcome, wake: WakeSettings, now: float) -> dict[str
         "detail": outcome.detail,
         "fix": fix,
     }
+
+
+class WakeFailures:
+    """What a wake driver keeps of its failures: the last one, for `status` (marked cleared once
+    a wake goes through); the pause after the target refused our token; and the problems
+    already reported (each said once, not at every try)."""
+
+    def __init__(self, wake: WakeSettings, report: Report):
+        self.wake = wake
+        self.report = report
+        self.last: dict[str, Any] | None = None
+        self.paused_until = 0.0
+        self.reported: set[str] = set()
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
+
+    def failed(self, now: float, outcome: WakeOutcome, fix: str | None = None) -> None:
+        self.last = wake_error(outcome, self.wake, now)
+        if fix:
+            self.last["fix"] = fix
+
+    def refused_token(self, now: float, outcome: WakeOutcome) -> None:
+        """The target refused our token: no wake for UNAUTHORIZED_PAUSE seconds (retrying
+        cannot help until someone fixes it); said loudly, once."""
+        self.paused_until = now + UNAUTHORIZED_PAUSE
+        self.failed(now, outcome)
+        self.once(
+            "unauthorized",
+            "wake_unauthorized",
+            f"WAKE REFUSED: {outcome.detail}; fix [wake] token; still receiving and storing",
+        )
+
+    def once(self, key: str, kind: str, text: str) -> None:
+        if key not in self.reported:
+            self.reported.add(key)
+            self.report(kind, text)
+
+    def cleared(self, now: float) -> bool:
+        """A wake went through: the last error stays for `status`, marked cleared (`check`
+        stops warning). True when that changed it."""
+        if self.last is None or "cleared_at" in self.last:
+            return False
+        self.last = {**self.last, "cleared_at": now}
+        return True
+
+    def resume(self) -> None:
+        """SIGHUP with the same [wake] (the fault was elsewhere: the gateway, its token): no
+        more pause, and a new refusal is said again."""
+        self.paused_until = 0.0
+        self.reported.discard("unauthorized")

@@ -4,8 +4,9 @@ One process per agent (an exclusive lock; a second exits 7). On every (re)connec
 identifies, then drains the mailbox by HTTP (what arrived while disconnected). Each pushed
 frame is committed to the store, with its Tier 0 disposition, before anything acts on it
 (guarantee 10): the same `run_check` pipeline as `check`, fed the frame instead of a poll.
-Attention messages are batched into wakes (`wake.py`); a wake counts as a delivery, so
-they are leased and shown exactly as if `check` had returned them.
+The watch keeps the socket and the intake; the agent is woken from a thread of its own
+(`wakethread.py`, which drives `hookwake.py` or `a2a/`), and what the hub says about our
+identity (another connection under our id, a refused token) is `watchhazards.py`.
 
 The WebSocket client is the `websockets` library's synchronous one, imported only here.
 """
@@ -25,12 +26,10 @@ from typing import TYPE_CHECKING, Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from .a2a import A2ADispatcher
-from .actions.check import current_status, prune_store, run_check, send_refused_auto_replies
+from .actions.check import current_status, run_check
 from .actions.common import hub_client, open_store
 from .actions.hazards import note_listed_statuses
-from .config import Settings, reread_token
-from .delivery import plan_check
+from .config import Settings
 from .errors import (
     AgentComError,
     AuthError,
@@ -42,23 +41,16 @@ from .errors import (
 )
 from .groups import group_of, pushed_group_message
 from .message import MailboxBatch, Message, Unreadable, decode_frame, pushed_message, task_notice
-from .render import render_prompt, where_said
+from .render import where_said
 from .untrusted import neutralise, safe_msg_id, safe_sender
-from .wake import WakeBatcher, Waker, wake_error
-from .watchstate import hold_watch_lock, lock_holder, write_status
+from .wakethread import WakeThread
+from .watchhazards import HubHazards
+from .watchstate import StatusBoard, hold_watch_lock, lock_holder
 
 if TYPE_CHECKING:
     from .actions.common import Hub
 
 RECONNECT_MAX = 60.0
-FIRST_HAZARD = (
-    "another connection was identified as {agent} on the hub before this watch: direct messages go to it,"
-    " not to this watch (broadcasts go to both); stop it, or stop this watch"
-)
-LATER_HAZARD = (
-    "another connection identified as {agent} on the hub after this watch: direct messages still come to the"
-    " first connection (this watch), broadcasts go to both (each gets a copy)"
-)
 FRAME_BATCH = 500  # pushed frames committed in one transaction at most
 # A pushed frame may be as large as the largest body the hub takes (8 MB), and a hub that
 # escapes every non-ASCII character as \uXXXX makes it up to three times that. A frame over
@@ -69,14 +61,9 @@ MAX_FRAME = 32 * 1024 * 1024
 # by `check`, which trusts a connected watch) until the next reconnect.
 FIRST_SWEEP = 2.0
 TOKEN_CHECK_INTERVAL = 15.0  # seconds (at most) between looks at whether the hub still takes our token
-TOKEN_PROBE_SINCE = 2**53  # a mailbox poll past every seq: answers nothing, but checks the token
 SWEEP_RETRY = 30.0  # after a sweep (or the drain) could not read the mailbox
 STOP_DRAIN = 2.0  # seconds a stopping watch goes on reading frames that keep coming, before it closes
 FRAME_QUEUE = 1024  # frames the socket reader may hold before it stops reading (backpressure)
-WAKE_FOOTER = (
-    '[AgentCom] Answer with `agentcom reply SEQ|ID "..."`; when a message is handled, '
-    "`agentcom ack SEQ|ID`. Unacked ones come back later."
-)
 
 
 class Events:
@@ -158,12 +145,7 @@ class Watch:
         self.clock = clock
         self.directory = settings.agent_state_dir()
         self.stopping = False
-        self.batcher = WakeBatcher(settings.wake.window, settings.wake.min_interval)
         wake = settings.wake
-        self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
-        self.dispatcher: A2ADispatcher | None = None  # in mode a2a, built in run()
-        self.wake_paused_until = 0.0
-        self.reported_unauthorized = False
         self.status: dict[str, Any] = {
             "pid": os.getpid(),
             "started_at": clock(),
@@ -177,18 +159,15 @@ class Watch:
             "wake_mode": wake.mode if wake.configured else None,
             "last_wake_error": None,
         }
-        self.presence_since: Any = None  # our entry's connected_at in /api/agents
-        self.first_hazard: list[str] = []  # another connection under our id was there before us
+        self.board = StatusBoard(self.directory, self.status, events, lambda: self.clock())
+        self.hazards: HubHazards  # built in run(), on the socket's hub client
+        self.wakes: WakeThread  # built in run(), with its own store connection and hub client
         self.rejoin = False  # the hub sent agent_left for our id: identify again
         self.rejoin_why = ""
         self.history_usable = True  # the hub answers GET /api/messages (to tell broadcasts apart)
-        self.token = settings.token  # replaced when the hub refuses it and its source holds a new one
-        self.token_hazard: list[str] = []
         self.declines: list[dict[str, Any]] = []  # task_assign frames to decline
-        self.later_hazard: list[str] = []
         self.listening: set[str] = set()  # the joined channels the hub pushes this connection
         self.announced_status: str | None = None
-        self._lock = threading.Lock()  # events and the status file, from the socket and wake threads
         self.arrived = threading.Event()  # set when a message is taken in: the wake thread looks at once
         # Pushed, not yet committed (the store failed). Bounded: the first store that fails
         # closes the socket and no other is opened until these are stored, so this holds at most
@@ -222,31 +201,25 @@ class Watch:
                 hub_client(self.s) as hub,
                 hub_client(self.s) as wake_hub,
             ):
-                self.store, self.wake_store, self.hub, self.wake_hub = store, wake_store, hub, wake_hub
-                if self.s.wake.configured and self.s.wake.mode == "a2a":
-                    self.dispatcher = A2ADispatcher(self.s, wake_store, wake_hub, self._event, self.clock)
-                    self._event(
-                        "config",
-                        f"A2A mode: conversations go to {self.s.wake.url} as tasks "
-                        f"(one context per {self.s.wake.context}); answers come back to the senders",
-                    )
-                elif not self.waker:
-                    self._event(
-                        "config",
-                        "no [wake] configured: messages wait in the store for `agentcom check`"
-                        f" (add a [wake] table, then `kill -HUP {os.getpid()}` to take it up)",
-                    )
+                self.store, self.hub = store, hub
+                self.hazards = HubHazards(self.s, store, hub, self.board, self.clock, wake_hub.use_token)
+                self.wakes = WakeThread(
+                    self.s, wake_store, wake_hub, self.board, self.clock, self.reload, self.arrived, lambda: self.at_hub
+                )
+                self.wakes.reload_requested = self.reload_requested  # a SIGHUP before it was there
+                self.wakes.start()
                 # Wakes run beside the socket loop (with their own store connection and hub
                 # client), so a slow gateway never holds up pings or incoming frames.
-                waker = threading.Thread(target=self._wake_loop, name="agentcom-wake", daemon=True)
+                waker = threading.Thread(
+                    target=self.wakes.run, args=(lambda: self.stopping,), name="agentcom-wake", daemon=True
+                )
                 waker.start()
                 try:
                     return self._loop()
                 finally:
                     self.stopping = True
-                    waker.join(timeout=self.s.wake.timeout + 5)
-                    if self.dispatcher is not None:
-                        self.dispatcher.close()
+                    waker.join(timeout=self.wakes.s.wake.timeout + 5)
+                    self.wakes.close()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -270,6 +243,9 @@ class Watch:
         # Only a flag: the wake thread, which owns the waker, reloads within 0.2 s. (Setting
         # an Event here could deadlock on its lock, held by the code this handler interrupted.)
         self.reload_requested = True
+        wakes = getattr(self, "wakes", None)
+        if wakes is not None:
+            wakes.reload_requested = True
 
     def _loop(self) -> int:
         attempt, code = 0, 0
@@ -346,14 +322,14 @@ class Watch:
             max_queue=FRAME_QUEUE,
         ) as ws:
             status = current_status(self.store, self.s)
-            already_listed = self._presence() is not None  # another connection under our id, before us
+            already_listed = self.hazards.presence() is not None  # another connection under our id, before us
             self.rejoin = False
             ws.send(
                 json.dumps(
                     {
                         "type": "identify",
                         "agent_id": self.s.agent_id,
-                        "token": self.token,
+                        "token": self.hazards.token,
                         "name": self.s.agent_id,
                         "status": status,
                         "capabilities": list(self.s.capabilities),
@@ -370,10 +346,7 @@ class Watch:
             self.announced_status = status
             self.status["connected_since"] = self.clock()
             self._event("connected", f"connected to {url} as {self.s.agent_id}")
-            self.presence_since = self._presence()
-            self.first_hazard = [FIRST_HAZARD.format(agent=self.s.agent_id)] if already_listed else []
-            self.later_hazard = []
-            self._set_hazards(self.first_hazard)
+            self.hazards.connected(already_listed)
             # The hub pushes a socket the channels its agent had joined when it identified:
             # one joined later (over HTTP) is pushed only after a reconnect (protocol 1.8).
             self.listening = self._joined_channels()
@@ -434,14 +407,14 @@ class Watch:
                 swept = self._drain(sweep=True)
                 next_sweep = time.monotonic() + (sweep_every if swept else min(SWEEP_RETRY, sweep_every))
             if mono >= next_token_check:
-                self._check_token()
+                self.hazards.check_token()
                 next_token_check = time.monotonic() + token_every
             if mono >= next_ping:
                 ws.send(json.dumps({"type": "ping"}))
                 next_ping = mono + interval
                 if awaiting_pong_since is None:
                     awaiting_pong_since = mono
-                self._check_presence()
+                self.hazards.check_presence()
                 joined = self._joined_channels() - self.listening
                 if joined:
                     self._event(
@@ -478,85 +451,6 @@ class Watch:
         except ConnectionClosed as exc:
             return frames, how_closed(exc)
         return frames, None
-
-    def _presence(self) -> Any:
-        """Our entry in the hub's list of connected agents (its connected_at), or None."""
-        try:
-            listed = [a for a in self.hub.agents() if a.get("agent_id") == self.s.agent_id]
-        except AgentComError:
-            return None
-        return listed[-1].get("connected_at") if listed else None
-
-    def _check_presence(self) -> None:
-        """Another connection under our id gets our broadcasts too, and our direct messages when
-        it connected first: say so, loudly, once."""
-        if self.presence_since is None:
-            self.presence_since = self._presence()
-            return
-        now_listed = self._presence()
-        self.later_hazard = (
-            [LATER_HAZARD.format(agent=self.s.agent_id)]
-            if now_listed is not None and now_listed != self.presence_since
-            else []
-        )
-        self._set_hazards(self.first_hazard + self.later_hazard)
-
-    def _check_token(self) -> None:
-        """A token reset at the hub leaves our socket up (pushes keep coming) while every HTTP
-        call is refused: ask the hub with a poll that returns nothing."""
-        try:
-            self.hub.poll(self.s.agent_id, since=TOKEN_PROBE_SINCE)
-        except AuthError as exc:
-            self._token_refused(exc)
-            return
-        except AgentComError:
-            return  # the hub's trouble, not the token's: the sweeps report it
-        if self.token_hazard:
-            self._token_works("the hub takes our token again")
-
-    def _token_refused(self, exc: AgentComError) -> None:
-        """The hub refuses our token: re-read its source (a token file or the config file);
-        with a new token that works, go on with it. Otherwise a hazard that `check`, `status`
-        and `doctor` show, until it works again."""
-        fresh = reread_token(self.s)
-        if fresh and fresh != self.token:
-            self.hub.use_token(fresh)
-            try:
-                self.hub.poll(self.s.agent_id, since=TOKEN_PROBE_SINCE)
-            except AgentComError:
-                pass
-            else:
-                self.token = fresh
-                self.wake_hub.use_token(fresh)
-                self._token_works(f"the new token from {self.s.sources.get('token', 'its source')} is taken")
-                return
-            self.hub.use_token(self.token)
-        source = self.s.sources.get("token", "the settings")
-        hazard = [
-            f"the hub refuses this agent's token (from {source}): pushed messages are still stored, but nothing "
-            f"can be sent or acked; put the agent's new token in {source} (the watch re-reads it) ({exc})"
-        ]
-        if hazard != self.token_hazard:
-            self.token_hazard = hazard
-            self._set_hazards(self.first_hazard + self.later_hazard)
-
-    def _token_works(self, why: str) -> None:
-        self.token_hazard = []
-        self._set_hazards(self.first_hazard + self.later_hazard)
-        self._event("token", why)
-        sent, warnings = send_refused_auto_replies(self.hub, self.store, self.s, self.clock())
-        if sent:
-            self._event("auto_replies", f"{sent} auto-reply(ies) the hub had refused for our token sent now")
-        for warning in warnings:
-            self._event("warning", warning)
-
-    def _set_hazards(self, hazards: list[str]) -> None:
-        hazards = hazards + self.token_hazard
-        if hazards != self.status["hazards"]:
-            self.status["hazards"] = hazards
-            self._event(
-                "hazard" if hazards else "hazard_cleared", hazards[0] if hazards else "no other connection under our id"
-            )
 
     def _on_frames(self, frames: list[str | bytes]) -> None:
         """Pushed messages are kept (in one transaction for all of them) before anything acts
@@ -634,7 +528,7 @@ class Watch:
                 on_complete_poll=self._note_at_hub,
             )
         except AuthError as exc:  # the socket still brings pushes: keep it, say so everywhere
-            self._token_refused(exc)
+            self.hazards.token_refused(exc)
             return False
         except (HubUnavailableError, HubProtocolError) as exc:
             self._event("warning", f"could not read the mailbox (tried again soon): {exc}")
@@ -657,13 +551,6 @@ class Watch:
     def _note_at_hub(self, ids: list[str]) -> None:
         """What the hub holds (a whole mailbox read): pruning keeps these."""
         self.at_hub = tuple(ids)
-
-    def _prune(self) -> None:
-        """One pruning step when a pass is due (wake thread, own connection, short
-        transactions): only once a whole mailbox was read, which says what the hub holds."""
-        at_hub = self.at_hub
-        if at_hub is not None:  # (what it dead-letters is said by the next intake)
-            prune_store(self.wake_store, self.s, at_hub, self.clock(), 0.0)
 
     def _take_in(self) -> None:
         """Commit the pushed messages not yet stored, with their Tier 0 decisions, then send the
@@ -778,167 +665,13 @@ class Watch:
             self.announced_status = status
             self._event("status", f"status announced: {status[:80]}")
 
-    # waking the agent -------------------------------------------------------------
-
-    def _wake_loop(self) -> None:
-        while not self.stopping:
-            try:
-                if self.reload_requested:
-                    self.reload_requested = False
-                    self._reload_wake()
-                if self.dispatcher is not None:
-                    self._a2a_step()
-                else:
-                    self._maybe_wake()
-                self._prune()
-            except AgentComError as exc:
-                self._event("error", f"wake step failed: {exc}")
-            except Exception as exc:  # never let the wake thread die silently
-                self._event("error", f"wake step failed: {type(exc).__name__}")
-            self.arrived.wait(0.2)
-            self.arrived.clear()
-
-    def _maybe_wake(self) -> None:
-        if self.waker is None:
-            return
-        store = self.wake_store
-        now = self.clock()
-        self.batcher.note_waiting(now, store.deliverable_count(now))
-        due = self.batcher.due_at()
-        if due is None or now < due or now < self.wake_paused_until:
-            return
-        with store.write():
-            view = store.view([], now, self.s.wake.max_batch)
-            plan = plan_check(MailboxBatch([], 0), view, self.s, now, self.s.wake.max_batch)
-            store.apply_check(plan, now)
-        leased = {lease.id for lease in plan.leases}
-        before = {o.id: o.rec for o in view.open if o.id in leased}  # to undo a failed wake exactly
-        for warning in plan.warnings:
-            self._event("warning", warning)
-        if not plan.messages:
-            self.batcher.note_waiting(now, 0)
-            return
-        ids = [m["id"] for m in plan.messages]
-        result = {
-            "agent_id": self.s.agent_id,
-            "messages": plan.messages,
-            "handled": {},
-            "pending": plan.pending,
-            "warnings": [],
-        }
-        prompt = render_prompt(result, self.s.prompt_text_limit) + "\n" + WAKE_FOOTER
-        handed_over = self.s.wake.mode != "wake"  # the prompt itself goes to the agent (a notice does not)
-        if handed_over:
-            # Shown from the moment it is handed over: the agent may `agentcom ack` (or reply) while
-            # the command or the gateway's turn still runs, or after it ran past its timeout.
-            with store.write():
-                store.confirm_shown(ids)
-        outcome = self.waker.send(prompt, ids, [m["deliveries"] for m in plan.messages])
-        if outcome.kind == "ok":
-            if not handed_over:
-                with store.write():
-                    store.confirm_shown(ids)
-            self.batcher.woke(now)
-            with self._lock:
-                self.status["wakes_sent"] += 1
-                self._clear_wake_error(now)
-            self._event("woke", f"woke the agent ({self.s.wake.mode}) with {len(ids)} message(s)", ids=ids)
-            return
-        with store.write():
-            # Not delivered: `check` and the next wake return them (those the agent finished
-            # meanwhile stay finished; those it was shown may be acked).
-            store.restore(before, shown=handed_over)
-        with self._lock:
-            self.status["last_wake_error"] = wake_error(outcome, self.s.wake, now)
-        if outcome.kind == "unauthorized":
-            self.wake_paused_until = now + 600
-            if not self.reported_unauthorized:
-                self.reported_unauthorized = True
-                self._event(
-                    "wake_unauthorized",
-                    f"WAKE REFUSED: {outcome.detail}; fix [wake] token; still receiving and storing",
-                )
-            return
-        # refused (a 4xx): the settings are wrong, so retrying soon cannot help
-        delay = self.batcher.failed(now, 60.0 if outcome.kind == "refused" else outcome.retry_after)
-        self._event("wake_failed", f"wake failed: {outcome.detail}; retrying in {delay:.1f} s")
-
-    def _reload_wake(self) -> None:
-        """SIGHUP: read the settings again and take up their [wake] table, in the wake thread.
-        What the connection rests on (hub, id, token, Tier 0 rules) changes only at a restart:
-        the event names what changed and waits for one. A config that no longer loads leaves
-        the running one in place."""
-        if self.reload is None:
-            return
-        try:
-            new = self.reload()
-        except AgentComError as exc:
-            self._event("config", f"SIGHUP: the config was not reloaded (the running one stays): {exc}")
-            return
-        later = [
-            n for n in Settings.field_names() if n not in ("wake", "sources") and getattr(new, n) != getattr(self.s, n)
-        ]
-        note = f"; changed too, taken up at a restart: {', '.join(later)}" if later else ""
-        wake = new.wake
-        if wake == self.s.wake:
-            # The fault was elsewhere (the gateway, its token): a wake held back is tried now.
-            self.wake_paused_until, self.reported_unauthorized = 0.0, False
-            self.batcher.not_before, self.batcher.failures = 0.0, 0
-            self._event("config", f"SIGHUP: config read again, [wake] unchanged; a wake held back is tried now{note}")
-            self.arrived.set()
-            return
-        if self.dispatcher is not None:
-            self.dispatcher.close()  # its tasks are in the store: the next dispatcher resumes them
-            self.dispatcher = None
-        self.s = self.s.replace(wake=wake)
-        self.batcher = WakeBatcher(wake.window, wake.min_interval)
-        self.waker = Waker(wake) if wake.configured and wake.mode != "a2a" else None
-        self.wake_paused_until, self.reported_unauthorized = 0.0, False
-        if wake.configured and wake.mode == "a2a":
-            self.dispatcher = A2ADispatcher(self.s, self.wake_store, self.wake_hub, self._event, self.clock)
-        with self._lock:
-            self.status["wake_mode"] = wake.mode if wake.configured else None
-            self._clear_wake_error(self.clock())  # it was about the [wake] replaced
-        if not wake.configured:
-            now = "no wake: messages wait in the store for `agentcom check`"
-        else:
-            now = f"wakes go to {wake.url if wake.mode != 'command' else wake.argv()[0]} (mode {wake.mode})"
-        self._event("config", f"SIGHUP: [wake] reloaded: {neutralise(now)}{note}")
-        self.arrived.set()  # what waits is woken for now
-
-    def _a2a_step(self) -> None:
-        """Mode a2a: the dispatcher does what is due; `status` gets what changed."""
-        dispatcher = self.dispatcher
-        if dispatcher is None:
-            return
-        dispatcher.step()
-        if dispatcher.changed:
-            dispatcher.changed = False
-            summary = dispatcher.summary()
-            with self._lock:
-                self.status["a2a"] = summary
-                self.status["last_wake_error"] = dispatcher.last_error
-                write_status(self.directory, self.status)
-
-    def _clear_wake_error(self, now: float) -> None:
-        """A wake went through: the last error stays for `status`, marked cleared (`check` stops warning)."""
-        error = self.status.get("last_wake_error")
-        if error and "cleared_at" not in error:
-            self.status["last_wake_error"] = {**error, "cleared_at": now}
-
     # reporting ------------------------------------------------------------------
 
     def _event(self, kind: str, text: str, persist: bool = True, **fields: Any) -> None:
-        with self._lock:
-            self.events(kind, text, **fields)
-            self.status["last_event"] = f"{kind}: {neutralise(text)[:200]}"
-            self.status["last_event_at"] = self.clock()
-            if persist:
-                write_status(self.directory, self.status)
+        self.board.event(kind, text, persist, **fields)
 
     def _persist_status(self) -> None:
-        with self._lock:
-            write_status(self.directory, self.status)
+        self.board.persist()
 
 
 def run_watch(

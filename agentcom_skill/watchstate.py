@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .errors import StateError
+from .untrusted import neutralise
 
 fcntl: ModuleType | None
 try:
@@ -109,6 +112,39 @@ def write_status(directory: Path, status: dict[str, Any]) -> None:
         os.replace(tmp, directory / STATUS_NAME)
     except OSError:
         pass  # the status file is informational: never fail the watch for it
+
+
+class StatusBoard:
+    """What a running watch reports, from its socket thread and its wake thread alike (one
+    lock): each event through `events` (a log line; a JSON line with --jsonl), and `status`,
+    rewritten to watch.json, which `status`, `check` and `doctor` read."""
+
+    def __init__(
+        self, directory: Path, status: dict[str, Any], events: Callable[..., None], clock: Callable[[], float]
+    ):
+        self.directory = directory
+        self.status = status
+        self.events = events
+        self.clock = clock
+        self.lock = threading.Lock()
+
+    def event(self, kind: str, text: str, persist: bool = True, **fields: Any) -> None:
+        with self.lock:
+            self.events(kind, text, **fields)
+            self.status["last_event"] = f"{kind}: {neutralise(text)[:200]}"
+            self.status["last_event_at"] = self.clock()
+            if persist:
+                write_status(self.directory, self.status)
+
+    def update(self, persist: bool = True, **fields: Any) -> None:
+        with self.lock:
+            self.status.update(fields)
+            if persist:
+                write_status(self.directory, self.status)
+
+    def persist(self) -> None:
+        with self.lock:
+            write_status(self.directory, self.status)
 
 
 def read_status(directory: Path) -> dict[str, Any] | None:

@@ -91,7 +91,7 @@ def test_skill_md_agrees_with_manifest_and_code():
     read_by_code = set()
     for path in (ROOT / "agentcom_skill").rglob("*.py"):
         read_by_code |= set(re.findall(r'"(AGENTCOM_[A-Z_]+)"', path.read_text()))
-    read_by_code.discard("AGENTCOM_NO_REPLY")  # the A2A mode's no-answer token (a2a.py), not a variable
+    read_by_code.discard("AGENTCOM_NO_REPLY")  # the A2A mode's no-answer token (a2a/plan.py), not a variable
     # OpenClaw hides a skill unless every requires.env variable is set: none is required here
     # (a config file alone is a complete setup); the manifest lists every variable read.
     assert oc["requires"].get("env", []) == []

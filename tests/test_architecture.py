@@ -330,7 +330,6 @@ def too_big(found: dict[str, Path]) -> list[str]:
     return over
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: the splits land from other branches")
 def test_no_module_over_900_lines_and_no_class_over_600():
     """One room, one job (issue 29): a newcomer reads a module in one sitting."""
     over = too_big(modules())

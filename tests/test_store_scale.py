@@ -327,7 +327,8 @@ def test_inbox_since_reads_the_window_newest_first_through_its_index():
 def test_a_watch_prunes_from_its_wake_thread_keeping_what_its_last_mailbox_read_saw():
     """The watch's drain and sweeps (run_check with prune=False) say what the hub holds and
     prune nothing; the wake thread's step then keeps exactly those."""
-    from agentcom_skill.watch import Watch
+    from agentcom_skill.actions.check import run_check
+    from agentcom_skill.wakethread import WakeThread
 
     class Hub:
         def __init__(self, held):
@@ -356,13 +357,13 @@ def test_a_watch_prunes_from_its_wake_thread_keeping_what_its_last_mailbox_read_
         on_complete_poll=seen.append,
     )
     assert seen == [[f"{1:016x}"]] and len(store.messages(limit=100)) == 6, "the drain prunes nothing"
-    watch = Watch.__new__(Watch)
-    watch.s, watch.wake_store, watch.clock, watch.at_hub = s, store, lambda: NOW + 7200, None
-    watch._prune()
+    seen_at_hub: list = [None]
+    wakes = WakeThread(s, store, None, None, lambda: NOW + 7200, at_hub=lambda: seen_at_hub[0])  # type: ignore[arg-type]
+    wakes._prune()
     assert len(store.messages(limit=100)) == 6, "no mailbox read yet: nothing pruned"
-    watch._note_at_hub(seen[0])
+    seen_at_hub[0] = tuple(seen[0])  # what the watch's drain noted
     for _ in range(5):
-        watch._prune()
+        wakes._prune()
     assert {r["id"] for r in store.messages(limit=100)} == {f"{n:016x}" for n in (1, 5, 6)}
 
 

@@ -115,7 +115,7 @@ class TaskStore {
 
 // conversations ----------------------------------------------------------------------
 
-// The watch names each conversation (a2a.py's context_id): agentcom:peer:<label>,
+// The watch names each conversation (a2a/plan.py's context_id): agentcom:peer:<label>,
 // agentcom:thread:<label>:<root>, agentcom:broadcast:<label>. A label is the sender's id when it
 // is a plain lowercase id, else a readable stem and a hash.
 export function conversationOf(contextId) {
