@@ -67,6 +67,68 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = first + [i for i in items if id(i) not in ordered] + last
 
 
+# The real-OpenClaw tests spend their time waiting for OpenClaw (a Node gateway's start, its turns):
+# when a run selects them beside other tests, they run in a pytest process of their own, started
+# once collection is done, while this one runs the rest; `test_openclaw_beside.py` waits for it
+# at the end and fails with its output if it failed. (AGENTCOM_TEST_OPENCLAW=here keeps them in
+# this process; the child has it set.)
+OPENCLAW_HERE = "AGENTCOM_TEST_OPENCLAW"
+
+
+class OpenClawBeside:
+    def __init__(self, config: pytest.Config, node_ids: list[str]):
+        base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        self.output = base / "openclaw-beside.log"
+        self.count = len(node_ids)
+        with open(self.output, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+                + ["--basetemp", str(base / "openclaw-beside"), *node_ids],
+                cwd=str(config.rootpath),
+                env={**os.environ, OPENCLAW_HERE: "here"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self) -> tuple[int, str]:
+        code = self.proc.wait()
+        return code, self.output.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if os.environ.get(OPENCLAW_HERE) or config.option.collectonly:
+        return
+    openclaw = [i for i in session.items if i.get_closest_marker("openclaw")]
+    rest = [i for i in session.items if not i.get_closest_marker("openclaw")]
+    if not openclaw or not [i for i in rest if not i.nodeid.startswith("tests/test_openclaw_beside.py")]:
+        return
+    config.stash[BESIDE] = OpenClawBeside(config, [i.nodeid for i in openclaw])
+    waiting = [i for i in rest if i.nodeid.startswith("tests/test_openclaw_beside.py")]
+    session.items[:] = [i for i in rest if i not in waiting] + waiting
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    beside = config.stash.get(BESIDE, None)
+    if beside is not None and beside.proc.poll() is not None:
+        lines = beside.output.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+        terminalreporter.write_line(f"the OpenClaw tests, in a process of their own: {lines[-1].strip('= ')}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    beside = config.stash.get(BESIDE, None)
+    if beside is not None:
+        beside.stop()  # an interrupted run leaves no OpenClaw behind
+
+
+BESIDE = pytest.StashKey[OpenClawBeside]()
+
+
 class StartsAProcess(AssertionError):
     pass
 
