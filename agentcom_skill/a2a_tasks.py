@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .delivery import Record
+from .migrations import SCHEMA_COLUMNS
 from .store import PRUNE_INTERVAL, MessageStore
 from .store_db import OPEN_SQL, OVER_SQL, clean
 
@@ -66,23 +67,8 @@ class A2ATasks:
         )
 
     def update(self, task: int, **changes: Any) -> None:
-        allowed = {
-            "message_id",
-            "task_id",
-            "state",
-            "attempts",
-            "polls",
-            "sent_at",
-            "accepted_at",
-            "next_at",
-            "finished_at",
-            "answer",
-            "outcome",
-            "sent_id",
-            "error",
-            "answer_key",
-            "said",
-        }
+        # a task's own columns, less those fixed when it is made
+        allowed = set(SCHEMA_COLUMNS["a2a_tasks"]) - {"id", "peer", "context_id", "reply_to", "created_at"}
         assert changes and set(changes) <= allowed, changes
         names = sorted(changes)
         self.store.execute(

@@ -67,7 +67,7 @@ ONLY: dict[str, set[str]] = {
     "store_db": CORE | {"migrations", "files"},
     "store_history": CORE | {"migrations", "files", "store_db"},
     "store": CORE | {"migrations", "files", "store_db", "store_history"},
-    "a2a_tasks": CORE | {"store", "store_db"},
+    "a2a_tasks": CORE | {"store", "store_db", "migrations"},
     "openclaw_plugin": {"config", "errors"},
     TOP: {"errors"} | ACTIONS,  # `__getattr__` reaches the actions lazily
     "hub": HUB | {"files"},  # `create_private`, the private file mode
