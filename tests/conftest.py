@@ -73,6 +73,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 # at the end and fails with its output if it failed. (AGENTCOM_TEST_OPENCLAW=here keeps them in
 # this process; the child has it set.)
 OPENCLAW_HERE = "AGENTCOM_TEST_OPENCLAW"
+BESIDE_WAITER = "tests/test_openclaw_beside.py"
 
 
 class OpenClawBeside:
@@ -104,13 +105,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if os.environ.get(OPENCLAW_HERE) or config.option.collectonly:
         return
-    openclaw = [i for i in session.items if i.get_closest_marker("openclaw")]
-    rest = [i for i in session.items if not i.get_closest_marker("openclaw")]
-    if not openclaw or not [i for i in rest if not i.nodeid.startswith("tests/test_openclaw_beside.py")]:
-        return
-    config.stash[BESIDE] = OpenClawBeside(config, [i.nodeid for i in openclaw])
-    waiting = [i for i in rest if i.nodeid.startswith("tests/test_openclaw_beside.py")]
-    session.items[:] = [i for i in rest if i not in waiting] + waiting
+    openclaw, waiting, rest = [], [], []
+    for item in session.items:
+        if item.get_closest_marker("openclaw"):
+            openclaw.append(item)
+        elif item.nodeid.startswith(BESIDE_WAITER):
+            waiting.append(item)
+        else:
+            rest.append(item)
+    # Only with its waiter selected (else nobody would report the child's result) and other
+    # tests to run beside it.
+    if openclaw and waiting and rest:
+        config.stash[BESIDE] = OpenClawBeside(config, [i.nodeid for i in openclaw])
+        session.items[:] = rest + waiting
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
