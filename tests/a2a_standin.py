@@ -113,7 +113,6 @@ class A2AStandIn:
                 self.wfile.write(data)
 
         self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.url = self.base + "/a2a/v1"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

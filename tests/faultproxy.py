@@ -69,7 +69,6 @@ class FaultProxy:
             do_POST = do_GET
 
         self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         if tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -49,7 +49,6 @@ class ForwardProxy:
                 proxy._tunnel(self)
 
         self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
